@@ -1,0 +1,245 @@
+//! `dbctl init`: everything `diesel setup` does, safe to run again.
+//!
+//! Creates what is missing (the database, the migrations folder, diesel.toml, .env.example, the
+//! bookkeeping table), never overwrites a file, applies pending migrations through the migration
+//! engine, and reports what it did and what already existed.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::commands::Context;
+use crate::db::{self, Backend, DbUrl, OpenMode, SqliteTarget};
+use crate::error::{self, Exit};
+use crate::migrate;
+use crate::output::{self, Report};
+
+/// The `.env.example` written into a new project: the same file this repository ships.
+const ENV_EXAMPLE: &str = include_str!("../../.env.example");
+
+/// Create the database and project files if missing, then apply pending migrations.
+///
+/// Safe to run again: what exists is left as it is and reported as such.
+///
+/// Examples:
+///   dbctl init
+///   dbctl init --database-url postgres://postgres@127.0.0.1/app_dev
+///   dbctl init --no-migrate --format json
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub(crate) struct InitArgs {
+    /// Create the database and files, but apply no migrations
+    #[arg(long)]
+    no_migrate: bool,
+}
+
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Status {
+    Created,
+    Existed,
+    Applied,
+    Skipped,
+}
+
+#[derive(Serialize, Debug)]
+pub(crate) struct Step {
+    item: String,
+    status: Status,
+    detail: String,
+}
+
+#[derive(Serialize, Debug)]
+pub(crate) struct InitReport {
+    backend: Backend,
+    url: String,
+    steps: Vec<Step>,
+    applied: Vec<migrate::Applied>,
+}
+
+impl Report for InitReport {
+    fn human(&self) -> String {
+        let mut table = output::table(["item", "status", "detail"]);
+        for step in &self.steps {
+            let status = match step.status {
+                Status::Created => "created",
+                Status::Existed => "exists",
+                Status::Applied => "applied",
+                Status::Skipped => "skipped",
+            };
+            table.add_row(vec![step.item.as_str(), status, step.detail.as_str()]);
+        }
+        format!("{table}")
+    }
+}
+
+impl InitReport {
+    fn step(&mut self, item: impl Into<String>, status: Status, detail: impl Into<String>) {
+        self.steps.push(Step {
+            item: item.into(),
+            status,
+            detail: detail.into(),
+        });
+    }
+}
+
+pub(crate) fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<InitReport> {
+    let url = ctx.url()?;
+    let settings = ctx.config.pool_settings(None)?;
+    let mut report = InitReport {
+        backend: url.backend(),
+        url: url.redacted(),
+        steps: Vec::new(),
+        applied: Vec::new(),
+    };
+
+    let (status, detail) = create_database(ctx, &url, &settings)?;
+    report.step("database", status, detail);
+    let db = ctx.open_url(&url, &settings, OpenMode::Create)?;
+
+    let (dir, source) = ctx.config.migrations_dir();
+    ctx.out.verbose(format_args!(
+        "migrations folder {} ({source})",
+        dir.display()
+    ));
+    let status = if dir.is_dir() {
+        Status::Existed
+    } else {
+        fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create the migrations folder `{}`", dir.display()))
+            .map_err(|e| error::tag(e, Exit::Usage))?;
+        Status::Created
+    };
+    report.step("migrations folder", status, dir.display().to_string());
+
+    let toml = format!(
+        "# dbctl and diesel_cli read this file.\n[migrations_directory]\ndir = {}\n",
+        toml::Value::String(dir.display().to_string())
+    );
+    report.step(
+        "diesel.toml",
+        write_new(Path::new("diesel.toml"), &toml)?,
+        "diesel.toml",
+    );
+    report.step(
+        ".env.example",
+        write_new(Path::new(".env.example"), ENV_EXAMPLE)?,
+        ".env.example",
+    );
+
+    let mut conn = db.get()?;
+    let status = if migrate::ensure_bookkeeping(&mut conn)? {
+        Status::Created
+    } else {
+        Status::Existed
+    };
+    report.step("bookkeeping table", status, migrate::DIESEL_TABLE);
+
+    if args.no_migrate {
+        report.step("migrations", Status::Skipped, "--no-migrate");
+    } else {
+        let applied = migrate::apply_pending(&mut conn, &dir)?;
+        let detail = match applied.len() {
+            0 => "nothing pending".to_string(),
+            1 => "1 migration".to_string(),
+            n => format!("{n} migrations"),
+        };
+        let status = if applied.is_empty() {
+            Status::Existed
+        } else {
+            Status::Applied
+        };
+        report.step("migrations", status, detail);
+        report.applied = applied;
+    }
+    Ok(report)
+}
+
+/// Creates the database itself if it does not exist: the SQLite file (and its folder), or the
+/// PostgreSQL database through the server's maintenance database.
+fn create_database(
+    ctx: &Context,
+    url: &DbUrl,
+    settings: &db::PoolSettings,
+) -> anyhow::Result<(Status, String)> {
+    match url.backend() {
+        Backend::Sqlite => Ok(match url.sqlite_target() {
+            Some(SqliteTarget::File(path)) if path.exists() => {
+                (Status::Existed, path.display().to_string())
+            }
+            Some(SqliteTarget::File(path)) => (Status::Created, path.display().to_string()),
+            _ => (
+                Status::Created,
+                "in memory (gone when dbctl exits)".to_string(),
+            ),
+        }),
+        Backend::Postgres => {
+            let name = url.pg_database().ok_or_else(|| {
+                error::usage(format!(
+                    "the URL {} names no database to create (add /name after the host)",
+                    url.redacted()
+                ))
+            })?;
+            // Most runs find the database already there: try it first, so that `init` needs no
+            // access to a maintenance database in that case.
+            match db::Database::open(url, settings, OpenMode::Existing) {
+                Ok(_) => return Ok((Status::Existed, name)),
+                Err(err) if !error::render(&err).contains("does not exist") => return Err(err),
+                Err(_) => {}
+            }
+            let admin = open_maintenance(ctx, url, settings)?;
+            let mut conn = admin.get()?;
+            if db::pg_database_exists(&mut conn, &name)? {
+                return Ok((Status::Existed, name));
+            }
+            ctx.out.verbose(format_args!("creating database {name}"));
+            db::pg_create_database(&mut conn, &name)?;
+            Ok((Status::Created, name))
+        }
+    }
+}
+
+/// A connection to the `postgres` maintenance database, or `template1` where that is missing.
+fn open_maintenance(
+    ctx: &Context,
+    url: &DbUrl,
+    settings: &db::PoolSettings,
+) -> anyhow::Result<db::Database> {
+    let mut settings = settings.clone();
+    settings.size = 1;
+    let postgres = url.with_pg_database("postgres");
+    match ctx.open_url(&postgres, &settings, OpenMode::Existing) {
+        Ok(db) => Ok(db),
+        Err(err) if error::render(&err).contains("does not exist") => ctx
+            .open_url(
+                &url.with_pg_database("template1"),
+                &settings,
+                OpenMode::Existing,
+            )
+            .context("connecting to a maintenance database to create the new one"),
+        Err(err) => Err(err.context("connecting to the maintenance database `postgres`")),
+    }
+}
+
+/// Writes a file only if it does not exist yet (never overwriting a user's file).
+fn write_new(path: &Path, contents: &str) -> anyhow::Result<Status> {
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path);
+    match file {
+        Ok(mut f) => {
+            f.write_all(contents.as_bytes())
+                .with_context(|| format!("writing `{}`", path.display()))?;
+            Ok(Status::Created)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Status::Existed),
+        Err(e) => Err(error::tag(
+            anyhow::anyhow!("cannot create `{}`: {e}", path.display()),
+            Exit::Usage,
+        )),
+    }
+}

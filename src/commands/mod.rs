@@ -1,0 +1,77 @@
+//! One module per subcommand. Each takes the [`Context`] and its own arguments, does its work, and
+//! returns a report for `output` to print; none of them prints a result itself.
+
+pub(crate) mod init;
+pub(crate) mod ping;
+
+use crate::cli::{Cli, Command};
+use crate::config::Config;
+use crate::db::{Database, DbUrl, OpenMode, PoolSettings};
+use crate::error::Exit;
+use crate::output::Output;
+
+/// What every command gets: the resolved settings and the printer.
+pub(crate) struct Context<'a> {
+    pub(crate) config: Config,
+    pub(crate) out: &'a Output,
+}
+
+impl Context<'_> {
+    /// The database URL, with where it came from in the verbose log.
+    pub(crate) fn url(&self) -> anyhow::Result<DbUrl> {
+        let (url, source) = self.config.database_url()?;
+        self.out.verbose(format_args!(
+            "database {} ({}, {source})",
+            url.redacted(),
+            url.backend()
+        ));
+        for note in url.notes() {
+            self.out.verbose(note);
+        }
+        Ok(url)
+    }
+
+    /// Opens the configured database through the pool.
+    pub(crate) fn open(&self, mode: OpenMode) -> anyhow::Result<Database> {
+        let url = self.url()?;
+        let settings = self.config.pool_settings(None)?;
+        self.open_url(&url, &settings, mode)
+    }
+
+    /// Opens a given URL with given settings, logging what it did.
+    pub(crate) fn open_url(
+        &self,
+        url: &DbUrl,
+        settings: &PoolSettings,
+        mode: OpenMode,
+    ) -> anyhow::Result<Database> {
+        self.out.verbose(format_args!(
+            "pool: max {} connections, checkout timeout {:.1}s, recycle {}, pre-ping {}, connect timeout {:.1}s",
+            settings.size,
+            settings.timeout.as_secs_f64(),
+            settings
+                .recycle
+                .map_or("off".to_string(), |d| format!("{:.0}s", d.as_secs_f64())),
+            settings.pre_ping,
+            settings.connect_timeout.as_secs_f64(),
+        ));
+        let db = Database::open(url, settings, mode)?;
+        self.out.verbose(format_args!(
+            "connected in {}",
+            crate::output::millis(db.connect_time())
+        ));
+        Ok(db)
+    }
+}
+
+/// Runs the command the user asked for and prints its report.
+pub(crate) fn run(cli: Cli, out: &Output) -> anyhow::Result<Exit> {
+    let ctx = Context {
+        config: Config::load(cli.global.overrides())?,
+        out,
+    };
+    match cli.command {
+        Command::Init(args) => out.emit(&init::run(&ctx, args)?),
+        Command::Ping(args) => out.emit(&ping::run(&ctx, args)?),
+    }
+}
