@@ -506,8 +506,8 @@ mod tests {
     #[test]
     fn postgres_forms() {
         pg("postgres://u@localhost/db");
-        pg("postgresql://u:p@127.0.0.1:5432/db?sslmode=disable");
-        let url = pg("postgresql+asyncpg://u:pw@h:5432/app");
+        pg("postgresql://u:pw-unit-a@127.0.0.1:5432/db?sslmode=disable");
+        let url = pg("postgresql+asyncpg://u:pw-unit-b@h:5432/app");
         assert_eq!(url.redacted(), "postgresql://u:***@h:5432/app");
         assert_eq!(url.notes().len(), 1);
         pg("postgresql+psycopg://[::1]:5432/db");

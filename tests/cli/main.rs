@@ -1,0 +1,7 @@
+//! dbctl's integration tests: one crate (one binary to link), one module per subcommand. Every
+//! test drives the real `dbctl` binary against a real SQLite file or PostgreSQL database.
+
+mod support;
+
+mod init;
+mod ping;
