@@ -73,3 +73,10 @@ pub(crate) enum Command {
     Init(commands::init::InitArgs),
     Ping(commands::ping::PingArgs),
 }
+
+impl Command {
+    /// Whether the command can print a diagram (`--format mermaid|dot`).
+    pub(crate) fn draws_diagrams(&self) -> bool {
+        false
+    }
+}

@@ -272,20 +272,15 @@ fn bad_value(key: &str, raw: &str, source: &Source, want: &str) -> anyhow::Error
 }
 
 fn read_env_file(path: &Path) -> anyhow::Result<HashMap<String, String>> {
-    let iter = dotenvy::from_path_iter(path).map_err(|e| {
-        error::usage(format!(
-            "cannot read env file `{}`: {}",
-            path.display(),
-            env_error(&e)
-        ))
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| error::usage(format!("cannot read env file `{}`: {e}", path.display())))?;
     let mut map = HashMap::new();
-    for item in iter {
+    for item in dotenvy::from_read_iter(text.as_bytes()) {
         let (key, value) = item.map_err(|e| {
             error::usage(format!(
                 "malformed env file `{}`: {}",
                 path.display(),
-                env_error(&e)
+                env_error(&e, &text)
             ))
         })?;
         map.insert(key, value);
@@ -293,11 +288,13 @@ fn read_env_file(path: &Path) -> anyhow::Result<HashMap<String, String>> {
     Ok(map)
 }
 
-/// dotenvy's parse errors quote the offending line, which may hold a password: keep the position.
-fn env_error(err: &dotenvy::Error) -> String {
+/// dotenvy's parse errors quote the offending line, which may hold a password: say where it is
+/// instead.
+fn env_error(err: &dotenvy::Error, text: &str) -> String {
     match err {
         dotenvy::Error::LineParse(line, index) => {
-            let line_no = line.lines().count().max(1);
+            let first = line.lines().next().unwrap_or_default();
+            let line_no = text.lines().position(|l| l == first).map_or(1, |i| i + 1);
             format!("cannot parse line {line_no} at character {}", index + 1)
         }
         dotenvy::Error::Io(io) => io.to_string(),

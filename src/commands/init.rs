@@ -96,9 +96,12 @@ pub(crate) fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<InitReport> {
         applied: Vec::new(),
     };
 
-    let (status, detail) = create_database(ctx, &url, &settings)?;
+    let (status, detail, opened) = create_database(ctx, &url, &settings)?;
     report.step("database", status, detail);
-    let db = ctx.open_url(&url, &settings, OpenMode::Create)?;
+    let db = match opened {
+        Some(db) => db,
+        None => ctx.open_url(&url, &settings, OpenMode::Create)?,
+    };
 
     let (dir, source) = ctx.config.migrations_dir();
     ctx.out.verbose(format_args!(
@@ -159,21 +162,23 @@ pub(crate) fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<InitReport> {
 }
 
 /// Creates the database itself if it does not exist: the SQLite file (and its folder), or the
-/// PostgreSQL database through the server's maintenance database.
+/// PostgreSQL database through the server's maintenance database. When finding out meant
+/// connecting to it, that open database is handed back so the run uses one connection.
 fn create_database(
     ctx: &Context,
     url: &DbUrl,
     settings: &db::PoolSettings,
-) -> anyhow::Result<(Status, String)> {
+) -> anyhow::Result<(Status, String, Option<db::Database>)> {
     match url.backend() {
         Backend::Sqlite => Ok(match url.sqlite_target() {
             Some(SqliteTarget::File(path)) if path.exists() => {
-                (Status::Existed, path.display().to_string())
+                (Status::Existed, path.display().to_string(), None)
             }
-            Some(SqliteTarget::File(path)) => (Status::Created, path.display().to_string()),
+            Some(SqliteTarget::File(path)) => (Status::Created, path.display().to_string(), None),
             _ => (
                 Status::Created,
                 "in memory (gone when dbctl exits)".to_string(),
+                None,
             ),
         }),
         Backend::Postgres => {
@@ -185,19 +190,19 @@ fn create_database(
             })?;
             // Most runs find the database already there: try it first, so that `init` needs no
             // access to a maintenance database in that case.
-            match db::Database::open(url, settings, OpenMode::Existing) {
-                Ok(_) => return Ok((Status::Existed, name)),
+            match ctx.open_url(url, settings, OpenMode::Existing) {
+                Ok(db) => return Ok((Status::Existed, name, Some(db))),
                 Err(err) if !error::render(&err).contains("does not exist") => return Err(err),
                 Err(_) => {}
             }
             let admin = open_maintenance(ctx, url, settings)?;
             let mut conn = admin.get()?;
             if db::pg_database_exists(&mut conn, &name)? {
-                return Ok((Status::Existed, name));
+                return Ok((Status::Existed, name, None));
             }
             ctx.out.verbose(format_args!("creating database {name}"));
             db::pg_create_database(&mut conn, &name)?;
-            Ok((Status::Created, name))
+            Ok((Status::Created, name, None))
         }
     }
 }

@@ -7,8 +7,8 @@ pub(crate) mod ping;
 use crate::cli::{Cli, Command};
 use crate::config::Config;
 use crate::db::{Database, DbUrl, OpenMode, PoolSettings};
-use crate::error::Exit;
-use crate::output::Output;
+use crate::error::{self, Exit};
+use crate::output::{Format, Output};
 
 /// What every command gets: the resolved settings and the printer.
 pub(crate) struct Context<'a> {
@@ -66,6 +66,11 @@ impl Context<'_> {
 
 /// Runs the command the user asked for and prints its report.
 pub(crate) fn run(cli: Cli, out: &Output) -> anyhow::Result<Exit> {
+    if matches!(out.format(), Format::Mermaid | Format::Dot) && !cli.command.draws_diagrams() {
+        return Err(error::usage(
+            "--format mermaid and --format dot are only for `dbctl inspect`",
+        ));
+    }
     let ctx = Context {
         config: Config::load(cli.global.overrides())?,
         out,

@@ -326,20 +326,6 @@ pub(crate) fn pg_create_database(conn: &mut AnyConnection, name: &str) -> anyhow
         .with_context(|| format!("creating database `{name}`"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::quote_ident;
-
-    #[test]
-    fn identifiers_are_quoted() {
-        assert_eq!(quote_ident("users"), "\"users\"");
-        assert_eq!(
-            quote_ident("a\"; DROP TABLE x; --"),
-            "\"a\"\"; DROP TABLE x; --\""
-        );
-    }
-}
-
 /// Whether a table exists (PostgreSQL: visible on the search path; SQLite: in `main`).
 pub(crate) fn table_exists(conn: &mut AnyConnection, name: &str) -> anyhow::Result<bool> {
     #[derive(QueryableByName)]
@@ -361,4 +347,18 @@ pub(crate) fn table_exists(conn: &mut AnyConnection, name: &str) -> anyhow::Resu
         .get_result(conn)
         .with_context(|| format!("looking for table {name}"))?;
     Ok(found.n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote_ident;
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("users"), "\"users\"");
+        assert_eq!(
+            quote_ident("a\"; DROP TABLE x; --"),
+            "\"a\"\"; DROP TABLE x; --\""
+        );
+    }
 }
