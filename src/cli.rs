@@ -72,4 +72,6 @@ impl GlobalArgs {
 pub(crate) enum Command {
     Init(commands::init::InitArgs),
     Ping(commands::ping::PingArgs),
+    Migrate(commands::migrate::MigrateArgs),
+    Revision(commands::revision::RevisionArgs),
 }
