@@ -4,4 +4,6 @@
 mod support;
 
 mod init;
+mod migrate;
 mod ping;
+mod revision;
