@@ -140,12 +140,12 @@ impl Bookkeeping {
     pub(crate) fn ensure(&mut self, conn: &mut AnyConnection) -> anyhow::Result<bool> {
         let created = !self.diesel_exists;
         if !self.diesel_exists {
+            // diesel_cli's own DDL, byte for byte, so that a schema dump (SQLite keeps the text)
+            // does not differ by who created the table. The lock makes IF NOT EXISTS needless.
             conn.batch_execute(&format!(
-                "CREATE TABLE IF NOT EXISTS {} (
-                    version VARCHAR(50) PRIMARY KEY NOT NULL,
-                    run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
-                )",
-                self.table(DIESEL_TABLE)
+                "CREATE TABLE {}{DIESEL_TABLE} (\n       version VARCHAR(50) PRIMARY KEY NOT NULL,\n       \
+                 run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP\n)",
+                self.prefix
             ))
             .with_context(|| format!("creating the bookkeeping table {DIESEL_TABLE}"))?;
             self.diesel_exists = true;
