@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::commands::Context;
 use crate::db::OpenMode;
 use crate::error::Exit;
-use crate::migrate::{self, Action, DownTarget, Options, RunReport, State, StatusReport, UpTarget};
+use crate::migrate::{self, Action, DownTarget, Options, RunReport, StatusReport, UpTarget};
 use crate::output::{self, Report};
 
 /// Apply, revert, redo and list migrations (diesel's folder format and bookkeeping).
@@ -295,12 +295,11 @@ fn human_run(r: &RunReport) -> String {
             ));
         }
     } else {
-        let verb = if r.command == "down" {
-            "Reverted"
-        } else {
-            "Applied"
+        let (verb, n) = match r.command {
+            "down" => ("Reverted", r.steps.len()),
+            "redo" => ("Reverted and re-applied", r.steps.len() / 2),
+            _ => ("Applied", r.steps.len()),
         };
-        let n = r.steps.len();
         text.push_str(&format!(
             "\n{verb} {n} migration{} in {:.0} ms.",
             if n == 1 { "" } else { "s" },
@@ -337,6 +336,5 @@ fn human_status(s: &StatusOutput) -> String {
     if st.missing > 0 {
         summary.push_str(&format!(", {} missing", st.missing));
     }
-    let _ = State::Applied;
     format!("{table}\n{summary}.")
 }

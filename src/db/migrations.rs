@@ -261,7 +261,9 @@ impl Bookkeeping {
 pub(crate) enum RunLock {
     Postgres,
     /// The open file carries the `flock`; it is only ever dropped.
-    SqliteFile { _file: File },
+    SqliteFile {
+        _file: File,
+    },
     None,
 }
 
@@ -283,8 +285,7 @@ pub(crate) fn acquire_run_lock(
     let mut told = false;
     let file = match (&*conn, sqlite_file) {
         (AnyConnection::Sqlite(_), Some(path)) => Some(
-            File::open(path)
-                .with_context(|| format!("opening `{}` to lock it", path.display()))?,
+            File::open(path).with_context(|| format!("opening `{}` to lock it", path.display()))?,
         ),
         _ => None,
     };

@@ -340,26 +340,3 @@ mod tests {
         );
     }
 }
-
-/// Whether a table exists (PostgreSQL: visible on the search path; SQLite: in `main`).
-pub(crate) fn table_exists(conn: &mut AnyConnection, name: &str) -> anyhow::Result<bool> {
-    #[derive(QueryableByName)]
-    struct Found {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let query = match conn {
-        AnyConnection::Postgresql(_) => {
-            "SELECT count(*)::bigint AS n FROM pg_catalog.pg_class c \
-             WHERE c.relname = $1 AND c.relkind IN ('r', 'p') AND pg_catalog.pg_table_is_visible(c.oid)"
-        }
-        AnyConnection::Sqlite(_) => {
-            "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = $1"
-        }
-    };
-    let found: Found = diesel::sql_query(query)
-        .bind::<Text, _>(name)
-        .get_result(conn)
-        .with_context(|| format!("looking for table {name}"))?;
-    Ok(found.n > 0)
-}

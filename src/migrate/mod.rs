@@ -175,9 +175,10 @@ pub(crate) fn execute(
     let mut report = RunReport {
         command: action.name(),
         dry_run: opts.dry_run,
-        migrations_dir: source
-            .as_ref()
-            .map_or_else(|| dir.display().to_string(), |s| s.dir.display().to_string()),
+        migrations_dir: source.as_ref().map_or_else(
+            || dir.display().to_string(),
+            |s| s.dir.display().to_string(),
+        ),
         steps: Vec::new(),
         warnings: source
             .as_ref()
@@ -202,12 +203,10 @@ pub(crate) fn execute(
     }
 
     let lock_file = sqlite_file(&db);
-    let waited = book::acquire_run_lock(
-        &mut conn,
-        lock_file.as_deref(),
-        opts.lock_timeout,
-        || out.info("waiting for another migration run on this database to finish ..."),
-    )?;
+    let waited =
+        book::acquire_run_lock(&mut conn, lock_file.as_deref(), opts.lock_timeout, || {
+            out.info("waiting for another migration run on this database to finish ...")
+        })?;
     report.lock_wait_ms = output::ms_f64(waited.waited);
     let result = locked(out, &mut conn, source.as_ref(), action, opts, &mut report);
     let released = waited.lock.release(&mut conn);
@@ -347,7 +346,9 @@ fn decide<'a>(
                 );
                 if opts.strict {
                     return Err(error::tag(
-                        anyhow::anyhow!("{msg}; refusing with --strict (drop --strict to apply them anyway)"),
+                        anyhow::anyhow!(
+                            "{msg}; refusing with --strict (drop --strict to apply them anyway)"
+                        ),
                         Exit::Check,
                     ));
                 }

@@ -165,7 +165,10 @@ pub(crate) enum DownTarget {
 }
 
 /// The applied versions `down` would revert, newest application first.
-pub(crate) fn down_plan(applied: &[AppliedRow], target: &DownTarget) -> Result<Vec<String>, String> {
+pub(crate) fn down_plan(
+    applied: &[AppliedRow],
+    target: &DownTarget,
+) -> Result<Vec<String>, String> {
     let order = application_order(applied);
     let newest_first = order.iter().rev().map(|a| a.version.clone());
     Ok(match target {

@@ -87,18 +87,17 @@ fn run(
                 .map_err(|e| failure(m, &path, stmt, i, statements.len(), &e, false, direction))?;
         }
         let took = started.elapsed();
-        conn.transaction(|conn| record(conn, took))
-            .map_err(|e| {
-                e.context(format!(
-                    "migration {} ran, but recording it failed: it is not marked as {}",
-                    m.label(),
-                    if direction == Direction::Up {
-                        "applied"
-                    } else {
-                        "reverted"
-                    }
-                ))
-            })?;
+        conn.transaction(|conn| record(conn, took)).map_err(|e| {
+            e.context(format!(
+                "migration {} ran, but recording it failed: it is not marked as {}",
+                m.label(),
+                if direction == Direction::Up {
+                    "applied"
+                } else {
+                    "reverted"
+                }
+            ))
+        })?;
         Ok(took)
     }
 }

@@ -307,7 +307,10 @@ mod tests {
     fn folder_names() {
         assert_eq!(
             parse_folder_name("2024-01-31-120000_add users-table now").unwrap(),
-            ("20240131120000".to_string(), "add users-table now".to_string())
+            (
+                "20240131120000".to_string(),
+                "add users-table now".to_string()
+            )
         );
         assert_eq!(
             parse_folder_name("00000000000000_diesel_initial_setup").unwrap(),

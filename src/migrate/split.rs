@@ -105,9 +105,7 @@ impl StmtState {
             && self.first_words.iter().any(|w| w == "TRIGGER");
         match upper.as_str() {
             "BEGIN" if dialect == Dialect::Sqlite && is_trigger => self.depth += 1,
-            "ATOMIC" if dialect == Dialect::Postgres && self.previous == "BEGIN" => {
-                self.depth += 1
-            }
+            "ATOMIC" if dialect == Dialect::Postgres && self.previous == "BEGIN" => self.depth += 1,
             "CASE" if self.depth > 0 => self.depth += 1,
             "END" if self.depth > 0 => self.depth -= 1,
             _ => {}

@@ -74,22 +74,26 @@ both_backends!(up_applies_everything_once_and_records_it, |p: Project| {
         .stdout_has("Nothing to apply");
 });
 
-both_backends!(up_prints_one_line_per_migration_when_not_a_terminal, |p: Project| {
-    three(&p);
-    init(&p);
-    p.run(["migrate", "up"])
-        .success()
-        .stderr_has("applied 20240101000000_create_a (")
-        .stderr_has("applied 20240103000000_create_c (")
-        .stdout_has("Applied 3 migrations");
-});
+both_backends!(
+    up_prints_one_line_per_migration_when_not_a_terminal,
+    |p: Project| {
+        three(&p);
+        init(&p);
+        p.run(["migrate", "up"])
+            .success()
+            .stderr_has("applied 20240101000000_create_a (")
+            .stderr_has("applied 20240103000000_create_c (")
+            .stdout_has("Applied 3 migrations");
+    }
+);
 
 both_backends!(up_step_and_to, |p: Project| {
     three(&p);
     init(&p);
     p.run(["migrate", "up", "--step", "1"]).success();
     assert_eq!(applied(&p), ["20240101000000"]);
-    p.run(["migrate", "up", "--to", "2024-01-02-000000"]).success();
+    p.run(["migrate", "up", "--to", "2024-01-02-000000"])
+        .success();
     assert_eq!(applied(&p), ["20240101000000", "20240102000000"]);
     p.run(["migrate", "up", "--to", "20991231000000"])
         .code(2)
@@ -137,26 +141,39 @@ both_backends!(down_step_to_and_all, |p: Project| {
         .stderr_has("not applied");
 });
 
-both_backends!(down_refuses_before_touching_anything_without_down_sql, |p: Project| {
-    mig(&p, "2024-01-01-000000_a", "CREATE TABLE a (id INTEGER);", Some("DROP TABLE a;"));
-    mig(&p, "2024-01-02-000000_b", "CREATE TABLE b (id INTEGER);", None);
-    mig(
-        &p,
-        "2024-01-03-000000_c",
-        "CREATE TABLE c (id INTEGER);",
-        Some("-- nothing here yet\n"),
-    );
-    init(&p);
-    p.run(["migrate", "up"]).success();
-    p.run(["migrate", "down", "--all"])
-        .code(2)
-        .stderr_has("2024010200000")
-        .stderr_has("no down.sql")
-        .stderr_has("20240103000000_c")
-        .stderr_has("nothing was changed");
-    assert_eq!(applied(&p).len(), 3);
-    assert!(p.has_table("c"), "c must not be reverted either");
-});
+both_backends!(
+    down_refuses_before_touching_anything_without_down_sql,
+    |p: Project| {
+        mig(
+            &p,
+            "2024-01-01-000000_a",
+            "CREATE TABLE a (id INTEGER);",
+            Some("DROP TABLE a;"),
+        );
+        mig(
+            &p,
+            "2024-01-02-000000_b",
+            "CREATE TABLE b (id INTEGER);",
+            None,
+        );
+        mig(
+            &p,
+            "2024-01-03-000000_c",
+            "CREATE TABLE c (id INTEGER);",
+            Some("-- nothing here yet\n"),
+        );
+        init(&p);
+        p.run(["migrate", "up"]).success();
+        p.run(["migrate", "down", "--all"])
+            .code(2)
+            .stderr_has("2024010200000")
+            .stderr_has("no down.sql")
+            .stderr_has("20240103000000_c")
+            .stderr_has("nothing was changed");
+        assert_eq!(applied(&p).len(), 3);
+        assert!(p.has_table("c"), "c must not be reverted either");
+    }
+);
 
 both_backends!(redo_reverts_and_reapplies, |p: Project| {
     three(&p);
@@ -168,10 +185,20 @@ both_backends!(redo_reverts_and_reapplies, |p: Project| {
     let steps = run.json()["steps"].as_array().unwrap().clone();
     let dirs: Vec<_> = steps
         .iter()
-        .map(|s| format!("{} {}", s["direction"].as_str().unwrap(), s["version"].as_str().unwrap()))
+        .map(|s| {
+            format!(
+                "{} {}",
+                s["direction"].as_str().unwrap(),
+                s["version"].as_str().unwrap()
+            )
+        })
         .collect();
     assert_eq!(dirs, ["down 20240103000000", "up 20240103000000"]);
-    assert_eq!(p.count("SELECT count(*) AS n FROM c"), 0, "c was dropped and recreated");
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM c"),
+        0,
+        "c was dropped and recreated"
+    );
 
     let run = p.run(["migrate", "redo", "--all", "--format", "json"]);
     run.success();
@@ -207,90 +234,120 @@ both_backends!(status_lists_states_and_check_gates, |p: Project| {
     assert!(first["duration_ms"].as_f64().is_some());
 });
 
-both_backends!(a_failing_migration_stops_the_run_and_leaves_the_one_before, |p: Project| {
-    mig(&p, "2024-01-01-000000_good", "CREATE TABLE good (id INTEGER);", Some("DROP TABLE good;"));
-    mig(
-        &p,
-        "2024-01-02-000000_bad",
-        "CREATE TABLE half (id INTEGER);\n\n-- the typo:\nCREATE TABLEX oops (id INTEGER);\n",
-        Some("DROP TABLE half;"),
-    );
-    mig(&p, "2024-01-03-000000_after", "CREATE TABLE after (id INTEGER);", Some("DROP TABLE after;"));
-    init(&p);
-    p.run(["migrate", "up"])
-        .code(1)
-        .stderr_has("20240102000000_bad")
-        .stderr_has("up.sql line 4")
-        .stderr_has("CREATE TABLEX oops")
-        .stderr_has("rolled back")
-        .stderr_has("TABLEX");
-    assert_eq!(applied(&p), ["20240101000000"]);
-    assert!(p.has_table("good"));
-    assert!(!p.has_table("half"), "the failed migration is rolled back whole");
-    assert!(!p.has_table("after"));
-    assert_eq!(p.count("SELECT count(*) AS n FROM __dbctl_migrations"), 1);
-    // The JSON error names the same things.
-    let run = p.run(["migrate", "up", "--format", "json"]);
-    run.code(1);
-    let msg = run.json()["error"]["message"].as_str().unwrap().to_string();
-    assert!(msg.contains("line 4"), "{msg}");
-});
+both_backends!(
+    a_failing_migration_stops_the_run_and_leaves_the_one_before,
+    |p: Project| {
+        mig(
+            &p,
+            "2024-01-01-000000_good",
+            "CREATE TABLE good (id INTEGER);",
+            Some("DROP TABLE good;"),
+        );
+        mig(
+            &p,
+            "2024-01-02-000000_bad",
+            "CREATE TABLE half (id INTEGER);\n\n-- the typo:\nCREATE TABLEX oops (id INTEGER);\n",
+            Some("DROP TABLE half;"),
+        );
+        mig(
+            &p,
+            "2024-01-03-000000_after",
+            "CREATE TABLE after (id INTEGER);",
+            Some("DROP TABLE after;"),
+        );
+        init(&p);
+        p.run(["migrate", "up"])
+            .code(1)
+            .stderr_has("20240102000000_bad")
+            .stderr_has("up.sql line 4")
+            .stderr_has("CREATE TABLEX oops")
+            .stderr_has("rolled back")
+            .stderr_has("TABLEX");
+        assert_eq!(applied(&p), ["20240101000000"]);
+        assert!(p.has_table("good"));
+        assert!(
+            !p.has_table("half"),
+            "the failed migration is rolled back whole"
+        );
+        assert!(!p.has_table("after"));
+        assert_eq!(p.count("SELECT count(*) AS n FROM __dbctl_migrations"), 1);
+        // The JSON error names the same things.
+        let run = p.run(["migrate", "up", "--format", "json"]);
+        run.code(1);
+        let msg = run.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(msg.contains("line 4"), "{msg}");
+    }
+);
 
-both_backends!(a_failing_non_transactional_migration_is_not_recorded, |p: Project| {
-    mig(
+both_backends!(
+    a_failing_non_transactional_migration_is_not_recorded,
+    |p: Project| {
+        mig(
         &p,
         "2024-01-01-000000_notx",
         "CREATE TABLE first_one (id INTEGER);\nCREATE TABLEX oops (id INTEGER);\nCREATE TABLE third (id INTEGER);\n",
         Some("DROP TABLE first_one;"),
     );
-    p.file(
-        "migrations/2024-01-01-000000_notx/metadata.toml",
-        "run_in_transaction = false\n",
-    );
-    init(&p);
-    p.run(["migrate", "up"])
-        .code(1)
-        .stderr_has("statement 2 of 3")
-        .stderr_has("line 2")
-        .stderr_has("statements 1 to 1 ran and were NOT rolled back")
-        .stderr_has("not recorded");
-    assert!(p.has_table("first_one"), "statement 1 ran outside a transaction");
-    assert!(!p.has_table("third"));
-    assert!(applied(&p).is_empty());
-    assert_eq!(p.count("SELECT count(*) AS n FROM __dbctl_migrations"), 0);
-});
+        p.file(
+            "migrations/2024-01-01-000000_notx/metadata.toml",
+            "run_in_transaction = false\n",
+        );
+        init(&p);
+        p.run(["migrate", "up"])
+            .code(1)
+            .stderr_has("statement 2 of 3")
+            .stderr_has("line 2")
+            .stderr_has("statements 1 to 1 ran and were NOT rolled back")
+            .stderr_has("not recorded");
+        assert!(
+            p.has_table("first_one"),
+            "statement 1 ran outside a transaction"
+        );
+        assert!(!p.has_table("third"));
+        assert!(applied(&p).is_empty());
+        assert_eq!(p.count("SELECT count(*) AS n FROM __dbctl_migrations"), 0);
+    }
+);
 
-both_backends!(modified_migrations_are_reported_and_refused, |p: Project| {
-    three(&p);
-    init(&p);
-    p.run(["migrate", "up"]).success();
-    // Line endings only: not a change.
-    p.file(
-        "migrations/2024-01-01-000000_create_a/up.sql",
-        "CREATE TABLE a (\r\n  id INTEGER PRIMARY KEY\r\n);\r\n",
-    );
-    p.run(["migrate", "status", "--check"]).success();
+both_backends!(
+    modified_migrations_are_reported_and_refused,
+    |p: Project| {
+        three(&p);
+        init(&p);
+        p.run(["migrate", "up"]).success();
+        // Line endings only: not a change.
+        p.file(
+            "migrations/2024-01-01-000000_create_a/up.sql",
+            "CREATE TABLE a (\r\n  id INTEGER PRIMARY KEY\r\n);\r\n",
+        );
+        p.run(["migrate", "status", "--check"]).success();
 
-    p.file(
-        "migrations/2024-01-02-000000_create_b/up.sql",
-        "CREATE TABLE b (id INTEGER PRIMARY KEY, extra TEXT);",
-    );
-    mig(&p, "2024-01-04-000000_create_d", "CREATE TABLE d (id INTEGER);", Some("DROP TABLE d;"));
-    let json = p.run(["migrate", "status", "--format", "json"]).json();
-    assert_eq!(json["migrations"][0]["state"], "applied");
-    assert_eq!(json["migrations"][1]["state"], "modified");
-    assert_eq!(json["modified"], 1);
-    p.run(["migrate", "status", "--check"]).code(4);
-    p.run(["migrate", "up"])
-        .code(4)
-        .stderr_has("20240102000000_create_b")
-        .stderr_has("--allow-modified");
-    assert!(!p.has_table("d"));
-    p.run(["migrate", "up", "--allow-modified"])
-        .success()
-        .stderr_has("warning");
-    assert!(p.has_table("d"));
-});
+        p.file(
+            "migrations/2024-01-02-000000_create_b/up.sql",
+            "CREATE TABLE b (id INTEGER PRIMARY KEY, extra TEXT);",
+        );
+        mig(
+            &p,
+            "2024-01-04-000000_create_d",
+            "CREATE TABLE d (id INTEGER);",
+            Some("DROP TABLE d;"),
+        );
+        let json = p.run(["migrate", "status", "--format", "json"]).json();
+        assert_eq!(json["migrations"][0]["state"], "applied");
+        assert_eq!(json["migrations"][1]["state"], "modified");
+        assert_eq!(json["modified"], 1);
+        p.run(["migrate", "status", "--check"]).code(4);
+        p.run(["migrate", "up"])
+            .code(4)
+            .stderr_has("20240102000000_create_b")
+            .stderr_has("--allow-modified");
+        assert!(!p.has_table("d"));
+        p.run(["migrate", "up", "--allow-modified"])
+            .success()
+            .stderr_has("warning");
+        assert!(p.has_table("d"));
+    }
+);
 
 both_backends!(missing_migrations_are_reported, |p: Project| {
     three(&p);
@@ -300,7 +357,10 @@ both_backends!(missing_migrations_are_reported, |p: Project| {
     let json = p.run(["migrate", "status", "--format", "json"]).json();
     assert_eq!(json["missing"], 1);
     assert_eq!(json["migrations"][1]["state"], "missing");
-    assert_eq!(json["migrations"][1]["name"], "create_b", "the name comes from dbctl's table");
+    assert_eq!(
+        json["migrations"][1]["name"], "create_b",
+        "the name comes from dbctl's table"
+    );
     p.run(["migrate", "status", "--check"]).code(4);
     p.run(["migrate", "up"])
         .success()
@@ -321,8 +381,14 @@ both_backends!(dry_runs_change_nothing, |p: Project| {
     let json = run.json();
     assert_eq!(json["dry_run"], true);
     assert_eq!(json["steps"].as_array().unwrap().len(), 3);
-    assert!(json["steps"][0]["sql"].as_str().unwrap().contains("CREATE TABLE a"));
-    assert!(!p.has_table("__diesel_schema_migrations"), "not even bookkeeping");
+    assert!(json["steps"][0]["sql"]
+        .as_str()
+        .unwrap()
+        .contains("CREATE TABLE a"));
+    assert!(
+        !p.has_table("__diesel_schema_migrations"),
+        "not even bookkeeping"
+    );
     assert!(!p.has_table("a"));
     p.run(["migrate", "up", "--dry-run"])
         .success()
@@ -333,17 +399,29 @@ both_backends!(dry_runs_change_nothing, |p: Project| {
     p.run(["migrate", "down", "--all", "--dry-run"])
         .success()
         .stdout_has("DROP TABLE c");
-    p.run(["migrate", "redo", "--dry-run"]).success().stdout_has("DROP TABLE c");
+    p.run(["migrate", "redo", "--dry-run"])
+        .success()
+        .stdout_has("DROP TABLE c");
     assert_eq!(applied(&p).len(), 3);
     assert!(p.has_table("c"));
 });
 
 both_backends!(out_of_order_migrations, |p: Project| {
-    mig(&p, "2024-01-02-000000_newer", "CREATE TABLE newer (id INTEGER);", Some("DROP TABLE newer;"));
+    mig(
+        &p,
+        "2024-01-02-000000_newer",
+        "CREATE TABLE newer (id INTEGER);",
+        Some("DROP TABLE newer;"),
+    );
     init(&p);
     p.run(["migrate", "up"]).success();
     // An older migration merged late.
-    mig(&p, "2024-01-01-000000_older", "CREATE TABLE older (id INTEGER);", Some("DROP TABLE older;"));
+    mig(
+        &p,
+        "2024-01-01-000000_older",
+        "CREATE TABLE older (id INTEGER);",
+        Some("DROP TABLE older;"),
+    );
     let json = p.run(["migrate", "status", "--format", "json"]).json();
     assert_eq!(json["migrations"][0]["state"], "pending");
     assert_eq!(json["migrations"][0]["out_of_order"], true);
@@ -386,7 +464,10 @@ both_backends!(malformed_folders_are_usage_errors, |p: Project| {
         .stderr_has("not a version");
     std::fs::remove_dir_all(p.path().join("migrations/version1_bad")).unwrap();
 
-    p.file("migrations/2024-01-02-000000_latin1/up.sql", b"SELECT '\xe9';".as_slice());
+    p.file(
+        "migrations/2024-01-02-000000_latin1/up.sql",
+        b"SELECT '\xe9';".as_slice(),
+    );
     p.run(["migrate", "up"])
         .code(2)
         .stderr_has("2024-01-02-000000_latin1/up.sql")
@@ -394,11 +475,24 @@ both_backends!(malformed_folders_are_usage_errors, |p: Project| {
     std::fs::remove_dir_all(p.path().join("migrations/2024-01-02-000000_latin1")).unwrap();
 
     p.file("migrations/2024-01-03-000000_meta/up.sql", "SELECT 1;");
-    p.file("migrations/2024-01-03-000000_meta/metadata.toml", "run_in_transaction = \"false\"\n");
-    p.run(["migrate", "up"]).code(2).stderr_has("must be true or false");
-    p.file("migrations/2024-01-03-000000_meta/metadata.toml", "run_in_transaction = \n");
-    p.run(["migrate", "up"]).code(2).stderr_has("not valid TOML");
-    p.file("migrations/2024-01-03-000000_meta/metadata.toml", "run_in_transactoin = false\n");
+    p.file(
+        "migrations/2024-01-03-000000_meta/metadata.toml",
+        "run_in_transaction = \"false\"\n",
+    );
+    p.run(["migrate", "up"])
+        .code(2)
+        .stderr_has("must be true or false");
+    p.file(
+        "migrations/2024-01-03-000000_meta/metadata.toml",
+        "run_in_transaction = \n",
+    );
+    p.run(["migrate", "up"])
+        .code(2)
+        .stderr_has("not valid TOML");
+    p.file(
+        "migrations/2024-01-03-000000_meta/metadata.toml",
+        "run_in_transactoin = false\n",
+    );
     p.run(["migrate", "up"])
         .success()
         .stderr_has("unknown key `run_in_transactoin`")
@@ -507,13 +601,16 @@ fn two_concurrent_ups(p: &Project) {
     assert_eq!(total, expected, "every migration applied exactly once");
 }
 
-both_backends!(two_concurrent_runs_apply_each_migration_once, |p: Project| {
-    slow_migrations(&p, 12);
-    init(&p);
-    two_concurrent_ups(&p);
-    assert_eq!(applied(&p).len(), 12);
-    assert_eq!(p.count("SELECT count(*) AS n FROM __dbctl_migrations"), 12);
-});
+both_backends!(
+    two_concurrent_runs_apply_each_migration_once,
+    |p: Project| {
+        slow_migrations(&p, 12);
+        init(&p);
+        two_concurrent_ups(&p);
+        assert_eq!(applied(&p).len(), 12);
+        assert_eq!(p.count("SELECT count(*) AS n FROM __dbctl_migrations"), 12);
+    }
+);
 
 #[test]
 fn postgres_concurrent_runs_with_create_index_concurrently() {
@@ -522,14 +619,22 @@ fn postgres_concurrent_runs_with_create_index_concurrently() {
     };
     let _ = &mut p;
     mig(&p, "2024-01-01-000000_t", "CREATE TABLE t (id INTEGER, v TEXT);\nINSERT INTO t SELECT g, g::text FROM generate_series(1, 20000) g;", Some("DROP TABLE t;"));
-    mig(&p, "2024-01-02-000000_slow", "SELECT pg_sleep(0.3);", Some("SELECT 1;"));
+    mig(
+        &p,
+        "2024-01-02-000000_slow",
+        "SELECT pg_sleep(0.3);",
+        Some("SELECT 1;"),
+    );
     mig(
         &p,
         "2024-01-03-000000_idx",
         "CREATE INDEX CONCURRENTLY t_v ON t (v);\nCREATE INDEX CONCURRENTLY t_id ON t (id);",
         Some("DROP INDEX CONCURRENTLY t_v;\nDROP INDEX CONCURRENTLY t_id;"),
     );
-    p.file("migrations/2024-01-03-000000_idx/metadata.toml", "run_in_transaction = false\n");
+    p.file(
+        "migrations/2024-01-03-000000_idx/metadata.toml",
+        "run_in_transaction = false\n",
+    );
     init(&p);
     two_concurrent_ups(&p);
     assert_eq!(applied(&p).len(), 3);
@@ -545,8 +650,18 @@ fn postgres_concurrently_in_a_transaction_says_how_to_fix_it() {
     let Some(p) = Project::postgres() else {
         return;
     };
-    mig(&p, "2024-01-01-000000_t", "CREATE TABLE t (id INTEGER);", None);
-    mig(&p, "2024-01-02-000000_idx", "CREATE INDEX CONCURRENTLY t_id ON t (id);", None);
+    mig(
+        &p,
+        "2024-01-01-000000_t",
+        "CREATE TABLE t (id INTEGER);",
+        None,
+    );
+    mig(
+        &p,
+        "2024-01-02-000000_idx",
+        "CREATE INDEX CONCURRENTLY t_id ON t (id);",
+        None,
+    );
     init(&p);
     p.run(["migrate", "up"])
         .code(1)
@@ -566,7 +681,12 @@ fn postgres_search_path_changes_do_not_move_the_bookkeeping() {
         "CREATE SCHEMA app;\nSET search_path = app;\nCREATE TABLE inside (id INTEGER);",
         Some("SET search_path = public;\nDROP SCHEMA app CASCADE;"),
     );
-    mig(&p, "2024-01-02-000000_next", "CREATE TABLE next_one (id INTEGER);", None);
+    mig(
+        &p,
+        "2024-01-02-000000_next",
+        "CREATE TABLE next_one (id INTEGER);",
+        None,
+    );
     init(&p);
     p.run(["migrate", "up"]).success();
     assert_eq!(
@@ -616,7 +736,10 @@ fn sqlite_triggers_run_whole() {
     init(&p);
     p.run(["migrate", "up"]).success();
     p.execute("INSERT INTO t VALUES (1, 5)");
-    assert_eq!(p.strings("SELECT msg AS v FROM log")[0].as_deref(), Some("big;"));
+    assert_eq!(
+        p.strings("SELECT msg AS v FROM log")[0].as_deref(),
+        Some("big;")
+    );
     assert_eq!(p.count("SELECT n AS n FROM t"), 6);
 }
 

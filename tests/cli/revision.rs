@@ -29,8 +29,8 @@ both_backends!(creates_a_diesel_style_folder, |p: Project| {
     assert_eq!(&folder[17..], "_create users");
     assert_eq!(folder[..17].replace('-', ""), version);
     assert!(json["up"].as_str().unwrap().ends_with("up.sql"));
-    let down = std::fs::read_to_string(p.path().join("migrations").join(folder).join("down.sql"))
-        .unwrap();
+    let down =
+        std::fs::read_to_string(p.path().join("migrations").join(folder).join("down.sql")).unwrap();
     assert!(down.starts_with("--"));
     // A placeholder down.sql holds no statement: the migration is not reversible until written.
     p.run(["revision", "create users"])
@@ -91,7 +91,9 @@ both_backends!(inline_sql_is_applied, |p: Project| {
 });
 
 both_backends!(refuses_bad_names_and_missing_folders, |p: Project| {
-    p.run(["revision", "x"]).code(2).stderr_has("does not exist");
+    p.run(["revision", "x"])
+        .code(2)
+        .stderr_has("does not exist");
     std::fs::create_dir(p.path().join("migrations")).unwrap();
     p.run(["revision", "  "]).code(2).stderr_has("empty");
     p.run(["revision", "../escape"]).code(2);
