@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `dbctl migrate up` against diesel_cli's `migration run` and against the floor (the same SQL fed to
 # psql -f / sqlite3, each migration in its own BEGIN ... COMMIT, no bookkeeping), side by side in one
-# hyperfine run per data set and backend. Data sets: the vaultwarden corpus, and 1,000 generated
+# run per data set and backend. Data sets: the vaultwarden corpus, and 1,000 generated
 # small migrations (a table and an index each). Every run starts from an empty database.
+# Wall time of the whole command (process start, connect, read the folder, apply, exit).
 #
 #   cargo build --release && bench/migrate.sh
 # Settings: RUNS (default 5), CORPUS, DBCTL, DIESEL, PGBIN, PG_SERVER, GENERATED (default 1000).
@@ -18,7 +19,6 @@ PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 PG_SERVER=${PG_SERVER:-postgres://postgres@127.0.0.1:5432}
 PGDB=dbctl_bench_$$
 
-command -v hyperfine >/dev/null || { echo "hyperfine is missing (apt-get install -y hyperfine)"; exit 2; }
 [ -x "$DBCTL" ] || { echo "no release build at $DBCTL (cargo build --release)"; exit 2; }
 [ -x "$DIESEL" ] || { echo "diesel_cli is missing at $DIESEL"; exit 2; }
 
@@ -46,36 +46,57 @@ floor_sql() {
   done
 }
 
+# Milliseconds taken by a shell command.
+time_ms() {
+  local t0 t1
+  t0=$(date +%s%N)
+  bash -c "$1" >/dev/null 2>"$WORK/last.err" || { cat "$WORK/last.err"; echo "failed: $1"; exit 1; }
+  t1=$(date +%s%N)
+  echo $(((t1 - t0) / 1000000))
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+
 declare -a SUMMARY
+# The machine is shared: the tools take turns run by run (A B C A B C ...) so that a burst of
+# someone else's I/O hits all of them alike, and the summary uses medians.
 bench() {
   local label=$1 backend=$2 dir=$3
-  local url prepare floor
+  local prepare dburl
+  local -a names cmds
   floor_sql "$dir" >floor.sql
   if [ "$backend" = sqlite ]; then
-    url="$WORK/bench.db"
     prepare="rm -f $WORK/bench.db $WORK/bench.db-journal; touch $WORK/bench.db"
-    floor="sqlite3 $WORK/bench.db < $WORK/floor.sql"
-    dburl="sqlite://$url"
+    dburl="sqlite://$WORK/bench.db"
+    cmds=("DATABASE_URL=$dburl $DBCTL --migrations-dir $dir migrate up --quiet"
+      "$DIESEL migration run --migration-dir $dir --database-url $WORK/bench.db"
+      "sqlite3 $WORK/bench.db < $WORK/floor.sql")
+    names=("dbctl migrate up" "diesel migration run" "floor: sqlite3 < floor.sql")
   else
-    url="$PG_SERVER/$PGDB"
     prepare="$PGBIN/psql -q -X $PG_SERVER/postgres -c 'DROP DATABASE IF EXISTS $PGDB WITH (FORCE)' -c 'CREATE DATABASE $PGDB'"
-    floor="$PGBIN/psql -q -X -v ON_ERROR_STOP=1 -f $WORK/floor.sql $url"
-    dburl=$url
+    dburl="$PG_SERVER/$PGDB"
+    cmds=("DATABASE_URL=$dburl $DBCTL --migrations-dir $dir migrate up --quiet"
+      "$DIESEL migration run --migration-dir $dir --database-url $dburl"
+      "$PGBIN/psql -q -X -v ON_ERROR_STOP=1 -f $WORK/floor.sql $dburl")
+    names=("dbctl migrate up" "diesel migration run" "floor: psql -f floor.sql")
   fi
   echo
-  echo "== $label on $backend ($(find "$dir" -mindepth 1 -maxdepth 1 -type d | wc -l) migrations)"
-  hyperfine --runs "$RUNS" --style basic --prepare "$prepare" \
-    --export-json "$WORK/result.json" \
-    -n "dbctl migrate up" "DATABASE_URL=$dburl $DBCTL --migrations-dir $dir migrate up --quiet" \
-    -n "diesel migration run" "$DIESEL migration run --migration-dir $dir --database-url $url" \
-    -n "floor ($([ "$backend" = sqlite ] && echo sqlite3 || echo psql -f))" "$floor >/dev/null"
-  local d f w
-  d=$(jq '.results[0].mean' "$WORK/result.json")
-  f=$(jq '.results[1].mean' "$WORK/result.json")
-  w=$(jq '.results[2].mean' "$WORK/result.json")
-  SUMMARY+=("$(printf '| %-22s | %-10s | %8.0f ms | %8.0f ms | %8.0f ms | %5.2fx | %5.2fx |' \
-    "$label" "$backend" "$(echo "$d*1000" | bc -l)" "$(echo "$f*1000" | bc -l)" "$(echo "$w*1000" | bc -l)" \
-    "$(echo "$d/$f" | bc -l)" "$(echo "$d/$w" | bc -l)")")
+  echo "== $label on $backend ($(find "$dir" -mindepth 1 -maxdepth 1 -type d | wc -l) migrations, $RUNS runs each, interleaved)"
+  : >"$WORK/times.0"; : >"$WORK/times.1"; : >"$WORK/times.2"
+  for _ in $(seq 1 "$RUNS"); do
+    for i in 0 1 2; do
+      bash -c "$prepare" >/dev/null 2>&1
+      time_ms "${cmds[$i]}" >>"$WORK/times.$i"
+    done
+  done
+  local -a med
+  for i in 0 1 2; do
+    med[i]=$(median <"$WORK/times.$i")
+    printf '  %-28s median %6s ms   runs: %s\n' "${names[$i]}" "${med[$i]}" "$(tr '\n' ' ' <"$WORK/times.$i")"
+  done
+  SUMMARY+=("$(printf '| %-20s | %-10s | %7s ms | %7s ms | %7s ms | %5.2fx | %5.2fx |' \
+    "$label" "$backend" "${med[0]}" "${med[1]}" "${med[2]}" \
+    "$(echo "${med[0]}/${med[1]}" | bc -l)" "$(echo "${med[0]}/${med[2]}" | bc -l)")")
 }
 
 bench "vaultwarden corpus" sqlite "$CORPUS/sqlite"
@@ -84,7 +105,7 @@ bench "$GENERATED generated" sqlite "$WORK/generated"
 bench "$GENERATED generated" postgresql "$WORK/generated"
 
 echo
-echo "| data set               | backend    |    dbctl    |  diesel_cli |    floor    | dbctl/diesel | dbctl/floor |"
-echo "|------------------------|------------|-------------|-------------|-------------|--------|--------|"
+echo "| data set             | backend    |     dbctl  | diesel_cli |      floor | dbctl/diesel | dbctl/floor |"
+echo "|----------------------|------------|------------|------------|------------|--------|--------|"
 printf '%s\n' "${SUMMARY[@]}"
-echo "(means of $RUNS runs each; goal: dbctl/diesel <= 1.00, dbctl/floor <= 1.10)"
+echo "(medians of $RUNS interleaved runs; goal: dbctl/diesel <= 1.00, dbctl/floor <= 1.10)"

@@ -209,8 +209,15 @@ impl Bookkeeping {
         checksum: &str,
         duration_ms: f64,
     ) -> anyhow::Result<()> {
+        // SQLite's CURRENT_TIMESTAMP has whole seconds; milliseconds keep `run_on` usable as the
+        // order of application (diesel_cli never reads it). PostgreSQL's has microseconds.
+        let run_on = if self.postgres {
+            "CURRENT_TIMESTAMP"
+        } else {
+            "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+        };
         diesel::sql_query(format!(
-            "INSERT INTO {} (version) VALUES ($1)",
+            "INSERT INTO {} (version, run_on) VALUES ($1, {run_on})",
             self.table(DIESEL_TABLE)
         ))
         .bind::<Text, _>(version)

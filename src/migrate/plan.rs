@@ -104,8 +104,10 @@ fn applied_at(a: &AppliedRow) -> Option<String> {
     a.applied_at.clone().or_else(|| a.run_on.clone())
 }
 
-/// Applied versions, oldest application first: by diesel's `run_on`, then dbctl's sequence
-/// number (SQLite's `run_on` has whole seconds), then version.
+/// Applied versions, oldest application first: by diesel's `run_on` (dbctl writes it with
+/// milliseconds on SQLite, microseconds on PostgreSQL), then dbctl's sequence number, then
+/// version. Rows diesel_cli wrote on SQLite have whole seconds: one of them written in the same
+/// second as a dbctl row counts as the older.
 pub(crate) fn application_order(applied: &[AppliedRow]) -> Vec<&AppliedRow> {
     let mut rows: Vec<&AppliedRow> = applied.iter().collect();
     rows.sort_by(|a, b| {

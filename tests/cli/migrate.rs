@@ -764,3 +764,33 @@ fn sqlite_migrations_run_with_foreign_keys_off_like_diesel() {
     p.run(["migrate", "up"]).success();
     assert_eq!(p.count("SELECT count(*) AS n FROM child"), 1);
 }
+
+both_backends!(
+    migrations_applied_by_diesel_cli_are_understood,
+    |p: Project| {
+        three(&p);
+        init(&p);
+        p.run(["migrate", "up", "--step", "1"]).success();
+        // What diesel_cli leaves behind when it applies the second one a little later: its row (with
+        // a whole-second run_on on SQLite), no companion row.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        p.execute("CREATE TABLE b (id INTEGER PRIMARY KEY)");
+        p.execute("INSERT INTO __diesel_schema_migrations (version) VALUES ('20240102000000')");
+        let json = p.run(["migrate", "status", "--format", "json"]).json();
+        assert_eq!(json["applied"], 2);
+        assert_eq!(json["migrations"][1]["state"], "applied");
+        assert!(
+            json["migrations"][1]["applied_at"].is_string(),
+            "from run_on"
+        );
+        p.run(["migrate", "up"]).success();
+        assert_eq!(applied(&p).len(), 3);
+        // Reverting goes newest application first, across both tools' rows.
+        let run = p.run(["migrate", "down", "--step", "2", "--format", "json"]);
+        run.success();
+        let json = run.json();
+        assert_eq!(json["steps"][0]["version"], "20240103000000");
+        assert_eq!(json["steps"][1]["version"], "20240102000000");
+        assert_eq!(applied(&p), ["20240101000000"]);
+    }
+);
