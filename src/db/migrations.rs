@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use diesel::connection::SimpleConnection as _;
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sql_types::{BigInt, Bool, Double, Nullable, Text};
 
 use super::{quote_ident, AnyConnection};
@@ -235,23 +237,18 @@ impl Bookkeeping {
         let seq = self.last_seq.get() + 1;
         let diesel = self.table(DIESEL_TABLE);
         let dbctl = self.table(DBCTL_TABLE);
-        let upsert = "ON CONFLICT (version) DO UPDATE SET name = excluded.name, \
-                      checksum = excluded.checksum, duration_ms = excluded.duration_ms, \
-                      applied_at = excluded.applied_at, seq = excluded.seq";
-        if self.postgres {
-            // Both rows in one statement: one round trip less per migration.
-            diesel::sql_query(format!(
-                "WITH d AS (INSERT INTO {diesel} (version) VALUES ($1) RETURNING version) \
-                 INSERT INTO {dbctl} (version, name, checksum, duration_ms, applied_at, seq) \
-                 SELECT d.version, $2, $3, $4, $5, $6 FROM d {upsert}"
-            ))
-            .bind::<Text, _>(version)
-            .bind::<Text, _>(name)
-            .bind::<Text, _>(checksum)
-            .bind::<Double, _>(duration_ms)
-            .bind::<Text, _>(&applied_at)
-            .bind::<BigInt, _>(seq)
-            .execute(conn)
+        let upsert = UPSERT;
+        if let AnyConnection::Postgresql(pg) = conn {
+            PgRecordApplied {
+                prefix: &self.prefix,
+                version,
+                name,
+                checksum,
+                duration_ms,
+                applied_at: &applied_at,
+                seq,
+            }
+            .execute(pg)
             .with_context(|| format!("recording {version} as applied"))?;
         } else {
             // SQLite's CURRENT_TIMESTAMP has whole seconds; milliseconds keep `run_on` usable as
@@ -298,6 +295,58 @@ impl Bookkeeping {
         Ok(())
     }
 }
+
+const UPSERT: &str = "ON CONFLICT (version) DO UPDATE SET name = excluded.name, \
+    checksum = excluded.checksum, duration_ms = excluded.duration_ms, \
+    applied_at = excluded.applied_at, seq = excluded.seq";
+
+/// PostgreSQL: both bookkeeping rows in one statement that diesel prepares once per connection
+/// and then only binds (one round trip per migration; `sql_query` would prepare it every time).
+/// Its text depends only on the schema, which is fixed for a connection's run, so a per-type
+/// cache entry is correct.
+struct PgRecordApplied<'a> {
+    prefix: &'a str,
+    version: &'a str,
+    name: &'a str,
+    checksum: &'a str,
+    duration_ms: f64,
+    applied_at: &'a str,
+    seq: i64,
+}
+
+impl QueryId for PgRecordApplied<'_> {
+    type QueryId = PgRecordApplied<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl QueryFragment<Pg> for PgRecordApplied<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(&format!(
+            "WITH d AS (INSERT INTO {}{DIESEL_TABLE} (version) VALUES (",
+            self.prefix
+        ));
+        out.push_bind_param::<Text, _>(self.version)?;
+        out.push_sql(&format!(
+            ") RETURNING version) INSERT INTO {}{DBCTL_TABLE} \
+             (version, name, checksum, duration_ms, applied_at, seq) SELECT d.version, ",
+            self.prefix
+        ));
+        out.push_bind_param::<Text, _>(self.name)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(self.checksum)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Double, _>(&self.duration_ms)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(self.applied_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.seq)?;
+        out.push_sql(" FROM d ");
+        out.push_sql(UPSERT);
+        Ok(())
+    }
+}
+
+impl<Conn> RunQueryDsl<Conn> for PgRecordApplied<'_> {}
 
 /// The lock a migration run holds; release it with [`RunLock::release`] (dropping it releases the
 /// SQLite lock; PostgreSQL's goes with the session).
