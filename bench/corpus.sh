@@ -67,16 +67,16 @@ dbctl_round_trip() {
   unset DATABASE_URL
 }
 
-# What diesel_cli does with "revert all, apply all" on the same corpus, for comparison: it runs the
-# empty down.sql files, forgets those migrations although their changes stay, and the next run
-# fails on them.
+# What diesel_cli does with "revert all, apply all" on the same corpus, for comparison: it reverts
+# the newest ones, then stops with an error at the first migration without down.sql (after having
+# changed the database), where dbctl refuses before touching anything.
 diesel_round_trip() {
   local dir=$1 url=$2 rc=0
   "$DIESEL" migration revert --all --migration-dir "$dir" --database-url "$url" >revert.out 2>&1 || rc=$?
-  say "  diesel migration revert --all on its database: exit $rc, $(grep -c '^Rolling back' revert.out) rolled back"
+  say "  diesel migration revert --all on its database: exit $rc: $(tail -n 1 revert.out | cut -c1-110)"
   rc=0
   "$DIESEL" migration run --migration-dir "$dir" --database-url "$url" >rerun.out 2>&1 || rc=$?
-  say "  diesel migration run again: exit $rc $(grep -m1 -io 'duplicate column[^\n]*\|already exists[^\n]*' rerun.out | head -c 70)"
+  say "  diesel migration run again: exit $rc"
 }
 
 compare() {
