@@ -72,6 +72,8 @@ impl GlobalArgs {
 pub(crate) enum Command {
     Init(commands::init::InitArgs),
     Ping(commands::ping::PingArgs),
+    Migrate(commands::migrate::MigrateArgs),
+    Revision(commands::revision::RevisionArgs),
 }
 
 impl Command {

@@ -57,7 +57,7 @@ pub(crate) struct InitReport {
     backend: Backend,
     url: String,
     steps: Vec<Step>,
-    applied: Vec<migrate::Applied>,
+    applied: Vec<migrate::Step>,
 }
 
 impl Report for InitReport {
@@ -133,8 +133,15 @@ pub(crate) fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<InitReport> {
         ".env.example",
     );
 
-    let mut conn = db.get()?;
-    let status = if migrate::ensure_bookkeeping(&mut conn)? {
+    // The migration engine does the rest (lock, bookkeeping tables, pending migrations), the
+    // same code path as `migrate up`.
+    let action = if args.no_migrate {
+        migrate::Action::Prepare
+    } else {
+        migrate::Action::Up(migrate::UpTarget::default())
+    };
+    let run = migrate::execute(ctx.out, db, &dir, &action, &migrate::Options::default())?;
+    let status = if run.bookkeeping_created {
         Status::Created
     } else {
         Status::Existed
@@ -144,19 +151,18 @@ pub(crate) fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<InitReport> {
     if args.no_migrate {
         report.step("migrations", Status::Skipped, "--no-migrate");
     } else {
-        let applied = migrate::apply_pending(&mut conn, &dir)?;
-        let detail = match applied.len() {
+        let detail = match run.steps.len() {
             0 => "nothing pending".to_string(),
             1 => "1 migration".to_string(),
             n => format!("{n} migrations"),
         };
-        let status = if applied.is_empty() {
+        let status = if run.steps.is_empty() {
             Status::Existed
         } else {
             Status::Applied
         };
         report.step("migrations", status, detail);
-        report.applied = applied;
+        report.applied = run.steps;
     }
     Ok(report)
 }

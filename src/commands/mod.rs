@@ -2,7 +2,9 @@
 //! returns a report for `output` to print; none of them prints a result itself.
 
 pub(crate) mod init;
+pub(crate) mod migrate;
 pub(crate) mod ping;
+pub(crate) mod revision;
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
@@ -78,5 +80,7 @@ pub(crate) fn run(cli: Cli, out: &Output) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Init(args) => out.emit(&init::run(&ctx, args)?),
         Command::Ping(args) => out.emit(&ping::run(&ctx, args)?),
+        Command::Migrate(args) => out.emit(&migrate::run(&ctx, args)?),
+        Command::Revision(args) => out.emit(&revision::run(&ctx, args)?),
     }
 }

@@ -1,65 +1,448 @@
-//! Migrations: reading diesel-format folders, planning, applying and recording them.
+//! The migration engine: reading diesel-format folders ([`source`]), deciding what to do
+//! ([`plan`]), doing it ([`run`]), under a run lock with bookkeeping (`db::migrations`).
 //!
-//! Bookkeeping is diesel's own `__diesel_schema_migrations`, so dbctl and diesel_cli can take
-//! turns on one database.
+//! Every path that changes the schema (`init`, `migrate up/down/redo`) goes through [`execute`]:
+//! take the lock, read what is applied *after* taking it (a run that waited finds the work done),
+//! check, apply or revert one migration at a time, release. Dry runs and `status` read without
+//! locking and change nothing, not even the bookkeeping tables.
 
-use std::path::Path;
-use std::time::Instant;
+pub(crate) mod plan;
+pub(crate) mod run;
+pub(crate) mod source;
+pub(crate) mod split;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use diesel::connection::SimpleConnection as _;
-use diesel_migrations::{FileBasedMigrations, MigrationHarness as _};
 use serde::Serialize;
 
-use crate::db::{self, AnyConnection};
-use crate::error;
+use crate::db::migrations::{self as book, AppliedRow, Bookkeeping};
+use crate::db::{AnyConnection, Database, SqliteTarget};
+use crate::error::{self, Exit};
+use crate::output::{self, Output};
 
-/// diesel's bookkeeping table.
-pub(crate) const DIESEL_TABLE: &str = "__diesel_schema_migrations";
+pub(crate) use book::DIESEL_TABLE;
+pub(crate) use plan::{DownTarget, State, StatusRow, UpTarget};
+pub(crate) use run::Direction;
+use source::{Migration, Source};
 
-/// One migration that was applied.
+/// The default for `--lock-timeout`.
+pub(crate) const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What to do.
+#[derive(Debug, Clone)]
+pub(crate) enum Action {
+    Up(UpTarget),
+    Down(DownTarget),
+    /// Revert the last migrations and apply them again.
+    Redo(DownTarget),
+    /// Only make sure the bookkeeping tables exist (`init --no-migrate`).
+    Prepare,
+}
+
+impl Action {
+    fn name(&self) -> &'static str {
+        match self {
+            Action::Up(_) => "up",
+            Action::Down(_) => "down",
+            Action::Redo(_) => "redo",
+            Action::Prepare => "prepare",
+        }
+    }
+}
+
+/// How to do it.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) dry_run: bool,
+    /// Refuse to apply a migration older than one already applied.
+    pub(crate) strict: bool,
+    /// Go on although an applied migration's up.sql changed.
+    pub(crate) allow_modified: bool,
+    pub(crate) lock_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            dry_run: false,
+            strict: false,
+            allow_modified: false,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+        }
+    }
+}
+
+/// One migration applied or reverted (or, in a dry run, that would be).
 #[derive(Serialize, Debug, Clone)]
-pub(crate) struct Applied {
+pub(crate) struct Step {
     pub(crate) version: String,
+    pub(crate) name: String,
+    pub(crate) direction: Direction,
+    /// Whether it runs in a transaction (`run_in_transaction` in metadata.toml).
+    pub(crate) transaction: bool,
+    /// Wall time including the bookkeeping and the commit; absent in a dry run.
+    pub(crate) duration_ms: Option<f64>,
+    /// The SQL that would run (dry runs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) sql: Option<String>,
+}
+
+/// What a run did.
+#[derive(Serialize, Debug)]
+pub(crate) struct RunReport {
+    pub(crate) command: &'static str,
+    pub(crate) dry_run: bool,
+    /// The folder read (the per-backend one when there are several).
+    pub(crate) migrations_dir: String,
+    pub(crate) steps: Vec<Step>,
+    pub(crate) warnings: Vec<String>,
+    /// Whether `__diesel_schema_migrations` had to be created.
+    pub(crate) bookkeeping_created: bool,
+    /// How long the run waited for another run's lock.
+    pub(crate) lock_wait_ms: f64,
     pub(crate) duration_ms: f64,
 }
 
-/// Creates the bookkeeping table if it is missing; says whether it had to.
-pub(crate) fn ensure_bookkeeping(conn: &mut AnyConnection) -> anyhow::Result<bool> {
-    if db::table_exists(conn, DIESEL_TABLE)? {
-        return Ok(false);
-    }
-    conn.batch_execute(&format!(
-        "CREATE TABLE IF NOT EXISTS {DIESEL_TABLE} (
-            version VARCHAR(50) PRIMARY KEY NOT NULL,
-            run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
-        )"
-    ))
-    .context("creating the migration bookkeeping table")?;
-    Ok(true)
+/// `migrate status`.
+#[derive(Serialize, Debug)]
+pub(crate) struct StatusReport {
+    pub(crate) migrations_dir: String,
+    pub(crate) migrations: Vec<StatusRow>,
+    pub(crate) applied: usize,
+    pub(crate) pending: usize,
+    pub(crate) modified: usize,
+    pub(crate) missing: usize,
+    pub(crate) out_of_order: usize,
+    pub(crate) warnings: Vec<String>,
 }
 
-/// Applies every pending migration in `dir`, each in its own transaction.
-pub(crate) fn apply_pending(conn: &mut AnyConnection, dir: &Path) -> anyhow::Result<Vec<Applied>> {
-    if !dir.is_dir() {
+fn sqlite_file(db: &Database) -> Option<PathBuf> {
+    match db.url().sqlite_target() {
+        Some(SqliteTarget::File(path)) => Some(path.clone()),
+        _ => None,
+    }
+}
+
+fn load_source(out: &Output, dir: &Path, db: &Database) -> anyhow::Result<Source> {
+    let source = source::load(dir, db.backend())?;
+    out.verbose(format_args!(
+        "{} migrations in {}",
+        source.migrations.len(),
+        source.dir.display()
+    ));
+    for w in &source.warnings {
+        out.warn(w);
+    }
+    Ok(source)
+}
+
+/// `migrate status`: reads only.
+pub(crate) fn status(out: &Output, db: &Database, dir: &Path) -> anyhow::Result<StatusReport> {
+    let source = load_source(out, dir, db)?;
+    let mut conn = db.get()?;
+    let bk = Bookkeeping::locate(&mut conn)?;
+    let applied = bk.read(&mut conn)?;
+    let rows = plan::status(&source, &applied);
+    let count = |s: State| rows.iter().filter(|r| r.state == s).count();
+    Ok(StatusReport {
+        migrations_dir: source.dir.display().to_string(),
+        applied: count(State::Applied),
+        pending: count(State::Pending),
+        modified: count(State::Modified),
+        missing: count(State::Missing),
+        out_of_order: rows.iter().filter(|r| r.out_of_order).count(),
+        migrations: rows,
+        warnings: source.warnings,
+    })
+}
+
+/// Runs `action`: the one code path for `init` and `migrate up/down/redo`. Takes the database by
+/// value because the SQLite run lock must be released only after its connections are closed.
+pub(crate) fn execute(
+    out: &Output,
+    db: Database,
+    dir: &Path,
+    action: &Action,
+    opts: &Options,
+) -> anyhow::Result<RunReport> {
+    let started = Instant::now();
+    let source = match action {
+        Action::Prepare => None,
+        _ => Some(load_source(out, dir, &db)?),
+    };
+    let mut report = RunReport {
+        command: action.name(),
+        dry_run: opts.dry_run,
+        migrations_dir: source.as_ref().map_or_else(
+            || dir.display().to_string(),
+            |s| s.dir.display().to_string(),
+        ),
+        steps: Vec::new(),
+        warnings: source
+            .as_ref()
+            .map(|s| s.warnings.clone())
+            .unwrap_or_default(),
+        bookkeeping_created: false,
+        lock_wait_ms: 0.0,
+        duration_ms: 0.0,
+    };
+    let mut conn = db.get()?;
+    if opts.dry_run {
+        let bk = Bookkeeping::locate(&mut conn)?;
+        let applied = bk.read(&mut conn)?;
+        let source = source.as_ref().context("a dry run needs the migrations")?;
+        let steps = decide(out, source, &applied, action, opts, &mut report.warnings)?;
+        report.steps = steps
+            .into_iter()
+            .map(|(m, d)| step(m, d, None, Some(run::sql_of(m, d))))
+            .collect();
+        report.duration_ms = output::ms_f64(started.elapsed());
+        return Ok(report);
+    }
+
+    let lock_file = sqlite_file(&db);
+    let waited =
+        book::acquire_run_lock(&mut conn, lock_file.as_deref(), opts.lock_timeout, || {
+            out.info("waiting for another migration run on this database to finish ...")
+        })?;
+    report.lock_wait_ms = output::ms_f64(waited.waited);
+    let result = locked(out, &mut conn, source.as_ref(), action, opts, &mut report);
+    let released = waited.lock.release(&mut conn);
+    // Close every connection before the SQLite file lock goes (see RunLock::release).
+    drop(conn);
+    drop(db);
+    drop(waited.lock);
+    result?;
+    released?;
+    report.duration_ms = output::ms_f64(started.elapsed());
+    Ok(report)
+}
+
+/// The part of a run that happens under the lock.
+fn locked(
+    out: &Output,
+    conn: &mut AnyConnection,
+    source: Option<&Source>,
+    action: &Action,
+    opts: &Options,
+    report: &mut RunReport,
+) -> anyhow::Result<()> {
+    let mut bk = Bookkeeping::locate(conn)?;
+    report.bookkeeping_created = bk.ensure(conn)?;
+    let Some(source) = source else {
+        return Ok(());
+    };
+    let applied = bk.read(conn)?;
+    let steps = decide(out, source, &applied, action, opts, &mut report.warnings)?;
+    if steps.is_empty() {
+        return Ok(());
+    }
+    book::begin_session(conn)?;
+    let result = run_steps(out, conn, &bk, &steps, report);
+    let ended = book::end_session(conn);
+    result?;
+    ended
+}
+
+fn run_steps(
+    out: &Output,
+    conn: &mut AnyConnection,
+    bk: &Bookkeeping,
+    steps: &[(&Migration, Direction)],
+    report: &mut RunReport,
+) -> anyhow::Result<()> {
+    let bar = out.progress_bar(
+        steps.len() as u64,
+        "{spinner} [{bar:30}] {pos}/{len} {wide_msg}",
+    );
+    for (m, direction) in steps {
+        bar.set_message(m.label());
+        let started = Instant::now();
+        let result = match direction {
+            Direction::Up => run::apply(conn, bk, m),
+            Direction::Down => run::revert(conn, bk, m),
+        };
+        if let Err(err) = result {
+            bar.abandon();
+            return Err(err);
+        }
+        let took = started.elapsed();
+        bar.inc(1);
+        if out.writes_progress_lines() {
+            let verb = match direction {
+                Direction::Up => "applied",
+                Direction::Down => "reverted",
+            };
+            out.info(format_args!(
+                "{verb} {} ({})",
+                m.label(),
+                output::millis(took)
+            ));
+        }
+        report
+            .steps
+            .push(step(m, *direction, Some(output::ms_f64(took)), None));
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+fn step(m: &Migration, direction: Direction, ms: Option<f64>, sql: Option<String>) -> Step {
+    Step {
+        version: m.version.clone(),
+        name: m.name.clone(),
+        direction,
+        transaction: m.run_in_transaction,
+        duration_ms: ms,
+        sql,
+    }
+}
+
+/// The ordered steps for `action`, after every check that must pass before anything is touched.
+fn decide<'a>(
+    out: &Output,
+    source: &'a Source,
+    applied: &[AppliedRow],
+    action: &Action,
+    opts: &Options,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<Vec<(&'a Migration, Direction)>> {
+    let rows = plan::status(source, applied);
+    let mut warn = |msg: String| {
+        out.warn(&msg);
+        warnings.push(msg);
+    };
+    match action {
+        Action::Prepare => Ok(Vec::new()),
+        Action::Up(target) => {
+            check_modified(&rows, opts, &mut warn)?;
+            let missing: Vec<String> = rows
+                .iter()
+                .filter(|r| r.state == State::Missing)
+                .map(|r| run::label(&r.version, &r.name))
+                .collect();
+            if !missing.is_empty() {
+                warn(format!(
+                    "applied but missing from the folder: {}",
+                    missing.join(", ")
+                ));
+            }
+            let plan = plan::up_plan(source, &rows, target).map_err(error::usage)?;
+            let late: Vec<String> = plan
+                .iter()
+                .filter(|m| {
+                    rows.iter()
+                        .any(|r| r.version == m.version && r.out_of_order)
+                })
+                .map(|m| m.label())
+                .collect();
+            if !late.is_empty() {
+                let msg = format!(
+                    "out of order: {} {} older than a migration already applied",
+                    late.join(", "),
+                    if late.len() == 1 { "is" } else { "are" }
+                );
+                if opts.strict {
+                    return Err(error::tag(
+                        anyhow::anyhow!(
+                            "{msg}; refusing with --strict (drop --strict to apply them anyway)"
+                        ),
+                        Exit::Check,
+                    ));
+                }
+                warn(format!("{msg}; applying anyway"));
+            }
+            Ok(plan.into_iter().map(|m| (m, Direction::Up)).collect())
+        }
+        Action::Down(target) => {
+            let reverts = revert_plan(source, &rows, applied, target, &mut warn)?;
+            Ok(reverts.into_iter().map(|m| (m, Direction::Down)).collect())
+        }
+        Action::Redo(target) => {
+            check_modified(&rows, opts, &mut warn)?;
+            let reverts = revert_plan(source, &rows, applied, target, &mut warn)?;
+            let mut again = reverts.clone();
+            again.sort_by(|a, b| a.version.cmp(&b.version));
+            Ok(reverts
+                .into_iter()
+                .map(|m| (m, Direction::Down))
+                .chain(again.into_iter().map(|m| (m, Direction::Up)))
+                .collect())
+        }
+    }
+}
+
+/// Refuses (exit 4) when an applied migration's up.sql changed, unless `--allow-modified`.
+fn check_modified(
+    rows: &[StatusRow],
+    opts: &Options,
+    warn: &mut impl FnMut(String),
+) -> anyhow::Result<()> {
+    let modified: Vec<String> = rows
+        .iter()
+        .filter(|r| r.state == State::Modified)
+        .map(|r| run::label(&r.version, &r.name))
+        .collect();
+    if modified.is_empty() {
+        return Ok(());
+    }
+    let msg = format!(
+        "up.sql changed since it was applied: {}",
+        modified.join(", ")
+    );
+    if opts.allow_modified {
+        warn(format!("{msg}; going on (--allow-modified)"));
+        Ok(())
+    } else {
+        Err(error::tag(
+            anyhow::anyhow!(
+                "{msg}; refusing to go on (restore the file, or pass --allow-modified)"
+            ),
+            Exit::Check,
+        ))
+    }
+}
+
+/// The migrations to revert, newest application first; refuses (exit 2) before touching anything
+/// when one of them is not in the folder or has no down.sql.
+fn revert_plan<'a>(
+    source: &'a Source,
+    rows: &[StatusRow],
+    applied: &[AppliedRow],
+    target: &DownTarget,
+    warn: &mut impl FnMut(String),
+) -> anyhow::Result<Vec<&'a Migration>> {
+    let versions = plan::down_plan(applied, target).map_err(error::usage)?;
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for v in &versions {
+        match source.migrations.iter().find(|m| &m.version == v) {
+            None => problems.push(format!("{v} is applied but not in the folder")),
+            Some(m) if m.down.is_none() => problems.push(format!(
+                "{} has no down.sql (or it holds no statement)",
+                m.label()
+            )),
+            Some(m) => {
+                if rows
+                    .iter()
+                    .any(|r| r.version == m.version && r.state == State::Modified)
+                {
+                    warn(format!(
+                        "{}: up.sql changed since it was applied; down.sql may not match what ran",
+                        m.label()
+                    ));
+                }
+                out.push(m);
+            }
+        }
+    }
+    if !problems.is_empty() {
         return Err(error::usage(format!(
-            "migrations folder `{}` does not exist",
-            dir.display()
+            "cannot revert: {}; nothing was changed",
+            problems.join("; ")
         )));
     }
-    let source = FileBasedMigrations::from_path(dir)
-        .map_err(|e| error::usage(format!("reading `{}`: {e}", dir.display())))?;
-    let started = Instant::now();
-    let versions = conn
-        .run_pending_migrations(source)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .context("applying migrations")?;
-    let per = crate::output::ms_f64(started.elapsed()) / versions.len().max(1) as f64;
-    Ok(versions
-        .into_iter()
-        .map(|v| Applied {
-            version: v.to_string(),
-            duration_ms: per,
-        })
-        .collect())
+    Ok(out)
 }

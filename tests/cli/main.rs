@@ -4,5 +4,7 @@
 mod support;
 
 mod init;
+mod migrate;
 mod ping;
+mod revision;
 mod settings;

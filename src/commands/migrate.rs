@@ -1,0 +1,340 @@
+//! `dbctl migrate up/down/redo/status`: the command line over the migration engine in
+//! `migrate/`, and how its reports look.
+
+use std::time::Duration;
+
+use clap::Subcommand;
+use serde::Serialize;
+
+use crate::commands::Context;
+use crate::db::OpenMode;
+use crate::error::Exit;
+use crate::migrate::{self, Action, DownTarget, Options, RunReport, StatusReport, UpTarget};
+use crate::output::{self, Report};
+
+/// Apply, revert, redo and list migrations (diesel's folder format and bookkeeping).
+///
+/// Each migration runs in its own transaction with its bookkeeping rows, unless its
+/// metadata.toml says `run_in_transaction = false`. Concurrent runs wait for each other.
+///
+/// Examples:
+///   dbctl migrate up
+///   dbctl migrate down --step 2
+///   dbctl migrate redo
+///   dbctl migrate status --check
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub(crate) struct MigrateArgs {
+    #[command(subcommand)]
+    command: MigrateCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum MigrateCommand {
+    Up(UpArgs),
+    Down(DownArgs),
+    Redo(RedoArgs),
+    Status(StatusArgs),
+}
+
+/// Options shared by the commands that change the schema.
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Print the plan and the SQL that would run; change nothing
+    #[arg(long)]
+    dry_run: bool,
+
+    /// Seconds to wait for another migration run on the same database to finish
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    lock_timeout: f64,
+}
+
+/// Apply pending migrations, each in its own transaction.
+///
+/// Refuses (exit 4) when an applied migration's up.sql changed, unless --allow-modified.
+/// Applies out-of-order migrations (older than one already applied) with a warning,
+/// unless --strict.
+///
+/// Examples:
+///   dbctl migrate up
+///   dbctl migrate up --step 1
+///   dbctl migrate up --to 20240131120000 --dry-run
+///   dbctl migrate up --strict --format json
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+struct UpArgs {
+    /// Apply pending migrations up to and including this version
+    #[arg(long, value_name = "VERSION")]
+    to: Option<String>,
+
+    /// Apply at most N pending migrations
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    step: Option<u64>,
+
+    /// Refuse to apply a migration older than one already applied (exit 4)
+    #[arg(long)]
+    strict: bool,
+
+    /// Go on although an applied migration's up.sql changed since it was applied
+    #[arg(long)]
+    allow_modified: bool,
+
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Revert applied migrations, newest application first (the last one by default).
+///
+/// Nothing is touched when one of the migrations to revert has no down.sql.
+///
+/// Examples:
+///   dbctl migrate down
+///   dbctl migrate down --step 3
+///   dbctl migrate down --to 20240101000000   (that one stays applied)
+///   dbctl migrate down --all --dry-run
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+struct DownArgs {
+    /// Revert the last N applied migrations
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), conflicts_with_all = ["to", "all"])]
+    step: Option<u64>,
+
+    /// Revert every migration with a greater version; this one stays applied
+    #[arg(long, value_name = "VERSION", conflicts_with = "all")]
+    to: Option<String>,
+
+    /// Revert every applied migration
+    #[arg(long)]
+    all: bool,
+
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Revert the last migrations and apply them again: the reversibility check for CI.
+///
+/// Examples:
+///   dbctl migrate redo
+///   dbctl migrate redo --step 3
+///   dbctl migrate redo --all
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+struct RedoArgs {
+    /// Redo the last N applied migrations
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "all")]
+    step: Option<u64>,
+
+    /// Redo every applied migration
+    #[arg(long)]
+    all: bool,
+
+    /// Go on although an applied migration's up.sql changed since it was applied
+    #[arg(long)]
+    allow_modified: bool,
+
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// List every migration known from the folder or the database, with its state.
+///
+/// States: applied, pending, modified (up.sql changed since it was applied), missing
+/// (applied but no longer in the folder). Pending migrations older than an applied one
+/// are flagged out of order.
+///
+/// Examples:
+///   dbctl migrate status
+///   dbctl migrate status --check          (exit 4 if anything is pending, modified or missing)
+///   dbctl migrate status --format json
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+struct StatusArgs {
+    /// Exit 4 when any migration is pending, modified or missing
+    #[arg(long)]
+    check: bool,
+}
+
+/// What `migrate` printed: a run or a status.
+#[derive(Serialize, Debug)]
+#[serde(untagged)]
+pub(crate) enum MigrateReport {
+    Run(RunReport),
+    Status(StatusOutput),
+}
+
+#[derive(Serialize, Debug)]
+pub(crate) struct StatusOutput {
+    #[serde(flatten)]
+    status: StatusReport,
+    /// Whether `--check` was given.
+    check: bool,
+    /// Whether the check passed (nothing pending, modified or missing).
+    ok: bool,
+}
+
+pub(crate) fn run(ctx: &Context, args: MigrateArgs) -> anyhow::Result<MigrateReport> {
+    let (dir, source) = ctx.config.migrations_dir();
+    ctx.out.verbose(format_args!(
+        "migrations folder {} ({source})",
+        dir.display()
+    ));
+    let (action, opts) = match args.command {
+        MigrateCommand::Status(a) => {
+            let db = ctx.open(OpenMode::Existing)?;
+            let status = migrate::status(ctx.out, &db, &dir)?;
+            let ok = status.pending == 0 && status.modified == 0 && status.missing == 0;
+            return Ok(MigrateReport::Status(StatusOutput {
+                status,
+                check: a.check,
+                ok,
+            }));
+        }
+        MigrateCommand::Up(a) => (
+            Action::Up(UpTarget {
+                to: a.to.map(|v| v.replace('-', "")),
+                step: a.step.map(to_usize),
+            }),
+            options(&a.run, a.strict, a.allow_modified)?,
+        ),
+        MigrateCommand::Down(a) => (
+            Action::Down(down_target(a.step, a.to, a.all)),
+            options(&a.run, false, false)?,
+        ),
+        MigrateCommand::Redo(a) => (
+            Action::Redo(down_target(a.step, None, a.all)),
+            options(&a.run, false, a.allow_modified)?,
+        ),
+    };
+    let db = ctx.open(OpenMode::Existing)?;
+    Ok(MigrateReport::Run(migrate::execute(
+        ctx.out, db, &dir, &action, &opts,
+    )?))
+}
+
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+fn down_target(step: Option<u64>, to: Option<String>, all: bool) -> DownTarget {
+    match (step, to, all) {
+        (_, _, true) => DownTarget::All,
+        (_, Some(v), _) => DownTarget::To(v.replace('-', "")),
+        (Some(n), _, _) => DownTarget::Step(to_usize(n)),
+        _ => DownTarget::Step(1),
+    }
+}
+
+fn options(run: &RunArgs, strict: bool, allow_modified: bool) -> anyhow::Result<Options> {
+    if !run.lock_timeout.is_finite() || run.lock_timeout < 0.0 {
+        return Err(crate::error::usage(format!(
+            "--lock-timeout must be a number of seconds, not {}",
+            run.lock_timeout
+        )));
+    }
+    Ok(Options {
+        dry_run: run.dry_run,
+        strict,
+        allow_modified,
+        lock_timeout: Duration::from_secs_f64(run.lock_timeout),
+    })
+}
+
+impl Report for MigrateReport {
+    fn human(&self) -> String {
+        match self {
+            MigrateReport::Run(r) => human_run(r),
+            MigrateReport::Status(s) => human_status(s),
+        }
+    }
+
+    fn exit(&self) -> Exit {
+        match self {
+            MigrateReport::Status(s) if s.check && !s.ok => Exit::Check,
+            _ => Exit::Success,
+        }
+    }
+}
+
+fn human_run(r: &RunReport) -> String {
+    if r.steps.is_empty() {
+        return match r.command {
+            "up" => "Nothing to apply: every migration is applied.".to_string(),
+            _ => "Nothing to revert: no migration is applied.".to_string(),
+        };
+    }
+    let mut table = output::table(["", "version", "name", "transaction", "duration"]);
+    for s in &r.steps {
+        table.add_row(vec![
+            match s.direction {
+                migrate::Direction::Up => "up".to_string(),
+                migrate::Direction::Down => "down".to_string(),
+            },
+            s.version.clone(),
+            s.name.clone(),
+            if s.transaction { "yes" } else { "no" }.to_string(),
+            s.duration_ms
+                .map_or("-".to_string(), |ms| format!("{ms:.1} ms")),
+        ]);
+    }
+    let mut text = String::new();
+    if r.dry_run {
+        text.push_str("Dry run: nothing was changed. Plan:\n");
+    }
+    text.push_str(&table.to_string());
+    if r.dry_run {
+        for s in &r.steps {
+            let file = match s.direction {
+                migrate::Direction::Up => "up.sql",
+                migrate::Direction::Down => "down.sql",
+            };
+            text.push_str(&format!(
+                "\n\n-- {}_{} ({file})\n{}",
+                s.version,
+                s.name,
+                s.sql.as_deref().unwrap_or_default().trim_end()
+            ));
+        }
+    } else {
+        let (verb, n) = match r.command {
+            "down" => ("Reverted", r.steps.len()),
+            "redo" => ("Reverted and re-applied", r.steps.len() / 2),
+            _ => ("Applied", r.steps.len()),
+        };
+        text.push_str(&format!(
+            "\n{verb} {n} migration{} in {:.0} ms.",
+            if n == 1 { "" } else { "s" },
+            r.duration_ms
+        ));
+    }
+    text
+}
+
+fn human_status(s: &StatusOutput) -> String {
+    if s.status.migrations.is_empty() {
+        return format!("No migrations in {}.", s.status.migrations_dir);
+    }
+    let mut table = output::table(["version", "name", "state", "applied at", "duration"]);
+    for r in &s.status.migrations {
+        let mut state = r.state.as_str().to_string();
+        if r.out_of_order {
+            state.push_str(" (out of order)");
+        }
+        table.add_row(vec![
+            r.version.clone(),
+            r.name.clone(),
+            state,
+            r.applied_at.clone().unwrap_or_default(),
+            r.duration_ms
+                .map_or(String::new(), |ms| format!("{ms:.1} ms")),
+        ]);
+    }
+    let st = &s.status;
+    let mut summary = format!("{} applied, {} pending", st.applied, st.pending);
+    if st.modified > 0 {
+        summary.push_str(&format!(", {} modified", st.modified));
+    }
+    if st.missing > 0 {
+        summary.push_str(&format!(", {} missing", st.missing));
+    }
+    format!("{table}\n{summary}.")
+}

@@ -1,0 +1,179 @@
+//! `dbctl revision NAME`: a new migration folder in diesel's naming,
+//! `<dir>/<YYYY-MM-DD-HHMMSS>_<name>/` with up.sql and down.sql.
+//!
+//! The version is the current UTC second; when a migration already has it (two calls in the
+//! same second), the next free second is taken. The choice and the folder's creation happen under
+//! an exclusive lock on the migrations folder, so concurrent calls cannot pick the same version.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use chrono::{Duration as ChronoDuration, NaiveDateTime, Utc};
+use serde::Serialize;
+
+use crate::commands::Context;
+use crate::error::{self, Exit, ResultExt as _};
+use crate::migrate::source;
+use crate::output::{self, Report};
+
+/// Create a new migration folder with up.sql and down.sql.
+///
+/// The folder is `<migrations dir>/<YYYY-MM-DD-HHMMSS>_<name>` (diesel's naming); in a
+/// folder with per-backend subfolders, the one of the database URL's backend.
+///
+/// Examples:
+///   dbctl revision create_users
+///   dbctl revision add_index --sql 'CREATE INDEX users_email ON users (email);' \
+///       --down-sql 'DROP INDEX users_email;'
+///   dbctl revision add_posts --format json
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub(crate) struct RevisionArgs {
+    /// The migration's name (letters, digits, spaces, `_` and `-`)
+    name: String,
+
+    /// The SQL for up.sql (instead of a placeholder comment)
+    #[arg(long, value_name = "SQL")]
+    sql: Option<String>,
+
+    /// The SQL for down.sql (instead of a placeholder comment)
+    #[arg(long, value_name = "SQL")]
+    down_sql: Option<String>,
+}
+
+#[derive(Serialize, Debug)]
+pub(crate) struct RevisionReport {
+    version: String,
+    name: String,
+    folder: String,
+    up: String,
+    down: String,
+}
+
+impl Report for RevisionReport {
+    fn human(&self) -> String {
+        output::key_value_table(&[
+            ("version", self.version.as_str()),
+            ("up", self.up.as_str()),
+            ("down", self.down.as_str()),
+        ])
+        .to_string()
+    }
+}
+
+const UP_PLACEHOLDER: &str = "-- Write the SQL that applies this migration here.\n";
+const DOWN_PLACEHOLDER: &str = "-- Write the SQL that undoes up.sql here. While this file holds \
+no statement, dbctl refuses to revert the migration.\n";
+
+pub(crate) fn run(ctx: &Context, args: RevisionArgs) -> anyhow::Result<RevisionReport> {
+    let name = args.name.trim();
+    check_name(name)?;
+    let (dir, _) = ctx.config.migrations_dir();
+    if !dir.is_dir() {
+        return Err(error::usage(format!(
+            "migrations folder `{}` does not exist (run `dbctl init`, or pass --migrations-dir)",
+            dir.display()
+        )));
+    }
+    let dir = source_dir(ctx, &dir)?;
+
+    // Hold the folder's lock while choosing the version and creating the folder.
+    let lock = fs::File::open(&dir)
+        .with_context(|| format!("opening `{}`", dir.display()))
+        .exit_with(Exit::Usage)?;
+    lock.lock()
+        .with_context(|| format!("locking `{}`", dir.display()))?;
+
+    let taken = existing_versions(&dir)?;
+    for existing in fs::read_dir(&dir)?.flatten() {
+        let file_name = existing.file_name().to_string_lossy().into_owned();
+        if let Ok((_, other)) = source::parse_folder_name(&file_name) {
+            if other == name {
+                return Err(error::usage(format!(
+                    "a migration named `{name}` exists already: `{}`",
+                    existing.path().display()
+                )));
+            }
+        }
+    }
+    let mut when = Utc::now().naive_utc();
+    let (stamp, version) = loop {
+        let stamp = stamp_of(&when);
+        let version = stamp.replace('-', "");
+        if !taken.contains(&version) {
+            break (stamp, version);
+        }
+        when += ChronoDuration::seconds(1);
+    };
+    let folder = dir.join(format!("{stamp}_{name}"));
+    fs::create_dir(&folder)
+        .with_context(|| format!("creating `{}`", folder.display()))
+        .exit_with(Exit::Usage)?;
+    let up = folder.join("up.sql");
+    let down = folder.join("down.sql");
+    write(&up, args.sql.as_deref(), UP_PLACEHOLDER)?;
+    write(&down, args.down_sql.as_deref(), DOWN_PLACEHOLDER)?;
+    drop(lock);
+    Ok(RevisionReport {
+        version,
+        name: name.to_string(),
+        folder: folder.display().to_string(),
+        up: up.display().to_string(),
+        down: down.display().to_string(),
+    })
+}
+
+/// The per-backend folder when the migrations folder has them, chosen by the URL's backend.
+fn source_dir(ctx: &Context, dir: &Path) -> anyhow::Result<PathBuf> {
+    let has_backend_folders = ["sqlite", "postgresql", "postgres", "mysql"]
+        .iter()
+        .any(|n| dir.join(n).is_dir());
+    if !has_backend_folders {
+        return Ok(dir.to_path_buf());
+    }
+    let url = ctx.url()?;
+    source::backend_dir(dir, url.backend())
+}
+
+fn check_name(name: &str) -> anyhow::Result<()> {
+    if name.is_empty() {
+        return Err(error::usage("the migration name is empty"));
+    }
+    let ok = name
+        .chars()
+        .all(|c| c.is_alphanumeric() || c == '_' || c == '-' || c == ' ');
+    if !ok {
+        return Err(error::usage(format!(
+            "`{name}` is not a usable migration name: use letters, digits, spaces, `_` and `-`"
+        )));
+    }
+    Ok(())
+}
+
+fn stamp_of(when: &NaiveDateTime) -> String {
+    when.format("%Y-%m-%d-%H%M%S").to_string()
+}
+
+fn existing_versions(dir: &Path) -> anyhow::Result<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    let entries = fs::read_dir(dir)
+        .with_context(|| format!("reading `{}`", dir.display()))
+        .exit_with(Exit::Usage)?;
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        if let Ok((version, _)) = source::parse_folder_name(&file_name) {
+            out.insert(version);
+        }
+    }
+    Ok(out)
+}
+
+fn write(path: &Path, sql: Option<&str>, placeholder: &str) -> anyhow::Result<()> {
+    let mut text = sql.unwrap_or(placeholder).to_string();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    fs::write(path, text).with_context(|| format!("writing `{}`", path.display()))
+}

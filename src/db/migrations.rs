@@ -1,0 +1,474 @@
+//! The migration engine's backend-specific SQL: bookkeeping tables and the run lock.
+//!
+//! Bookkeeping is diesel's `__diesel_schema_migrations` (so dbctl and diesel_cli can take turns on
+//! one database) plus dbctl's companion `__dbctl_migrations`: name, checksum of up.sql, duration,
+//! time and sequence number of application. Both rows are written in the migration's own
+//! transaction. On PostgreSQL every bookkeeping query names the schema the tables live in, found
+//! once at the start, so a migration that changes `search_path` cannot send them elsewhere.
+//!
+//! The run lock makes concurrent runs safe: on PostgreSQL a session advisory lock, taken by polling
+//! `pg_try_advisory_lock` (a session blocked in `pg_advisory_lock` would hold a snapshot that a
+//! `CREATE INDEX CONCURRENTLY` run by the lock holder waits for: a deadlock); on SQLite an
+//! exclusive `flock` on the database file, held for the whole run.
+
+use std::cell::Cell;
+use std::fs::File;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use diesel::connection::SimpleConnection as _;
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::sql_types::{BigInt, Bool, Double, Nullable, Text};
+
+use super::{quote_ident, AnyConnection};
+
+pub(crate) const DIESEL_TABLE: &str = "__diesel_schema_migrations";
+pub(crate) const DBCTL_TABLE: &str = "__dbctl_migrations";
+
+/// The advisory lock key dbctl's migration runs share ("dbctlmig" in ASCII). Advisory locks are
+/// per database, so runs against different databases do not wait for each other.
+const PG_LOCK_KEY: i64 = 0x6462_6374_6c6d_6967;
+
+/// One row of `__diesel_schema_migrations`, with dbctl's companion row when there is one.
+#[derive(QueryableByName, Debug, Clone)]
+pub(crate) struct AppliedRow {
+    #[diesel(sql_type = Text)]
+    pub(crate) version: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) run_on: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) name: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) checksum: Option<String>,
+    #[diesel(sql_type = Nullable<Double>)]
+    pub(crate) duration_ms: Option<f64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) applied_at: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub(crate) seq: Option<i64>,
+}
+
+/// Where the bookkeeping tables are, and whether they exist yet.
+#[derive(Debug, Clone)]
+pub(crate) struct Bookkeeping {
+    /// `"schema".` on PostgreSQL, `main.` on SQLite.
+    prefix: String,
+    postgres: bool,
+    pub(crate) diesel_exists: bool,
+    pub(crate) dbctl_exists: bool,
+    /// The highest `seq` recorded (set by [`Bookkeeping::read`]).
+    last_seq: Cell<i64>,
+}
+
+#[derive(QueryableByName)]
+struct Name {
+    #[diesel(sql_type = Nullable<Text>)]
+    name: Option<String>,
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+impl Bookkeeping {
+    /// Finds the tables: on PostgreSQL the schema holding diesel's table if it is visible, else
+    /// the current schema (where diesel_cli would create it).
+    pub(crate) fn locate(conn: &mut AnyConnection) -> anyhow::Result<Bookkeeping> {
+        let (prefix, postgres) = match conn {
+            AnyConnection::Postgresql(_) => {
+                let found: Name = diesel::sql_query(
+                    "SELECT COALESCE((SELECT n.nspname::text FROM pg_catalog.pg_class c \
+                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE c.relname = $1 AND c.relkind IN ('r', 'p') \
+                     AND pg_catalog.pg_table_is_visible(c.oid)), current_schema()::text) AS name",
+                )
+                .bind::<Text, _>(DIESEL_TABLE)
+                .get_result(conn)
+                .context("finding the schema of the migration bookkeeping table")?;
+                let schema = found.name.ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no current schema: search_path names no existing schema, so there is \
+                         nowhere to keep {DIESEL_TABLE}"
+                    )
+                })?;
+                (format!("{}.", quote_ident(&schema)), true)
+            }
+            AnyConnection::Sqlite(_) => ("main.".to_string(), false),
+        };
+        let mut book = Bookkeeping {
+            prefix,
+            postgres,
+            diesel_exists: false,
+            dbctl_exists: false,
+            last_seq: Cell::new(0),
+        };
+        book.diesel_exists = book.table_exists(conn, DIESEL_TABLE)?;
+        book.dbctl_exists = book.table_exists(conn, DBCTL_TABLE)?;
+        Ok(book)
+    }
+
+    fn table(&self, name: &str) -> String {
+        format!("{}{}", self.prefix, quote_ident(name))
+    }
+
+    fn table_exists(&self, conn: &mut AnyConnection, name: &str) -> anyhow::Result<bool> {
+        let found: Count = if self.postgres {
+            let schema = self
+                .prefix
+                .trim_end_matches('.')
+                .trim_matches('"')
+                .replace("\"\"", "\"");
+            diesel::sql_query(
+                "SELECT count(*)::bigint AS n FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relname = $1 AND n.nspname = $2 AND c.relkind IN ('r', 'p')",
+            )
+            .bind::<Text, _>(name)
+            .bind::<Text, _>(schema)
+            .get_result(conn)
+        } else {
+            diesel::sql_query(
+                "SELECT count(*) AS n FROM main.sqlite_master WHERE type = 'table' AND name = $1",
+            )
+            .bind::<Text, _>(name)
+            .get_result(conn)
+        }
+        .with_context(|| format!("looking for table {name}"))?;
+        Ok(found.n > 0)
+    }
+
+    /// Creates whichever table is missing; says whether diesel's had to be created.
+    pub(crate) fn ensure(&mut self, conn: &mut AnyConnection) -> anyhow::Result<bool> {
+        let created = !self.diesel_exists;
+        if !self.diesel_exists {
+            // diesel_cli's own DDL, byte for byte, so that a schema dump (SQLite keeps the text)
+            // does not differ by who created the table. The lock makes IF NOT EXISTS needless.
+            conn.batch_execute(&format!(
+                "CREATE TABLE {}{DIESEL_TABLE} (\n       version VARCHAR(50) PRIMARY KEY NOT NULL,\n       \
+                 run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP\n)",
+                self.prefix
+            ))
+            .with_context(|| format!("creating the bookkeeping table {DIESEL_TABLE}"))?;
+            self.diesel_exists = true;
+        }
+        if !self.dbctl_exists {
+            conn.batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {} (
+                    version VARCHAR(50) PRIMARY KEY NOT NULL,
+                    name TEXT NOT NULL,
+                    checksum VARCHAR(64) NOT NULL,
+                    duration_ms DOUBLE PRECISION NOT NULL,
+                    applied_at VARCHAR(40) NOT NULL,
+                    seq BIGINT NOT NULL
+                ){}",
+                self.table(DBCTL_TABLE),
+                // On SQLite one b-tree instead of a table plus its primary-key index: one page
+                // less to journal and sync per migration.
+                if self.postgres { "" } else { " WITHOUT ROWID" }
+            ))
+            .with_context(|| format!("creating the bookkeeping table {DBCTL_TABLE}"))?;
+            self.dbctl_exists = true;
+        }
+        Ok(created)
+    }
+
+    /// Every applied migration, with what dbctl recorded about it when it was dbctl that ran it.
+    pub(crate) fn read(&self, conn: &mut AnyConnection) -> anyhow::Result<Vec<AppliedRow>> {
+        if !self.diesel_exists {
+            return Ok(Vec::new());
+        }
+        let run_on = if self.postgres {
+            "d.run_on::text"
+        } else {
+            "CAST(d.run_on AS TEXT)"
+        };
+        let sql = if self.dbctl_exists {
+            format!(
+                "SELECT d.version AS version, {run_on} AS run_on, m.name AS name, \
+                 m.checksum AS checksum, m.duration_ms AS duration_ms, \
+                 m.applied_at AS applied_at, m.seq AS seq \
+                 FROM {} d LEFT JOIN {} m ON m.version = d.version",
+                self.table(DIESEL_TABLE),
+                self.table(DBCTL_TABLE)
+            )
+        } else {
+            format!(
+                "SELECT d.version AS version, {run_on} AS run_on, NULL AS name, \
+                 NULL AS checksum, NULL AS duration_ms, NULL AS applied_at, NULL AS seq \
+                 FROM {} d",
+                self.table(DIESEL_TABLE)
+            )
+        };
+        let rows: Vec<AppliedRow> = diesel::sql_query(sql)
+            .load(conn)
+            .context("reading the applied migrations")?;
+        if self.dbctl_exists {
+            #[derive(QueryableByName)]
+            struct Max {
+                #[diesel(sql_type = BigInt)]
+                n: i64,
+            }
+            let max: Max = diesel::sql_query(format!(
+                "SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) AS n FROM {}",
+                self.table(DBCTL_TABLE)
+            ))
+            .get_result(conn)
+            .context("reading the last sequence number")?;
+            self.last_seq.set(max.n);
+        }
+        Ok(rows)
+    }
+
+    /// Records an applied migration in both tables (call it inside the migration's transaction).
+    pub(crate) fn record_applied(
+        &self,
+        conn: &mut AnyConnection,
+        version: &str,
+        name: &str,
+        checksum: &str,
+        duration_ms: f64,
+    ) -> anyhow::Result<()> {
+        let applied_at = chrono::Utc::now()
+            .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+            .to_string();
+        // The run holds the lock, so the next sequence number is known without asking.
+        let seq = self.last_seq.get() + 1;
+        let diesel = self.table(DIESEL_TABLE);
+        let dbctl = self.table(DBCTL_TABLE);
+        let upsert = UPSERT;
+        if let AnyConnection::Postgresql(pg) = conn {
+            PgRecordApplied {
+                prefix: &self.prefix,
+                version,
+                name,
+                checksum,
+                duration_ms,
+                applied_at: &applied_at,
+                seq,
+            }
+            .execute(pg)
+            .with_context(|| format!("recording {version} as applied"))?;
+        } else {
+            // SQLite's CURRENT_TIMESTAMP has whole seconds; milliseconds keep `run_on` usable as
+            // the order of application (diesel_cli never reads it).
+            diesel::sql_query(format!(
+                "INSERT INTO {diesel} (version, run_on) \
+                 VALUES ($1, strftime('%Y-%m-%d %H:%M:%f', 'now'))"
+            ))
+            .bind::<Text, _>(version)
+            .execute(conn)
+            .with_context(|| format!("recording {version} in {DIESEL_TABLE}"))?;
+            diesel::sql_query(format!(
+                "INSERT INTO {dbctl} (version, name, checksum, duration_ms, applied_at, seq) \
+                 VALUES ($1, $2, $3, $4, $5, $6) {upsert}"
+            ))
+            .bind::<Text, _>(version)
+            .bind::<Text, _>(name)
+            .bind::<Text, _>(checksum)
+            .bind::<Double, _>(duration_ms)
+            .bind::<Text, _>(&applied_at)
+            .bind::<BigInt, _>(seq)
+            .execute(conn)
+            .with_context(|| format!("recording {version} in {DBCTL_TABLE}"))?;
+        }
+        self.last_seq.set(seq);
+        Ok(())
+    }
+
+    /// Forgets a reverted migration in both tables.
+    pub(crate) fn record_reverted(
+        &self,
+        conn: &mut AnyConnection,
+        version: &str,
+    ) -> anyhow::Result<()> {
+        for table in [DIESEL_TABLE, DBCTL_TABLE] {
+            diesel::sql_query(format!(
+                "DELETE FROM {} WHERE version = $1",
+                self.table(table)
+            ))
+            .bind::<Text, _>(version)
+            .execute(conn)
+            .with_context(|| format!("removing {version} from {table}"))?;
+        }
+        Ok(())
+    }
+}
+
+const UPSERT: &str = "ON CONFLICT (version) DO UPDATE SET name = excluded.name, \
+    checksum = excluded.checksum, duration_ms = excluded.duration_ms, \
+    applied_at = excluded.applied_at, seq = excluded.seq";
+
+/// PostgreSQL: both bookkeeping rows in one statement that diesel prepares once per connection
+/// and then only binds (one round trip per migration; `sql_query` would prepare it every time).
+/// Its text depends only on the schema, which is fixed for a connection's run, so a per-type
+/// cache entry is correct.
+struct PgRecordApplied<'a> {
+    prefix: &'a str,
+    version: &'a str,
+    name: &'a str,
+    checksum: &'a str,
+    duration_ms: f64,
+    applied_at: &'a str,
+    seq: i64,
+}
+
+impl QueryId for PgRecordApplied<'_> {
+    type QueryId = PgRecordApplied<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl QueryFragment<Pg> for PgRecordApplied<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(&format!(
+            "WITH d AS (INSERT INTO {}{DIESEL_TABLE} (version) VALUES (",
+            self.prefix
+        ));
+        out.push_bind_param::<Text, _>(self.version)?;
+        out.push_sql(&format!(
+            ") RETURNING version) INSERT INTO {}{DBCTL_TABLE} \
+             (version, name, checksum, duration_ms, applied_at, seq) SELECT d.version, ",
+            self.prefix
+        ));
+        out.push_bind_param::<Text, _>(self.name)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(self.checksum)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Double, _>(&self.duration_ms)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(self.applied_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.seq)?;
+        out.push_sql(" FROM d ");
+        out.push_sql(UPSERT);
+        Ok(())
+    }
+}
+
+impl<Conn> RunQueryDsl<Conn> for PgRecordApplied<'_> {}
+
+/// The lock a migration run holds; release it with [`RunLock::release`] (dropping it releases the
+/// SQLite lock; PostgreSQL's goes with the session).
+pub(crate) enum RunLock {
+    Postgres,
+    /// The open file carries the `flock`; it is only ever dropped.
+    SqliteFile {
+        _file: File,
+    },
+    None,
+}
+
+/// What happened while taking the lock.
+pub(crate) struct LockWait {
+    pub(crate) lock: RunLock,
+    pub(crate) waited: Duration,
+}
+
+/// Takes the run lock, polling until `timeout`; `on_wait` is called once when the lock is busy.
+pub(crate) fn acquire_run_lock(
+    conn: &mut AnyConnection,
+    sqlite_file: Option<&Path>,
+    timeout: Duration,
+    mut on_wait: impl FnMut(),
+) -> anyhow::Result<LockWait> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(20);
+    let mut told = false;
+    let file = match (&*conn, sqlite_file) {
+        (AnyConnection::Sqlite(_), Some(path)) => Some(
+            File::open(path).with_context(|| format!("opening `{}` to lock it", path.display()))?,
+        ),
+        _ => None,
+    };
+    loop {
+        let taken = match (&mut *conn, &file) {
+            (AnyConnection::Postgresql(_), _) => {
+                #[derive(QueryableByName)]
+                struct Taken {
+                    #[diesel(sql_type = Bool)]
+                    ok: bool,
+                }
+                let row: Taken = diesel::sql_query("SELECT pg_try_advisory_lock($1) AS ok")
+                    .bind::<BigInt, _>(PG_LOCK_KEY)
+                    .get_result(conn)
+                    .context("taking the migration lock (pg_try_advisory_lock)")?;
+                row.ok
+            }
+            (AnyConnection::Sqlite(_), Some(f)) => match f.try_lock() {
+                Ok(()) => true,
+                Err(std::fs::TryLockError::WouldBlock) => false,
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(anyhow::Error::new(e).context("locking the database file"))
+                }
+            },
+            (AnyConnection::Sqlite(_), None) => {
+                return Ok(LockWait {
+                    lock: RunLock::None,
+                    waited: Duration::ZERO,
+                })
+            }
+        };
+        if taken {
+            let lock = match file {
+                Some(f) => RunLock::SqliteFile { _file: f },
+                None => RunLock::Postgres,
+            };
+            return Ok(LockWait {
+                lock,
+                waited: started.elapsed(),
+            });
+        }
+        if started.elapsed() >= timeout {
+            anyhow::bail!(
+                "another migration run holds the lock on this database; gave up after {:.0}s \
+                 (raise --lock-timeout to wait longer)",
+                timeout.as_secs_f64()
+            );
+        }
+        if !told {
+            on_wait();
+            told = true;
+        }
+        std::thread::sleep(pause.min(timeout.saturating_sub(started.elapsed())));
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+impl RunLock {
+    /// Gives the lock back. On SQLite the file lock must outlive every connection to the file
+    /// (closing any descriptor of it drops the process's POSIX locks), so the caller drops the
+    /// connections first and the returned file last.
+    pub(crate) fn release(&self, conn: &mut AnyConnection) -> anyhow::Result<()> {
+        if let (RunLock::Postgres, AnyConnection::Postgresql(_)) = (self, &mut *conn) {
+            diesel::sql_query("SELECT pg_advisory_unlock($1)")
+                .bind::<BigInt, _>(PG_LOCK_KEY)
+                .execute(conn)
+                .context("releasing the migration lock")?;
+        }
+        Ok(())
+    }
+}
+
+/// Statement-level session settings for a migration run: SQLite runs migrations with foreign keys
+/// off, as diesel_cli does (SQLite's own table-rebuild recipe needs it, and `PRAGMA foreign_keys`
+/// is a no-op inside the migration's transaction).
+pub(crate) fn begin_session(conn: &mut AnyConnection) -> anyhow::Result<()> {
+    if let AnyConnection::Sqlite(_) = conn {
+        conn.batch_execute("PRAGMA foreign_keys = OFF")
+            .context("turning foreign keys off for the migration run")?;
+    }
+    Ok(())
+}
+
+/// Undoes [`begin_session`].
+pub(crate) fn end_session(conn: &mut AnyConnection) -> anyhow::Result<()> {
+    if let AnyConnection::Sqlite(_) = conn {
+        conn.batch_execute("PRAGMA foreign_keys = ON")
+            .context("turning foreign keys back on")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,331 @@
+//! Reading a diesel-format migrations folder, strictly.
+//!
+//! `<dir>/<version>_<name>/up.sql`, optional `down.sql` and `metadata.toml`. The version is the part
+//! before the first `_` with dashes removed; it must be digits. When the folder holds per-backend
+//! folders (`sqlite/`, `postgresql/`), the one matching the URL's backend is read instead. Anything
+//! diesel would silently accept or ignore and that is likely a mistake is an error naming the folder
+//! or a warning. Nothing here touches a database.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::db::Backend;
+use crate::error;
+
+use super::split::{self, Dialect};
+
+/// One migration as found on disk.
+#[derive(Debug, Clone)]
+pub(crate) struct Migration {
+    /// Digits only (`20240101000000`), as stored in `__diesel_schema_migrations`.
+    pub(crate) version: String,
+    /// The part after the first `_` (may hold spaces and dashes).
+    pub(crate) name: String,
+    pub(crate) folder: PathBuf,
+    pub(crate) up: String,
+    /// `None` when down.sql is missing or holds no statement: the migration cannot be reverted.
+    pub(crate) down: Option<String>,
+    pub(crate) run_in_transaction: bool,
+    /// SHA-256 of up.sql with CRLF turned into LF, hex.
+    pub(crate) checksum: String,
+}
+
+impl Migration {
+    /// `version_name`, as people see it in the folder.
+    pub(crate) fn label(&self) -> String {
+        label(&self.version, &self.name)
+    }
+
+    pub(crate) fn up_path(&self) -> PathBuf {
+        self.folder.join("up.sql")
+    }
+
+    pub(crate) fn down_path(&self) -> PathBuf {
+        self.folder.join("down.sql")
+    }
+}
+
+/// `version_name`, or the version alone when the name is unknown.
+pub(crate) fn label(version: &str, name: &str) -> String {
+    if name.is_empty() {
+        version.to_string()
+    } else {
+        format!("{version}_{name}")
+    }
+}
+
+/// The migrations of one folder, sorted by version, and what was worth a warning.
+#[derive(Debug)]
+pub(crate) struct Source {
+    pub(crate) dir: PathBuf,
+    pub(crate) migrations: Vec<Migration>,
+    pub(crate) warnings: Vec<String>,
+}
+
+/// The names a per-backend folder may have.
+fn backend_folders(backend: Backend) -> &'static [&'static str] {
+    match backend {
+        Backend::Sqlite => &["sqlite"],
+        Backend::Postgres => &["postgresql", "postgres"],
+    }
+}
+
+const ALL_BACKEND_FOLDERS: &[&str] = &["sqlite", "postgresql", "postgres", "mysql"];
+
+/// The folder to read for `backend`: `dir` itself, or its per-backend folder when it has them.
+pub(crate) fn backend_dir(dir: &Path, backend: Backend) -> anyhow::Result<PathBuf> {
+    if !dir.is_dir() {
+        return Err(error::usage(format!(
+            "migrations folder `{}` does not exist (run `dbctl init`, or pass --migrations-dir)",
+            dir.display()
+        )));
+    }
+    for name in backend_folders(backend) {
+        let sub = dir.join(name);
+        if sub.is_dir() {
+            return Ok(sub);
+        }
+    }
+    let others: Vec<&str> = ALL_BACKEND_FOLDERS
+        .iter()
+        .copied()
+        .filter(|n| dir.join(n).is_dir())
+        .collect();
+    if !others.is_empty() {
+        return Err(error::usage(format!(
+            "migrations folder `{}` has per-backend folders ({}) but none for {backend} (expected `{}/`)",
+            dir.display(),
+            others.join(", "),
+            backend_folders(backend)[0]
+        )));
+    }
+    Ok(dir.to_path_buf())
+}
+
+/// Reads every migration of `dir` (after choosing the per-backend folder).
+pub(crate) fn load(dir: &Path, backend: Backend) -> anyhow::Result<Source> {
+    let dir = backend_dir(dir, backend)?;
+    let entries = fs::read_dir(&dir).map_err(|e| {
+        error::usage(format!(
+            "cannot read migrations folder `{}`: {e}",
+            dir.display()
+        ))
+    })?;
+    let mut warnings = Vec::new();
+    let mut by_version: BTreeMap<String, Migration> = BTreeMap::new();
+    let mut paths = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| {
+            error::usage(format!(
+                "cannot read migrations folder `{}`: {e}",
+                dir.display()
+            ))
+        })?;
+        paths.push(entry.path());
+    }
+    paths.sort();
+    for path in paths {
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if file_name.starts_with('.') {
+            continue;
+        }
+        if !path.is_dir() {
+            if file_name.ends_with(".sql") {
+                warnings.push(format!(
+                    "`{}` is ignored: migrations are folders `<version>_<name>/` holding up.sql",
+                    path.display()
+                ));
+            }
+            continue;
+        }
+        let migration = read_migration(&path, &file_name, backend, &mut warnings)?;
+        if let Some(other) = by_version.get(&migration.version) {
+            return Err(error::usage(format!(
+                "two migrations have version {}: `{}` and `{}`",
+                migration.version,
+                other.folder.display(),
+                migration.folder.display()
+            )));
+        }
+        by_version.insert(migration.version.clone(), migration);
+    }
+    Ok(Source {
+        dir,
+        // A BTreeMap over strings gives diesel's order (versions compare as strings).
+        migrations: by_version.into_values().collect(),
+        warnings,
+    })
+}
+
+/// Splits a folder name into its version (dashes removed) and name, or says what is wrong.
+pub(crate) fn parse_folder_name(folder: &str) -> Result<(String, String), String> {
+    let (raw, name) = folder.split_once('_').unwrap_or((folder, ""));
+    let version: String = raw.chars().filter(|c| *c != '-').collect();
+    if version.is_empty() || !version.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "`{raw}` is not a version: a migration folder is named `<version>_<name>`, the version \
+             being a timestamp such as 2024-01-31-120000 or a number"
+        ));
+    }
+    if version.len() > 50 {
+        return Err(format!(
+            "version `{raw}` is longer than the 50 characters diesel's table can hold"
+        ));
+    }
+    Ok((version, name.to_string()))
+}
+
+fn read_migration(
+    folder: &Path,
+    folder_name: &str,
+    backend: Backend,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<Migration> {
+    let (version, name) = parse_folder_name(folder_name)
+        .map_err(|why| error::usage(format!("migration folder `{}`: {why}", folder.display())))?;
+    let up_path = folder.join("up.sql");
+    if !up_path.is_file() {
+        return Err(error::usage(format!(
+            "migration folder `{}` has no up.sql",
+            folder.display()
+        )));
+    }
+    let up = read_text(&up_path)?;
+    let down_path = folder.join("down.sql");
+    let dialect = dialect(backend);
+    let down = if down_path.is_file() {
+        let text = read_text(&down_path)?;
+        if split::split(&text, dialect).is_empty() {
+            None
+        } else {
+            Some(text)
+        }
+    } else {
+        None
+    };
+    let meta_path = folder.join("metadata.toml");
+    let run_in_transaction = if meta_path.is_file() {
+        read_metadata(&meta_path, warnings)?
+    } else {
+        true
+    };
+    Ok(Migration {
+        checksum: checksum(&up),
+        version,
+        name,
+        folder: folder.to_path_buf(),
+        up,
+        down,
+        run_in_transaction,
+    })
+}
+
+pub(crate) fn dialect(backend: Backend) -> Dialect {
+    match backend {
+        Backend::Sqlite => Dialect::Sqlite,
+        Backend::Postgres => Dialect::Postgres,
+    }
+}
+
+fn read_text(path: &Path) -> anyhow::Result<String> {
+    let bytes = fs::read(path)
+        .map_err(|e| error::usage(format!("cannot read `{}`: {e}", path.display())))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        error::usage(format!(
+            "`{}` is not valid UTF-8 (byte {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    // A byte-order mark would reach the database as part of the first statement.
+    Ok(text.strip_prefix('\u{feff}').unwrap_or(&text).to_string())
+}
+
+/// `metadata.toml`: only `run_in_transaction` (a boolean) means something. diesel reads the file
+/// loosely (a file it cannot parse means "in a transaction", a file without the key means "not in
+/// a transaction"); dbctl refuses what it cannot parse and warns about unknown keys.
+fn read_metadata(path: &Path, warnings: &mut Vec<String>) -> anyhow::Result<bool> {
+    let text = read_text(path)?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        error::usage(format!(
+            "`{}` is not valid TOML: {}",
+            path.display(),
+            e.message()
+        ))
+    })?;
+    let mut run_in_transaction = None;
+    for (key, value) in &table {
+        if key == "run_in_transaction" {
+            match value.as_bool() {
+                Some(b) => run_in_transaction = Some(b),
+                None => {
+                    return Err(error::usage(format!(
+                        "`{}`: run_in_transaction must be true or false (unquoted), not {value}",
+                        path.display()
+                    )))
+                }
+            }
+        } else {
+            warnings.push(format!(
+                "`{}`: unknown key `{key}` ignored (the only key is run_in_transaction)",
+                path.display()
+            ));
+        }
+    }
+    match run_in_transaction {
+        Some(b) => Ok(b),
+        None => {
+            warnings.push(format!(
+                "`{}` does not set run_in_transaction: dbctl runs the migration in a transaction, \
+                 but diesel_cli would run it without one",
+                path.display()
+            ));
+            Ok(true)
+        }
+    }
+}
+
+/// SHA-256 of the text with CRLF line endings turned into LF, so that a checkout on Windows does
+/// not make every migration look modified.
+pub(crate) fn checksum(text: &str) -> String {
+    let normalised = text.replace("\r\n", "\n");
+    let digest = Sha256::digest(normalised.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folder_names() {
+        assert_eq!(
+            parse_folder_name("2024-01-31-120000_add users-table now").unwrap(),
+            (
+                "20240131120000".to_string(),
+                "add users-table now".to_string()
+            )
+        );
+        assert_eq!(
+            parse_folder_name("00000000000000_diesel_initial_setup").unwrap(),
+            (
+                "00000000000000".to_string(),
+                "diesel_initial_setup".to_string()
+            )
+        );
+        assert!(parse_folder_name("v1_users").is_err());
+        assert!(parse_folder_name("_users").is_err());
+    }
+
+    #[test]
+    fn checksums_ignore_line_endings() {
+        assert_eq!(checksum("a;\r\nb;\r\n"), checksum("a;\nb;\n"));
+        assert_ne!(checksum("a;\n"), checksum("b;\n"));
+    }
+}
