@@ -3,6 +3,7 @@
 
 pub(crate) mod init;
 pub(crate) mod ping;
+pub(crate) mod seed;
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
@@ -73,5 +74,6 @@ pub(crate) fn run(cli: Cli, out: &Output) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Init(args) => out.emit(&init::run(&ctx, args)?),
         Command::Ping(args) => out.emit(&ping::run(&ctx, args)?),
+        Command::Seed(args) => out.emit(&seed::run(&ctx, args)?),
     }
 }
