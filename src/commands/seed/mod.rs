@@ -326,6 +326,10 @@ impl Loader<'_> {
         let path = &file.path;
         let sql = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
+        // An empty statement is an error to PostgreSQL; an empty file is simply nothing to do.
+        if sql.trim().is_empty() {
+            return Ok(sql.len() as u64);
+        }
         dbseed::run_sql(conn, &sql).map_err(|f| match f.line {
             Some(line) => anyhow::anyhow!("{} line {line}: {}", path.display(), f.message),
             None => anyhow::anyhow!("{}: {}", path.display(), f.message),
