@@ -532,11 +532,12 @@ fn copy_into_pg<R: std::io::BufRead>(
         }
         Err(e) if reader_failed => Err(e),
         Err(e) => {
-            savepoint(pg, Savepoint::RollbackTo, PG_SAVEPOINT)?;
-            let located = locate_pg_failure(pg, stream.path, table, columns)?;
+            // If the search itself fails (the connection dropped, say), the first error stands.
+            let located = savepoint(pg, Savepoint::RollbackTo, PG_SAVEPOINT)
+                .and_then(|()| locate_pg_failure(pg, stream.path, table, columns));
             Err(match located {
-                Some(found) => anyhow::anyhow!("{} {found}", stream.path.display()),
-                None => anyhow::anyhow!("{}: {e:#}", stream.path.display()),
+                Ok(Some(found)) => anyhow::anyhow!("{} {found}", stream.path.display()),
+                _ => anyhow::anyhow!("{}: {e:#}", stream.path.display()),
             })
         }
     }
