@@ -158,6 +158,42 @@ pub(crate) fn defer_foreign_keys(conn: &mut AnyConnection) -> anyhow::Result<()>
         .context("deferring foreign-key checks")
 }
 
+/// Checks the foreign keys whose checks were deferred, before the commit, so that a dangling key
+/// is reported with its table and row rather than as a bare failed commit.
+pub(crate) fn check_deferred_foreign_keys(conn: &mut AnyConnection) -> anyhow::Result<()> {
+    #[derive(QueryableByName)]
+    struct Dangling {
+        #[diesel(sql_type = Text)]
+        child: String,
+        #[diesel(sql_type = Nullable<Text>)]
+        row_id: Option<String>,
+        #[diesel(sql_type = Text)]
+        parent: String,
+    }
+    match conn {
+        AnyConnection::Postgresql(_) => conn
+            .batch_execute("SET CONSTRAINTS ALL IMMEDIATE")
+            .map_err(|e| anyhow::anyhow!("{}", database_message(&e))),
+        AnyConnection::Sqlite(_) => {
+            let found: Vec<Dangling> = diesel::sql_query(
+                "SELECT \"table\" AS child, CAST(\"rowid\" AS TEXT) AS row_id, parent \
+                 FROM pragma_foreign_key_check LIMIT 1",
+            )
+            .load(conn)
+            .context("checking the deferred foreign keys")?;
+            match found.first() {
+                None => Ok(()),
+                Some(d) => Err(anyhow::anyhow!(
+                    "FOREIGN KEY constraint failed: a row of {} (rowid {}) references a missing row of {}",
+                    quote_ident(&d.child),
+                    d.row_id.as_deref().unwrap_or("?"),
+                    quote_ident(&d.parent)
+                )),
+            }
+        }
+    }
+}
+
 /// A failure reported by the database, with the 1-based line it points at when known.
 #[derive(Debug)]
 pub(crate) struct SqlFailure {

@@ -447,3 +447,55 @@ fn postgres_sequences_move_past_seeded_ids() {
         [Some("41".to_string())]
     );
 }
+
+both_backends!(a_refused_row_deep_in_a_big_file_is_named, |p: Project| {
+    let p = project_with_schema(p);
+    // Past PostgreSQL's replay chunks and SQLite's insert batches, so both searches are exercised.
+    let mut csv = String::from("id,name\n");
+    for i in 1..=25_000 {
+        if i == 23_456 {
+            csv.push_str("oops,broken\n");
+        } else {
+            csv.push_str(&format!("{i},person {i}\n"));
+        }
+    }
+    p.file("seeds/people.csv", csv);
+    let run = p.run(["seed"]);
+    run.code(1).stderr_has("people.csv row 23456 (line 23457)");
+    assert_eq!(count(&p, "people"), 0);
+});
+
+both_backends!(
+    a_foreign_key_cycle_loads_with_deferred_checks,
+    |p: Project| {
+        match p.backend {
+            Backend::Sqlite => p.execute(
+                "CREATE TABLE teams (id INTEGER PRIMARY KEY, captain_id INTEGER \
+                 REFERENCES players (id) DEFERRABLE INITIALLY IMMEDIATE);
+             CREATE TABLE players (id INTEGER PRIMARY KEY, team_id INTEGER NOT NULL \
+                 REFERENCES teams (id) DEFERRABLE INITIALLY IMMEDIATE);",
+            ),
+            Backend::Postgres => p.execute(
+                "CREATE TABLE teams (id INTEGER PRIMARY KEY, captain_id INTEGER);
+             CREATE TABLE players (id INTEGER PRIMARY KEY, team_id INTEGER NOT NULL \
+                 REFERENCES teams (id) DEFERRABLE INITIALLY IMMEDIATE);
+             ALTER TABLE teams ADD FOREIGN KEY (captain_id) REFERENCES players (id) \
+                 DEFERRABLE INITIALLY IMMEDIATE;",
+            ),
+        }
+        // players.csv sorts first, but its rows need teams, whose rows need players.
+        p.file("seeds/players.csv", "id,team_id\n1,10\n2,10\n");
+        p.file("seeds/teams.csv", "id,captain_id\n10,1\n");
+        p.run(["seed"]).success().stderr_has("form a cycle");
+        assert_eq!(count(&p, "players"), 2);
+        // A dangling key in a cycle is still caught, at the commit, and rolled back.
+        p.file("other/players.csv", "id,team_id\n3,99\n");
+        p.file("other/teams.csv", "id,captain_id\n11,3\n");
+        p.run(["seed", "--seeds-dir", "other"])
+            .code(1)
+            .stderr_has("foreign keys of the tables in a cycle")
+            .stderr_has("players");
+        assert_eq!(count(&p, "players"), 2);
+        assert_eq!(count(&p, "teams"), 1);
+    }
+);

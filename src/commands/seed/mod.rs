@@ -229,6 +229,10 @@ pub(crate) fn run(ctx: &Context, args: SeedArgs) -> anyhow::Result<SeedReport> {
         for file in &files {
             reports.push(loader.load(c, file)?);
         }
+        if !cyclic.is_empty() {
+            dbseed::check_deferred_foreign_keys(c)
+                .context("checking the foreign keys of the tables in a cycle")?;
+        }
         if args.dry_run {
             return Err(DryRunDone(reports).into());
         }
@@ -302,6 +306,7 @@ impl Loader<'_> {
         let duration = started.elapsed();
         if self.ctx.out.writes_progress_lines() || self.ctx.out.is_verbose() {
             let what = match (&file.table, rows) {
+                (Some(t), Some(1)) => format!("1 row into {t}"),
                 (Some(t), Some(r)) => format!("{r} rows into {t}"),
                 _ => "ran".to_string(),
             };
