@@ -74,6 +74,7 @@ pub(crate) enum Command {
     Ping(commands::ping::PingArgs),
     Migrate(commands::migrate::MigrateArgs),
     Revision(commands::revision::RevisionArgs),
+    Seed(commands::seed::SeedArgs),
 }
 
 impl Command {

@@ -5,6 +5,7 @@ pub(crate) mod init;
 pub(crate) mod migrate;
 pub(crate) mod ping;
 pub(crate) mod revision;
+pub(crate) mod seed;
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
@@ -82,5 +83,6 @@ pub(crate) fn run(cli: Cli, out: &Output) -> anyhow::Result<Exit> {
         Command::Ping(args) => out.emit(&ping::run(&ctx, args)?),
         Command::Migrate(args) => out.emit(&migrate::run(&ctx, args)?),
         Command::Revision(args) => out.emit(&revision::run(&ctx, args)?),
+        Command::Seed(args) => out.emit(&seed::run(&ctx, args)?),
     }
 }

@@ -5,6 +5,7 @@
 //! backend-specific they call a function here rather than matching on the backend themselves.
 
 pub(crate) mod migrations;
+pub(crate) mod seed;
 pub(crate) mod url;
 
 use std::sync::{mpsc, Mutex};

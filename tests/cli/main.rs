@@ -8,3 +8,4 @@ mod migrate;
 mod ping;
 mod revision;
 mod settings;
+mod seed;

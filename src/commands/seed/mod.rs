@@ -1,0 +1,472 @@
+//! `dbctl seed`: load the seeds folder (or the files named) in one transaction.
+//!
+//! Plans the order (`plan`), then streams each file inside one transaction: `.sql` files run as
+//! written, `.csv` files go through `csv` into the backend's bulk path in `db::seed` (COPY on
+//! PostgreSQL, a cached multi-row INSERT on SQLite). Any failure rolls the whole run back and is
+//! reported with the file, the CSV row and line (or SQL line), and the database's message.
+
+mod csv;
+mod load;
+mod plan;
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use diesel::Connection as _;
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use crate::commands::Context;
+use crate::db::seed as dbseed;
+use crate::db::{self, AnyConnection, OpenMode};
+use crate::output::{self, millis, ms_f64, Report};
+use csv::{CsvReader, Record};
+use load::{copy_into_pg, insert_into_sqlite, RowStream};
+use plan::{Kind, SeedFile};
+
+/// Load seed data in one transaction: every row of every file, or nothing.
+///
+/// Loads every .csv and .sql file in the seeds folder, or just the FILEs given. A CSV file's header
+/// names the columns; it loads into the table named by the file (`010_users.csv` loads `users`).
+/// An empty unquoted field is NULL, `""` is an empty string. Files load parents first, following
+/// the foreign keys in the database; a .sql file runs after every file named before it.
+///
+/// Examples:
+///   dbctl seed
+///   dbctl seed --dry-run --verbose
+///   dbctl seed --truncate seeds/users.csv seeds/posts.csv
+///   dbctl seed --seeds-dir fixtures/ci --format json
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub(crate) struct SeedArgs {
+    /// Files to load instead of the whole seeds folder (a path, or a name inside the folder)
+    #[arg(value_name = "FILE")]
+    files: Vec<PathBuf>,
+
+    /// Seeds folder [default: $DBCTL_SEEDS_DIR, then ./seeds]
+    #[arg(long, value_name = "DIR")]
+    seeds_dir: Option<PathBuf>,
+
+    /// Load everything, report the counts, then roll back
+    #[arg(long)]
+    dry_run: bool,
+
+    /// Empty the CSV files' tables first (children before parents), in the same transaction
+    #[arg(long)]
+    truncate: bool,
+}
+
+#[derive(Serialize, Debug)]
+pub(crate) struct FileReport {
+    file: String,
+    kind: Kind,
+    /// The target table of a CSV file.
+    table: Option<String>,
+    /// Rows loaded from a CSV file (not counted for .sql files).
+    rows: Option<u64>,
+    bytes: u64,
+    duration_ms: f64,
+    #[serde(skip)]
+    duration: Duration,
+}
+
+#[derive(Serialize, Debug)]
+pub(crate) struct SeedReport {
+    /// True when the transaction was committed; false for `--dry-run` (rolled back).
+    committed: bool,
+    dry_run: bool,
+    /// Tables emptied first (`--truncate`), children first.
+    truncated: Vec<String>,
+    files: Vec<FileReport>,
+    total_rows: u64,
+    duration_ms: f64,
+    #[serde(skip)]
+    duration: Duration,
+    #[serde(skip)]
+    empty_note: Option<String>,
+}
+
+impl Report for SeedReport {
+    fn human(&self) -> String {
+        if let Some(note) = &self.empty_note {
+            return note.clone();
+        }
+        let mut table = output::table(["file", "table", "rows", "time"]);
+        for f in &self.files {
+            table.add_row(vec![
+                f.file.clone(),
+                f.table.clone().unwrap_or_else(|| "(sql)".to_string()),
+                f.rows.map_or("-".to_string(), |r| r.to_string()),
+                millis(f.duration),
+            ]);
+        }
+        let files = match self.files.len() {
+            1 => "1 file".to_string(),
+            n => format!("{n} files"),
+        };
+        let outcome = if self.committed {
+            format!(
+                "seeded {} rows from {files} in {} (committed)",
+                self.total_rows,
+                millis(self.duration)
+            )
+        } else {
+            format!(
+                "dry run: {} rows from {files} loaded in {}, then rolled back",
+                self.total_rows,
+                millis(self.duration)
+            )
+        };
+        format!("{table}\n{outcome}")
+    }
+}
+
+/// Returned through the transaction to roll a `--dry-run` back; carries the counts out.
+#[derive(Debug)]
+struct DryRunDone(Vec<FileReport>);
+
+impl std::fmt::Display for DryRunDone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("dry run")
+    }
+}
+
+impl std::error::Error for DryRunDone {}
+
+pub(crate) fn run(ctx: &Context, args: SeedArgs) -> anyhow::Result<SeedReport> {
+    let (dir, source) = ctx.config.seeds_dir(args.seeds_dir.as_deref());
+    ctx.out
+        .verbose(format_args!("seeds folder {} ({source})", dir.display()));
+    let files = select_files(ctx, &args.files, &dir, &source)?;
+    let started = Instant::now();
+    if files.is_empty() {
+        return Ok(SeedReport {
+            committed: !args.dry_run,
+            dry_run: args.dry_run,
+            truncated: Vec::new(),
+            files: Vec::new(),
+            total_rows: 0,
+            duration_ms: 0.0,
+            duration: Duration::ZERO,
+            empty_note: Some(format!(
+                "nothing to seed: no .csv or .sql files in `{}`",
+                dir.display()
+            )),
+        });
+    }
+
+    let database = ctx.open(OpenMode::Existing)?;
+    let mut conn = database.get()?;
+    let edges = dbseed::foreign_keys(&mut conn)?;
+    let (files, cyclic) = plan::order(files, &edges);
+    announce_order(ctx, &files, &cyclic, args.dry_run);
+    let truncated = if args.truncate {
+        truncate_order(&files)
+    } else {
+        Vec::new()
+    };
+
+    let total_bytes: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(&f.path).ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = ctx.out.progress_bar(
+        total_bytes,
+        "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {elapsed}",
+    );
+    let mut loader = Loader {
+        ctx,
+        bar: &bar,
+        bytes_before: 0,
+    };
+    let outcome = conn.transaction(|c| -> anyhow::Result<Vec<FileReport>> {
+        if !cyclic.is_empty() {
+            dbseed::defer_foreign_keys(c)?;
+        }
+        if !truncated.is_empty() {
+            ctx.out
+                .verbose(format_args!("emptying {}", truncated.join(", ")));
+            dbseed::empty_tables(c, &truncated)?;
+        }
+        let mut reports = Vec::with_capacity(files.len());
+        for file in &files {
+            reports.push(loader.load(c, file)?);
+        }
+        if !cyclic.is_empty() {
+            dbseed::check_deferred_foreign_keys(c)
+                .context("checking the foreign keys of the tables in a cycle")?;
+        }
+        if args.dry_run {
+            return Err(DryRunDone(reports).into());
+        }
+        Ok(reports)
+    });
+    bar.finish_and_clear();
+    let (reports, committed) = match outcome {
+        Ok(reports) => (reports, true),
+        Err(err) => match err.downcast::<DryRunDone>() {
+            Ok(DryRunDone(reports)) => (reports, false),
+            Err(err) => return Err(rolled_back(err)),
+        },
+    };
+    let total_rows = reports.iter().filter_map(|r| r.rows).sum();
+    let duration = started.elapsed();
+    Ok(SeedReport {
+        committed,
+        dry_run: args.dry_run,
+        truncated,
+        files: reports,
+        total_rows,
+        duration_ms: ms_f64(duration),
+        duration,
+        empty_note: None,
+    })
+}
+
+/// The seed files: those named on the command line, else every seed file in the folder.
+fn select_files(
+    ctx: &Context,
+    named: &[PathBuf],
+    dir: &Path,
+    source: &crate::config::Source,
+) -> anyhow::Result<Vec<SeedFile>> {
+    if !named.is_empty() {
+        return plan::named(named, dir);
+    }
+    if !dir.is_dir() {
+        return Err(crate::error::usage(format!(
+            "seeds folder `{}` does not exist ({source}); create it or pass --seeds-dir",
+            dir.display()
+        )));
+    }
+    let (files, skipped) = plan::discover(dir)?;
+    for name in skipped {
+        ctx.out
+            .verbose(format_args!("skipping {name} (not a .csv or .sql file)"));
+    }
+    Ok(files)
+}
+
+/// Says the load order (verbose, and always for `--dry-run`) and warns about cycles.
+fn announce_order(ctx: &Context, files: &[SeedFile], cyclic: &[String], dry_run: bool) {
+    if !cyclic.is_empty() {
+        ctx.out.warn(format_args!(
+            "the foreign keys of {} form a cycle: those files load in name order with foreign-key checks deferred to the commit",
+            cyclic.join(", ")
+        ));
+    }
+    let order: Vec<String> = files
+        .iter()
+        .map(|f| match &f.table {
+            Some(t) => format!("{} -> {t}", f.name),
+            None => f.name.clone(),
+        })
+        .collect();
+    ctx.out
+        .verbose(format_args!("load order: {}", order.join(", ")));
+    if dry_run {
+        ctx.out.info(format_args!(
+            "dry run: loading in this order, then rolling back: {}",
+            order.join(", ")
+        ));
+    }
+}
+
+/// The failure as one line that says the run was rolled back, keeping its exit code.
+fn rolled_back(err: anyhow::Error) -> anyhow::Error {
+    let exit = crate::error::exit_of(&err);
+    let err = anyhow::anyhow!("{err:#} (rolled back: the database is unchanged)");
+    match exit {
+        crate::error::Exit::Failed => err,
+        other => crate::error::tag(err, other),
+    }
+}
+
+/// The distinct tables of the CSV files, children first (the reverse of the load order).
+fn truncate_order(files: &[SeedFile]) -> Vec<String> {
+    let mut tables: Vec<String> = Vec::new();
+    for file in files.iter().rev() {
+        if let Some(t) = &file.table {
+            if !tables.iter().any(|x| x.eq_ignore_ascii_case(t)) {
+                tables.push(t.clone());
+            }
+        }
+    }
+    tables
+}
+
+/// Loads files one after another, keeping the progress bar and per-file lines up to date.
+struct Loader<'a> {
+    ctx: &'a Context<'a>,
+    bar: &'a ProgressBar,
+    bytes_before: u64,
+}
+
+impl Loader<'_> {
+    fn load(&mut self, conn: &mut AnyConnection, file: &SeedFile) -> anyhow::Result<FileReport> {
+        let started = Instant::now();
+        self.bar.set_message(file.name.clone());
+        let (rows, bytes) = match file.kind {
+            Kind::Sql => (None, self.load_sql(conn, file)?),
+            Kind::Csv => {
+                let (rows, bytes) = self.load_csv(conn, file)?;
+                (Some(rows), bytes)
+            }
+        };
+        self.bytes_before += bytes;
+        self.bar.set_position(self.bytes_before);
+        let duration = started.elapsed();
+        if self.ctx.out.writes_progress_lines() || self.ctx.out.is_verbose() {
+            let what = match (&file.table, rows) {
+                (Some(t), Some(1)) => format!("1 row into {t}"),
+                (Some(t), Some(r)) => format!("{r} rows into {t}"),
+                _ => "ran".to_string(),
+            };
+            self.ctx.out.info(format_args!(
+                "{}: {what} ({})",
+                file.path.display(),
+                millis(duration)
+            ));
+        }
+        Ok(FileReport {
+            file: file.path.display().to_string(),
+            kind: file.kind,
+            table: file.table.clone(),
+            rows,
+            bytes,
+            duration_ms: ms_f64(duration),
+            duration,
+        })
+    }
+
+    fn load_sql(&mut self, conn: &mut AnyConnection, file: &SeedFile) -> anyhow::Result<u64> {
+        let path = &file.path;
+        let sql = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        // An empty statement is an error to PostgreSQL; an empty file is simply nothing to do.
+        if sql.trim().is_empty() {
+            return Ok(sql.len() as u64);
+        }
+        dbseed::run_sql(conn, &sql).map_err(|f| match f.line {
+            Some(line) => anyhow::anyhow!("{} line {line}: {}", path.display(), f.message),
+            None => anyhow::anyhow!("{}: {}", path.display(), f.message),
+        })?;
+        Ok(sql.len() as u64)
+    }
+
+    fn load_csv(
+        &mut self,
+        conn: &mut AnyConnection,
+        file: &SeedFile,
+    ) -> anyhow::Result<(u64, u64)> {
+        let path = &file.path;
+        let table = file.table.as_deref().unwrap_or_default();
+        let opened = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut reader = CsvReader::new(BufReader::with_capacity(256 * 1024, opened));
+        let mut record = Record::default();
+        let has_header = reader
+            .read(&mut record)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if !has_header {
+            anyhow::bail!(
+                "{}: the file is empty; a CSV seed needs a header row naming the columns",
+                path.display()
+            );
+        }
+        let columns = dbseed::columns(conn, table)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: table {} does not exist (the table is named by the file name)",
+                path.display(),
+                db::quote_ident(table)
+            )
+        })?;
+        let header = match_header(path, table, &record, &columns)?;
+        let names: Vec<String> = header.iter().map(|c| c.name.clone()).collect();
+        let mut stream = RowStream {
+            path,
+            reader,
+            record,
+            width: header.len(),
+            row: 0,
+            bar: self.bar,
+            bytes_before: self.bytes_before,
+        };
+        let rows = match conn {
+            AnyConnection::Postgresql(pg) => {
+                let rows = copy_into_pg(pg, table, &names, &mut stream)?;
+                for seq in dbseed::pg_reset_sequences(pg, table, &names)? {
+                    self.ctx.out.verbose(format_args!(
+                        "moved sequence {seq} past the ids seeded into {table}"
+                    ));
+                }
+                rows
+            }
+            AnyConnection::Sqlite(sq) => {
+                let booleans: Vec<bool> = header
+                    .iter()
+                    .map(|c| c.sql_type.to_ascii_uppercase().contains("BOOL"))
+                    .collect();
+                insert_into_sqlite(sq, table, &names, &booleans, &mut stream)?
+            }
+        };
+        Ok((rows, stream.reader.bytes_read()))
+    }
+}
+
+/// Matches the header to the table's columns: exactly, else case-insensitively when that is
+/// unambiguous. Unknown, empty and repeated names are errors.
+fn match_header(
+    path: &Path,
+    table: &str,
+    header: &Record,
+    columns: &[dbseed::Column],
+) -> anyhow::Result<Vec<dbseed::Column>> {
+    let mut out: Vec<dbseed::Column> = Vec::with_capacity(header.len());
+    for i in 0..header.len() {
+        let name = header.get(i).unwrap_or_default().trim();
+        if name.is_empty() {
+            anyhow::bail!(
+                "{} line {}: header field {} is empty; every column needs a name",
+                path.display(),
+                header.line,
+                i + 1
+            );
+        }
+        let exact = columns.iter().find(|c| c.name == name);
+        let folded: Vec<&dbseed::Column> = columns
+            .iter()
+            .filter(|c| c.name.eq_ignore_ascii_case(name))
+            .collect();
+        let column = match (exact, folded.as_slice()) {
+            (Some(c), _) => c,
+            (None, [c]) => *c,
+            _ => anyhow::bail!(
+                "{} line {}, column {}: table {} has no column {} (it has: {})",
+                path.display(),
+                header.line,
+                i + 1,
+                db::quote_ident(table),
+                db::quote_ident(name),
+                columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        if out.iter().any(|c| c.name == column.name) {
+            anyhow::bail!(
+                "{} line {}: column {} appears twice in the header",
+                path.display(),
+                header.line,
+                db::quote_ident(&column.name)
+            );
+        }
+        out.push(column.clone());
+    }
+    Ok(out)
+}

@@ -1,0 +1,287 @@
+//! Which seed files to load and in what order.
+//!
+//! Files are first sorted by name. A `.sql` file is a barrier: it runs after every file named
+//! before it and before every file named after it, so `000_setup.sql` and `999_fix_sequences.sql`
+//! do what their names say. Between two barriers, CSV files are ordered so that foreign keys hold
+//! (parents before children, from the catalog's foreign keys), ties broken by file name.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error;
+
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Kind {
+    Csv,
+    Sql,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct SeedFile {
+    pub(crate) path: PathBuf,
+    /// The file name, as printed and used for ordering.
+    pub(crate) name: String,
+    pub(crate) kind: Kind,
+    /// The target table of a CSV file.
+    pub(crate) table: Option<String>,
+}
+
+/// The table a CSV file loads into: its stem without a numeric ordering prefix
+/// (`010_users.csv` and `users.csv` both load `users`).
+pub(crate) fn table_for(stem: &str) -> String {
+    let digits = stem.bytes().take_while(u8::is_ascii_digit).count();
+    let rest = &stem[digits..];
+    match rest.strip_prefix(['_', '-']) {
+        Some(name) if digits > 0 && !name.is_empty() => name.to_string(),
+        _ => stem.to_string(),
+    }
+}
+
+fn kind_of(path: &Path) -> Option<Kind> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    match ext.as_str() {
+        "csv" => Some(Kind::Csv),
+        "sql" => Some(Kind::Sql),
+        _ => None,
+    }
+}
+
+fn seed_file(path: PathBuf, kind: Kind) -> SeedFile {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    let table = match kind {
+        Kind::Csv => Some(table_for(
+            &path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        )),
+        Kind::Sql => None,
+    };
+    SeedFile {
+        path,
+        name,
+        kind,
+        table,
+    }
+}
+
+/// Every `.csv` and `.sql` file directly in `dir`, sorted by name, and the names of the other
+/// entries (which are skipped).
+pub(crate) fn discover(dir: &Path) -> anyhow::Result<(Vec<SeedFile>, Vec<String>)> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        error::usage(format!(
+            "cannot read the seeds folder `{}`: {e}",
+            dir.display()
+        ))
+    })?;
+    let mut files = Vec::new();
+    let mut skipped = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| {
+            error::usage(format!(
+                "cannot read the seeds folder `{}`: {e}",
+                dir.display()
+            ))
+        })?;
+        let path = entry.path();
+        // A directory is skipped; a broken link or unreadable file is kept, and fails when read.
+        if path.is_dir() {
+            skipped.push(entry.file_name().to_string_lossy().into_owned());
+            continue;
+        }
+        match kind_of(&path) {
+            Some(kind) => files.push(seed_file(path, kind)),
+            None => skipped.push(entry.file_name().to_string_lossy().into_owned()),
+        }
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    skipped.sort();
+    Ok((files, skipped))
+}
+
+/// The files named on the command line: as given, or else inside the seeds folder.
+pub(crate) fn named(args: &[PathBuf], dir: &Path) -> anyhow::Result<Vec<SeedFile>> {
+    let mut files = Vec::new();
+    for arg in args {
+        let path = if arg.exists() || arg.is_absolute() {
+            arg.clone()
+        } else if dir.join(arg).exists() {
+            dir.join(arg)
+        } else {
+            return Err(error::usage(format!(
+                "seed file `{}` not found (looked in . and in {})",
+                arg.display(),
+                dir.display()
+            )));
+        };
+        let kind = kind_of(&path).ok_or_else(|| {
+            error::usage(format!(
+                "`{}` is neither a .csv nor a .sql file",
+                path.display()
+            ))
+        })?;
+        if files.iter().any(|f: &SeedFile| f.path == path) {
+            continue;
+        }
+        files.push(seed_file(path, kind));
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(files)
+}
+
+/// The load order, and the tables caught in a foreign-key cycle (loaded in name order).
+/// `edges` are (child, parent) table pairs from the catalog; `files` are sorted by name.
+pub(crate) fn order(
+    files: Vec<SeedFile>,
+    edges: &[(String, String)],
+) -> (Vec<SeedFile>, Vec<String>) {
+    let mut out = Vec::with_capacity(files.len());
+    let mut cyclic = BTreeSet::new();
+    let mut segment: Vec<SeedFile> = Vec::new();
+    for file in files {
+        if file.kind == Kind::Sql {
+            order_segment(std::mem::take(&mut segment), edges, &mut out, &mut cyclic);
+            out.push(file);
+        } else {
+            segment.push(file);
+        }
+    }
+    order_segment(segment, edges, &mut out, &mut cyclic);
+    (out, cyclic.into_iter().collect())
+}
+
+/// Kahn's algorithm over the CSV files of one segment; the ready file with the smallest name goes
+/// first. A file waits for every earlier-named file of the same table, and for every file whose
+/// table its own table references (self-references are left to the rows' order in the file).
+fn order_segment(
+    files: Vec<SeedFile>,
+    edges: &[(String, String)],
+    out: &mut Vec<SeedFile>,
+    cyclic: &mut BTreeSet<String>,
+) {
+    let n = files.len();
+    let table = |i: usize| files[i].table.as_deref().unwrap_or("");
+    // waits_for[i] = the files that must load before file i.
+    let waits_for: Vec<Vec<usize>> = (0..n)
+        .map(|i| {
+            (0..n)
+                .filter(|&j| {
+                    if j == i {
+                        return false;
+                    }
+                    if table(j) == table(i) {
+                        return j < i;
+                    }
+                    edges.iter().any(|(child, parent)| {
+                        same_table(child, table(i))
+                            && same_table(parent, table(j))
+                            && !same_table(child, parent)
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let mut slots: Vec<Option<SeedFile>> = files.into_iter().map(Some).collect();
+    let mut placed = vec![false; n];
+    for _ in 0..n {
+        let ready = (0..n).find(|&i| !placed[i] && waits_for[i].iter().all(|&j| placed[j]));
+        let pick = ready.or_else(|| {
+            // A cycle: take the first remaining file by name and say which tables are involved.
+            let i = (0..n).find(|&i| !placed[i])?;
+            cyclic.insert(table_of(&slots, i));
+            for &j in waits_for[i].iter().filter(|&&j| !placed[j]) {
+                cyclic.insert(table_of(&slots, j));
+            }
+            Some(i)
+        });
+        if let Some(i) = pick {
+            placed[i] = true;
+            if let Some(file) = slots[i].take() {
+                out.push(file);
+            }
+        }
+    }
+}
+
+fn table_of(slots: &[Option<SeedFile>], i: usize) -> String {
+    slots[i]
+        .as_ref()
+        .and_then(|f| f.table.clone())
+        .unwrap_or_default()
+}
+
+/// Catalog names and file stems are compared as SQL would for an unquoted name: PostgreSQL folds
+/// to lower case, SQLite ignores case.
+fn same_table(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csv(name: &str) -> SeedFile {
+        seed_file(PathBuf::from(name), Kind::Csv)
+    }
+
+    fn names(files: &[SeedFile]) -> Vec<&str> {
+        files.iter().map(|f| f.name.as_str()).collect()
+    }
+
+    fn edge(c: &str, p: &str) -> (String, String) {
+        (c.to_string(), p.to_string())
+    }
+
+    #[test]
+    fn numeric_prefixes_only_order() {
+        assert_eq!(table_for("010_users"), "users");
+        assert_eq!(table_for("2-posts"), "posts");
+        assert_eq!(table_for("users"), "users");
+        assert_eq!(table_for("2024"), "2024");
+        assert_eq!(table_for("1_"), "1_");
+        assert_eq!(table_for("v2_users"), "v2_users");
+    }
+
+    #[test]
+    fn parents_load_before_children_whatever_the_names() {
+        let files = vec![csv("comments.csv"), csv("posts.csv"), csv("users.csv")];
+        let edges = [
+            edge("posts", "users"),
+            edge("comments", "posts"),
+            edge("comments", "users"),
+        ];
+        let (ordered, cyclic) = order(files, &edges);
+        assert_eq!(names(&ordered), ["users.csv", "posts.csv", "comments.csv"]);
+        assert!(cyclic.is_empty());
+    }
+
+    #[test]
+    fn sql_files_are_barriers_and_ties_go_by_name() {
+        let files = vec![
+            csv("b.csv"),
+            csv("a.csv"),
+            seed_file(PathBuf::from("m.sql"), Kind::Sql),
+            csv("z.csv"),
+        ];
+        let mut files = files;
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        let (ordered, _) = order(files, &[]);
+        assert_eq!(names(&ordered), ["a.csv", "b.csv", "m.sql", "z.csv"]);
+    }
+
+    #[test]
+    fn cycles_fall_back_to_names_and_are_reported() {
+        let files = vec![csv("a.csv"), csv("b.csv"), csv("c.csv")];
+        let edges = [edge("a", "b"), edge("b", "a"), edge("c", "c")];
+        let (ordered, cyclic) = order(files, &edges);
+        // c only references itself, so it is ready first; a and b wait for each other.
+        assert_eq!(names(&ordered), ["c.csv", "a.csv", "b.csv"]);
+        assert_eq!(cyclic, ["a", "b"]);
+    }
+}
