@@ -72,4 +72,5 @@ impl GlobalArgs {
 pub(crate) enum Command {
     Init(commands::init::InitArgs),
     Ping(commands::ping::PingArgs),
+    Inspect(commands::inspect::InspectArgs),
 }

@@ -2,6 +2,7 @@
 //! returns a report for `output` to print; none of them prints a result itself.
 
 pub(crate) mod init;
+pub(crate) mod inspect;
 pub(crate) mod ping;
 
 use crate::cli::{Cli, Command};
@@ -73,5 +74,6 @@ pub(crate) fn run(cli: Cli, out: &Output) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Init(args) => out.emit(&init::run(&ctx, args)?),
         Command::Ping(args) => out.emit(&ping::run(&ctx, args)?),
+        Command::Inspect(args) => inspect::run(&ctx, args)?.print(out),
     }
 }

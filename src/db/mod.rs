@@ -4,6 +4,7 @@
 //! Commands open a [`Database`] and take connections from it; when they need something
 //! backend-specific they call a function here rather than matching on the backend themselves.
 
+pub(crate) mod catalog;
 pub(crate) mod url;
 
 use std::sync::{mpsc, Mutex};
