@@ -42,7 +42,11 @@ pub(crate) fn mermaid(schema: &Schema) -> String {
             .iter()
             .any(|c| t.column(c).is_none_or(|c| c.nullable));
         let left = if optional { "|o" } else { "||" };
-        let right = if is_unique(t, &fk.columns) { "o|" } else { "o{" };
+        let right = if is_unique(t, &fk.columns) {
+            "o|"
+        } else {
+            "o{"
+        };
         let identifying = t
             .primary_key
             .as_ref()
@@ -142,17 +146,27 @@ fn relationships(schema: &Schema) -> Vec<(&Table, &ForeignKey, &Table)> {
 /// `PK`, `FK`, `UK` markers of a column.
 fn keys_of(t: &Table, column: &str) -> Vec<&'static str> {
     let mut keys = Vec::new();
-    if t.primary_key.as_ref().is_some_and(|pk| pk.columns.iter().any(|c| c == column)) {
+    if t.primary_key
+        .as_ref()
+        .is_some_and(|pk| pk.columns.iter().any(|c| c == column))
+    {
         keys.push("PK");
     }
-    if t.foreign_keys.iter().any(|fk| fk.columns.iter().any(|c| c == column)) {
+    if t.foreign_keys
+        .iter()
+        .any(|fk| fk.columns.iter().any(|c| c == column))
+    {
         keys.push("FK");
     }
     let unique_index = t
         .indexes
         .iter()
         .any(|ix| ix.unique && ix.predicate.is_none() && ix.columns.iter().any(|c| c == column));
-    if unique_index || t.unique_constraints.iter().any(|u| u.columns.iter().any(|c| c == column)) {
+    if unique_index
+        || t.unique_constraints
+            .iter()
+            .any(|u| u.columns.iter().any(|c| c == column))
+    {
         keys.push("UK");
     }
     keys
@@ -191,7 +205,9 @@ fn mermaid_word(text: &str) -> String {
 /// An entity name: bare when it is a plain word, quoted otherwise.
 fn mermaid_entity(name: &str) -> String {
     let plain = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if plain {
         name.to_string()
     } else {

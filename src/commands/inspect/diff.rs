@@ -57,7 +57,9 @@ impl Report for DiffReport {
         for d in &self.differences {
             let kind = d.kind.replace('_', " ");
             let line = match d.change {
-                Change::Added => format!("+ {kind} {}: {}", d.object, d.to.as_deref().unwrap_or("")),
+                Change::Added => {
+                    format!("+ {kind} {}: {}", d.object, d.to.as_deref().unwrap_or(""))
+                }
                 Change::Removed => {
                     format!("- {kind} {}: {}", d.object, d.from.as_deref().unwrap_or(""))
                 }
@@ -97,15 +99,23 @@ pub(crate) fn compare(path: &Path, expected: &Schema, actual: &Schema) -> DiffRe
     let mut d = Diff { out: Vec::new() };
 
     let tables = |s: &Schema| -> BTreeMap<String, Table> {
-        s.tables.iter().map(|t| (name(&t.schema, &t.name), t.clone())).collect()
+        s.tables
+            .iter()
+            .map(|t| (name(&t.schema, &t.name), t.clone()))
+            .collect()
     };
-    pair(&tables(expected), &tables(actual), |object, e, a| match (e, a) {
-        (Some(e), Some(a)) => d.table(object, e, a),
-        _ => d.presence("table", object, e.map(table_summary), a.map(table_summary)),
+    pair(&tables(expected), &tables(actual), |object, e, a| {
+        match (e, a) {
+            (Some(e), Some(a)) => d.table(object, e, a),
+            _ => d.presence("table", object, e.map(table_summary), a.map(table_summary)),
+        }
     });
 
     let views = |s: &Schema| -> BTreeMap<String, View> {
-        s.views.iter().map(|v| (name(&v.schema, &v.name), v.clone())).collect()
+        s.views
+            .iter()
+            .map(|v| (name(&v.schema, &v.name), v.clone()))
+            .collect()
     };
     let columns = |v: &View| {
         v.columns
@@ -114,17 +124,19 @@ pub(crate) fn compare(path: &Path, expected: &Schema, actual: &Schema) -> DiffRe
             .collect::<Vec<_>>()
             .join(", ")
     };
-    pair(&views(expected), &views(actual), |object, e, a| match (e, a) {
-        (Some(e), Some(a)) => {
-            d.changed("view", object, "definition", &e.definition, &a.definition);
-            d.changed("view", object, "columns", &columns(e), &columns(a));
+    pair(&views(expected), &views(actual), |object, e, a| {
+        match (e, a) {
+            (Some(e), Some(a)) => {
+                d.changed("view", object, "definition", &e.definition, &a.definition);
+                d.changed("view", object, "columns", &columns(e), &columns(a));
+            }
+            _ => d.presence(
+                "view",
+                object,
+                e.map(|v| v.definition.clone()),
+                a.map(|v| v.definition.clone()),
+            ),
         }
-        _ => d.presence(
-            "view",
-            object,
-            e.map(|v| v.definition.clone()),
-            a.map(|v| v.definition.clone()),
-        ),
     });
 
     let enums = |s: &Schema| -> BTreeMap<String, String> {
@@ -148,7 +160,10 @@ pub(crate) fn compare(path: &Path, expected: &Schema, actual: &Schema) -> DiffRe
                     .unwrap_or_default();
                 (
                     name(&q.schema, &q.name),
-                    format!("{} start {} increment {}{owned}", q.data_type, q.start, q.increment),
+                    format!(
+                        "{} start {} increment {}{owned}",
+                        q.data_type, q.start, q.increment
+                    ),
                 )
             })
             .collect()
@@ -191,16 +206,43 @@ impl Diff {
         from: Option<String>,
         to: Option<String>,
     ) {
-        self.out.push(Difference { kind, change, object, property, from, to });
+        self.out.push(Difference {
+            kind,
+            change,
+            object,
+            property,
+            from,
+            to,
+        });
     }
 
-    fn changed(&mut self, kind: &'static str, object: &str, property: &'static str, from: &str, to: &str) {
+    fn changed(
+        &mut self,
+        kind: &'static str,
+        object: &str,
+        property: &'static str,
+        from: &str,
+        to: &str,
+    ) {
         if from != to {
-            self.push(kind, Change::Changed, object.to_string(), Some(property), Some(from.to_string()), Some(to.to_string()));
+            self.push(
+                kind,
+                Change::Changed,
+                object.to_string(),
+                Some(property),
+                Some(from.to_string()),
+                Some(to.to_string()),
+            );
         }
     }
 
-    fn presence(&mut self, kind: &'static str, object: &str, from: Option<String>, to: Option<String>) {
+    fn presence(
+        &mut self,
+        kind: &'static str,
+        object: &str,
+        from: Option<String>,
+        to: Option<String>,
+    ) {
         let object = object.to_string();
         match (&from, &to) {
             (Some(_), None) => self.push(kind, Change::Removed, object, None, from, None),
@@ -226,7 +268,10 @@ impl Diff {
 
     fn table(&mut self, t: &str, e: &Table, a: &Table) {
         let cols = |t: &Table| -> BTreeMap<String, Column> {
-            t.columns.iter().map(|c| (c.name.clone(), c.clone())).collect()
+            t.columns
+                .iter()
+                .map(|c| (c.name.clone(), c.clone()))
+                .collect()
         };
         let (ec, ac) = (cols(e), cols(a));
         pair(&ec, &ac, |column, x, y| {
@@ -234,27 +279,87 @@ impl Diff {
             match (x, y) {
                 (Some(x), Some(y)) => {
                     self.changed("column", &object, "type", &x.data_type, &y.data_type);
-                    self.changed("column", &object, "nullable", &x.nullable.to_string(), &y.nullable.to_string());
-                    self.changed("column", &object, "default", &opt(&x.default), &opt(&y.default));
-                    self.changed("column", &object, "identity", &opt(&x.identity), &opt(&y.identity));
-                    self.changed("column", &object, "generated", &opt(&x.generated), &opt(&y.generated));
+                    self.changed(
+                        "column",
+                        &object,
+                        "nullable",
+                        &x.nullable.to_string(),
+                        &y.nullable.to_string(),
+                    );
+                    self.changed(
+                        "column",
+                        &object,
+                        "default",
+                        &opt(&x.default),
+                        &opt(&y.default),
+                    );
+                    self.changed(
+                        "column",
+                        &object,
+                        "identity",
+                        &opt(&x.identity),
+                        &opt(&y.identity),
+                    );
+                    self.changed(
+                        "column",
+                        &object,
+                        "generated",
+                        &opt(&x.generated),
+                        &opt(&y.generated),
+                    );
                 }
-                _ => self.presence("column", &object, x.map(column_summary), y.map(column_summary)),
+                _ => self.presence(
+                    "column",
+                    &object,
+                    x.map(column_summary),
+                    y.map(column_summary),
+                ),
             }
         });
-        let pk = |t: &Table| t.primary_key.as_ref().map(|pk| format!("PRIMARY KEY ({})", pk.columns.join(", ")));
+        let pk = |t: &Table| {
+            t.primary_key
+                .as_ref()
+                .map(|pk| format!("PRIMARY KEY ({})", pk.columns.join(", ")))
+        };
         let pk_name = |t: &Table| t.primary_key.as_ref().and_then(|pk| pk.name.clone());
         match (pk(e), pk(a)) {
             (Some(x), Some(y)) => {
                 self.changed("primary_key", t, "columns", &x, &y);
-                self.changed("primary_key", t, "name", &opt(&pk_name(e)), &opt(&pk_name(a)));
+                self.changed(
+                    "primary_key",
+                    t,
+                    "name",
+                    &opt(&pk_name(e)),
+                    &opt(&pk_name(a)),
+                );
             }
             (x, y) => self.presence("primary_key", t, x, y),
         }
-        self.constraints("foreign_key", t, &e.foreign_keys, &a.foreign_keys, fk_key, fk_text);
-        self.constraints("unique", t, &e.unique_constraints, &a.unique_constraints, uq_key, uq_text);
+        self.constraints(
+            "foreign_key",
+            t,
+            &e.foreign_keys,
+            &a.foreign_keys,
+            fk_key,
+            fk_text,
+        );
+        self.constraints(
+            "unique",
+            t,
+            &e.unique_constraints,
+            &a.unique_constraints,
+            uq_key,
+            uq_text,
+        );
         self.constraints("check", t, &e.checks, &a.checks, ck_key, ck_text);
-        self.constraints("index", t, &e.indexes, &a.indexes, |i: &Index| i.name.clone(), ix_text);
+        self.constraints(
+            "index",
+            t,
+            &e.indexes,
+            &a.indexes,
+            |i: &Index| i.name.clone(),
+            ix_text,
+        );
     }
 
     /// Constraints and indexes, matched by `key`, compared by `text`.
@@ -267,7 +372,9 @@ impl Diff {
         key: impl Fn(&C) -> String,
         text: impl Fn(&C) -> String,
     ) {
-        let map = |list: &[C]| -> BTreeMap<String, String> { list.iter().map(|c| (key(c), text(c))).collect() };
+        let map = |list: &[C]| -> BTreeMap<String, String> {
+            list.iter().map(|c| (key(c), text(c))).collect()
+        };
         let (em, am) = (map(e), map(a));
         let mut keys: Vec<&String> = em.keys().chain(am.keys()).collect();
         keys.sort();
@@ -287,7 +394,11 @@ fn opt(v: &Option<String>) -> String {
 }
 
 fn column_summary(c: &Column) -> String {
-    let mut s = format!("{}{}", c.data_type, if c.nullable { "" } else { " NOT NULL" });
+    let mut s = format!(
+        "{}{}",
+        c.data_type,
+        if c.nullable { "" } else { " NOT NULL" }
+    );
     if let Some(d) = &c.default {
         s.push_str(&format!(" DEFAULT {d}"));
     }
@@ -300,7 +411,9 @@ fn table_summary(t: &Table) -> String {
 }
 
 fn fk_key(f: &ForeignKey) -> String {
-    f.name.clone().unwrap_or_else(|| format!("({}) -> {}", f.columns.join(", "), f.referred_table))
+    f.name
+        .clone()
+        .unwrap_or_else(|| format!("({}) -> {}", f.columns.join(", "), f.referred_table))
 }
 
 fn fk_text(f: &ForeignKey) -> String {
@@ -316,7 +429,9 @@ fn fk_text(f: &ForeignKey) -> String {
 }
 
 fn uq_key(u: &UniqueConstraint) -> String {
-    u.name.clone().unwrap_or_else(|| format!("unique ({})", u.columns.join(", ")))
+    u.name
+        .clone()
+        .unwrap_or_else(|| format!("unique ({})", u.columns.join(", ")))
 }
 
 fn uq_text(u: &UniqueConstraint) -> String {
@@ -324,7 +439,9 @@ fn uq_text(u: &UniqueConstraint) -> String {
 }
 
 fn ck_key(c: &Check) -> String {
-    c.name.clone().unwrap_or_else(|| format!("check ({})", c.expression))
+    c.name
+        .clone()
+        .unwrap_or_else(|| format!("check ({})", c.expression))
 }
 
 fn ck_text(c: &Check) -> String {

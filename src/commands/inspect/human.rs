@@ -12,7 +12,14 @@ pub(crate) fn overview(schema: &Schema) -> String {
     if schema.tables.is_empty() {
         out.push_str("no tables\n");
     } else {
-        let mut table = output::table(["table", "columns", "primary key", "foreign keys", "indexes", "rows"]);
+        let mut table = output::table([
+            "table",
+            "columns",
+            "primary key",
+            "foreign keys",
+            "indexes",
+            "rows",
+        ]);
         for t in &schema.tables {
             let columns: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
             table.add_row(vec![
@@ -27,7 +34,11 @@ pub(crate) fn overview(schema: &Schema) -> String {
                     .map(|fk| fk_summary(schema, fk))
                     .collect::<Vec<_>>()
                     .join("\n"),
-                t.indexes.iter().map(index_summary).collect::<Vec<_>>().join("\n"),
+                t.indexes
+                    .iter()
+                    .map(index_summary)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
                 rows(schema, t),
             ]);
         }
@@ -87,7 +98,11 @@ pub(crate) fn detail(schema: &Schema) -> String {
 }
 
 fn view_detail(schema: &Schema, v: &View, out: &mut String) {
-    let kind = if v.materialized { "materialized view" } else { "view" };
+    let kind = if v.materialized {
+        "materialized view"
+    } else {
+        "view"
+    };
     let _ = writeln!(out, "{kind} {}", schema.display_name(&v.schema, &v.name));
     let mut columns = output::table(["column", "type"]);
     for c in &v.columns {
@@ -116,7 +131,11 @@ fn constraint_rows(schema: &Schema, t: &Table) -> Vec<Vec<String>> {
         ]);
     }
     for fk in &t.foreign_keys {
-        rows.push(vec![name(&fk.name), "foreign key".to_string(), fk_definition(schema, fk)]);
+        rows.push(vec![
+            name(&fk.name),
+            "foreign key".to_string(),
+            fk_definition(schema, fk),
+        ]);
     }
     for c in &t.checks {
         rows.push(vec![
@@ -180,7 +199,9 @@ fn header(schema: &Schema) -> String {
     if let Some(m) = &schema.migrations {
         let pending = m
             .pending
-            .map_or("? pending (no migrations folder)".to_string(), |n| format!("{n} pending"));
+            .map_or("? pending (no migrations folder)".to_string(), |n| {
+                format!("{n} pending")
+            });
         let _ = write!(out, " · migrations: {} applied, {pending}", m.applied);
         if let Some(last) = &m.last_applied {
             let _ = write!(out, " (last {last})");
@@ -196,7 +217,11 @@ fn append_others(schema: &Schema, out: &mut String) {
         for v in &schema.views {
             let name = schema.display_name(&v.schema, &v.name);
             let cols: Vec<&str> = v.columns.iter().map(|c| c.name.as_str()).collect();
-            let name = if v.materialized { format!("{name} (materialized)") } else { name };
+            let name = if v.materialized {
+                format!("{name} (materialized)")
+            } else {
+                name
+            };
             table.add_row(vec![name, cols.join(", ")]);
         }
         let _ = writeln!(out, "{table}");
@@ -204,7 +229,10 @@ fn append_others(schema: &Schema, out: &mut String) {
     if !schema.enums.is_empty() {
         let mut table = output::table(["enum", "values"]);
         for e in &schema.enums {
-            table.add_row(vec![schema.display_name(&e.schema, &e.name), e.values.join(", ")]);
+            table.add_row(vec![
+                schema.display_name(&e.schema, &e.name),
+                e.values.join(", "),
+            ]);
         }
         let _ = writeln!(out, "{table}");
     }

@@ -152,12 +152,26 @@ fn check_table(t: &Table, found: &mut Found) {
             table.clone(),
             format!("{table} has no primary key"),
         )),
-        Some(pk) => name_rule(found, "pk-name", "primary key", pk.name.as_deref(), &format!("pk_{table}"), false),
+        Some(pk) => name_rule(
+            found,
+            "pk-name",
+            "primary key",
+            pk.name.as_deref(),
+            &format!("pk_{table}"),
+            false,
+        ),
     }
     for fk in &t.foreign_keys {
         let first = fk.columns.first().map_or("", String::as_str);
         let expected = format!("fk_{table}_{first}_{}", fk.referred_table);
-        name_rule(found, "fk-name", "foreign key", fk.name.as_deref(), &expected, false);
+        name_rule(
+            found,
+            "fk-name",
+            "foreign key",
+            fk.name.as_deref(),
+            &expected,
+            false,
+        );
         if !is_indexed(t, &fk.columns) {
             found.push((
                 "unindexed-foreign-key",
@@ -173,10 +187,24 @@ fn check_table(t: &Table, found: &mut Found) {
     }
     for u in &t.unique_constraints {
         let first = u.columns.first().map_or("", String::as_str);
-        name_rule(found, "uq-name", "unique constraint", u.name.as_deref(), &format!("uq_{table}_{first}"), false);
+        name_rule(
+            found,
+            "uq-name",
+            "unique constraint",
+            u.name.as_deref(),
+            &format!("uq_{table}_{first}"),
+            false,
+        );
     }
     for c in &t.checks {
-        name_rule(found, "ck-name", "check", c.name.as_deref(), &format!("ck_{table}_"), true);
+        name_rule(
+            found,
+            "ck-name",
+            "check",
+            c.name.as_deref(),
+            &format!("ck_{table}_"),
+            true,
+        );
     }
     for ix in &t.indexes {
         let first = ix.columns.first().map_or("", String::as_str);
@@ -204,7 +232,11 @@ fn name_rule(
     expected: &str,
     prefix: bool,
 ) {
-    let shown = if prefix { format!("{expected}<name>") } else { expected.to_string() };
+    let shown = if prefix {
+        format!("{expected}<name>")
+    } else {
+        expected.to_string()
+    };
     match name {
         None => found.push((
             rule,
@@ -218,7 +250,11 @@ fn name_rule(
                 n == expected
             };
             if !ok {
-                found.push((rule, n.to_string(), format!("{what} {n} should be named {shown}")));
+                found.push((
+                    rule,
+                    n.to_string(),
+                    format!("{what} {n} should be named {shown}"),
+                ));
             }
         }
     }

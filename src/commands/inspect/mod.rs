@@ -72,7 +72,12 @@ pub(crate) struct InspectArgs {
     /// With --lint: turn RULE off, everywhere or for one TABLE (repeatable, or comma-separated in
     /// $DBCTL_LINT_ALLOW). Rules: missing-primary-key, unindexed-foreign-key, pk-name, fk-name,
     /// uq-name, ck-name, ix-name, naming (the five name rules)
-    #[arg(long, value_name = "RULE[:TABLE]", env = "DBCTL_LINT_ALLOW", value_delimiter = ',')]
+    #[arg(
+        long,
+        value_name = "RULE[:TABLE]",
+        env = "DBCTL_LINT_ALLOW",
+        value_delimiter = ','
+    )]
     allow: Vec<String>,
 }
 
@@ -177,7 +182,9 @@ pub(crate) fn run(ctx: &Context, args: InspectArgs) -> anyhow::Result<InspectRep
             keep_named(&mut expected, &args.tables);
             keep_named(&mut schema, &args.tables);
         }
-        return Ok(InspectReport::Diff(diff::compare(&path, &expected, &schema)));
+        return Ok(InspectReport::Diff(diff::compare(
+            &path, &expected, &schema,
+        )));
     }
     if detail {
         select(&mut schema, &args.tables)?;
@@ -196,7 +203,10 @@ pub(crate) fn run(ctx: &Context, args: InspectArgs) -> anyhow::Result<InspectRep
 /// SQL.
 fn select(schema: &mut Schema, wanted: &[String]) -> anyhow::Result<()> {
     for w in wanted {
-        let found = schema.tables.iter().any(|t| is_named(&t.schema, &t.name, w))
+        let found = schema
+            .tables
+            .iter()
+            .any(|t| is_named(&t.schema, &t.name, w))
             || schema.views.iter().any(|v| is_named(&v.schema, &v.name, w));
         if !found {
             let mut hint: Vec<&str> = schema
@@ -204,7 +214,9 @@ fn select(schema: &mut Schema, wanted: &[String]) -> anyhow::Result<()> {
                 .iter()
                 .map(|t| t.name.as_str())
                 .chain(schema.views.iter().map(|v| v.name.as_str()))
-                .filter(|n| n.eq_ignore_ascii_case(w) || n.to_lowercase().contains(&w.to_lowercase()))
+                .filter(|n| {
+                    n.eq_ignore_ascii_case(w) || n.to_lowercase().contains(&w.to_lowercase())
+                })
                 .collect();
             hint.truncate(5);
             let hint = if hint.is_empty() {
@@ -224,7 +236,11 @@ fn select(schema: &mut Schema, wanted: &[String]) -> anyhow::Result<()> {
 
 /// Whether `wanted` names the object `schema.name` (as `name` or `schema.name`).
 fn is_named(schema: &str, name: &str, wanted: &str) -> bool {
-    wanted == name || wanted.strip_prefix(schema).and_then(|r| r.strip_prefix('.')) == Some(name)
+    wanted == name
+        || wanted
+            .strip_prefix(schema)
+            .and_then(|r| r.strip_prefix('.'))
+            == Some(name)
 }
 
 /// Keeps the tables and views named in `wanted`.

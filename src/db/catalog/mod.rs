@@ -197,7 +197,10 @@ pub(crate) fn default_counts_are_estimates(backend: Backend) -> bool {
 /// Fills `rows` of the given tables with `count(*)`, in one `UNION ALL` query (PostgreSQL) or one
 /// multi-row `VALUES` query (SQLite, whose compound-select limit of 500 does not apply to VALUES).
 /// The statement grows with the number of tables but stays one round trip.
-pub(crate) fn count_rows(conn: &mut AnyConnection, tables: &mut [&mut Table]) -> anyhow::Result<()> {
+pub(crate) fn count_rows(
+    conn: &mut AnyConnection,
+    tables: &mut [&mut Table],
+) -> anyhow::Result<()> {
     if tables.is_empty() {
         return Ok(());
     }
@@ -213,7 +216,9 @@ pub(crate) fn count_rows(conn: &mut AnyConnection, tables: &mut [&mut Table]) ->
 
 /// Internal tables: diesel's and dbctl's bookkeeping, and SQLite's own.
 pub(crate) fn is_internal(name: &str) -> bool {
-    name == crate::migrate::DIESEL_TABLE || name.starts_with("__dbctl_") || name.starts_with("sqlite_")
+    name == crate::migrate::DIESEL_TABLE
+        || name.starts_with("__dbctl_")
+        || name.starts_with("sqlite_")
 }
 
 impl Schema {
@@ -224,7 +229,11 @@ impl Schema {
             .sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
         for t in &mut self.tables {
             t.foreign_keys.sort_by(|a, b| {
-                (&a.name, &a.columns, &a.referred_table).cmp(&(&b.name, &b.columns, &b.referred_table))
+                (&a.name, &a.columns, &a.referred_table).cmp(&(
+                    &b.name,
+                    &b.columns,
+                    &b.referred_table,
+                ))
             });
             t.unique_constraints
                 .sort_by(|a, b| (&a.name, &a.columns).cmp(&(&b.name, &b.columns)));

@@ -428,9 +428,7 @@ pub(super) fn count_rows(
         })
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
-    let rows: Vec<CountRow> = diesel::sql_query(sql)
-        .load(conn)
-        .context("counting rows")?;
+    let rows: Vec<CountRow> = diesel::sql_query(sql).load(conn).context("counting rows")?;
     let mut counts = vec![0; tables.len()];
     for r in rows {
         if let Some(slot) = usize::try_from(r.i).ok().and_then(|i| counts.get_mut(i)) {

@@ -254,21 +254,26 @@ fn assemble(
     }
 }
 
+/// One key of an index: position, column number (-1 rowid, -2 expression), column name.
+type Key = (i64, i64, Option<String>);
+
 fn add_indexes(
     drafts: &mut HashMap<String, Draft>,
     rows: Vec<IndexRow>,
     index_sql: &HashMap<String, String>,
 ) {
     // Rows come ordered by table, index, key position: group consecutive ones.
-    let mut groups: Vec<(String, String, bool, String, Vec<(i64, i64, Option<String>)>)> = Vec::new();
+    let mut groups: Vec<(IndexRow, Vec<Key>)> = Vec::new();
     for r in rows {
+        let key = (r.seqno, r.cid, r.col.clone());
         match groups.last_mut() {
-            Some(g) if g.0 == r.tbl && g.1 == r.name => g.4.push((r.seqno, r.cid, r.col)),
-            _ => groups.push((r.tbl, r.name, r.is_unique != 0, r.origin, vec![(r.seqno, r.cid, r.col)])),
+            Some((g, keys)) if g.tbl == r.tbl && g.name == r.name => keys.push(key),
+            _ => groups.push((r, vec![key])),
         }
     }
-    for (tbl, name, unique, origin, keys) in groups {
-        let Some(d) = drafts.get_mut(&tbl) else {
+    for (first, keys) in groups {
+        let (name, unique, origin) = (first.name, first.is_unique != 0, first.origin);
+        let Some(d) = drafts.get_mut(&first.tbl) else {
             continue;
         };
         let named_keys: Vec<String> = keys.iter().filter_map(|k| k.2.clone()).collect();
@@ -322,7 +327,10 @@ fn add_foreign_keys(drafts: &mut HashMap<String, Draft>, rows: Vec<ForeignKeyRow
         .map(|(name, d)| {
             let mut pk = d.pk.clone();
             pk.sort();
-            (name.to_ascii_lowercase(), pk.into_iter().map(|(_, n)| n).collect())
+            (
+                name.to_ascii_lowercase(),
+                pk.into_iter().map(|(_, n)| n).collect(),
+            )
         })
         .collect();
     let mut groups: Vec<(String, i64, Vec<ForeignKeyRow>)> = Vec::new();
@@ -348,7 +356,12 @@ fn add_foreign_keys(drafts: &mut HashMap<String, Draft>, rows: Vec<ForeignKeyRow
                 .cloned()
                 .unwrap_or_default();
         }
-        let name = take_name(&mut d.ddl, Kind::ForeignKey, &columns, Some(&first.ref_table));
+        let name = take_name(
+            &mut d.ddl,
+            Kind::ForeignKey,
+            &columns,
+            Some(&first.ref_table),
+        );
         d.table.foreign_keys.push(ForeignKey {
             name,
             columns,
@@ -378,13 +391,19 @@ pub(super) fn count_rows(
     let values = tables
         .iter()
         .enumerate()
-        .map(|(i, t)| format!("({i}, (SELECT count(*) FROM main.{}))", quote_ident(&t.name)))
+        .map(|(i, t)| {
+            format!(
+                "({i}, (SELECT count(*) FROM main.{}))",
+                quote_ident(&t.name)
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ");
-    let rows: Vec<CountRow> =
-        diesel::sql_query(format!("SELECT column1 AS i, column2 AS n FROM (VALUES {values})"))
-            .load(conn)
-            .context("counting rows")?;
+    let rows: Vec<CountRow> = diesel::sql_query(format!(
+        "SELECT column1 AS i, column2 AS n FROM (VALUES {values})"
+    ))
+    .load(conn)
+    .context("counting rows")?;
     let mut counts = vec![0; tables.len()];
     for r in rows {
         if let Some(slot) = usize::try_from(r.i).ok().and_then(|i| counts.get_mut(i)) {

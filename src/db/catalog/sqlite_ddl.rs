@@ -103,11 +103,7 @@ fn tokenize(sql: &str) -> Vec<Token> {
                 Tok::Other
             }
         };
-        out.push(Token {
-            tok,
-            start,
-            end: i,
-        });
+        out.push(Token { tok, start, end: i });
     }
     out
 }
@@ -268,7 +264,9 @@ fn constraints_in(sql: &str, toks: &[Token], column: Option<&str>, out: &mut Vec
             used: false,
         };
         i += 1;
-        if matches!(kind, Kind::PrimaryKey | Kind::ForeignKey) && toks.get(i).is_some_and(|t| is_kw(t, "KEY")) {
+        if matches!(kind, Kind::PrimaryKey | Kind::ForeignKey)
+            && toks.get(i).is_some_and(|t| is_kw(t, "KEY"))
+        {
             i += 1;
         }
         match kind {
@@ -348,19 +346,69 @@ mod tests {
         let got = table_constraints(sql);
         let summary: Vec<_> = got
             .iter()
-            .map(|c| (c.name.clone(), c.kind.clone(), c.columns.clone(), c.expression.clone(), c.referred_table.clone()))
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    c.kind.clone(),
+                    c.columns.clone(),
+                    c.expression.clone(),
+                    c.referred_table.clone(),
+                )
+            })
             .collect();
         assert_eq!(
             summary,
             vec![
-                (Some("pk_x".into()), Kind::PrimaryKey, vec!["id".into()], None, None),
-                (None, Kind::Check, vec!["Qty".into()], Some("\"Qty\" > 0".into()), None),
-                (Some("ck_note".into()), Kind::Check, vec!["note".into()], Some("length(note) < 10".into()), None),
+                (
+                    Some("pk_x".into()),
+                    Kind::PrimaryKey,
+                    vec!["id".into()],
+                    None,
+                    None
+                ),
+                (
+                    None,
+                    Kind::Check,
+                    vec!["Qty".into()],
+                    Some("\"Qty\" > 0".into()),
+                    None
+                ),
+                (
+                    Some("ck_note".into()),
+                    Kind::Check,
+                    vec!["note".into()],
+                    Some("length(note) < 10".into()),
+                    None
+                ),
                 (None, Kind::Unique, vec!["note".into()], None, None),
-                (None, Kind::ForeignKey, vec!["order_id".into()], None, Some("orders".into())),
-                (Some("fk a".into()), Kind::ForeignKey, vec!["Qty".into(), "note".into()], None, Some("other t".into())),
-                (None, Kind::Unique, vec!["note".into(), "Qty".into()], None, None),
-                (Some("ck_sum".into()), Kind::Check, vec![], Some("id + \"Qty\" > 'a,b'".into()), None),
+                (
+                    None,
+                    Kind::ForeignKey,
+                    vec!["order_id".into()],
+                    None,
+                    Some("orders".into())
+                ),
+                (
+                    Some("fk a".into()),
+                    Kind::ForeignKey,
+                    vec!["Qty".into(), "note".into()],
+                    None,
+                    Some("other t".into())
+                ),
+                (
+                    None,
+                    Kind::Unique,
+                    vec!["note".into(), "Qty".into()],
+                    None,
+                    None
+                ),
+                (
+                    Some("ck_sum".into()),
+                    Kind::Check,
+                    vec![],
+                    Some("id + \"Qty\" > 'a,b'".into()),
+                    None
+                ),
             ]
         );
     }
