@@ -197,8 +197,9 @@ pub(super) fn read(conn: &mut PgConnection, wanted: &[String]) -> anyhow::Result
          JOIN pg_catalog.pg_am am ON am.oid = ic.relam \
          JOIN pg_catalog.pg_class c ON c.oid = i.indrelid \
          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-         WHERE {IN_SCOPE} AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint con \
-               WHERE con.conindid = i.indexrelid AND con.conrelid = i.indrelid AND con.contype IN ('p', 'u'))"
+         LEFT JOIN pg_catalog.pg_constraint con \
+              ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid AND con.contype IN ('p', 'u') \
+         WHERE {IN_SCOPE} AND con.oid IS NULL"
     ))
     .bind::<Array<Text>, _>(&schemas)
     .load(conn)
