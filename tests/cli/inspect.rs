@@ -635,3 +635,35 @@ both_backends!(mermaid_and_dot_are_well_formed, |mut p: Project| {
     p.run(["inspect", "--format", "mermaid", "--lint"]).code(2);
     p.run(["ping", "--format", "mermaid"]).code(2);
 });
+
+both_backends!(generated_columns, |mut p: Project| {
+    p.migration(
+        "generated",
+        "CREATE TABLE g (id INTEGER PRIMARY KEY, a INTEGER, b INTEGER GENERATED ALWAYS AS (a * 2) STORED);",
+        None,
+    );
+    p.run(["init"]).success();
+    let json = inspect_json(&p, &["g"]);
+    let b = &table(&json, "g")["columns"][2];
+    assert_eq!(b["name"], "b");
+    assert!(b["generated"].as_str().unwrap().contains('2'), "{b}");
+    assert_eq!(b["default"], Value::Null);
+});
+
+#[test]
+fn sqlite_view_over_a_dropped_table_does_not_break_inspect() {
+    let mut p = Project::sqlite();
+    p.migration(
+        "broken_view",
+        "CREATE TABLE a (x INTEGER); CREATE VIEW v AS SELECT x FROM a; \
+         CREATE VIEW fine AS SELECT 1 AS one; DROP TABLE a;",
+        None,
+    );
+    p.run(["init"]).success();
+    let json = inspect_json(&p, &[]);
+    let views = json["views"].as_array().unwrap();
+    assert_eq!(views.len(), 2);
+    assert_eq!(views[0]["name"], "fine");
+    assert_eq!(views[0]["columns"][0]["name"], "one");
+    assert_eq!(views[1]["columns"], Value::Array(vec![]));
+}

@@ -178,7 +178,7 @@ pub(crate) struct ReadOptions {
 }
 
 /// Reads the whole schema (row counts: PostgreSQL's estimates, none on SQLite; see
-/// [`count_rows`]). PostgreSQL: 6 queries; SQLite: 4.
+/// [`count_rows`]). PostgreSQL: 7 queries; SQLite: 5.
 pub(crate) fn read(conn: &mut AnyConnection, opts: &ReadOptions) -> anyhow::Result<Schema> {
     let mut schema = match conn {
         AnyConnection::Postgresql(pg) => pg::read(pg, &opts.schemas)?,

@@ -1,7 +1,7 @@
-//! SQLite's catalog in four queries whatever the number of tables: `sqlite_master`, then the
+//! SQLite's catalog in five queries whatever the number of tables: `sqlite_master`, then the
 //! pragma table-valued functions joined to it (`pragma_table_xinfo`, `pragma_index_list` with
 //! `pragma_index_xinfo`, `pragma_foreign_key_list`), each returning the rows of every table at
-//! once. What no pragma reports (constraint names, CHECKs, index expressions and predicates) comes
+//! once (view columns are asked apart, see `view_columns`). What no pragma reports (constraint names, CHECKs, index expressions and predicates) comes
 //! from the stored `CREATE` text, see `sqlite_ddl`.
 
 use std::collections::HashMap;
@@ -82,6 +82,36 @@ struct ForeignKeyRow {
     on_delete: String,
 }
 
+/// Every column of the objects of `sqlite_master m` that the caller's WHERE selects.
+const COLUMNS: &str = "SELECT m.name AS tbl, p.name AS name, p.type AS data_type, \
+        p.\"notnull\" AS not_null, p.dflt_value AS default_expr, p.pk AS pk, p.hidden AS hidden \
+     FROM main.sqlite_master m JOIN pragma_table_xinfo(m.name, 'main') p";
+
+/// The columns of every view in one query. SQLite keeps a view whose table was dropped, and
+/// asking for its columns then fails; only in that case is each view asked on its own, and a
+/// broken one is shown without columns rather than failing the whole inspection.
+fn view_columns(conn: &mut SqliteConnection, master: &[MasterRow]) -> Vec<ColumnRow> {
+    let all: Result<Vec<ColumnRow>, _> = diesel::sql_query(format!(
+        "{COLUMNS} WHERE m.type = 'view' ORDER BY m.name, p.cid"
+    ))
+    .load(conn);
+    match all {
+        Ok(rows) => rows,
+        Err(_) => master
+            .iter()
+            .filter(|m| m.kind == "view")
+            .flat_map(|m| {
+                diesel::sql_query(format!(
+                    "{COLUMNS} WHERE m.type = 'view' AND m.name = $1 ORDER BY p.cid"
+                ))
+                .bind::<Text, _>(&m.name)
+                .load::<ColumnRow>(conn)
+                .unwrap_or_default()
+            })
+            .collect(),
+    }
+}
+
 pub(super) fn read(conn: &mut SqliteConnection) -> anyhow::Result<Schema> {
     let master: Vec<MasterRow> = diesel::sql_query(
         "SELECT type AS kind, name, sql FROM main.sqlite_master \
@@ -89,14 +119,12 @@ pub(super) fn read(conn: &mut SqliteConnection) -> anyhow::Result<Schema> {
     )
     .load(conn)
     .context("reading sqlite_master")?;
-    let columns: Vec<ColumnRow> = diesel::sql_query(
-        "SELECT m.name AS tbl, p.name AS name, p.type AS data_type, p.\"notnull\" AS not_null, \
-                p.dflt_value AS default_expr, p.pk AS pk, p.hidden AS hidden \
-         FROM main.sqlite_master m JOIN pragma_table_xinfo(m.name, 'main') p \
-         WHERE m.type IN ('table', 'view') ORDER BY m.name, p.cid",
-    )
+    let mut columns: Vec<ColumnRow> = diesel::sql_query(format!(
+        "{COLUMNS} WHERE m.type = 'table' ORDER BY m.name, p.cid"
+    ))
     .load(conn)
     .context("reading columns with pragma_table_xinfo")?;
+    columns.extend(view_columns(conn, &master));
     let indexes: Vec<IndexRow> = diesel::sql_query(
         "SELECT m.name AS tbl, il.name AS name, il.\"unique\" AS is_unique, il.origin AS origin, \
                 ix.seqno AS seqno, ix.cid AS cid, ix.name AS col \
@@ -232,6 +260,16 @@ fn assemble(
                 name: take_name(&mut d.ddl, Kind::PrimaryKey, &cols, None),
                 columns: cols,
             });
+        }
+        for g in d.ddl.iter().filter(|c| c.kind == Kind::Generated) {
+            let column = d.table.columns.iter_mut().find(|c| {
+                g.columns
+                    .first()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(&c.name))
+            });
+            if let Some(column) = column {
+                column.generated = g.expression.clone();
+            }
         }
         for c in d.ddl.iter().filter(|c| c.kind == Kind::Check) {
             d.table.checks.push(Check {

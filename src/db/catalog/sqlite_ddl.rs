@@ -182,6 +182,8 @@ pub(super) enum Kind {
     Unique,
     Check,
     ForeignKey,
+    /// `[GENERATED ALWAYS] AS (expr)` on a column: not a constraint, but only the DDL has it.
+    Generated,
 }
 
 /// A constraint as written in `CREATE TABLE`.
@@ -243,7 +245,12 @@ fn constraints_in(sql: &str, toks: &[Token], column: Option<&str>, out: &mut Vec
             i += 2;
             continue;
         }
-        let kind = if is_kw(t, "PRIMARY") {
+        let kind = if is_kw(t, "AS")
+            && column.is_some()
+            && toks.get(i + 1).is_some_and(|t| t.tok == Tok::Open)
+        {
+            Kind::Generated
+        } else if is_kw(t, "PRIMARY") {
             Kind::PrimaryKey
         } else if is_kw(t, "UNIQUE") {
             Kind::Unique
@@ -270,7 +277,7 @@ fn constraints_in(sql: &str, toks: &[Token], column: Option<&str>, out: &mut Vec
             i += 1;
         }
         match kind {
-            Kind::Check => {
+            Kind::Check | Kind::Generated => {
                 if toks.get(i).is_some_and(|t| t.tok == Tok::Open) {
                     let end = matching_close(toks, i).unwrap_or(toks.len() - 1);
                     c.expression = Some(text_of(sql, &toks[i + 1..end]).to_string());
@@ -338,6 +345,7 @@ mod tests {
             "Qty" INT NOT NULL CHECK ("Qty" > 0) DEFAULT (1),
             note VARCHAR(20) CONSTRAINT ck_note CHECK (length(note) < 10) UNIQUE,
             order_id INTEGER REFERENCES orders (id) ON DELETE CASCADE,
+            twice INT GENERATED ALWAYS AS ("Qty" * 2) STORED,
             -- a comment, with a comma
             CONSTRAINT "fk a" FOREIGN KEY ("Qty", note) REFERENCES [other t] (a, b),
             UNIQUE (note, "Qty"),
@@ -387,6 +395,13 @@ mod tests {
                     vec!["order_id".into()],
                     None,
                     Some("orders".into())
+                ),
+                (
+                    None,
+                    Kind::Generated,
+                    vec!["twice".into()],
+                    Some("\"Qty\" * 2".into()),
+                    None
                 ),
                 (
                     Some("fk a".into()),
