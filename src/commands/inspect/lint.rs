@@ -177,10 +177,10 @@ fn check_table(t: &Table, found: &mut Found) {
                 "unindexed-foreign-key",
                 fk.columns.join(", "),
                 format!(
-                    "foreign key ({}) → {} has no index starting with its columns (expected e.g. CREATE INDEX ix_{table}_{first} ON {table} ({}))",
+                    "foreign key ({}) → {} has no index that starts with its columns \
+                     (add one, e.g. ix_{table}_{first})",
                     fk.columns.join(", "),
                     fk.referred_table,
-                    fk.columns.join(", ")
                 ),
             ));
         }
