@@ -667,3 +667,31 @@ fn sqlite_view_over_a_dropped_table_does_not_break_inspect() {
     assert_eq!(views[0]["columns"][0]["name"], "one");
     assert_eq!(views[1]["columns"], Value::Array(vec![]));
 }
+
+both_backends!(diff_reports_column_order, |mut p: Project| {
+    p.migration(
+        "t",
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b TEXT);",
+        None,
+    );
+    p.run(["init"]).success();
+    let snapshot = p.run(["inspect", "--format", "json", "--no-rows"]);
+    p.file("s.json", &snapshot.stdout);
+    p.migration(
+        "reorder",
+        "DROP TABLE t; CREATE TABLE t (id INTEGER PRIMARY KEY, b TEXT, a TEXT);",
+        None,
+    );
+    p.run(["init"]).success();
+    let run = p.run(["inspect", "--diff", "s.json", "--format", "json"]);
+    run.code(4);
+    let diffs = run.json()["differences"].as_array().unwrap().clone();
+    assert_eq!(diffs.len(), 1, "{diffs:?}");
+    assert_eq!(diffs[0]["kind"], "table");
+    assert_eq!(diffs[0]["property"], "column_order");
+    assert_eq!(diffs[0]["from"], "id, a, b");
+    assert_eq!(diffs[0]["to"], "id, b, a");
+    p.run(["inspect", "--diff", "s.json", "nosuch"])
+        .code(2)
+        .stderr_has("no table or view named `nosuch`");
+});

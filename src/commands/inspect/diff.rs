@@ -274,6 +274,16 @@ impl Diff {
                 .collect()
         };
         let (ec, ac) = (cols(e), cols(a));
+        // Column order matters to code that maps rows by position (diesel's `table!`, `SELECT *`).
+        let common = |t: &Table, other: &BTreeMap<String, Column>| {
+            t.columns
+                .iter()
+                .filter(|c| other.contains_key(&c.name))
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        self.changed("table", t, "column_order", &common(e, &ac), &common(a, &ec));
         pair(&ec, &ac, |column, x, y| {
             let object = format!("{t}.{column}");
             match (x, y) {

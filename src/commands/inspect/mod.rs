@@ -146,6 +146,7 @@ pub(crate) fn run(ctx: &Context, args: InspectArgs) -> anyhow::Result<InspectRep
 
     let db = ctx.open(OpenMode::Existing)?;
     let mut conn = db.get()?;
+    let started = std::time::Instant::now();
     let mut schema = catalog::read(
         &mut conn,
         &catalog::ReadOptions {
@@ -153,9 +154,10 @@ pub(crate) fn run(ctx: &Context, args: InspectArgs) -> anyhow::Result<InspectRep
         },
     )?;
     ctx.out.verbose(format_args!(
-        "read {} tables, {} views from the catalog",
+        "read {} tables, {} views from the catalog in {}",
         schema.tables.len(),
-        schema.views.len()
+        schema.views.len(),
+        crate::output::millis(started.elapsed())
     ));
     if !args.all {
         schema.tables.retain(|t| !catalog::is_internal(&t.name));
@@ -179,8 +181,29 @@ pub(crate) fn run(ctx: &Context, args: InspectArgs) -> anyhow::Result<InspectRep
             expected.views.retain(|v| !catalog::is_internal(&v.name));
         }
         if detail {
+            let before = (expected.clone(), schema.clone());
             keep_named(&mut expected, &args.tables);
             keep_named(&mut schema, &args.tables);
+            // A name found on neither side is a typo, not "no differences".
+            if let Some(w) = args.tables.iter().find(|w| {
+                !before
+                    .0
+                    .tables
+                    .iter()
+                    .chain(&before.1.tables)
+                    .any(|t| is_named(&t.schema, &t.name, w))
+                    && !before
+                        .0
+                        .views
+                        .iter()
+                        .chain(&before.1.views)
+                        .any(|v| is_named(&v.schema, &v.name, w))
+            }) {
+                return Err(error::usage(format!(
+                    "no table or view named `{w}` in the database or in `{}`",
+                    path.display()
+                )));
+            }
         }
         return Ok(InspectReport::Diff(diff::compare(
             &path, &expected, &schema,

@@ -254,9 +254,10 @@ impl Schema {
         self.schemas.len() > 1
     }
 
-    /// A display name: `name`, or `schema.name` when several schemas were read.
+    /// A display name: `name`, or `schema.name` when several schemas were read or the object
+    /// lives outside those read (a foreign key to another schema).
     pub(crate) fn display_name(&self, schema: &str, name: &str) -> String {
-        if self.qualify() {
+        if self.qualify() || !self.schemas.iter().any(|s| s == schema) {
             format!("{schema}.{name}")
         } else {
             name.to_string()
