@@ -54,7 +54,7 @@ pub(crate) fn detail(schema: &Schema) -> String {
     for t in &schema.tables {
         let _ = writeln!(
             out,
-            "table {} ({} rows)",
+            "table {} · rows: {}",
             schema.display_name(&t.schema, &t.name),
             rows(schema, t)
         );
