@@ -165,49 +165,10 @@ pub(crate) fn run(ctx: &Context, args: InspectArgs) -> anyhow::Result<InspectRep
     }
     let detail = !args.tables.is_empty();
 
-    if let Some((path, mut expected)) = snapshot {
-        if expected.backend != schema.backend {
-            return Err(error::usage(format!(
-                "`{}` is a {} snapshot and this database is {}: compare a schema with a snapshot \
-                 of the same backend",
-                path.display(),
-                expected.backend,
-                schema.backend
-            )));
-        }
-        // Both sides go through the same filters, so that only real differences remain.
-        if !args.all {
-            expected.tables.retain(|t| !catalog::is_internal(&t.name));
-            expected.views.retain(|v| !catalog::is_internal(&v.name));
-        }
-        if detail {
-            let before = (expected.clone(), schema.clone());
-            keep_named(&mut expected, &args.tables);
-            keep_named(&mut schema, &args.tables);
-            // A name found on neither side is a typo, not "no differences".
-            if let Some(w) = args.tables.iter().find(|w| {
-                !before
-                    .0
-                    .tables
-                    .iter()
-                    .chain(&before.1.tables)
-                    .any(|t| is_named(&t.schema, &t.name, w))
-                    && !before
-                        .0
-                        .views
-                        .iter()
-                        .chain(&before.1.views)
-                        .any(|v| is_named(&v.schema, &v.name, w))
-            }) {
-                return Err(error::usage(format!(
-                    "no table or view named `{w}` in the database or in `{}`",
-                    path.display()
-                )));
-            }
-        }
-        return Ok(InspectReport::Diff(diff::compare(
-            &path, &expected, &schema,
-        )));
+    if let Some((path, expected)) = snapshot {
+        return Ok(InspectReport::Diff(compare(
+            &path, expected, schema, &args,
+        )?));
     }
     if detail {
         select(&mut schema, &args.tables)?;
@@ -219,6 +180,56 @@ pub(crate) fn run(ctx: &Context, args: InspectArgs) -> anyhow::Result<InspectRep
     schema.row_counts = count_rows(&mut conn, &mut schema, &args)?;
     schema.migrations = Some(migration_state(&mut conn, &ctx.config.migrations_dir().0)?);
     Ok(InspectReport::Schema(SchemaReport { schema, detail }))
+}
+
+/// `--diff`: the snapshot and the live schema through the same filters, then compared.
+fn compare(
+    path: &Path,
+    mut expected: Schema,
+    mut actual: Schema,
+    args: &InspectArgs,
+) -> anyhow::Result<diff::DiffReport> {
+    if expected.backend != actual.backend {
+        return Err(error::usage(format!(
+            "`{}` is a {} snapshot and this database is {}: compare a schema with a snapshot \
+             of the same backend",
+            path.display(),
+            expected.backend,
+            actual.backend
+        )));
+    }
+    if !args.all {
+        expected.tables.retain(|t| !catalog::is_internal(&t.name));
+        expected.views.retain(|v| !catalog::is_internal(&v.name));
+    }
+    if !args.tables.is_empty() {
+        // A name found on neither side is a typo, not "no differences".
+        if let Some(w) = args
+            .tables
+            .iter()
+            .find(|w| !names_something(&expected, w) && !names_something(&actual, w))
+        {
+            return Err(error::usage(format!(
+                "no table or view named `{w}` in the database or in `{}`",
+                path.display()
+            )));
+        }
+        keep_named(&mut expected, &args.tables);
+        keep_named(&mut actual, &args.tables);
+    }
+    Ok(diff::compare(path, &expected, &actual))
+}
+
+/// Whether `wanted` names a table or view of `schema`.
+fn names_something(schema: &Schema, wanted: &str) -> bool {
+    schema
+        .tables
+        .iter()
+        .any(|t| is_named(&t.schema, &t.name, wanted))
+        || schema
+            .views
+            .iter()
+            .any(|v| is_named(&v.schema, &v.name, wanted))
 }
 
 /// Keeps only the named tables and views; a name that matches nothing is a usage error (exit 2),
