@@ -695,3 +695,48 @@ both_backends!(diff_reports_column_order, |mut p: Project| {
         .code(2)
         .stderr_has("no table or view named `nosuch`");
 });
+
+/// The SQL statements one `inspect` sends, from `DB_ECHO`'s log.
+fn statements(p: &Project, args: &[&str]) -> usize {
+    let mut cmd = p.command();
+    cmd.env("DB_ECHO", "true")
+        .args(["inspect", "--format", "json"])
+        .args(args);
+    let out = cmd.output().expect("run dbctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr)
+        .matches("[sql] ")
+        .count()
+}
+
+both_backends!(query_count_does_not_grow_with_tables, |mut p: Project| {
+    p.migration(
+        "one",
+        "CREATE TABLE t0 (id INTEGER PRIMARY KEY, v TEXT);",
+        None,
+    );
+    p.run(["init"]).success();
+    let few = (statements(&p, &[]), statements(&p, &["--exact"]));
+    let many: String = (1..40)
+        .map(|i| {
+            format!(
+                "CREATE TABLE t{i} (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES t{} (id), v TEXT);
+                 CREATE INDEX ix_t{i}_parent_id ON t{i} (parent_id);",
+                i - 1
+            )
+        })
+        .collect();
+    p.migration("many", &many, None);
+    p.run(["init"]).success();
+    assert_eq!(
+        inspect_json(&p, &[])["tables"].as_array().unwrap().len(),
+        40
+    );
+    let lots = (statements(&p, &[]), statements(&p, &["--exact"]));
+    assert_eq!(few, lots, "statements for 1 table vs 40 tables");
+    assert!(few.0 <= 12, "{few:?}");
+});
