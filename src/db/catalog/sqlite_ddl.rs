@@ -278,8 +278,11 @@ fn constraints_in(sql: &str, toks: &[Token], column: Option<&str>, out: &mut Vec
         }
         match kind {
             Kind::Check | Kind::Generated => {
-                if toks.get(i).is_some_and(|t| t.tok == Tok::Open) {
-                    let end = matching_close(toks, i).unwrap_or(toks.len() - 1);
+                let end = toks
+                    .get(i)
+                    .filter(|t| t.tok == Tok::Open)
+                    .and_then(|_| matching_close(toks, i));
+                if let Some(end) = end {
                     c.expression = Some(text_of(sql, &toks[i + 1..end]).to_string());
                     i = end + 1;
                 }
@@ -426,6 +429,26 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn malformed_text_gives_what_it_can_without_panicking() {
+        for sql in [
+            "",
+            "CREATE TABLE t (a CHECK (",
+            "CREATE TABLE t (a CHECK",
+            "((((",
+            ")))",
+            "CREATE TABLE \"t (",
+            "CREATE TABLE t (x INT, CONSTRAINT",
+            "CREATE TABLE é (ü INT CHECK (ü > 'ß'))",
+        ] {
+            let _ = table_constraints(sql);
+            let _ = index_parts(sql);
+            let _ = key_expression(sql);
+        }
+        let c = table_constraints("CREATE TABLE é (ü INT CHECK (ü > 'ß'))");
+        assert_eq!(c[0].expression.as_deref(), Some("ü > 'ß'"));
     }
 
     #[test]
