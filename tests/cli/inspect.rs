@@ -226,6 +226,10 @@ both_backends!(unknown_table_is_a_usage_error, |mut p: Project| {
     p.run(["inspect", "people\"; DROP TABLE people; --"])
         .code(2);
     assert!(p.has_table("people"));
+    // Scripts get one JSON document even on failure.
+    let json = p.run(["inspect", "--format", "json", "nosuch"]);
+    json.code(2);
+    assert_eq!(json.json()["error"]["exit_code"], 2);
 });
 
 both_backends!(internal_tables_only_with_all, |mut p: Project| {
