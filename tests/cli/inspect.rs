@@ -744,3 +744,32 @@ both_backends!(query_count_does_not_grow_with_tables, |mut p: Project| {
     assert_eq!(few, lots, "statements for 1 table vs 40 tables");
     assert!(few.0 <= 12, "{few:?}");
 });
+
+#[test]
+fn postgres_materialized_view_and_identity() {
+    let Some(mut p) = Project::postgres() else {
+        return;
+    };
+    p.migration(
+        "mv",
+        "CREATE TABLE events (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, kind TEXT NOT NULL); \
+         CREATE MATERIALIZED VIEW event_kinds AS SELECT kind, count(*) AS n FROM events GROUP BY kind; \
+         CREATE UNIQUE INDEX ix_event_kinds_kind ON event_kinds (kind);",
+        None,
+    );
+    p.run(["init"]).success();
+    let json = inspect_json(&p, &[]);
+    assert_eq!(table(&json, "events")["columns"][0]["identity"], "always");
+    let mv = &json["views"][0];
+    assert_eq!(mv["materialized"], true);
+    assert_eq!(mv["indexes"][0]["name"], "ix_event_kinds_kind");
+    assert_eq!(json["sequences"][0]["owned_by"], "events.id");
+    p.file("s.json", p.run(["inspect", "--format", "json"]).stdout);
+    p.execute("DROP INDEX ix_event_kinds_kind");
+    p.run(["inspect", "--diff", "s.json"])
+        .code(4)
+        .stdout_has("- index event_kinds.ix_event_kinds_kind");
+    p.run(["inspect", "event_kinds"])
+        .success()
+        .stdout_has("materialized view event_kinds");
+}

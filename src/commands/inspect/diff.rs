@@ -129,6 +129,14 @@ pub(crate) fn compare(path: &Path, expected: &Schema, actual: &Schema) -> DiffRe
             (Some(e), Some(a)) => {
                 d.changed("view", object, "definition", &e.definition, &a.definition);
                 d.changed("view", object, "columns", &columns(e), &columns(a));
+                d.constraints(
+                    "index",
+                    object,
+                    &e.indexes,
+                    &a.indexes,
+                    |i| i.name.clone(),
+                    ix_text,
+                );
             }
             _ => d.presence(
                 "view",

@@ -109,6 +109,13 @@ fn view_detail(schema: &Schema, v: &View, out: &mut String) {
         columns.add_row(vec![c.name.clone(), c.data_type.clone()]);
     }
     let _ = writeln!(out, "{columns}");
+    if !v.indexes.is_empty() {
+        let mut table = output::table(["index", "definition"]);
+        for ix in &v.indexes {
+            table.add_row(vec![ix.name.clone(), ix.definition.clone()]);
+        }
+        let _ = writeln!(out, "{table}");
+    }
     let _ = writeln!(out, "{}\n", v.definition);
 }
 

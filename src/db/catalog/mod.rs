@@ -147,6 +147,9 @@ pub(crate) struct View {
     pub(crate) name: String,
     pub(crate) materialized: bool,
     pub(crate) columns: Vec<Column>,
+    /// Indexes of a materialized view (always empty for plain views).
+    #[serde(default)]
+    pub(crate) indexes: Vec<Index>,
     /// PostgreSQL: the view's query as `pg_get_viewdef` prints it; SQLite: its `CREATE VIEW`.
     pub(crate) definition: String,
 }
@@ -243,6 +246,9 @@ impl Schema {
         }
         self.views
             .sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+        for v in &mut self.views {
+            v.indexes.sort_by(|a, b| a.name.cmp(&b.name));
+        }
         self.enums
             .sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
         self.sequences

@@ -300,17 +300,23 @@ fn assemble(
         });
     }
     let mut tables: HashMap<i64, Table> = HashMap::new();
-    let mut views = Vec::new();
+    let mut views: HashMap<i64, View> = HashMap::new();
     for r in relations {
         let cols = columns_of.remove(&r.oid).unwrap_or_default();
         match (r.kind.as_str(), r.definition) {
-            ("v" | "m", Some(definition)) => views.push(View {
-                schema: r.schema,
-                name: r.name,
-                materialized: r.kind == "m",
-                columns: cols,
-                definition: definition.trim().to_string(),
-            }),
+            ("v" | "m", Some(definition)) => {
+                views.insert(
+                    r.oid,
+                    View {
+                        schema: r.schema,
+                        name: r.name,
+                        materialized: r.kind == "m",
+                        columns: cols,
+                        indexes: Vec::new(),
+                        definition: definition.trim().to_string(),
+                    },
+                );
+            }
             _ => {
                 tables.insert(
                     r.oid,
@@ -362,17 +368,23 @@ fn assemble(
         }
     }
     for ix in indexes {
-        if let Some(table) = tables.get_mut(&ix.oid) {
-            table.indexes.push(Index {
-                name: ix.name,
-                unique: ix.unique,
-                columns: ix.columns,
-                expression: ix.expression,
-                predicate: ix.predicate,
-                method: Some(ix.method),
-                definition: ix.definition,
-            });
-        }
+        let list = match tables.get_mut(&ix.oid) {
+            Some(table) => &mut table.indexes,
+            // Materialized views have indexes too.
+            None => match views.get_mut(&ix.oid) {
+                Some(view) => &mut view.indexes,
+                None => continue,
+            },
+        };
+        list.push(Index {
+            name: ix.name,
+            unique: ix.unique,
+            columns: ix.columns,
+            expression: ix.expression,
+            predicate: ix.predicate,
+            method: Some(ix.method),
+            definition: ix.definition,
+        });
     }
     Schema {
         dbctl_schema_version: super::MODEL_VERSION,
@@ -381,7 +393,7 @@ fn assemble(
         row_counts: RowCounts::Estimate,
         migrations: None,
         tables: tables.into_values().collect(),
-        views,
+        views: views.into_values().collect(),
         enums: enums
             .into_iter()
             .map(|e| EnumType {

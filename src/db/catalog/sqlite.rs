@@ -215,6 +215,7 @@ fn assemble(
                         name: m.name,
                         materialized: false,
                         columns: Vec::new(),
+                        indexes: Vec::new(),
                         definition: sql,
                     },
                 );
