@@ -75,11 +75,12 @@ pub(crate) enum Command {
     Migrate(commands::migrate::MigrateArgs),
     Revision(commands::revision::RevisionArgs),
     Seed(commands::seed::SeedArgs),
+    Inspect(commands::inspect::InspectArgs),
 }
 
 impl Command {
     /// Whether the command can print a diagram (`--format mermaid|dot`).
     pub(crate) fn draws_diagrams(&self) -> bool {
-        false
+        matches!(self, Command::Inspect(_))
     }
 }

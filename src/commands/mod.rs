@@ -2,6 +2,7 @@
 //! returns a report for `output` to print; none of them prints a result itself.
 
 pub(crate) mod init;
+pub(crate) mod inspect;
 pub(crate) mod migrate;
 pub(crate) mod ping;
 pub(crate) mod revision;
@@ -84,5 +85,6 @@ pub(crate) fn run(cli: Cli, out: &Output) -> anyhow::Result<Exit> {
         Command::Migrate(args) => out.emit(&migrate::run(&ctx, args)?),
         Command::Revision(args) => out.emit(&revision::run(&ctx, args)?),
         Command::Seed(args) => out.emit(&seed::run(&ctx, args)?),
+        Command::Inspect(args) => inspect::run(&ctx, args)?.print(out),
     }
 }

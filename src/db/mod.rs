@@ -4,6 +4,7 @@
 //! Commands open a [`Database`] and take connections from it; when they need something
 //! backend-specific they call a function here rather than matching on the backend themselves.
 
+pub(crate) mod catalog;
 pub(crate) mod migrations;
 pub(crate) mod seed;
 pub(crate) mod url;
@@ -326,6 +327,29 @@ pub(crate) fn pg_database_exists(conn: &mut AnyConnection, name: &str) -> anyhow
 pub(crate) fn pg_create_database(conn: &mut AnyConnection, name: &str) -> anyhow::Result<()> {
     conn.batch_execute(&format!("CREATE DATABASE {}", quote_ident(name)))
         .with_context(|| format!("creating database `{name}`"))
+}
+
+/// Whether a table exists (PostgreSQL: visible on the search path; SQLite: in `main`).
+pub(crate) fn table_exists(conn: &mut AnyConnection, name: &str) -> anyhow::Result<bool> {
+    #[derive(QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let query = match conn {
+        AnyConnection::Postgresql(_) => {
+            "SELECT count(*)::bigint AS n FROM pg_catalog.pg_class c \
+             WHERE c.relname = $1 AND c.relkind IN ('r', 'p') AND pg_catalog.pg_table_is_visible(c.oid)"
+        }
+        AnyConnection::Sqlite(_) => {
+            "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = $1"
+        }
+    };
+    let found: Found = diesel::sql_query(query)
+        .bind::<Text, _>(name)
+        .get_result(conn)
+        .with_context(|| format!("looking for table {name}"))?;
+    Ok(found.n > 0)
 }
 
 #[cfg(test)]

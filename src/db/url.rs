@@ -15,7 +15,7 @@ pub(crate) const ACCEPTED_FORMS: &str = "postgres://, postgresql://, postgresql+
 (SQLAlchemy style, e.g. postgresql+asyncpg://), sqlite://relative/path, sqlite:///absolute/path, \
 sqlite::memory:, file:path (SQLite URI), or a plain file path";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Backend {
     Sqlite,

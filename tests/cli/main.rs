@@ -4,8 +4,9 @@
 mod support;
 
 mod init;
+mod inspect;
 mod migrate;
 mod ping;
 mod revision;
-mod settings;
 mod seed;
+mod settings;

@@ -1,0 +1,471 @@
+//! `inspect --diff FILE`: the live schema against a snapshot written earlier by
+//! `inspect --format json`. Objects are matched by name (constraints SQLite keeps no name for, by
+//! their columns); row counts and the migration state are not compared. "added" means in the
+//! database but not in the snapshot, "removed" the other way round.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::db::catalog::{Check, Column, ForeignKey, Index, Schema, Table, UniqueConstraint, View};
+use crate::error::Exit;
+use crate::output::Report;
+
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Change {
+    Added,
+    Removed,
+    Changed,
+}
+
+/// One difference.
+#[derive(Serialize, Debug)]
+pub(crate) struct Difference {
+    /// `table`, `column`, `primary_key`, `foreign_key`, `unique`, `check`, `index`, `view`,
+    /// `enum` or `sequence`.
+    kind: &'static str,
+    change: Change,
+    /// `table`, `table.column`, `table.constraint`, ...
+    object: String,
+    /// For `changed`: what changed (`type`, `nullable`, `default`, `definition`, ...).
+    property: Option<&'static str>,
+    /// The snapshot's value (`changed` and `removed`).
+    from: Option<String>,
+    /// The database's value (`changed` and `added`).
+    to: Option<String>,
+}
+
+#[derive(Serialize, Debug)]
+pub(crate) struct DiffReport {
+    snapshot: String,
+    differences: Vec<Difference>,
+}
+
+impl Report for DiffReport {
+    fn human(&self) -> String {
+        if self.differences.is_empty() {
+            return format!("no differences: the database matches {}", self.snapshot);
+        }
+        let mut out = format!(
+            "{} difference{} between the database and {} (+ only in the database, - only in the snapshot, ~ changed):\n",
+            self.differences.len(),
+            if self.differences.len() == 1 { "" } else { "s" },
+            self.snapshot
+        );
+        for d in &self.differences {
+            let kind = d.kind.replace('_', " ");
+            let line = match d.change {
+                Change::Added => {
+                    format!("+ {kind} {}: {}", d.object, d.to.as_deref().unwrap_or(""))
+                }
+                Change::Removed => {
+                    format!("- {kind} {}: {}", d.object, d.from.as_deref().unwrap_or(""))
+                }
+                Change::Changed => format!(
+                    "~ {kind} {}: {} changed from {} to {}",
+                    d.object,
+                    d.property.unwrap_or("definition"),
+                    d.from.as_deref().unwrap_or("(none)"),
+                    d.to.as_deref().unwrap_or("(none)")
+                ),
+            };
+            out.push_str(line.trim_end_matches([':', ' ']));
+            out.push('\n');
+        }
+        out
+    }
+
+    fn exit(&self) -> Exit {
+        if self.differences.is_empty() {
+            Exit::Success
+        } else {
+            Exit::Check
+        }
+    }
+}
+
+/// Differences from `expected` (the snapshot) to `actual` (the database).
+pub(crate) fn compare(path: &Path, expected: &Schema, actual: &Schema) -> DiffReport {
+    let qualify = expected.qualify() || actual.qualify();
+    let name = |schema: &str, name: &str| {
+        if qualify {
+            format!("{schema}.{name}")
+        } else {
+            name.to_string()
+        }
+    };
+    let mut d = Diff { out: Vec::new() };
+
+    let tables = |s: &Schema| -> BTreeMap<String, Table> {
+        s.tables
+            .iter()
+            .map(|t| (name(&t.schema, &t.name), t.clone()))
+            .collect()
+    };
+    pair(&tables(expected), &tables(actual), |object, e, a| {
+        match (e, a) {
+            (Some(e), Some(a)) => d.table(object, e, a),
+            _ => d.presence("table", object, e.map(table_summary), a.map(table_summary)),
+        }
+    });
+
+    let views = |s: &Schema| -> BTreeMap<String, View> {
+        s.views
+            .iter()
+            .map(|v| (name(&v.schema, &v.name), v.clone()))
+            .collect()
+    };
+    let columns = |v: &View| {
+        v.columns
+            .iter()
+            .map(|c| format!("{} {}", c.name, c.data_type))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    pair(&views(expected), &views(actual), |object, e, a| {
+        match (e, a) {
+            (Some(e), Some(a)) => {
+                d.changed("view", object, "definition", &e.definition, &a.definition);
+                d.changed("view", object, "columns", &columns(e), &columns(a));
+                d.constraints(
+                    "index",
+                    object,
+                    &e.indexes,
+                    &a.indexes,
+                    |i| i.name.clone(),
+                    ix_text,
+                );
+            }
+            _ => d.presence(
+                "view",
+                object,
+                e.map(|v| v.definition.clone()),
+                a.map(|v| v.definition.clone()),
+            ),
+        }
+    });
+
+    let enums = |s: &Schema| -> BTreeMap<String, String> {
+        s.enums
+            .iter()
+            .map(|v| (name(&v.schema, &v.name), v.values.join(", ")))
+            .collect()
+    };
+    pair(&enums(expected), &enums(actual), |object, e, a| {
+        d.either("enum", object, "values", e, a)
+    });
+
+    let sequences = |s: &Schema| -> BTreeMap<String, String> {
+        s.sequences
+            .iter()
+            .map(|q| {
+                let owned = q
+                    .owned_by
+                    .as_deref()
+                    .map(|o| format!(", owned by {o}"))
+                    .unwrap_or_default();
+                (
+                    name(&q.schema, &q.name),
+                    format!(
+                        "{} start {} increment {}{owned}",
+                        q.data_type, q.start, q.increment
+                    ),
+                )
+            })
+            .collect()
+    };
+    pair(&sequences(expected), &sequences(actual), |object, e, a| {
+        d.either("sequence", object, "definition", e, a)
+    });
+
+    DiffReport {
+        snapshot: path.display().to_string(),
+        differences: d.out,
+    }
+}
+
+/// Calls `f` for each key of either map, in key order, with both sides.
+fn pair<V>(
+    e: &BTreeMap<String, V>,
+    a: &BTreeMap<String, V>,
+    mut f: impl FnMut(&str, Option<&V>, Option<&V>),
+) {
+    let mut keys: Vec<&String> = e.keys().chain(a.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for k in keys {
+        f(k, e.get(k), a.get(k));
+    }
+}
+
+struct Diff {
+    out: Vec<Difference>,
+}
+
+impl Diff {
+    fn push(
+        &mut self,
+        kind: &'static str,
+        change: Change,
+        object: String,
+        property: Option<&'static str>,
+        from: Option<String>,
+        to: Option<String>,
+    ) {
+        self.out.push(Difference {
+            kind,
+            change,
+            object,
+            property,
+            from,
+            to,
+        });
+    }
+
+    fn changed(
+        &mut self,
+        kind: &'static str,
+        object: &str,
+        property: &'static str,
+        from: &str,
+        to: &str,
+    ) {
+        if from != to {
+            self.push(
+                kind,
+                Change::Changed,
+                object.to_string(),
+                Some(property),
+                Some(from.to_string()),
+                Some(to.to_string()),
+            );
+        }
+    }
+
+    fn presence(
+        &mut self,
+        kind: &'static str,
+        object: &str,
+        from: Option<String>,
+        to: Option<String>,
+    ) {
+        let object = object.to_string();
+        match (&from, &to) {
+            (Some(_), None) => self.push(kind, Change::Removed, object, None, from, None),
+            (None, Some(_)) => self.push(kind, Change::Added, object, None, None, to),
+            _ => {}
+        }
+    }
+
+    /// An object described by one string (enums, sequences).
+    fn either(
+        &mut self,
+        kind: &'static str,
+        object: &str,
+        property: &'static str,
+        e: Option<&String>,
+        a: Option<&String>,
+    ) {
+        match (e, a) {
+            (Some(x), Some(y)) => self.changed(kind, object, property, x, y),
+            _ => self.presence(kind, object, e.cloned(), a.cloned()),
+        }
+    }
+
+    fn table(&mut self, t: &str, e: &Table, a: &Table) {
+        let cols = |t: &Table| -> BTreeMap<String, Column> {
+            t.columns
+                .iter()
+                .map(|c| (c.name.clone(), c.clone()))
+                .collect()
+        };
+        let (ec, ac) = (cols(e), cols(a));
+        // Column order matters to code that maps rows by position (diesel's `table!`, `SELECT *`).
+        let common = |t: &Table, other: &BTreeMap<String, Column>| {
+            t.columns
+                .iter()
+                .filter(|c| other.contains_key(&c.name))
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        self.changed("table", t, "column_order", &common(e, &ac), &common(a, &ec));
+        pair(&ec, &ac, |column, x, y| {
+            let object = format!("{t}.{column}");
+            match (x, y) {
+                (Some(x), Some(y)) => {
+                    self.changed("column", &object, "type", &x.data_type, &y.data_type);
+                    self.changed(
+                        "column",
+                        &object,
+                        "nullable",
+                        &x.nullable.to_string(),
+                        &y.nullable.to_string(),
+                    );
+                    self.changed(
+                        "column",
+                        &object,
+                        "default",
+                        &opt(&x.default),
+                        &opt(&y.default),
+                    );
+                    self.changed(
+                        "column",
+                        &object,
+                        "identity",
+                        &opt(&x.identity),
+                        &opt(&y.identity),
+                    );
+                    self.changed(
+                        "column",
+                        &object,
+                        "generated",
+                        &opt(&x.generated),
+                        &opt(&y.generated),
+                    );
+                }
+                _ => self.presence(
+                    "column",
+                    &object,
+                    x.map(column_summary),
+                    y.map(column_summary),
+                ),
+            }
+        });
+        let pk = |t: &Table| {
+            t.primary_key
+                .as_ref()
+                .map(|pk| format!("PRIMARY KEY ({})", pk.columns.join(", ")))
+        };
+        let pk_name = |t: &Table| t.primary_key.as_ref().and_then(|pk| pk.name.clone());
+        match (pk(e), pk(a)) {
+            (Some(x), Some(y)) => {
+                self.changed("primary_key", t, "columns", &x, &y);
+                self.changed(
+                    "primary_key",
+                    t,
+                    "name",
+                    &opt(&pk_name(e)),
+                    &opt(&pk_name(a)),
+                );
+            }
+            (x, y) => self.presence("primary_key", t, x, y),
+        }
+        self.constraints(
+            "foreign_key",
+            t,
+            &e.foreign_keys,
+            &a.foreign_keys,
+            fk_key,
+            fk_text,
+        );
+        self.constraints(
+            "unique",
+            t,
+            &e.unique_constraints,
+            &a.unique_constraints,
+            uq_key,
+            uq_text,
+        );
+        self.constraints("check", t, &e.checks, &a.checks, ck_key, ck_text);
+        self.constraints(
+            "index",
+            t,
+            &e.indexes,
+            &a.indexes,
+            |i: &Index| i.name.clone(),
+            ix_text,
+        );
+    }
+
+    /// Constraints and indexes, matched by `key`, compared by `text`.
+    fn constraints<C>(
+        &mut self,
+        kind: &'static str,
+        table: &str,
+        e: &[C],
+        a: &[C],
+        key: impl Fn(&C) -> String,
+        text: impl Fn(&C) -> String,
+    ) {
+        let map = |list: &[C]| -> BTreeMap<String, String> {
+            list.iter().map(|c| (key(c), text(c))).collect()
+        };
+        let (em, am) = (map(e), map(a));
+        let mut keys: Vec<&String> = em.keys().chain(am.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        for k in keys {
+            let object = format!("{table}.{k}");
+            match (em.get(k), am.get(k)) {
+                (Some(x), Some(y)) => self.changed(kind, &object, "definition", x, y),
+                (x, y) => self.presence(kind, &object, x.cloned(), y.cloned()),
+            }
+        }
+    }
+}
+
+fn opt(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "(none)".to_string())
+}
+
+fn column_summary(c: &Column) -> String {
+    let mut s = format!(
+        "{}{}",
+        c.data_type,
+        if c.nullable { "" } else { " NOT NULL" }
+    );
+    if let Some(d) = &c.default {
+        s.push_str(&format!(" DEFAULT {d}"));
+    }
+    s
+}
+
+fn table_summary(t: &Table) -> String {
+    let cols: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
+    format!("({})", cols.join(", "))
+}
+
+fn fk_key(f: &ForeignKey) -> String {
+    f.name
+        .clone()
+        .unwrap_or_else(|| format!("({}) -> {}", f.columns.join(", "), f.referred_table))
+}
+
+fn fk_text(f: &ForeignKey) -> String {
+    format!(
+        "FOREIGN KEY ({}) REFERENCES {}.{} ({}) ON UPDATE {} ON DELETE {}",
+        f.columns.join(", "),
+        f.referred_schema,
+        f.referred_table,
+        f.referred_columns.join(", "),
+        f.on_update,
+        f.on_delete
+    )
+}
+
+fn uq_key(u: &UniqueConstraint) -> String {
+    u.name
+        .clone()
+        .unwrap_or_else(|| format!("unique ({})", u.columns.join(", ")))
+}
+
+fn uq_text(u: &UniqueConstraint) -> String {
+    format!("UNIQUE ({})", u.columns.join(", "))
+}
+
+fn ck_key(c: &Check) -> String {
+    c.name
+        .clone()
+        .unwrap_or_else(|| format!("check ({})", c.expression))
+}
+
+fn ck_text(c: &Check) -> String {
+    format!("CHECK ({})", c.expression)
+}
+
+fn ix_text(i: &Index) -> String {
+    i.definition.clone()
+}

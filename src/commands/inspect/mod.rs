@@ -1,0 +1,375 @@
+//! `dbctl inspect`: what is in the database, for people (tables), machines (a stable JSON model),
+//! documentation (Mermaid, Graphviz) and CI (`--diff` against a snapshot, `--lint`).
+//!
+//! The catalog is read by `db::catalog` in a fixed number of queries; this module chooses what to
+//! show (internal tables, the tables named on the command line), adds the row counts and the
+//! migration state, and hands a report to `output`. Rendering lives in `human.rs` and
+//! `diagram.rs`, the snapshot comparison in `diff.rs`, the review rules in `lint.rs`.
+
+mod diagram;
+mod diff;
+mod human;
+mod lint;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use diesel::prelude::*;
+use serde::Serialize;
+
+use crate::commands::Context;
+use crate::db::catalog::{self, MigrationState, RowCounts, Schema};
+use crate::db::{self, AnyConnection, OpenMode};
+use crate::error::{self, Exit};
+use crate::output::{Format, Output, Report};
+
+/// Show the schema: tables, columns, keys, indexes, views, row counts; diff it; lint it; draw it.
+///
+/// Without TABLE, one line per table and the migration state. With TABLE..., every column,
+/// constraint and index of those tables. `--format json` prints the schema model (sorted, stable:
+/// commit it and check it with `--diff`), `--format mermaid` and `--format dot` draw it.
+///
+/// Examples:
+///   dbctl inspect
+///   dbctl inspect users posts
+///   dbctl inspect --format json --no-rows > schema.json
+///   dbctl inspect --diff schema.json
+///   dbctl inspect --lint --allow missing-primary-key:audit_log
+///   dbctl inspect --format mermaid > docs/schema.mmd
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub(crate) struct InspectArgs {
+    /// Tables or views to show in full (`name` or `schema.name`; exact, case-sensitive)
+    #[arg(value_name = "TABLE")]
+    tables: Vec<String>,
+
+    /// PostgreSQL: read this schema instead of those on the search path (repeatable)
+    #[arg(long = "schema", value_name = "NAME")]
+    schemas: Vec<String>,
+
+    /// Count rows with count(*) (PostgreSQL; the default there is the planner's estimate)
+    #[arg(long, conflicts_with = "no_rows")]
+    exact: bool,
+
+    /// Do not count rows (`rows` is null in JSON)
+    #[arg(long)]
+    no_rows: bool,
+
+    /// Also show internal tables (__diesel_schema_migrations, __dbctl_*, sqlite_*)
+    #[arg(long)]
+    all: bool,
+
+    /// Compare the database with a JSON snapshot from `inspect --format json`; exit 4 on any
+    /// difference
+    #[arg(long, value_name = "FILE", conflicts_with = "lint")]
+    diff: Option<PathBuf>,
+
+    /// Report missing primary keys, unindexed foreign keys and names that break the naming
+    /// convention; exit 4 on any
+    #[arg(long)]
+    lint: bool,
+
+    /// With --lint: turn RULE off, everywhere or for one TABLE (repeatable, or comma-separated in
+    /// $DBCTL_LINT_ALLOW). Rules: missing-primary-key, unindexed-foreign-key, pk-name, fk-name,
+    /// uq-name, ck-name, ix-name, naming (the five name rules)
+    #[arg(
+        long,
+        value_name = "RULE[:TABLE]",
+        env = "DBCTL_LINT_ALLOW",
+        value_delimiter = ','
+    )]
+    allow: Vec<String>,
+}
+
+/// What `inspect` found, in one of its four modes.
+#[derive(Serialize, Debug)]
+#[serde(untagged)]
+pub(crate) enum InspectReport {
+    Schema(SchemaReport),
+    Diff(diff::DiffReport),
+    Lint(lint::LintReport),
+}
+
+/// The schema itself; its JSON is exactly the model of `db::catalog::Schema`.
+#[derive(Serialize, Debug)]
+#[serde(transparent)]
+pub(crate) struct SchemaReport {
+    schema: Schema,
+    /// Whether tables were named (full detail) or not (overview).
+    #[serde(skip)]
+    detail: bool,
+}
+
+impl Report for SchemaReport {
+    fn human(&self) -> String {
+        if self.detail {
+            human::detail(&self.schema)
+        } else {
+            human::overview(&self.schema)
+        }
+    }
+}
+
+impl InspectReport {
+    /// Prints the report: diagrams as they are, everything else through `Output::emit`.
+    pub(crate) fn print(&self, out: &Output) -> anyhow::Result<Exit> {
+        match (self, out.format()) {
+            (InspectReport::Schema(r), Format::Mermaid) => {
+                out.raw(&diagram::mermaid(&r.schema))?;
+                Ok(Exit::Success)
+            }
+            (InspectReport::Schema(r), Format::Dot) => {
+                out.raw(&diagram::dot(&r.schema))?;
+                Ok(Exit::Success)
+            }
+            (InspectReport::Schema(r), _) => out.emit(r),
+            (InspectReport::Diff(r), _) => out.emit(r),
+            (InspectReport::Lint(r), _) => out.emit(r),
+        }
+    }
+}
+
+pub(crate) fn run(ctx: &Context, args: InspectArgs) -> anyhow::Result<InspectReport> {
+    let diagram = matches!(ctx.out.format(), Format::Mermaid | Format::Dot);
+    if diagram && (args.diff.is_some() || args.lint) {
+        return Err(error::usage(
+            "--format mermaid and --format dot draw the schema; they do not go with --diff or --lint",
+        ));
+    }
+    let allow = if args.lint {
+        lint::parse_allow(&args.allow)?
+    } else {
+        Vec::new()
+    };
+    // Read the snapshot before connecting: a bad file is the user's to fix, whatever the database.
+    let snapshot = args.diff.as_deref().map(read_snapshot).transpose()?;
+
+    let db = ctx.open(OpenMode::Existing)?;
+    let mut conn = db.get()?;
+    let started = std::time::Instant::now();
+    let mut schema = catalog::read(
+        &mut conn,
+        &catalog::ReadOptions {
+            schemas: args.schemas.clone(),
+        },
+    )?;
+    ctx.out.verbose(format_args!(
+        "read {} tables, {} views from the catalog in {}",
+        schema.tables.len(),
+        schema.views.len(),
+        crate::output::millis(started.elapsed())
+    ));
+    if !args.all {
+        schema.tables.retain(|t| !catalog::is_internal(&t.name));
+        schema.views.retain(|v| !catalog::is_internal(&v.name));
+    }
+    let detail = !args.tables.is_empty();
+
+    if let Some((path, expected)) = snapshot {
+        return Ok(InspectReport::Diff(compare(
+            &path, expected, schema, &args,
+        )?));
+    }
+    if detail {
+        select(&mut schema, &args.tables)?;
+    }
+    if args.lint {
+        return Ok(InspectReport::Lint(lint::check(&schema, &allow)));
+    }
+
+    schema.row_counts = count_rows(&mut conn, &mut schema, &args)?;
+    schema.migrations = Some(migration_state(&mut conn, &ctx.config.migrations_dir().0)?);
+    Ok(InspectReport::Schema(SchemaReport { schema, detail }))
+}
+
+/// `--diff`: the snapshot and the live schema through the same filters, then compared.
+fn compare(
+    path: &Path,
+    mut expected: Schema,
+    mut actual: Schema,
+    args: &InspectArgs,
+) -> anyhow::Result<diff::DiffReport> {
+    if expected.backend != actual.backend {
+        return Err(error::usage(format!(
+            "`{}` is a {} snapshot and this database is {}: compare a schema with a snapshot \
+             of the same backend",
+            path.display(),
+            expected.backend,
+            actual.backend
+        )));
+    }
+    if !args.all {
+        expected.tables.retain(|t| !catalog::is_internal(&t.name));
+        expected.views.retain(|v| !catalog::is_internal(&v.name));
+    }
+    if !args.tables.is_empty() {
+        // A name found on neither side is a typo, not "no differences".
+        if let Some(w) = args
+            .tables
+            .iter()
+            .find(|w| !names_something(&expected, w) && !names_something(&actual, w))
+        {
+            return Err(error::usage(format!(
+                "no table or view named `{w}` in the database or in `{}`",
+                path.display()
+            )));
+        }
+        keep_named(&mut expected, &args.tables);
+        keep_named(&mut actual, &args.tables);
+    }
+    Ok(diff::compare(path, &expected, &actual))
+}
+
+/// Whether `wanted` names a table or view of `schema`.
+fn names_something(schema: &Schema, wanted: &str) -> bool {
+    schema
+        .tables
+        .iter()
+        .any(|t| is_named(&t.schema, &t.name, wanted))
+        || schema
+            .views
+            .iter()
+            .any(|v| is_named(&v.schema, &v.name, wanted))
+}
+
+/// Keeps only the named tables and views; a name that matches nothing is a usage error (exit 2),
+/// with the closest existing names as a hint. Names are matched here, in memory: they never reach
+/// SQL.
+fn select(schema: &mut Schema, wanted: &[String]) -> anyhow::Result<()> {
+    for w in wanted {
+        let found = schema
+            .tables
+            .iter()
+            .any(|t| is_named(&t.schema, &t.name, w))
+            || schema.views.iter().any(|v| is_named(&v.schema, &v.name, w));
+        if !found {
+            let mut hint: Vec<&str> = schema
+                .tables
+                .iter()
+                .map(|t| t.name.as_str())
+                .chain(schema.views.iter().map(|v| v.name.as_str()))
+                .filter(|n| {
+                    n.eq_ignore_ascii_case(w) || n.to_lowercase().contains(&w.to_lowercase())
+                })
+                .collect();
+            hint.truncate(5);
+            let hint = if hint.is_empty() {
+                String::new()
+            } else {
+                format!(" (did you mean {}?)", hint.join(", "))
+            };
+            return Err(error::usage(format!(
+                "no table or view named `{w}` in {}{hint}",
+                schema.schemas.join(", ")
+            )));
+        }
+    }
+    keep_named(schema, wanted);
+    Ok(())
+}
+
+/// Whether `wanted` names the object `schema.name` (as `name` or `schema.name`).
+fn is_named(schema: &str, name: &str, wanted: &str) -> bool {
+    wanted == name
+        || wanted
+            .strip_prefix(schema)
+            .and_then(|r| r.strip_prefix('.'))
+            == Some(name)
+}
+
+/// Keeps the tables and views named in `wanted`.
+fn keep_named(schema: &mut Schema, wanted: &[String]) {
+    schema
+        .tables
+        .retain(|t| wanted.iter().any(|w| is_named(&t.schema, &t.name, w)));
+    schema
+        .views
+        .retain(|v| wanted.iter().any(|w| is_named(&v.schema, &v.name, w)));
+}
+
+/// Fills the row counts the flags ask for and says how they were obtained.
+fn count_rows(
+    conn: &mut AnyConnection,
+    schema: &mut Schema,
+    args: &InspectArgs,
+) -> anyhow::Result<RowCounts> {
+    if args.no_rows {
+        for t in &mut schema.tables {
+            t.rows = None;
+        }
+        return Ok(RowCounts::None);
+    }
+    if !args.exact && catalog::default_counts_are_estimates(schema.backend) {
+        return Ok(RowCounts::Estimate);
+    }
+    let mut tables: Vec<&mut catalog::Table> = schema.tables.iter_mut().collect();
+    catalog::count_rows(conn, &mut tables)?;
+    Ok(RowCounts::Exact)
+}
+
+/// Applied and pending migrations, read from diesel's bookkeeping table and the migrations folder.
+///
+/// Kept small and on its own on purpose: when the migration engine lands, this becomes a call to
+/// it. A version is the folder name up to its first `_`, dashes removed (diesel's rule); a folder
+/// counts as pending when it has an up.sql and its version is not recorded.
+fn migration_state(conn: &mut AnyConnection, dir: &Path) -> anyhow::Result<MigrationState> {
+    #[derive(QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        version: String,
+    }
+    let applied: Vec<String> = if db::table_exists(conn, crate::migrate::DIESEL_TABLE)? {
+        diesel::sql_query(format!(
+            "SELECT version FROM {} ORDER BY version",
+            crate::migrate::DIESEL_TABLE
+        ))
+        .load::<Version>(conn)
+        .context("reading applied migrations")?
+        .into_iter()
+        .map(|v| v.version)
+        .collect()
+    } else {
+        Vec::new()
+    };
+    let pending = match std::fs::read_dir(dir) {
+        Ok(entries) => Some(
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.path().join("up.sql").is_file())
+                .filter(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let version = name.split('_').next().unwrap_or_default().replace('-', "");
+                    !applied.contains(&version)
+                })
+                .count() as u64,
+        ),
+        Err(_) => None,
+    };
+    Ok(MigrationState {
+        applied: applied.len() as u64,
+        pending,
+        last_applied: applied.last().cloned(),
+    })
+}
+
+/// Reads a snapshot written by `inspect --format json`; a missing or malformed file is exit 2.
+fn read_snapshot(path: &Path) -> anyhow::Result<(PathBuf, Schema)> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| error::usage(format!("cannot read snapshot `{}`: {e}", path.display())))?;
+    let mut schema: Schema = serde_json::from_str(&text).map_err(|e| {
+        error::usage(format!(
+            "`{}` is not a schema snapshot from `dbctl inspect --format json`: {e}",
+            path.display()
+        ))
+    })?;
+    if schema.dbctl_schema_version != catalog::MODEL_VERSION {
+        return Err(error::usage(format!(
+            "`{}` has dbctl_schema_version {}; this dbctl reads version {}",
+            path.display(),
+            schema.dbctl_schema_version,
+            catalog::MODEL_VERSION
+        )));
+    }
+    schema.sort();
+    Ok((path.to_path_buf(), schema))
+}

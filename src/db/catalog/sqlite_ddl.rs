@@ -1,0 +1,463 @@
+//! What SQLite keeps only in the text of its `CREATE` statements: constraint names, CHECK
+//! expressions, and the key expressions and `WHERE` clause of an index. No pragma reports them,
+//! so they are read from `sqlite_master.sql` with a small tokenizer that knows SQLite's quoting
+//! ("x", `x`, [x], 'text') and comments, and never evaluates anything.
+
+/// A token with its byte range in the statement.
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    /// A bare word: keyword, identifier or number.
+    Word(String),
+    /// A quoted identifier, unquoted.
+    Ident(String),
+    /// A string literal (kept as written).
+    Str,
+    Open,
+    Close,
+    Comma,
+    Other,
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    tok: Tok,
+    start: usize,
+    end: usize,
+}
+
+fn tokenize(sql: &str) -> Vec<Token> {
+    let bytes = sql.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let start = i;
+        let tok = match c {
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                i += 1;
+                continue;
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i < bytes.len() && !(bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/')) {
+                    i += 1;
+                }
+                i = (i + 2).min(bytes.len());
+                continue;
+            }
+            b'"' | b'`' | b'[' | b'\'' => {
+                let close = if c == b'[' { b']' } else { c };
+                let mut text = Vec::new();
+                i += 1;
+                while i < bytes.len() {
+                    if bytes[i] == close {
+                        // A doubled quote is a literal quote (not inside [..]).
+                        if close != b']' && bytes.get(i + 1) == Some(&close) {
+                            text.push(close);
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    text.push(bytes[i]);
+                    i += 1;
+                }
+                i = (i + 1).min(bytes.len());
+                if c == b'\'' {
+                    Tok::Str
+                } else {
+                    Tok::Ident(String::from_utf8_lossy(&text).into_owned())
+                }
+            }
+            b'(' => {
+                i += 1;
+                Tok::Open
+            }
+            b')' => {
+                i += 1;
+                Tok::Close
+            }
+            b',' => {
+                i += 1;
+                Tok::Comma
+            }
+            c if c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80 => {
+                while i < bytes.len()
+                    && (bytes[i].is_ascii_alphanumeric()
+                        || bytes[i] == b'_'
+                        || bytes[i] == b'$'
+                        || bytes[i] >= 0x80)
+                {
+                    i += 1;
+                }
+                Tok::Word(sql[start..i].to_string())
+            }
+            _ => {
+                i += 1;
+                Tok::Other
+            }
+        };
+        out.push(Token { tok, start, end: i });
+    }
+    out
+}
+
+fn is_kw(t: &Token, kw: &str) -> bool {
+    matches!(&t.tok, Tok::Word(w) if w.eq_ignore_ascii_case(kw))
+}
+
+fn name_of(t: &Token) -> Option<String> {
+    match &t.tok {
+        Tok::Word(w) | Tok::Ident(w) => Some(w.clone()),
+        _ => None,
+    }
+}
+
+/// The index of the `)` matching the `(` at `open`.
+fn matching_close(toks: &[Token], open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, t) in toks.iter().enumerate().skip(open) {
+        match t.tok {
+            Tok::Open => depth += 1,
+            Tok::Close => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Splits `toks` at top-level commas.
+fn split_top(toks: &[Token]) -> Vec<&[Token]> {
+    let mut parts = Vec::new();
+    let mut depth = 0usize;
+    let mut start = 0;
+    for (i, t) in toks.iter().enumerate() {
+        match t.tok {
+            Tok::Open => depth += 1,
+            Tok::Close => depth = depth.saturating_sub(1),
+            Tok::Comma if depth == 0 => {
+                parts.push(&toks[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&toks[start..]);
+    parts
+}
+
+/// The source text covered by a run of tokens.
+fn text_of<'a>(sql: &'a str, toks: &[Token]) -> &'a str {
+    match (toks.first(), toks.last()) {
+        (Some(a), Some(b)) => sql[a.start..b.end].trim(),
+        _ => "",
+    }
+}
+
+/// The column names of a parenthesised list starting at `open` (COLLATE / ASC / DESC dropped),
+/// and the index after its `)`.
+fn column_list(toks: &[Token], open: usize) -> Option<(Vec<String>, usize)> {
+    let close = matching_close(toks, open)?;
+    let cols = split_top(&toks[open + 1..close])
+        .into_iter()
+        .filter_map(|part| part.first().and_then(name_of))
+        .collect();
+    Some((cols, close + 1))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Kind {
+    PrimaryKey,
+    Unique,
+    Check,
+    ForeignKey,
+    /// `[GENERATED ALWAYS] AS (expr)` on a column: not a constraint, but only the DDL has it.
+    Generated,
+}
+
+/// A constraint as written in `CREATE TABLE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Constraint {
+    pub(super) name: Option<String>,
+    pub(super) kind: Kind,
+    /// Local columns (for a column constraint: that column).
+    pub(super) columns: Vec<String>,
+    /// The CHECK expression, without `CHECK ( )`.
+    pub(super) expression: Option<String>,
+    /// The table a foreign key refers to.
+    pub(super) referred_table: Option<String>,
+    /// Set once matched to what the pragmas report, so that two alike constraints get one each.
+    pub(super) used: bool,
+}
+
+/// Every named or unnamed PRIMARY KEY, UNIQUE, CHECK and FOREIGN KEY of a `CREATE TABLE`, from
+/// both column definitions and table constraints. Unparsable text gives an empty list.
+pub(super) fn table_constraints(sql: &str) -> Vec<Constraint> {
+    let toks = tokenize(sql);
+    let Some(open) = toks.iter().position(|t| t.tok == Tok::Open) else {
+        return Vec::new();
+    };
+    let Some(close) = matching_close(&toks, open) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for element in split_top(&toks[open + 1..close]) {
+        let Some(first) = element.first() else {
+            continue;
+        };
+        let table_level = ["CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN"]
+            .iter()
+            .any(|kw| is_kw(first, kw));
+        if table_level {
+            constraints_in(sql, element, None, &mut out);
+        } else if let Some(column) = name_of(first) {
+            constraints_in(sql, &element[1..], Some(&column), &mut out);
+        }
+    }
+    out
+}
+
+/// Reads the constraints in a run of tokens: a table constraint (`column` is None) or the tail
+/// of a column definition.
+fn constraints_in(sql: &str, toks: &[Token], column: Option<&str>, out: &mut Vec<Constraint>) {
+    let mut name: Option<String> = None;
+    let mut i = 0;
+    while i < toks.len() {
+        let t = &toks[i];
+        if t.tok == Tok::Open {
+            // A type's arguments or a default's expression: skip it whole.
+            i = matching_close(toks, i).map_or(toks.len(), |c| c + 1);
+            continue;
+        }
+        if is_kw(t, "CONSTRAINT") {
+            name = toks.get(i + 1).and_then(name_of);
+            i += 2;
+            continue;
+        }
+        let kind = if is_kw(t, "AS")
+            && column.is_some()
+            && toks.get(i + 1).is_some_and(|t| t.tok == Tok::Open)
+        {
+            Kind::Generated
+        } else if is_kw(t, "PRIMARY") {
+            Kind::PrimaryKey
+        } else if is_kw(t, "UNIQUE") {
+            Kind::Unique
+        } else if is_kw(t, "CHECK") {
+            Kind::Check
+        } else if is_kw(t, "FOREIGN") || (is_kw(t, "REFERENCES") && column.is_some()) {
+            Kind::ForeignKey
+        } else {
+            i += 1;
+            continue;
+        };
+        let mut c = Constraint {
+            name: name.take(),
+            kind: kind.clone(),
+            columns: column.map(|c| vec![c.to_string()]).unwrap_or_default(),
+            expression: None,
+            referred_table: None,
+            used: false,
+        };
+        i += 1;
+        if matches!(kind, Kind::PrimaryKey | Kind::ForeignKey)
+            && toks.get(i).is_some_and(|t| is_kw(t, "KEY"))
+        {
+            i += 1;
+        }
+        match kind {
+            Kind::Check | Kind::Generated => {
+                let end = toks
+                    .get(i)
+                    .filter(|t| t.tok == Tok::Open)
+                    .and_then(|_| matching_close(toks, i));
+                if let Some(end) = end {
+                    c.expression = Some(text_of(sql, &toks[i + 1..end]).to_string());
+                    i = end + 1;
+                }
+            }
+            _ => {
+                if column.is_none() && toks.get(i).is_some_and(|t| t.tok == Tok::Open) {
+                    if let Some((cols, next)) = column_list(toks, i) {
+                        c.columns = cols;
+                        i = next;
+                    }
+                }
+                if kind == Kind::ForeignKey {
+                    if column.is_none() && toks.get(i).is_some_and(|t| is_kw(t, "REFERENCES")) {
+                        i += 1;
+                    }
+                    c.referred_table = toks.get(i).and_then(name_of);
+                    i += 1;
+                }
+            }
+        }
+        out.push(c);
+    }
+}
+
+/// The key texts and `WHERE` predicate of a `CREATE INDEX` statement.
+pub(super) fn index_parts(sql: &str) -> Option<(Vec<String>, Option<String>)> {
+    let toks = tokenize(sql);
+    let open = toks.iter().position(|t| t.tok == Tok::Open)?;
+    let close = matching_close(&toks, open)?;
+    let keys = split_top(&toks[open + 1..close])
+        .into_iter()
+        .map(|part| text_of(sql, part).to_string())
+        .collect();
+    let rest = &toks[close + 1..];
+    let predicate = match rest.first() {
+        Some(t) if is_kw(t, "WHERE") => Some(text_of(sql, &rest[1..]).to_string()),
+        _ => None,
+    };
+    Some((keys, predicate))
+}
+
+/// Strips the `COLLATE x` and `ASC`/`DESC` that may follow an index key.
+pub(super) fn key_expression(key: &str) -> String {
+    let toks = tokenize(key);
+    let mut end = toks.len();
+    if end > 0 && (is_kw(&toks[end - 1], "ASC") || is_kw(&toks[end - 1], "DESC")) {
+        end -= 1;
+    }
+    if end >= 2 && is_kw(&toks[end - 2], "COLLATE") {
+        end -= 2;
+    }
+    text_of(key, &toks[..end]).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_and_unnamed_constraints() {
+        let sql = r#"CREATE TABLE "Order Items" (
+            id INTEGER CONSTRAINT pk_x PRIMARY KEY,
+            "Qty" INT NOT NULL CHECK ("Qty" > 0) DEFAULT (1),
+            note VARCHAR(20) CONSTRAINT ck_note CHECK (length(note) < 10) UNIQUE,
+            order_id INTEGER REFERENCES orders (id) ON DELETE CASCADE,
+            twice INT GENERATED ALWAYS AS ("Qty" * 2) STORED,
+            -- a comment, with a comma
+            CONSTRAINT "fk a" FOREIGN KEY ("Qty", note) REFERENCES [other t] (a, b),
+            UNIQUE (note, "Qty"),
+            CONSTRAINT ck_sum CHECK (id + "Qty" > 'a,b')
+        )"#;
+        let got = table_constraints(sql);
+        let summary: Vec<_> = got
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    c.kind.clone(),
+                    c.columns.clone(),
+                    c.expression.clone(),
+                    c.referred_table.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (
+                    Some("pk_x".into()),
+                    Kind::PrimaryKey,
+                    vec!["id".into()],
+                    None,
+                    None
+                ),
+                (
+                    None,
+                    Kind::Check,
+                    vec!["Qty".into()],
+                    Some("\"Qty\" > 0".into()),
+                    None
+                ),
+                (
+                    Some("ck_note".into()),
+                    Kind::Check,
+                    vec!["note".into()],
+                    Some("length(note) < 10".into()),
+                    None
+                ),
+                (None, Kind::Unique, vec!["note".into()], None, None),
+                (
+                    None,
+                    Kind::ForeignKey,
+                    vec!["order_id".into()],
+                    None,
+                    Some("orders".into())
+                ),
+                (
+                    None,
+                    Kind::Generated,
+                    vec!["twice".into()],
+                    Some("\"Qty\" * 2".into()),
+                    None
+                ),
+                (
+                    Some("fk a".into()),
+                    Kind::ForeignKey,
+                    vec!["Qty".into(), "note".into()],
+                    None,
+                    Some("other t".into())
+                ),
+                (
+                    None,
+                    Kind::Unique,
+                    vec!["note".into(), "Qty".into()],
+                    None,
+                    None
+                ),
+                (
+                    Some("ck_sum".into()),
+                    Kind::Check,
+                    vec![],
+                    Some("id + \"Qty\" > 'a,b'".into()),
+                    None
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_text_gives_what_it_can_without_panicking() {
+        for sql in [
+            "",
+            "CREATE TABLE t (a CHECK (",
+            "CREATE TABLE t (a CHECK",
+            "((((",
+            ")))",
+            "CREATE TABLE \"t (",
+            "CREATE TABLE t (x INT, CONSTRAINT",
+            "CREATE TABLE é (ü INT CHECK (ü > 'ß'))",
+        ] {
+            let _ = table_constraints(sql);
+            let _ = index_parts(sql);
+            let _ = key_expression(sql);
+        }
+        let c = table_constraints("CREATE TABLE é (ü INT CHECK (ü > 'ß'))");
+        assert_eq!(c[0].expression.as_deref(), Some("ü > 'ß'"));
+    }
+
+    #[test]
+    fn index_keys_and_predicate() {
+        let (keys, pred) =
+            index_parts(r#"CREATE INDEX "ix (odd" ON "t (x)" (lower("a b") COLLATE NOCASE DESC, b) WHERE b > 0"#)
+                .unwrap();
+        assert_eq!(keys, vec!["lower(\"a b\") COLLATE NOCASE DESC", "b"]);
+        assert_eq!(key_expression(&keys[0]), "lower(\"a b\")");
+        assert_eq!(pred.as_deref(), Some("b > 0"));
+    }
+}
