@@ -56,10 +56,6 @@ impl Output {
         self.format
     }
 
-    pub(crate) fn is_json(&self) -> bool {
-        self.format == Format::Json
-    }
-
     pub(crate) fn is_verbose(&self) -> bool {
         self.verbose
     }

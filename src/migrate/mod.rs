@@ -142,9 +142,7 @@ fn load_source(out: &Output, dir: &Path, db: &Database) -> anyhow::Result<Source
 pub(crate) fn status(out: &Output, db: &Database, dir: &Path) -> anyhow::Result<StatusReport> {
     let source = load_source(out, dir, db)?;
     let mut conn = db.get()?;
-    let bk = Bookkeeping::locate(&mut conn)?;
-    let applied = bk.read(&mut conn)?;
-    let rows = plan::status(&source, &applied);
+    let rows = status_rows(&mut conn, &source)?;
     let count = |s: State| rows.iter().filter(|r| r.state == s).count();
     Ok(StatusReport {
         migrations_dir: source.dir.display().to_string(),
@@ -156,6 +154,21 @@ pub(crate) fn status(out: &Output, db: &Database, dir: &Path) -> anyhow::Result<
         migrations: rows,
         warnings: source.warnings,
     })
+}
+
+/// Every migration known from the folder or the database with its state: what `status` shows and
+/// what `inspect` sums up in one line.
+pub(crate) fn status_rows(
+    conn: &mut AnyConnection,
+    source: &Source,
+) -> anyhow::Result<Vec<StatusRow>> {
+    Ok(plan::status(source, &applied_rows(conn)?))
+}
+
+/// What the bookkeeping tables record, without reading any folder.
+pub(crate) fn applied_rows(conn: &mut AnyConnection) -> anyhow::Result<Vec<AppliedRow>> {
+    let bk = Bookkeeping::locate(conn)?;
+    bk.read(conn)
 }
 
 /// Runs `action`: the one code path for `init` and `migrate up/down/redo`. Takes the database by

@@ -742,7 +742,8 @@ both_backends!(query_count_does_not_grow_with_tables, |mut p: Project| {
     );
     let lots = (statements(&p, &[]), statements(&p, &["--exact"]));
     assert_eq!(few, lots, "statements for 1 table vs 40 tables");
-    assert!(few.0 <= 12, "{few:?}");
+    // Connection setup, the pre-ping, the catalog queries and the migration bookkeeping reads.
+    assert!(few.0 <= 16, "{few:?}");
 });
 
 #[test]
@@ -773,3 +774,30 @@ fn postgres_materialized_view_and_identity() {
         .success()
         .stdout_has("materialized view event_kinds");
 }
+
+both_backends!(migration_line_comes_from_the_engine, |mut p: Project| {
+    p.migration(
+        "one",
+        "CREATE TABLE one (id INTEGER PRIMARY KEY);",
+        Some("DROP TABLE one;"),
+    );
+    p.run(["init", "-q"]).success();
+    let json = inspect_json(&p, &[]);
+    assert_eq!(json["migrations"]["applied"], 1);
+    assert_eq!(json["migrations"]["pending"], 0);
+    assert_eq!(json["migrations"]["modified"], 0);
+    // Changing an applied up.sql shows in the line as it does in `migrate status`.
+    let dir = std::fs::read_dir(p.path().join("migrations"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    std::fs::write(
+        dir.path().join("up.sql"),
+        "CREATE TABLE one (id BIGINT PRIMARY KEY);",
+    )
+    .unwrap();
+    let json = inspect_json(&p, &[]);
+    assert_eq!(json["migrations"]["modified"], 1);
+    p.run(["inspect"]).success().stdout_has("1 modified");
+});

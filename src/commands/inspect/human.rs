@@ -210,6 +210,11 @@ fn header(schema: &Schema) -> String {
                 format!("{n} pending")
             });
         let _ = write!(out, " · migrations: {} applied, {pending}", m.applied);
+        for (n, what) in [(m.modified, "modified"), (m.missing, "missing")] {
+            if let Some(n) = n.filter(|n| *n > 0) {
+                let _ = write!(out, ", {n} {what}");
+            }
+        }
         if let Some(last) = &m.last_applied {
             let _ = write!(out, " (last {last})");
         }

@@ -13,8 +13,6 @@ mod lint;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
-use diesel::prelude::*;
 use serde::Serialize;
 
 use crate::commands::Context;
@@ -178,7 +176,7 @@ pub(crate) fn run(ctx: &Context, args: InspectArgs) -> anyhow::Result<InspectRep
     }
 
     schema.row_counts = count_rows(&mut conn, &mut schema, &args)?;
-    schema.migrations = Some(migration_state(&mut conn, &ctx.config.migrations_dir().0)?);
+    schema.migrations = Some(migration_state(ctx, &mut conn, schema.backend)?);
     Ok(InspectReport::Schema(SchemaReport { schema, detail }))
 }
 
@@ -307,49 +305,43 @@ fn count_rows(
     Ok(RowCounts::Exact)
 }
 
-/// Applied and pending migrations, read from diesel's bookkeeping table and the migrations folder.
-///
-/// Kept small and on its own on purpose: when the migration engine lands, this becomes a call to
-/// it. A version is the folder name up to its first `_`, dashes removed (diesel's rule); a folder
-/// counts as pending when it has an up.sql and its version is not recorded.
-fn migration_state(conn: &mut AnyConnection, dir: &Path) -> anyhow::Result<MigrationState> {
-    #[derive(QueryableByName)]
-    struct Version {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        version: String,
-    }
-    let applied: Vec<String> = if db::table_exists(conn, crate::migrate::DIESEL_TABLE)? {
-        diesel::sql_query(format!(
-            "SELECT version FROM {} ORDER BY version",
-            crate::migrate::DIESEL_TABLE
-        ))
-        .load::<Version>(conn)
-        .context("reading applied migrations")?
-        .into_iter()
-        .map(|v| v.version)
-        .collect()
-    } else {
-        Vec::new()
-    };
-    let pending = match std::fs::read_dir(dir) {
-        Ok(entries) => Some(
-            entries
-                .filter_map(Result::ok)
-                .filter(|e| e.path().join("up.sql").is_file())
-                .filter(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    let version = name.split('_').next().unwrap_or_default().replace('-', "");
-                    !applied.contains(&version)
-                })
-                .count() as u64,
-        ),
-        Err(_) => None,
-    };
-    Ok(MigrationState {
+/// The migration state line, from the migration engine: the same folder rules (per-backend
+/// subfolders, strict names) and the same states as `migrate status`. A folder that is missing or
+/// cannot be read leaves the folder-based counts unknown, with a warning, rather than failing.
+fn migration_state(
+    ctx: &Context,
+    conn: &mut AnyConnection,
+    backend: db::Backend,
+) -> anyhow::Result<MigrationState> {
+    let dir = ctx.config.migrations_dir().0;
+    let rows = crate::migrate::applied_rows(conn)?;
+    let mut applied: Vec<&str> = rows.iter().map(|r| r.version.as_str()).collect();
+    applied.sort_unstable();
+    let mut state = MigrationState {
         applied: applied.len() as u64,
-        pending,
-        last_applied: applied.last().cloned(),
-    })
+        pending: None,
+        modified: None,
+        missing: None,
+        last_applied: applied.last().map(|v| v.to_string()),
+    };
+    if !dir.is_dir() {
+        return Ok(state);
+    }
+    match crate::migrate::source::load(&dir, backend) {
+        Ok(source) => {
+            let rows = crate::migrate::plan::status(&source, &rows);
+            let count =
+                |s: crate::migrate::State| rows.iter().filter(|r| r.state == s).count() as u64;
+            state.pending = Some(count(crate::migrate::State::Pending));
+            state.modified = Some(count(crate::migrate::State::Modified));
+            state.missing = Some(count(crate::migrate::State::Missing));
+        }
+        Err(err) => ctx.out.warn(format_args!(
+            "migration state unknown: {}",
+            error::render(&err).trim_start_matches("error: ")
+        )),
+    }
+    Ok(state)
 }
 
 /// Reads a snapshot written by `inspect --format json`; a missing or malformed file is exit 2.

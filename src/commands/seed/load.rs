@@ -50,7 +50,7 @@ impl<R: std::io::BufRead> RowStream<'_, R> {
                 self.record.len()
             );
         }
-        if self.row % 4096 == 0 {
+        if self.row.is_multiple_of(4096) {
             self.bar
                 .set_position(self.bytes_before + self.reader.bytes_read());
             self.bar.set_message(format!(

@@ -58,6 +58,12 @@ pub(crate) struct MigrationState {
     /// Folders in the migrations directory with an up.sql whose version is not applied; `None`
     /// when the directory does not exist.
     pub(crate) pending: Option<u64>,
+    /// Applied migrations whose up.sql changed since (`None` as for `pending`).
+    #[serde(default)]
+    pub(crate) modified: Option<u64>,
+    /// Applied migrations no longer in the folder (`None` as for `pending`).
+    #[serde(default)]
+    pub(crate) missing: Option<u64>,
     /// The highest applied version.
     pub(crate) last_applied: Option<String>,
 }
