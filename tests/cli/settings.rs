@@ -462,6 +462,8 @@ fn exit_codes_one_by_one() {
     );
     p.run(["init"]).code(1);
     assert!(!p.has_table("ok_one"));
+    // 4: a check ran and found a problem (the failed migration is still pending).
+    p.run(["migrate", "status", "--check"]).code(4);
     // --help and --version are not errors.
     p.run(["--help"]).code(0);
     p.run(["ping", "--help"]).code(0).stdout_has("Examples:");
