@@ -3,24 +3,10 @@
 use crate::both_backends;
 use crate::support::{pg_admin, Project};
 
-fn copy_example_migrations(p: &Project) {
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-    for entry in std::fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        for file in ["up.sql", "down.sql"] {
-            let body = std::fs::read_to_string(entry.path().join(file)).unwrap();
-            p.file(
-                &format!("migrations/{}/{file}", entry.file_name().to_string_lossy()),
-                body,
-            );
-        }
-    }
-}
-
 both_backends!(
     applies_the_example_schema_and_is_safe_twice,
     |p: Project| {
-        copy_example_migrations(&p);
+        p.copy_example("migrations");
         let first = p.run(["init", "--format", "json"]);
         first.success();
         let json = first.json();
@@ -52,7 +38,7 @@ both_backends!(
 );
 
 both_backends!(no_migrate_creates_only, |p: Project| {
-    copy_example_migrations(&p);
+    p.copy_example("migrations");
     p.run(["init", "--no-migrate"])
         .success()
         .stdout_has("skipped");

@@ -398,25 +398,8 @@ both_backends!(files_folders_and_settings, |p: Project| {
 });
 
 both_backends!(example_app_seeds_load_after_init, |p: Project| {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    for entry in std::fs::read_dir(root.join("migrations")).unwrap() {
-        let entry = entry.unwrap();
-        for file in ["up.sql", "down.sql"] {
-            let body = std::fs::read_to_string(entry.path().join(file)).unwrap();
-            p.file(
-                &format!("migrations/{}/{file}", entry.file_name().to_string_lossy()),
-                body,
-            );
-        }
-    }
-    for entry in std::fs::read_dir(root.join("seeds")).unwrap() {
-        let entry = entry.unwrap();
-        let body = std::fs::read(entry.path()).unwrap();
-        p.file(
-            &format!("seeds/{}", entry.file_name().to_string_lossy()),
-            body,
-        );
-    }
+    p.copy_example("migrations");
+    p.copy_example("seeds");
     p.run(["init", "-q"]).success();
     let json = p.run(["seed", "--format", "json"]).json();
     assert_eq!(json["total_rows"], 9);

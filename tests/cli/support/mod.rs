@@ -163,6 +163,24 @@ impl Project {
         version.replace('-', "")
     }
 
+    /// Copies a folder of the repository's example app (`migrations`, `seeds`) into the project.
+    pub fn copy_example(&self, folder: &str) {
+        fn copy(from: &Path, to: &Path) {
+            std::fs::create_dir_all(to).expect("mkdir");
+            for entry in std::fs::read_dir(from).expect("read example folder") {
+                let entry = entry.expect("entry");
+                let target = to.join(entry.file_name());
+                if entry.path().is_dir() {
+                    copy(&entry.path(), &target);
+                } else {
+                    std::fs::copy(entry.path(), target).expect("copy example file");
+                }
+            }
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        copy(&root.join(folder), &self.dir.path().join(folder));
+    }
+
     /// Sets an environment variable for every command this project runs.
     pub fn env(&mut self, key: &str, value: &str) -> &mut Self {
         self.env.push((key.to_string(), value.to_string()));
