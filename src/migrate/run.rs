@@ -151,6 +151,13 @@ fn failure(
         index + 1,
         stmt.summary()
     );
+    if db_message == "database is locked" {
+        // SQLite's busy error: name the cause and the knob, not just the symptom.
+        msg.push_str(
+            "; another connection kept the database locked for longer than the busy timeout \
+             (DB_STATEMENT_TIMEOUT, default 5 s)",
+        );
+    }
     if transactional {
         msg.push_str("; it was rolled back, the migrations before it stay applied");
         if db_message.contains("cannot run inside a transaction block") {

@@ -657,13 +657,21 @@ fn sqlite_locked_by_another_writer_waits_then_fails_cleanly() {
         .expect("take the write lock");
     p.env("DB_STATEMENT_TIMEOUT", "1");
     for args in [&["migrate", "up"][..], &["seed"][..]] {
+        let started = Instant::now();
         let run = finish(spawn(&p, args), Duration::from_secs(30), "locked file");
+        let waited = started.elapsed();
         clean_exit(&run, &[1], &format!("{args:?} on a locked file"));
         eprintln!("{args:?} on a locked file: {}", run.stderr.trim());
         assert!(
-            run.stderr.contains("database is locked"),
+            run.stderr.contains("database is locked")
+                && run.stderr.contains("busy timeout (DB_STATEMENT_TIMEOUT"),
             "{args:?}: {}",
             run.stderr
+        );
+        // It waited for the lock (about 1 s) rather than failing at once.
+        assert!(
+            waited >= Duration::from_millis(900),
+            "{args:?} gave up after {waited:?}, before the busy timeout"
         );
     }
     assert_eq!(applied(&p), [w]);
