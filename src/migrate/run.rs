@@ -151,6 +151,17 @@ fn failure(
         index + 1,
         stmt.summary()
     );
+    if matches!(
+        err,
+        diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::ClosedConnection,
+            _
+        )
+    ) {
+        // The server ends the session and discards its open transaction: say so, since the
+        // database's own words ("unexpected eof", "server closed the connection") do not.
+        msg.push_str("; the connection to the database was lost");
+    }
     if db_message == "database is locked" {
         // SQLite's busy error: name the cause and the knob, not just the symptom.
         msg.push_str(

@@ -568,6 +568,16 @@ fn postgres_connection_cut_during_a_migration_applies_nothing() {
     proxy.cut();
     let run = finish(child, Duration::from_secs(30), "migrate up through a cut");
     clean_exit(&run, &[1, 3], "migrate up through a cut");
+    eprintln!(
+        "migrate up through a cut: exit {}: {}",
+        run.code,
+        run.stderr.trim()
+    );
+    assert!(
+        run.stderr.contains("connection to the database was lost"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("error:"), "{}", run.stderr);
     assert!(!p.has_table("cut_t") && !p.has_table("cut_u"));
     assert_eq!(applied(&p), std::slice::from_ref(&first));
@@ -616,6 +626,11 @@ fn postgres_connection_cut_during_a_seed_loads_nothing() {
     proxy.cut();
     let run = finish(child, Duration::from_secs(30), "seed through a cut");
     clean_exit(&run, &[1, 3], "seed through a cut");
+    eprintln!(
+        "seed through a cut: exit {}: {}",
+        run.code,
+        run.stderr.trim()
+    );
     assert!(run.stderr.contains("error:"), "{}", run.stderr);
     assert_eq!(p.count("SELECT count(*) AS n FROM big"), 0);
     let run = finish(spawn(&p, &["seed"]), Duration::from_secs(300), "seed");
