@@ -706,7 +706,13 @@ fn sqlite_locked_by_another_writer_waits_then_fails_cleanly() {
         )
         .expect("take the write lock");
     p.env("DB_STATEMENT_TIMEOUT", "1");
-    for args in [&["migrate", "up"][..], &["seed"][..]] {
+    for args in [
+        &["migrate", "up"][..],
+        &["migrate", "down"],
+        &["migrate", "redo"],
+        &["init"],
+        &["seed"],
+    ] {
         let started = Instant::now();
         let run = finish(spawn(&p, args), Duration::from_secs(30), "locked file");
         let waited = started.elapsed();
