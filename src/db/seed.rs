@@ -1,5 +1,5 @@
 //! What seeding needs from each backend: the catalog (columns, foreign keys), emptying tables,
-//! savepoints, running a seed `.sql` file, and the bulk paths: `COPY ... FROM STDIN` on
+//! the run's write transaction, savepoints, running a seed `.sql` file, and the bulk paths: `COPY ... FROM STDIN` on
 //! PostgreSQL and one cached multi-row `INSERT` statement on SQLite.
 //!
 //! diesel's `copy_from` wants a table known at compile time: its `CopyTarget::walk_target` is an
@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::io::Write;
 
 use anyhow::Context as _;
-use diesel::connection::SimpleConnection;
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::pg::{CopyFormat, CopyTarget, Pg};
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
@@ -19,6 +19,50 @@ use diesel::sql_types::{Integer, Nullable, Text};
 use diesel::sqlite::Sqlite;
 
 use super::{quote_ident, AnyConnection};
+
+/// Runs `f` in the seed's one transaction, committed when `f` succeeds and rolled back otherwise.
+///
+/// On SQLite the transaction starts with `BEGIN IMMEDIATE`, which takes the write lock at once
+/// and so waits for another writer up to the busy timeout (`DB_STATEMENT_TIMEOUT`). A plain
+/// (deferred) `BEGIN` would first read the catalog under a shared lock; SQLite then refuses the
+/// later upgrade to a write lock with "database is locked" at once, without waiting, because
+/// waiting there could deadlock. PostgreSQL takes row locks as it goes: a plain BEGIN.
+pub(crate) fn write_transaction<T>(
+    conn: &mut AnyConnection,
+    f: impl FnOnce(&mut AnyConnection) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    // The begin goes to the backend's own transaction manager, the one the derived
+    // `AnyConnection` manager delegates commit and rollback to, so diesel's depth stays right.
+    match conn {
+        AnyConnection::Sqlite(sq) => {
+            AnsiTransactionManager::begin_transaction_sql(sq, "BEGIN IMMEDIATE").map_err(|e| {
+                let busy = e.to_string().contains("locked");
+                anyhow::Error::new(e).context(if busy {
+                    "another connection is writing to the database: its write lock was not \
+                     released within the busy timeout (DB_STATEMENT_TIMEOUT, default 5 s)"
+                } else {
+                    "starting the seed's transaction"
+                })
+            })?
+        }
+        AnyConnection::Postgresql(pg) => {
+            <diesel::PgConnection as Connection>::TransactionManager::begin_transaction(pg)?
+        }
+    }
+    type Manager = <AnyConnection as Connection>::TransactionManager;
+    match f(conn) {
+        Ok(value) => {
+            Manager::commit_transaction(conn)?;
+            Ok(value)
+        }
+        Err(err) => {
+            // The first error is the one to report; a failed rollback (say, on a connection that
+            // is gone) adds nothing the user can act on, and the server discards the transaction.
+            let _ = Manager::rollback_transaction(conn);
+            Err(err)
+        }
+    }
+}
 
 /// A column of a seeded table.
 #[derive(Debug, Clone)]

@@ -151,6 +151,24 @@ fn failure(
         index + 1,
         stmt.summary()
     );
+    if matches!(
+        err,
+        diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::ClosedConnection,
+            _
+        )
+    ) {
+        // The server ends the session and discards its open transaction: say so, since the
+        // database's own words ("unexpected eof", "server closed the connection") do not.
+        msg.push_str("; the connection to the database was lost");
+    }
+    if db_message == "database is locked" {
+        // SQLite's busy error: name the cause and the knob, not just the symptom.
+        msg.push_str(
+            "; another connection kept the database locked for longer than the busy timeout \
+             (DB_STATEMENT_TIMEOUT, default 5 s)",
+        );
+    }
     if transactional {
         msg.push_str("; it was rolled back, the migrations before it stay applied");
         if db_message.contains("cannot run inside a transaction block") {

@@ -7,6 +7,7 @@ mod init;
 mod inspect;
 mod migrate;
 mod ping;
+mod reliability;
 mod revision;
 mod seed;
 mod settings;

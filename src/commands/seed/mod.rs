@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use diesel::Connection as _;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
@@ -183,7 +182,7 @@ pub(crate) fn run(ctx: &Context, args: SeedArgs) -> anyhow::Result<SeedReport> {
         bar: &bar,
         bytes_before: 0,
     };
-    let outcome = conn.transaction(|c| -> anyhow::Result<Vec<FileReport>> {
+    let outcome = dbseed::write_transaction(&mut conn, |c| -> anyhow::Result<Vec<FileReport>> {
         if !cyclic.is_empty() {
             dbseed::defer_foreign_keys(c)?;
         }
