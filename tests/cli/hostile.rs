@@ -132,6 +132,7 @@ fn cases() -> Vec<Case> {
         // ---- PostgreSQL -------------------------------------------------------------------------------
         Case { name: "PostgreSQL port closed", backend: Pg, setup: |p| { p.env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/db"); }, args: &["ping", "--timeout", "2"], code: 3, stderr: "127.0.0.1" },
         Case { name: "PostgreSQL database missing", backend: Pg, setup: |p| { let url = crate::support::pg_url_for("dbctl_no_such_db_hostile"); p.env("DATABASE_URL", &url); }, args: &["migrate", "status"], code: 3, stderr: "dbctl_no_such_db_hostile" },
+        Case { name: "PostgreSQL database name over 63 bytes", backend: Pg, setup: |p| { let url = crate::support::pg_url_for(&"d".repeat(70)); p.env("DATABASE_URL", &url); }, args: &["init"], code: 2, stderr: "PostgreSQL keeps only 63" },
         Case { name: "PostgreSQL CSV with text in an integer column", backend: Pg, setup: |p| { db(p); p.file("seeds/users.csv", "id,name\nabc,x\n"); }, args: &["seed"], code: 1, stderr: "users.csv" },
         Case { name: "PostgreSQL inspect a hostile table name", backend: Pg, setup: db, args: &["inspect", "users\"; DROP TABLE users; --"], code: 2, stderr: "DROP TABLE users" },
         Case { name: "PostgreSQL SQL error after a 5 MB comment", backend: Pg, setup: |p| { db(p); p.file(&format!("{M}/up.sql"), format!("{}SELEC 1;", big_comment())); }, args: &["migrate", "up"], code: 1, stderr: "SELEC" },
@@ -212,4 +213,233 @@ fn users_rows(p: &Project) -> Option<i64> {
     } else {
         None
     }
+}
+
+// ---- secrets -------------------------------------------------------------------------------------
+
+/// A password with characters a URL must percent-encode, so both spellings can leak.
+const SECRET: &str = "Zk9/s3cr3t@Pw";
+const SECRET_FORMS: &[&str] = &[
+    "Zk9/s3cr3t@Pw",
+    "Zk9%2Fs3cr3t%40Pw",
+    "Zk9%2fs3cr3t%40Pw",
+    "s3cr3t",
+];
+
+fn encoded_secret() -> String {
+    SECRET.replace('/', "%2F").replace('@', "%40")
+}
+
+/// Runs `args` with `--verbose` and `DB_ECHO=true`; checks that no form of the secret is printed
+/// and that nothing panicked. Returns the run for further checks.
+fn secret_run(p: &Project, args: &[&str]) -> crate::support::Run {
+    let mut cmd = p.command();
+    cmd.env("DB_ECHO", "true").arg("--verbose").args(args);
+    let run = crate::support::Run::from(cmd.output().expect("run dbctl"));
+    assert!(
+        run.code != 101 && !run.stderr.contains("panicked at"),
+        "{args:?} panicked:\n{}",
+        run.stderr
+    );
+    for form in SECRET_FORMS {
+        assert!(
+            !run.stdout.contains(form) && !run.stderr.contains(form),
+            "{args:?} printed the secret ({form}):\n--- stdout\n{}\n--- stderr\n{}",
+            run.stdout,
+            run.stderr
+        );
+    }
+    run
+}
+
+/// Every command, on success and failure paths, against a working server (trust auth ignores the
+/// password) and against a closed port: the password is never printed.
+#[test]
+fn no_command_prints_the_password() {
+    let Some(mut p) = Project::postgres() else {
+        return;
+    };
+    let url = p.url().replacen(
+        "://postgres@",
+        &format!("://postgres:{}@", encoded_secret()),
+        1,
+    );
+    assert!(
+        url.contains(&encoded_secret()),
+        "cannot put a password into {url}"
+    );
+    p.env("DATABASE_URL", &url);
+    p.file("seeds/users.csv", "id,name\n1,ada\n2,bob\n");
+
+    // Success paths.
+    secret_run(&p, &["init"]).code(0);
+    secret_run(
+        &p,
+        &[
+            "revision",
+            "create_users",
+            "--sql",
+            "CREATE TABLE users (id integer PRIMARY KEY, name text NOT NULL);",
+            "--down-sql",
+            "DROP TABLE users;",
+        ],
+    )
+    .code(0);
+    secret_run(&p, &["migrate", "up"]).code(0);
+    secret_run(&p, &["migrate", "status"]).code(0);
+    secret_run(&p, &["migrate", "redo"]).code(0);
+    secret_run(&p, &["migrate", "down"]).code(0);
+    secret_run(&p, &["migrate", "up"]).code(0);
+    secret_run(&p, &["seed"]).code(0);
+    secret_run(&p, &["ping"]).code(0);
+    secret_run(&p, &["--format", "json", "ping"]).code(0);
+    secret_run(&p, &["inspect"]).code(0);
+    secret_run(&p, &["inspect", "users"]).code(0);
+    let snapshot = secret_run(&p, &["--format", "json", "inspect"]);
+    snapshot.code(0);
+    p.file("snap.json", &snapshot.stdout);
+    secret_run(&p, &["inspect", "--diff", "snap.json"]).code(0);
+    secret_run(&p, &["inspect", "--lint"]);
+
+    // Failure paths on a working server.
+    p.file("seeds/users.csv", "id,name\n3,\n");
+    secret_run(&p, &["seed"]).code(1);
+    secret_run(&p, &["--format", "json", "seed"]).code(1);
+    secret_run(&p, &["inspect", "no_such_table"]).code(2);
+    secret_run(&p, &["inspect", "--diff", "missing.json"]).code(2);
+    p.execute("CREATE TABLE extra (id integer)");
+    secret_run(&p, &["inspect", "--diff", "snap.json"]).code(4);
+    secret_run(&p, &["revision", "../bad"]).code(2);
+    secret_run(&p, &["migrate", "down", "--all", "--step", "2"]).code(2);
+    p.migration("broken", "SELEC 1;", Some("SELECT 1;"));
+    secret_run(&p, &["migrate", "status", "--check"]).code(4);
+    secret_run(&p, &["migrate", "up"]).code(1);
+    secret_run(&p, &["--format", "json", "migrate", "up"]).code(1);
+
+    // The same commands against a closed port: every one fails to connect.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("port")
+        .port();
+    p.env(
+        "DATABASE_URL",
+        &format!(
+            "postgres://postgres:{}@127.0.0.1:{port}/db",
+            encoded_secret()
+        ),
+    );
+    for args in [
+        &["init"][..],
+        &["migrate", "up"],
+        &["migrate", "down"],
+        &["migrate", "redo"],
+        &["migrate", "status"],
+        &["seed"],
+        &["ping"],
+        &["--format", "json", "ping"],
+        &["inspect"],
+        &["inspect", "users"],
+        &["inspect", "--diff", "snap.json"],
+        &["inspect", "--lint"],
+    ] {
+        secret_run(&p, args).code(3);
+    }
+    // revision touches no database: it succeeds, and prints no password either.
+    secret_run(&p, &["revision", "offline"]).code(0);
+}
+
+// ---- injection -----------------------------------------------------------------------------------
+
+const HOSTILE: &str = "x\"; DROP TABLE users; --";
+
+/// A table whose name and column are hostile exists: seeding it and inspecting it quote both,
+/// and `users` keeps its rows.
+#[test]
+fn hostile_identifiers_that_exist_are_quoted() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(mut p) = Project::new(backend) else {
+            continue;
+        };
+        db(&mut p);
+        let table = HOSTILE.replace('"', "\"\"");
+        p.execute(&format!(
+            "CREATE TABLE \"{table}\" (\"a;b \"\"c\"\" d\" text, n integer)"
+        ));
+        p.file(
+            &format!("seeds/{HOSTILE}.csv"),
+            "\"a;b \"\"c\"\" d\",n\n\"'); DROP TABLE users; --\",1\n,2\n",
+        );
+        p.run(["seed"]).success();
+        assert_eq!(
+            p.count(&format!("SELECT count(*) AS n FROM \"{table}\"")),
+            2
+        );
+        assert_eq!(
+            p.strings(&format!(
+                "SELECT \"a;b \"\"c\"\" d\" AS v FROM \"{table}\" ORDER BY n"
+            )),
+            vec![Some("'); DROP TABLE users; --".to_string()), None]
+        );
+        let json = p.run(["--format", "json", "inspect", HOSTILE]);
+        json.success();
+        assert!(json.stdout.contains("a;b \\\"c\\\" d"), "{}", json.stdout);
+        p.run(["inspect", "--exact"]).success();
+        assert_eq!(users_rows(&p), Some(2), "{backend:?}");
+    }
+}
+
+/// `init` with a database name that tries to create a second database: exactly one database,
+/// with exactly the hostile name, is created (and dropped by the test).
+#[test]
+fn init_creates_only_the_exact_hostile_database() {
+    if pg_skipped() {
+        return;
+    }
+    let p = Project::sqlite(); // for its folder
+                               // Short enough for PostgreSQL's 63-byte names (longer ones are refused, see the table).
+    let base = crate::support::unique_name("i");
+    let name = format!("{base}\"; CREATE DATABASE {base}e; --");
+    assert!(name.len() <= 63);
+    let encoded: String = name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let url = crate::support::pg_url_for(&encoded);
+    let databases = |admin: &mut diesel::PgConnection| -> Vec<String> {
+        use diesel::prelude::*;
+        #[derive(QueryableByName)]
+        struct Name {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            datname: String,
+        }
+        diesel::sql_query("SELECT datname FROM pg_database")
+            .load::<Name>(admin)
+            .expect("list databases")
+            .into_iter()
+            .map(|n| n.datname)
+            .filter(|n| n.starts_with(&base))
+            .collect()
+    };
+    let mut admin = crate::support::pg_admin();
+    assert!(databases(&mut admin).is_empty());
+    let run = p.run(["init", "--no-migrate", "--database-url", &url]);
+    let after = databases(&mut admin);
+    for db in &after {
+        use diesel::connection::SimpleConnection;
+        admin
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                db.replace('"', "\"\"")
+            ))
+            .expect("drop test database");
+    }
+    run.success();
+    assert_eq!(after, vec![name], "init created other databases");
 }
