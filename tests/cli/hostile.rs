@@ -69,7 +69,8 @@ fn cases() -> Vec<Case> {
         Case { name: "SQLite URL naming no file", backend: Sq, setup: nothing, args: &["--database-url", "sqlite://", "ping"], code: 2, stderr: "names no file" },
         Case { name: "file: URI with bad percent-encoding", backend: Sq, setup: nothing, args: &["--database-url", "file:db%zz.sqlite", "ping"], code: 2, stderr: "percent-encoding" },
         Case { name: "SQLite path that is a directory", backend: Sq, setup: |p| { p.file("adir/keep", ""); }, args: &["--database-url", "adir", "ping"], code: 3, stderr: "adir" },
-        Case { name: "SQLite file that is not a database", backend: Sq, setup: |p| { p.file("junk.db", vec![0x5au8; 4096]); }, args: &["--database-url", "junk.db", "inspect"], code: 3, stderr: "junk.db" },
+        Case { name: "SQLite file that is not a database", backend: Sq, setup: |p| { p.file("junk.db", vec![0x5au8; 4096]); }, args: &["--database-url", "junk.db", "inspect"], code: 3, stderr: "junk.db: file is not a database" },
+        Case { name: "SQLite file that is not a database, migrate up", backend: Sq, setup: |p| { p.file("junk.db", b"SQLite format 2\0 not really"); p.file(&format!("{M}/up.sql"), "SELECT 1;"); }, args: &["--database-url", "junk.db", "migrate", "up"], code: 3, stderr: "file is not a database" },
         // ---- files and folders ----------------------------------------------------------------
         Case { name: "migrations folder missing", backend: Sq, setup: db, args: &["--migrations-dir", "nope", "migrate", "up"], code: 2, stderr: "nope" },
         Case { name: "migrations folder is a file", backend: Sq, setup: |p| { db(p); p.file("mfile", "x"); }, args: &["--migrations-dir", "mfile", "migrate", "up"], code: 2, stderr: "mfile" },
