@@ -194,6 +194,14 @@ fn create_database(
                     url.redacted()
                 ))
             })?;
+            // PostgreSQL silently cuts identifiers to 63 bytes: a longer name would create a
+            // database under another name than the one in the URL.
+            if name.len() > 63 {
+                return Err(error::usage(format!(
+                    "the database name `{name}` is {} bytes long; PostgreSQL keeps only 63",
+                    name.len()
+                )));
+            }
             // Most runs find the database already there: try it first, so that `init` needs no
             // access to a maintenance database in that case.
             match ctx.open_url(url, settings, OpenMode::Existing) {

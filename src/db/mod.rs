@@ -82,7 +82,14 @@ impl Database {
         }
         let conn_str = url.connection_string(settings.connect_timeout.as_secs());
         let started = Instant::now();
-        let first = establish_within(url, &conn_str, settings.connect_timeout)?;
+        let mut first = establish_within(url, &conn_str, settings.connect_timeout)?;
+        if let AnyConnection::Sqlite(conn) = &mut first {
+            // A file that is not a database opens fine and fails at its first read; left to the
+            // pool, the connection setup would be retried for the whole pool timeout (30 s of
+            // busy retries) before the same message came out.
+            conn.batch_execute("SELECT count(*) FROM sqlite_master")
+                .map_err(|e| error::connect(format!("cannot open {}: {e}", url.redacted())))?;
+        }
         let connect_time = started.elapsed();
         let manager = AnyManager {
             backend: url.backend(),

@@ -335,7 +335,8 @@ fn register_url_secrets(raw: &str) {
         }
     }
     if let Some((_, query)) = raw.split_once('?') {
-        for pair in query.split('&') {
+        // A stray `?` inside the query must not hide a `password=` from redaction.
+        for pair in query.split(['&', '?']) {
             if let Some(pw) = pair.strip_prefix("password=") {
                 register_secret(pw);
                 if let Some(decoded) = percent_decode(pw) {
@@ -395,6 +396,13 @@ fn parse_pg(after: &str, raw: &str, notes: &mut Vec<String>) -> anyhow::Result<P
         ));
     }
     let mut query = Vec::new();
+    // A second `?` is a typo for `&`: libpq would read `a=1?password=x` as one value for `a`,
+    // and the password in it would neither be used nor hidden.
+    if query_str.contains('?') {
+        return Err(bad(
+            "the query has a second `?`: separate parameters with `&` (`?a=1&b=2`)",
+        ));
+    }
     for pair in query_str.split('&').filter(|p| !p.is_empty()) {
         let Some((k, v)) = pair.split_once('=') else {
             return Err(bad(&format!(
@@ -404,6 +412,14 @@ fn parse_pg(after: &str, raw: &str, notes: &mut Vec<String>) -> anyhow::Result<P
         };
         if k.is_empty() {
             return Err(bad("a query parameter has an empty name"));
+        }
+        // libpq's parameter names are plain words; anything else (`/db?password`) is a mangled
+        // URL, and a value hiding behind such a name would escape redaction.
+        if !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(bad(&format!(
+                "`{}` is not a query parameter name",
+                error::redact(k)
+            )));
         }
         percent_decode(v)
             .ok_or_else(|| bad(&format!("parameter `{k}` has a bad percent-encoding")))?;
@@ -435,7 +451,14 @@ fn check_host(host: &str) -> Result<(), String> {
         if !after.is_empty() && !after.starts_with(':') {
             return Err(format!("unexpected text after the IPv6 host: `{after}`"));
         }
-        (&inner[..close], after.strip_prefix(':'))
+        // A bracketed host is an IPv6 literal (with an optional `%zone`); anything else would
+        // only fail later as an unresolvable host name, with exit 3 instead of 2.
+        let literal = &inner[..close];
+        let address = literal.split('%').next().unwrap_or(literal);
+        if address.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("`[{literal}]` is not an IPv6 address"));
+        }
+        (literal, after.strip_prefix(':'))
     } else {
         match host.rsplit_once(':') {
             Some((name, port)) => (name, Some(port)),
@@ -527,6 +550,10 @@ mod tests {
             "postgres://u:topsecret@h:99999/db",
             "postgres://u:topsecret@h:abc/db",
             "postgres://u:topsecret@h/db?sslmode",
+            // Found by the property test below: a second `?` hid `password=` from redaction.
+            "postgres://@?/db?password=topsecret&a=",
+            "postgres://u@h/db?x=1?password=topsecret",
+            "postgres://u:topsecret@[zz::1]:5432/db",
         ] {
             let err = DbUrl::parse(raw).expect_err(raw);
             let text = crate::error::render(&err);
@@ -556,6 +583,81 @@ mod tests {
         for raw in ["mysql://u@h/db", "redis://h", "", "http://x", "sqlite://"] {
             let err = DbUrl::parse(raw).expect_err(raw);
             assert!(format!("{err:#}").contains("sqlite::memory:") || raw.is_empty());
+        }
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests: parsing never panics, and a password given in a URL never shows in
+    //! `redacted()`, in `Debug`, or in a rendered error, whatever surrounds it.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A password that cannot appear by chance in the rest of the output.
+    fn password() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9]{6,12}".prop_map(|p| format!("Pw{p}Zq"))
+    }
+
+    /// Text for the other parts, with the characters that break parsers (but no `@`: a second
+    /// user info would carry a password of its own, registered process-wide).
+    fn part() -> impl Strategy<Value = String> {
+        "[a-z0-9:/?&=%\\[\\]., _+#-]{0,12}"
+    }
+
+    fn assert_hidden(raw: &str, secret: &str) -> Result<(), TestCaseError> {
+        match DbUrl::parse(raw) {
+            Ok(url) => {
+                let shown = format!("{} {:?} {}", url.redacted(), url, url);
+                prop_assert!(!shown.contains(secret), "{raw} -> {shown}");
+            }
+            Err(err) => {
+                let text = crate::error::render(&err);
+                prop_assert!(!text.contains(secret), "{raw} -> {text}");
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+        #[test]
+        fn never_panics(raw in "[^@]{0,40}") {
+            let _ = DbUrl::parse(&raw);
+        }
+
+        // Parsing registers any password it sees, process-wide; a random one-letter "password"
+        // would then be starred out of other tests' text. So random text gets no user info of its
+        // own (no `@`), and the user-info case carries a long password.
+        #[test]
+        fn never_panics_on_url_like_text(
+            scheme in prop_oneof![Just("postgres"), Just("postgresql+asyncpg"), Just("sqlite"), Just("file"), Just("x")],
+            rest in "[a-z0-9:/?&=%\\[\\].,_ -]{0,40}",
+            tail in "[a-z0-9:@/?&=%\\[\\].,_ -]{0,40}",
+        ) {
+            let _ = DbUrl::parse(&format!("{scheme}:{rest}"));
+            let _ = DbUrl::parse(&format!("{scheme}://u:FuzzPassword1@{tail}"));
+        }
+
+        #[test]
+        fn a_password_never_shows(
+            scheme in prop_oneof![Just("postgres"), Just("postgresql"), Just("postgresql+psycopg")],
+            user in "[a-z]{0,6}",
+            secret in password(),
+            host in part(),
+            tail in part(),
+            encode in any::<bool>(),
+        ) {
+            let pw = if encode {
+                secret.chars().map(|c| format!("%{:02X}", c as u32)).collect()
+            } else {
+                secret.clone()
+            };
+            assert_hidden(&format!("{scheme}://{user}:{pw}@{host}{tail}"), &secret)?;
+            assert_hidden(&format!("{scheme}://{user}:{pw}@{host}{tail}"), &pw)?;
+            assert_hidden(&format!("{scheme}://{user}@{host}/db?password={pw}&{tail}"), &secret)?;
         }
     }
 }

@@ -329,3 +329,94 @@ mod tests {
         assert_ne!(checksum("a;\n"), checksum("b;\n"));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests: folder names and whole folder trees of any shape are read without a
+    //! panic; what is refused is refused as a usage error (exit 2).
+
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A folder name: usually close to `<version>_<name>`, sometimes anything.
+    fn folder_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[0-9-]{1,20}_[a-z_ ]{0,8}",
+            "[0-9]{1,60}",
+            "[0-9a-z_ '\\-]{1,20}",
+            "\\PC{1,12}".prop_filter("a file name", |s| {
+                !s.contains(['/', '\0']) && s != "." && s != ".."
+            }),
+        ]
+    }
+
+    /// What a migration folder holds: (file name, contents), or a folder where a file should be.
+    #[derive(Debug, Clone)]
+    enum Entry {
+        File(&'static str, Vec<u8>),
+        Dir(&'static str),
+    }
+
+    fn entry() -> impl Strategy<Value = Entry> {
+        let name = prop_oneof![
+            Just("up.sql"),
+            Just("down.sql"),
+            Just("metadata.toml"),
+            Just("x.sql")
+        ];
+        let bytes = prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..40),
+            Just(b"CREATE TABLE t (id int);".to_vec()),
+            Just(b"run_in_transaction = false".to_vec()),
+            Just(b"run_in_transaction = \"x\"\n[a]".to_vec()),
+            Just(b"\xEF\xBB\xBFSELECT 1;".to_vec()),
+        ];
+        prop_oneof![
+            4 => (name.clone(), bytes).prop_map(|(n, b)| Entry::File(n, b)),
+            1 => name.prop_map(Entry::Dir),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn folder_names_never_panic(name in "\\PC{0,70}") {
+            if let Ok((version, _)) = parse_folder_name(&name) {
+                prop_assert!(!version.is_empty() && version.len() <= 50);
+                prop_assert!(version.chars().all(|c| c.is_ascii_digit()));
+            }
+        }
+
+        #[test]
+        fn folder_trees_never_panic(
+            folders in proptest::collection::vec(
+                (folder_name(), proptest::collection::vec(entry(), 0..4)),
+                0..5,
+            ),
+            stray in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..10)),
+        ) {
+            let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
+            for (name, entries) in &folders {
+                let folder = dir.path().join(name);
+                if fs::create_dir_all(&folder).is_err() {
+                    continue;
+                }
+                for entry in entries {
+                    let _ = match entry {
+                        Entry::File(file, bytes) => fs::write(folder.join(file), bytes),
+                        Entry::Dir(file) => fs::create_dir_all(folder.join(file)),
+                    };
+                }
+            }
+            if let Some(bytes) = stray {
+                let _ = fs::write(dir.path().join("stray.sql"), bytes);
+            }
+            for backend in [Backend::Sqlite, Backend::Postgres] {
+                if let Err(err) = load(dir.path(), backend) {
+                    prop_assert_eq!(crate::error::exit_of(&err), crate::error::Exit::Usage);
+                }
+            }
+        }
+    }
+}

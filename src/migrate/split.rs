@@ -322,3 +322,79 @@ mod tests {
         assert!(texts("-- nothing\n/* here */\n;;", Dialect::Postgres).is_empty());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests: the splitter never panics, its statements are slices of the input in
+    //! order, each on the line it says, and what lies between them is only `;`, white space and
+    //! comments (so nothing of the file is dropped).
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sqlish() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just("SELECT 1".to_string()),
+                Just(";".to_string()),
+                Just("'".to_string()),
+                Just("\"".to_string()),
+                Just("--".to_string()),
+                Just("/*".to_string()),
+                Just("*/".to_string()),
+                Just("$$".to_string()),
+                Just("$tag$".to_string()),
+                Just("E'\\''".to_string()),
+                Just("BEGIN".to_string()),
+                Just("END".to_string()),
+                Just("CREATE TRIGGER t AFTER INSERT ON x BEGIN".to_string()),
+                Just("BEGIN ATOMIC".to_string()),
+                Just("CASE".to_string()),
+                Just("\n".to_string()),
+                Just(" ".to_string()),
+                "\\PC{0,4}",
+            ],
+            0..40,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    fn check(sql: &str, dialect: Dialect) -> Result<(), TestCaseError> {
+        let statements = split(sql, dialect);
+        let base = sql.as_ptr() as usize;
+        let mut at = 0;
+        for s in &statements {
+            let start = s.sql.as_ptr() as usize - base;
+            prop_assert!(start >= at, "statements overlap or go backwards");
+            let gap = &sql[at..start];
+            prop_assert!(
+                split(&gap.replace(';', " "), dialect).is_empty(),
+                "text between statements was dropped: {gap:?}"
+            );
+            prop_assert_eq!(s.line, 1 + sql[..start].matches('\n').count());
+            prop_assert!(!s.sql.trim().is_empty());
+            at = start + s.sql.len();
+        }
+        let tail = &sql[at..];
+        prop_assert!(
+            split(&tail.replace(';', " "), dialect).is_empty(),
+            "the end of the file was dropped: {tail:?}"
+        );
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+        #[test]
+        fn statements_cover_the_input(sql in sqlish(), pg in any::<bool>()) {
+            check(&sql, if pg { Dialect::Postgres } else { Dialect::Sqlite })?;
+        }
+
+        #[test]
+        fn never_panics_on_any_text(sql in "\\PC{0,120}") {
+            let _ = split(&sql, Dialect::Postgres);
+            let _ = split(&sql, Dialect::Sqlite);
+        }
+    }
+}

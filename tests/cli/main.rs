@@ -3,6 +3,7 @@
 
 mod support;
 
+mod hostile;
 mod init;
 mod inspect;
 mod migrate;

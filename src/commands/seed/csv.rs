@@ -65,6 +65,11 @@ pub(crate) enum ReadError {
         line: u64,
         field: usize,
     },
+    /// A quoted field that starts on `line` is still open at the end of the file: csv_core would
+    /// take everything after the quote as one field and load it silently.
+    UnclosedQuote {
+        line: u64,
+    },
 }
 
 impl std::fmt::Display for ReadError {
@@ -75,6 +80,10 @@ impl std::fmt::Display for ReadError {
                 f,
                 "line {line}, field {}: not valid UTF-8 (save the file as UTF-8)",
                 field + 1
+            ),
+            ReadError::UnclosedQuote { line } => write!(
+                f,
+                "line {line}: a quoted field is never closed (a `\"` is missing)"
             ),
         }
     }
@@ -137,8 +146,14 @@ impl<R: BufRead> CsvReader<R> {
         let mut field_started = false;
         let mut field_quoted = false;
         let mut record_started = false;
+        // The quoting of the current quoted field, followed byte by byte as csv_core does: inside
+        // the quotes, `"` closes them unless the next byte is `"` again (an escaped quote); any
+        // other byte after the closing quote ends the quoted part for good.
+        let mut quote = QuoteState::Done;
+        let mut field_line = self.line;
         loop {
             let input = self.input.fill_buf()?;
+            let at_eof = input.is_empty();
             let (result, nin, nout) = self.core.read_field(input, &mut rec.data[out_len..]);
             for &b in &input[..nin] {
                 // Line ends left over from the previous record (and blank lines) come before the
@@ -146,10 +161,23 @@ impl<R: BufRead> CsvReader<R> {
                 if !field_started && !(!record_started && (b == b'\r' || b == b'\n')) {
                     field_started = true;
                     field_quoted = b == b'"';
+                    field_line = self.line;
+                    quote = if field_quoted {
+                        QuoteState::Open
+                    } else {
+                        QuoteState::Done
+                    };
                     if !record_started {
                         record_started = true;
                         rec.line = self.line;
                     }
+                } else {
+                    quote = match (quote, b == b'"') {
+                        (QuoteState::Open, true) => QuoteState::JustClosed,
+                        (QuoteState::Open, false) => QuoteState::Open,
+                        (QuoteState::JustClosed, true) => QuoteState::Open,
+                        _ => QuoteState::Done,
+                    };
                 }
                 if b == b'\n' {
                     self.line += 1;
@@ -169,9 +197,13 @@ impl<R: BufRead> CsvReader<R> {
                         record_started = true;
                         rec.line = self.line;
                     }
+                    if at_eof && field_started && quote == QuoteState::Open {
+                        return Err(ReadError::UnclosedQuote { line: field_line });
+                    }
                     rec.ends.push(out_len);
                     rec.quoted.push(field_started && field_quoted);
                     field_started = false;
+                    quote = QuoteState::Done;
                     if record_end {
                         if let Some(field) = rec.invalid_utf8_field() {
                             return Err(ReadError::NotUtf8 {
@@ -186,6 +218,17 @@ impl<R: BufRead> CsvReader<R> {
             }
         }
     }
+}
+
+/// Where the reader is in a quoted field (see `CsvReader::read`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum QuoteState {
+    /// Not in a quoted field, or past its quoted part.
+    Done,
+    /// Inside the quotes.
+    Open,
+    /// Just read a `"` inside the quotes: it closes them, or escapes a second `"`.
+    JustClosed,
 }
 
 #[cfg(test)]
@@ -265,5 +308,133 @@ mod tests {
         let long = "x".repeat(10_000);
         let rows = all(format!("a\n\"{long}\"\n").as_bytes());
         assert_eq!(rows[1].1, vec![Some(long)]);
+    }
+}
+
+#[cfg(test)]
+mod quoting_tests {
+    use super::*;
+
+    fn read_all(text: &[u8]) -> Result<Vec<Vec<Option<String>>>, String> {
+        let mut reader = CsvReader::new(io::BufReader::with_capacity(2, text));
+        let mut rec = Record::default();
+        let mut out = Vec::new();
+        loop {
+            match reader.read(&mut rec) {
+                Ok(true) => out.push(
+                    (0..rec.len())
+                        .map(|i| rec.get(i).map(str::to_string))
+                        .collect(),
+                ),
+                Ok(false) => return Ok(out),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    #[test]
+    fn an_unclosed_quote_at_the_end_is_an_error_naming_its_line() {
+        let err = read_all(b"id,name\n3,\"cy\n4,di\n").unwrap_err();
+        assert_eq!(
+            err,
+            "line 2: a quoted field is never closed (a `\"` is missing)"
+        );
+        // An escaped quote at the very end does not close the field either.
+        assert!(read_all(b"a\n\"x\"\"").is_err());
+    }
+
+    #[test]
+    fn closed_quotes_at_the_end_of_the_file_are_fine() {
+        for text in [
+            &b"a\n\"x\""[..],
+            b"a\n\"x\"\"\"",
+            b"a\n\"\"",
+            b"a\n\"x\"y\"z",
+            b"a,b\n\"x\n\"\r\n",
+        ] {
+            assert!(
+                read_all(text).is_ok(),
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests: the reader never panics on any bytes, and what a writer quotes the way
+    //! RFC 4180 says comes back exactly, NULL (an unquoted empty field) told apart from "".
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn read_all(text: &[u8], capacity: usize) -> Result<Vec<Vec<Option<String>>>, ReadError> {
+        let mut reader = CsvReader::new(io::BufReader::with_capacity(capacity, text));
+        let mut rec = Record::default();
+        let mut out = Vec::new();
+        while reader.read(&mut rec)? {
+            out.push(
+                (0..rec.len())
+                    .map(|i| rec.get(i).map(str::to_string))
+                    .collect(),
+            );
+        }
+        Ok(out)
+    }
+
+    /// One field as a writer would put it: NULL as nothing, text always quoted when it holds a
+    /// quote, a comma, a line end, or is empty (so that "" stays an empty string).
+    fn write_field(field: &Option<String>) -> String {
+        match field {
+            None => String::new(),
+            Some(text) => format!("\"{}\"", text.replace('"', "\"\"")),
+        }
+    }
+
+    fn field() -> impl Strategy<Value = Option<String>> {
+        prop_oneof![
+            1 => Just(None),
+            1 => Just(Some(String::new())),
+            6 => "[a-z\",\r\n é;\t']{0,12}".prop_map(Some),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn never_panics_on_any_bytes(
+            bytes in proptest::collection::vec(
+                prop_oneof![Just(b'"'), Just(b','), Just(b'\n'), Just(b'\r'), Just(0xEFu8), any::<u8>()],
+                0..200,
+            ),
+            capacity in 1usize..16,
+        ) {
+            let _ = read_all(&bytes, capacity);
+        }
+
+        #[test]
+        fn written_records_read_back_exactly(
+            width in 1usize..5,
+            rows in proptest::collection::vec(proptest::collection::vec(field(), 4), 1..8),
+            crlf in any::<bool>(),
+            capacity in 1usize..16,
+        ) {
+            let rows: Vec<Vec<Option<String>>> = rows
+                .into_iter()
+                .map(|r| r.into_iter().take(width).collect())
+                // A one-field record that is NULL is a blank line, which readers skip.
+                .filter(|r: &Vec<Option<String>>| !(width == 1 && r[0].is_none()))
+                .collect();
+            let end = if crlf { "\r\n" } else { "\n" };
+            let text: String = rows
+                .iter()
+                .map(|r| r.iter().map(write_field).collect::<Vec<_>>().join(",") + end)
+                .collect();
+            let back = read_all(text.as_bytes(), capacity)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(back, rows);
+        }
     }
 }

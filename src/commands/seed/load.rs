@@ -35,6 +35,11 @@ impl<R: std::io::BufRead> RowStream<'_, R> {
                 self.row + 1,
                 field + 1
             ),
+            csv::ReadError::UnclosedQuote { line } => anyhow::anyhow!(
+                "{} row {} (line {line}): a quoted field is never closed (a `\"` is missing)",
+                self.path.display(),
+                self.row + 1
+            ),
             csv::ReadError::Io(e) => anyhow::anyhow!("cannot read {}: {e}", self.path.display()),
         })?;
         if !more {
