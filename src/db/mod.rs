@@ -87,8 +87,24 @@ impl Database {
             // A file that is not a database opens fine and fails at its first read; left to the
             // pool, the connection setup would be retried for the whole pool timeout (30 s of
             // busy retries) before the same message came out.
-            conn.batch_execute("SELECT count(*) FROM sqlite_master")
-                .map_err(|e| error::connect(format!("cannot open {}: {e}", url.redacted())))?;
+            // The busy timeout comes first: another process committing must be waited for, not
+            // reported as a failure to open.
+            let busy = settings.statement_timeout.unwrap_or(DEFAULT_SQLITE_BUSY);
+            let probe = format!(
+                "PRAGMA busy_timeout = {}; SELECT count(*) FROM sqlite_master",
+                busy.as_millis()
+            );
+            conn.batch_execute(&probe).map_err(|e| {
+                let msg = format!("cannot open {}: {e}", url.redacted());
+                if e.to_string().contains("locked") {
+                    anyhow::anyhow!(
+                        "{msg} (another process held it longer than the busy timeout, {:.1}s; see DB_STATEMENT_TIMEOUT)",
+                        busy.as_secs_f64()
+                    )
+                } else {
+                    error::connect(msg)
+                }
+            })?;
         }
         let connect_time = started.elapsed();
         let manager = AnyManager {
