@@ -397,21 +397,13 @@ fn init_creates_only_the_exact_hostile_database() {
     if pg_skipped() {
         return;
     }
-    let p = Project::sqlite(); // for its folder
-                               // Short enough for PostgreSQL's 63-byte names (longer ones are refused, see the table).
+    // The project is only for its folder. The name stays within PostgreSQL's 63 bytes (longer
+    // ones are refused, see the table).
+    let p = Project::sqlite();
     let base = crate::support::unique_name("i");
     let name = format!("{base}\"; CREATE DATABASE {base}e; --");
     assert!(name.len() <= 63);
-    let encoded: String = name
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b == b'_' {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
+    let encoded = crate::support::percent_encode(&name);
     let url = crate::support::pg_url_for(&encoded);
     let databases = |admin: &mut diesel::PgConnection| -> Vec<String> {
         use diesel::prelude::*;

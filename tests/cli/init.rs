@@ -86,16 +86,7 @@ fn postgres_creates_a_missing_database_with_a_hostile_name() {
         "{}\"; DROP TABLE x; --",
         crate::support::unique_name("dbctl init")
     );
-    let encoded: String = name
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b == b'_' {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
+    let encoded = crate::support::percent_encode(&name);
     let url = crate::support::pg_url_for(&encoded);
     let out = p.run(["init", "--database-url", &url, "--format", "json"]);
     let mut admin = pg_admin();

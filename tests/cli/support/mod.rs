@@ -49,6 +49,19 @@ pub fn pg_url_for(db: &str) -> String {
     format!("{host}/{db}{query}")
 }
 
+/// Percent-encodes everything but ASCII letters, digits and `_` (for names put into a URL).
+pub fn percent_encode(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A unique name for a test database.
