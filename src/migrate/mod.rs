@@ -314,7 +314,32 @@ fn step(m: &Migration, direction: Direction, ms: Option<f64>, sql: Option<String
 }
 
 /// The ordered steps for `action`, after every check that must pass before anything is touched.
+/// The steps of a run, refusing (exit 2, before anything is touched) to apply an empty up.sql.
 fn decide<'a>(
+    out: &Output,
+    source: &'a Source,
+    applied: &[AppliedRow],
+    action: &Action,
+    opts: &Options,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<Vec<(&'a Migration, Direction)>> {
+    let steps = plan_steps(out, source, applied, action, opts, warnings)?;
+    let empty: Vec<String> = steps
+        .iter()
+        .filter(|(m, d)| *d == Direction::Up && m.up_is_empty)
+        .map(|(m, _)| m.up_path().display().to_string())
+        .collect();
+    if !empty.is_empty() {
+        return Err(error::usage(format!(
+            "refusing to apply an empty migration: {} holds no statement (write its SQL, or delete \
+             the folder); no migration was applied",
+            empty.join(", ")
+        )));
+    }
+    Ok(steps)
+}
+
+fn plan_steps<'a>(
     out: &Output,
     source: &'a Source,
     applied: &[AppliedRow],

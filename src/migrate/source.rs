@@ -26,6 +26,9 @@ pub(crate) struct Migration {
     pub(crate) name: String,
     pub(crate) folder: PathBuf,
     pub(crate) up: String,
+    /// up.sql holds no statement (only white space or comments): applying it is refused, as
+    /// diesel_cli does, since it is almost always a `revision` not filled in yet.
+    pub(crate) up_is_empty: bool,
     /// `None` when down.sql is missing or holds no statement: the migration cannot be reverted.
     pub(crate) down: Option<String>,
     pub(crate) run_in_transaction: bool,
@@ -217,6 +220,7 @@ fn read_migration(
     };
     Ok(Migration {
         checksum: checksum(&up),
+        up_is_empty: split::split(&up, dialect).is_empty(),
         version,
         name,
         folder: folder.to_path_buf(),

@@ -794,3 +794,34 @@ both_backends!(
         assert_eq!(applied(&p), ["20240101000000"]);
     }
 );
+
+both_backends!(
+    an_empty_up_sql_is_refused_before_anything_runs,
+    |p: Project| {
+        mig(
+            &p,
+            "2024-01-01-000001_first",
+            "CREATE TABLE first (id INTEGER);",
+            Some("DROP TABLE first;"),
+        );
+        mig(
+            &p,
+            "2024-01-01-000002_unfinished",
+            "-- nothing yet\n\n",
+            Some("SELECT 1;"),
+        );
+        init(&p);
+        let out = p.run(["migrate", "up"]);
+        out.code(2)
+            .stderr_has("refusing to apply an empty migration")
+            .stderr_has("unfinished");
+        assert!(
+            applied(&p).is_empty(),
+            "the run stopped before applying anything"
+        );
+        assert!(!p.has_table("first"));
+        // `--to` the migration before it still works.
+        p.run(["migrate", "up", "--to", "20240101000001"]).success();
+        assert!(p.has_table("first"));
+    }
+);
