@@ -315,6 +315,12 @@ impl Drop for TargetGuard {
     }
 }
 
+/// `"table" ("a", "b")`: the quoted target of a COPY or an INSERT.
+fn quoted_target(table: &str, columns: &[String]) -> String {
+    let columns: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+    format!("{} ({})", quote_ident(table), columns.join(", "))
+}
+
 /// `COPY "table" ("col", ...) FROM STDIN (FORMAT csv)`, fed by `fill`, which writes CSV rows in
 /// PostgreSQL's dialect (an unquoted empty field is NULL, `""` an empty string: the same rule as
 /// the seed files). Returns the rows PostgreSQL stored.
@@ -327,15 +333,7 @@ pub(crate) fn copy_csv(
     columns: &[String],
     fill: impl FnMut(&mut dyn Write) -> anyhow::Result<()>,
 ) -> anyhow::Result<u64> {
-    let target = format!(
-        "{} ({})",
-        quote_ident(table),
-        columns
-            .iter()
-            .map(|c| quote_ident(c))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let target = quoted_target(table, columns);
     COPY_TARGET.with(|t| *t.borrow_mut() = target);
     let _guard = TargetGuard;
     // diesel takes an `Fn`; the fill function streams and so needs `&mut` state.
@@ -418,15 +416,7 @@ const SQLITE_BATCH_ROWS: usize = 256;
 
 impl SqliteBatch {
     pub(crate) fn new(table: &str, columns: &[String]) -> Self {
-        let head = format!(
-            "INSERT INTO {} ({}) VALUES ",
-            quote_ident(table),
-            columns
-                .iter()
-                .map(|c| quote_ident(c))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let head = format!("INSERT INTO {} VALUES ", quoted_target(table, columns));
         let capacity = (SQLITE_MAX_VALUES / columns.len().max(1)).clamp(1, SQLITE_BATCH_ROWS);
         SqliteBatch {
             head,
