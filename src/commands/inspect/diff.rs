@@ -296,35 +296,16 @@ impl Diff {
             let object = format!("{t}.{column}");
             match (x, y) {
                 (Some(x), Some(y)) => {
-                    self.changed("column", &object, "type", &x.data_type, &y.data_type);
-                    self.changed(
-                        "column",
-                        &object,
-                        "nullable",
-                        &x.nullable.to_string(),
-                        &y.nullable.to_string(),
-                    );
-                    self.changed(
-                        "column",
-                        &object,
-                        "default",
-                        &opt(&x.default),
-                        &opt(&y.default),
-                    );
-                    self.changed(
-                        "column",
-                        &object,
-                        "identity",
-                        &opt(&x.identity),
-                        &opt(&y.identity),
-                    );
-                    self.changed(
-                        "column",
-                        &object,
-                        "generated",
-                        &opt(&x.generated),
-                        &opt(&y.generated),
-                    );
+                    let fields = [
+                        ("type", x.data_type.clone(), y.data_type.clone()),
+                        ("nullable", x.nullable.to_string(), y.nullable.to_string()),
+                        ("default", opt(&x.default), opt(&y.default)),
+                        ("identity", opt(&x.identity), opt(&y.identity)),
+                        ("generated", opt(&x.generated), opt(&y.generated)),
+                    ];
+                    for (field, was, now) in fields {
+                        self.changed("column", &object, field, &was, &now);
+                    }
                 }
                 _ => self.presence(
                     "column",
