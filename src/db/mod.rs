@@ -202,6 +202,9 @@ fn establish_within(
 }
 
 fn establish(backend: Backend, conn_str: &str) -> ConnectionResult<AnyConnection> {
+    if backend == Backend::Sqlite {
+        sqlite_probe::install();
+    }
     match backend {
         Backend::Postgres => Ok(AnyConnection::Postgresql(diesel::PgConnection::establish(
             conn_str,
@@ -352,27 +355,102 @@ pub(crate) fn pg_create_database(conn: &mut AnyConnection, name: &str) -> anyhow
         .with_context(|| format!("creating database `{name}`"))
 }
 
-/// Whether a table exists (PostgreSQL: visible on the search path; SQLite: in `main`).
-pub(crate) fn table_exists(conn: &mut AnyConnection, name: &str) -> anyhow::Result<bool> {
-    #[derive(QueryableByName)]
-    struct Found {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
+/// Whether the connection is still inside a transaction. Called after a statement failed, before
+/// anything else is sent on the connection: some failures end the transaction on their own.
+///
+/// SQLite rolls the whole transaction back itself on SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM,
+/// an interrupt or a trigger's `RAISE(ROLLBACK, ...)`; what follows then runs in autocommit mode.
+/// The answer is `sqlite3_get_autocommit`, read through a function registered on every SQLite
+/// connection dbctl opens (diesel does not hand out the raw handle); it reads no table.
+/// PostgreSQL: libpq's transaction status (`PQtransactionStatus`, kept after every statement in
+/// diesel's transaction manager, read here without a round trip). An aborted transaction is still
+/// open (it needs a ROLLBACK); a lost or broken connection is an error: its state is unknown.
+pub(crate) fn transaction_is_open(conn: &mut AnyConnection) -> QueryResult<bool> {
+    match conn {
+        AnyConnection::Sqlite(sq) => sqlite_transaction_is_open(sq),
+        AnyConnection::Postgresql(pg) => pg_transaction_is_open(pg),
     }
-    let query = match conn {
-        AnyConnection::Postgresql(_) => {
-            "SELECT count(*)::bigint AS n FROM pg_catalog.pg_class c \
-             WHERE c.relname = $1 AND c.relkind IN ('r', 'p') AND pg_catalog.pg_table_is_visible(c.oid)"
+}
+
+/// [`transaction_is_open`] for a SQLite connection: `sqlite3_get_autocommit` is 0.
+pub(crate) fn sqlite_transaction_is_open(sq: &mut diesel::SqliteConnection) -> QueryResult<bool> {
+    #[derive(QueryableByName)]
+    struct Autocommit {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        autocommit: i32,
+    }
+    let row: Autocommit =
+        diesel::sql_query(format!("SELECT {}() AS autocommit", sqlite_probe::FUNCTION))
+            .get_result(sq)?;
+    Ok(row.autocommit == 0)
+}
+
+/// [`transaction_is_open`] for a PostgreSQL connection: libpq's status after the last statement
+/// is in a transaction block (idle or aborted); `Err` when the connection is broken.
+pub(crate) fn pg_transaction_is_open(pg: &mut diesel::PgConnection) -> QueryResult<bool> {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    let depth = AnsiTransactionManager::transaction_manager_status_mut(pg).transaction_depth()?;
+    Ok(depth.is_some())
+}
+
+/// Registers `dbctl_in_autocommit()` on every SQLite connection opened afterwards (SQLite's
+/// auto-extension mechanism): it returns `sqlite3_get_autocommit` for the calling connection.
+mod sqlite_probe {
+    use std::ffi::{c_char, c_int};
+    use std::sync::Once;
+
+    use libsqlite3_sys as ffi;
+
+    pub(super) const FUNCTION: &str = "dbctl_in_autocommit";
+    const FUNCTION_C: &std::ffi::CStr = c"dbctl_in_autocommit";
+
+    /// SAFETY: called by SQLite with a live context of a function registered below.
+    unsafe extern "C" fn in_autocommit(
+        ctx: *mut ffi::sqlite3_context,
+        _argc: c_int,
+        _argv: *mut *mut ffi::sqlite3_value,
+    ) {
+        // SAFETY: `ctx` is valid for the duration of the call; its handle is the calling
+        // connection, open while it runs a statement.
+        unsafe {
+            let db = ffi::sqlite3_context_db_handle(ctx);
+            ffi::sqlite3_result_int(ctx, ffi::sqlite3_get_autocommit(db));
         }
-        AnyConnection::Sqlite(_) => {
-            "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = $1"
+    }
+
+    /// SAFETY: called by SQLite once per new connection, with that connection's handle.
+    unsafe extern "C" fn register(
+        db: *mut ffi::sqlite3,
+        _err: *mut *mut c_char,
+        _api: *const ffi::sqlite3_api_routines,
+    ) -> c_int {
+        // DIRECTONLY: usable in dbctl's own statements, never from a trigger or a view.
+        let flags = ffi::SQLITE_UTF8 | ffi::SQLITE_DIRECTONLY;
+        // SAFETY: `db` is the connection being opened; the name is a static C string and the
+        // function pointer lives for the whole program.
+        unsafe {
+            ffi::sqlite3_create_function_v2(
+                db,
+                FUNCTION_C.as_ptr(),
+                0,
+                flags,
+                std::ptr::null_mut(),
+                Some(in_autocommit),
+                None,
+                None,
+                None,
+            )
         }
-    };
-    let found: Found = diesel::sql_query(query)
-        .bind::<Text, _>(name)
-        .get_result(conn)
-        .with_context(|| format!("looking for table {name}"))?;
-    Ok(found.n > 0)
+    }
+
+    /// Installs the auto-extension once, before the first SQLite connection opens.
+    pub(super) fn install() {
+        static ONCE: Once = Once::new();
+        // SAFETY: `register` has the signature SQLite calls auto-extensions with.
+        ONCE.call_once(|| unsafe {
+            ffi::sqlite3_auto_extension(Some(register));
+        });
+    }
 }
 
 #[cfg(test)]
