@@ -40,14 +40,14 @@ pub(crate) struct TxFailure {
     pub(crate) ending: Ending,
 }
 
-/// Marks an error raised by a user's `.sql` file: a transaction that is gone after it may have
+/// An error raised by or after a user's `.sql` file: a transaction that is gone after it may have
 /// been ended by a COMMIT in the file, so nothing can be promised about what it left.
 #[derive(Debug)]
-pub(crate) struct UserSql;
+pub(crate) struct UserSql(pub(crate) String);
 
 impl std::fmt::Display for UserSql {
-    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        Ok(())
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

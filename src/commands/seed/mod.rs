@@ -467,20 +467,18 @@ impl Loader<'_> {
             return Ok(sql.len() as u64);
         }
         dbseed::run_sql(conn, &sql).map_err(|f| {
-            match f.line {
-                Some(line) => anyhow::anyhow!("{} line {line}: {}", path.display(), f.message),
-                None => anyhow::anyhow!("{}: {}", path.display(), f.message),
-            }
-            .context(dbseed::UserSql)
+            anyhow::Error::new(dbseed::UserSql(match f.line {
+                Some(line) => format!("{} line {line}: {}", path.display(), f.message),
+                None => format!("{}: {}", path.display(), f.message),
+            }))
         })?;
         // A COMMIT, ROLLBACK or END in the file ends dbctl's transaction; what follows would run
         // in autocommit mode, row by row.
         if !db::transaction_is_open(conn).unwrap_or(false) {
-            return Err(anyhow::anyhow!(
+            return Err(anyhow::Error::new(dbseed::UserSql(format!(
                 "{} ended dbctl's transaction (a COMMIT, ROLLBACK or END in the file): stopping here",
                 path.display()
-            )
-            .context(dbseed::UserSql));
+            ))));
         }
         Ok(sql.len() as u64)
     }
