@@ -393,16 +393,19 @@ pub(crate) fn pg_transaction_is_open(pg: &mut diesel::PgConnection) -> QueryResu
     Ok(depth.is_some())
 }
 
-/// Registers `dbctl_in_autocommit()` on every SQLite connection opened afterwards (SQLite's
-/// auto-extension mechanism): it returns `sqlite3_get_autocommit` for the calling connection.
+/// Registers two functions on every SQLite connection opened afterwards (SQLite's
+/// auto-extension mechanism): `dbctl_in_autocommit()` returns `sqlite3_get_autocommit` for the
+/// calling connection, and `dbctl_transactions_ended()` how many transactions have ended on it
+/// (counted by its commit and rollback hooks), which tells one transaction from the next.
 mod sqlite_probe {
-    use std::ffi::{c_char, c_int};
+    use std::ffi::{c_char, c_int, c_void};
+    use std::sync::atomic::{AtomicI64, Ordering};
     use std::sync::Once;
 
     use libsqlite3_sys as ffi;
 
     pub(super) const FUNCTION: &str = "dbctl_in_autocommit";
-    const FUNCTION_C: &std::ffi::CStr = c"dbctl_in_autocommit";
+    pub(super) const ENDED: &str = "dbctl_transactions_ended";
 
     /// SAFETY: called by SQLite with a live context of a function registered below.
     unsafe extern "C" fn in_autocommit(
@@ -418,6 +421,39 @@ mod sqlite_probe {
         }
     }
 
+    /// SAFETY: the user data is the connection's counter, alive until `free_counter`.
+    unsafe extern "C" fn transactions_ended(
+        ctx: *mut ffi::sqlite3_context,
+        _argc: c_int,
+        _argv: *mut *mut ffi::sqlite3_value,
+    ) {
+        // SAFETY: see above; the counter outlives every call on its connection.
+        unsafe {
+            let counter = &*(ffi::sqlite3_user_data(ctx) as *const AtomicI64);
+            ffi::sqlite3_result_int64(ctx, counter.load(Ordering::Relaxed));
+        }
+    }
+
+    /// SAFETY: `data` is the connection's counter (see `register`).
+    unsafe extern "C" fn on_commit(data: *mut c_void) -> c_int {
+        // SAFETY: the counter lives as long as the connection whose hook this is.
+        unsafe { (*(data as *const AtomicI64)).fetch_add(1, Ordering::Relaxed) };
+        0 // 0: let the commit go ahead
+    }
+
+    /// SAFETY: as `on_commit`.
+    unsafe extern "C" fn on_rollback(data: *mut c_void) {
+        // SAFETY: as `on_commit`.
+        unsafe { (*(data as *const AtomicI64)).fetch_add(1, Ordering::Relaxed) };
+    }
+
+    /// SAFETY: called by SQLite once, when the function holding the counter is dropped (the
+    /// connection closes), with the pointer `register` made from a `Box`.
+    unsafe extern "C" fn free_counter(data: *mut c_void) {
+        // SAFETY: made by `Box::into_raw` in `register`, freed only here.
+        drop(unsafe { Box::from_raw(data as *mut AtomicI64) });
+    }
+
     /// SAFETY: called by SQLite once per new connection, with that connection's handle.
     unsafe extern "C" fn register(
         db: *mut ffi::sqlite3,
@@ -426,12 +462,14 @@ mod sqlite_probe {
     ) -> c_int {
         // DIRECTONLY: usable in dbctl's own statements, never from a trigger or a view.
         let flags = ffi::SQLITE_UTF8 | ffi::SQLITE_DIRECTONLY;
-        // SAFETY: `db` is the connection being opened; the name is a static C string and the
-        // function pointer lives for the whole program.
+        let counter = Box::into_raw(Box::new(AtomicI64::new(0))) as *mut c_void;
+        // SAFETY: `db` is the connection being opened; the names are static C strings; the
+        // counter is freed by SQLite through `free_counter` when the function goes away, and
+        // the hooks cannot fire after the connection (and so the function) is closed.
         unsafe {
-            ffi::sqlite3_create_function_v2(
+            let rc = ffi::sqlite3_create_function_v2(
                 db,
-                FUNCTION_C.as_ptr(),
+                c"dbctl_in_autocommit".as_ptr(),
                 0,
                 flags,
                 std::ptr::null_mut(),
@@ -439,7 +477,29 @@ mod sqlite_probe {
                 None,
                 None,
                 None,
-            )
+            );
+            if rc != ffi::SQLITE_OK {
+                drop(Box::from_raw(counter as *mut AtomicI64));
+                return rc;
+            }
+            // On failure SQLite calls `free_counter` itself.
+            let rc = ffi::sqlite3_create_function_v2(
+                db,
+                c"dbctl_transactions_ended".as_ptr(),
+                0,
+                flags,
+                counter,
+                Some(transactions_ended),
+                None,
+                None,
+                Some(free_counter),
+            );
+            if rc != ffi::SQLITE_OK {
+                return rc;
+            }
+            ffi::sqlite3_commit_hook(db, Some(on_commit), counter);
+            ffi::sqlite3_rollback_hook(db, Some(on_rollback), counter);
+            ffi::SQLITE_OK
         }
     }
 
@@ -451,6 +511,19 @@ mod sqlite_probe {
             ffi::sqlite3_auto_extension(Some(register));
         });
     }
+}
+
+/// How many transactions have ended on a SQLite connection (commits and rollbacks, including
+/// those SQLite does itself): a different count means a different transaction.
+pub(crate) fn sqlite_transactions_ended(sq: &mut diesel::SqliteConnection) -> QueryResult<i64> {
+    #[derive(QueryableByName)]
+    struct Ended {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        ended: i64,
+    }
+    let row: Ended =
+        diesel::sql_query(format!("SELECT {}() AS ended", sqlite_probe::ENDED)).get_result(sq)?;
+    Ok(row.ended)
 }
 
 #[cfg(test)]

@@ -42,16 +42,45 @@ pub(crate) struct TxFailure {
 
 /// An error raised by or after a user's `.sql` file: a transaction that is gone after it may have
 /// been ended by a COMMIT in the file, so nothing can be promised about what it left.
+///
+/// `ended` says dbctl's transaction was found ended (or replaced) after the file ran.
 #[derive(Debug)]
-pub(crate) struct UserSql(pub(crate) String);
+pub(crate) struct UserSql {
+    pub(crate) message: String,
+    pub(crate) ended: bool,
+}
 
 impl std::fmt::Display for UserSql {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
 impl std::error::Error for UserSql {}
+
+/// Something that tells one transaction from the next on a connection: PostgreSQL's transaction
+/// start time (`now()`), SQLite's count of ended transactions. A `COMMIT; BEGIN;` in a user's
+/// `.sql` file leaves a transaction open, but not the same one.
+pub(crate) fn transaction_identity(conn: &mut AnyConnection) -> anyhow::Result<Option<String>> {
+    #[derive(QueryableByName)]
+    struct Started {
+        #[diesel(sql_type = Text)]
+        at: String,
+    }
+    match conn {
+        AnyConnection::Sqlite(sq) => Ok(Some(
+            super::sqlite_transactions_ended(sq)
+                .context("reading the connection's transaction count")?
+                .to_string(),
+        )),
+        AnyConnection::Postgresql(pg) => {
+            let started: Started = diesel::sql_query("SELECT pg_catalog.now()::text AS at")
+                .get_result(pg)
+                .context("reading the transaction's start time")?;
+            Ok(Some(started.at))
+        }
+    }
+}
 
 /// Runs `f` in the seed's one transaction, committed when `f` succeeds and rolled back otherwise.
 ///
@@ -116,12 +145,30 @@ pub(crate) fn write_transaction<T>(
         },
         Err(error) => error,
     };
-    let from_sql_file = error.chain().any(|c| c.is::<UserSql>());
+    let user_sql = error.chain().find_map(|c| c.downcast_ref::<UserSql>());
+    let from_sql_file = user_sql.is_some();
+    let replaced = user_sql.is_some_and(|u| u.ended);
     let ending = match super::transaction_is_open(conn) {
+        // The open transaction is one the file began: rolled back, but dbctl's own was ended
+        // by the file, and what ran before that is committed.
+        Ok(true) if replaced => match rollback(conn) {
+            Ending::RolledBack => Ending::Uncertain(
+                "the file ended dbctl's transaction and began another (rolled back now): what ran \
+                 before its COMMIT is committed; check the database"
+                    .into(),
+            ),
+            other => other,
+        },
         Ok(true) => rollback(conn),
+        Ok(false) if replaced => Ending::Uncertain(
+            "the file ended dbctl's transaction: what ran before its COMMIT is committed; check \
+             the database"
+                .into(),
+        ),
         Ok(false) if from_sql_file => Ending::Uncertain(
-            "the transaction was already ended inside that .sql file (a COMMIT, ROLLBACK or END in it?): \
-             what ran before that point may be committed; check the database"
+            "the transaction had ended by then: the database rolled it back itself, or a COMMIT, \
+             ROLLBACK or END in that .sql file ended it, and what ran before such a statement may \
+             be committed; check the database"
                 .into(),
         ),
         Ok(false) => Ending::EndedByDatabase,

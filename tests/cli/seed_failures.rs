@@ -103,13 +103,11 @@ impl Drop for Tmpfs {
     }
 }
 
-/// The issue's case: the database on a small tmpfs, a file too big for it. SQLite fails with
-/// SQLITE_FULL in the middle of the rows (when its page cache spills) and ends the transaction
-/// itself; before the fix the replay then committed 256 rows one by one and said "unchanged".
-#[test]
-fn sqlite_disk_full_on_a_tmpfs_commits_nothing() {
+/// Seeds `rows` rows into a database on a tmpfs of `size`, which cannot hold them; checks that
+/// exactly the rows from before are there afterwards.
+fn seed_onto_a_full_disk(size: &str, rows: usize) {
     let p = Project::sqlite();
-    let mount = match Tmpfs::mount(p.path().join("small"), "3m") {
+    let mount = match Tmpfs::mount(p.path().join("small"), size) {
         Ok(m) => m,
         Err(why) => {
             eprintln!("skipping the disk-full test: cannot mount a tmpfs ({why})");
@@ -118,18 +116,23 @@ fn sqlite_disk_full_on_a_tmpfs_commits_nothing() {
     };
     let db = mount.0.join("full.db");
     let url = format!("sqlite://{}", db.display());
-    let schema = "CREATE TABLE kept (id INTEGER PRIMARY KEY, v TEXT); \
-                  CREATE TABLE events (id INTEGER PRIMARY KEY, name TEXT, note TEXT); \
-                  INSERT INTO kept VALUES (1, 'before'); INSERT INTO events VALUES (0, 'before', '');";
-    let out = Command::new("sqlite3")
-        .arg(&db)
-        .arg(schema)
-        .output()
-        .expect("sqlite3");
-    assert!(out.status.success());
+    let sqlite3 = |sql: &str| {
+        let out = Command::new("sqlite3")
+            .arg(&db)
+            .arg(sql)
+            .output()
+            .expect("sqlite3");
+        assert!(out.status.success(), "{sql}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    sqlite3(
+        "CREATE TABLE kept (id INTEGER PRIMARY KEY, v TEXT); \
+         CREATE TABLE events (id INTEGER PRIMARY KEY, name TEXT, note TEXT); \
+         INSERT INTO kept VALUES (1, 'before'); INSERT INTO events VALUES (0, 'before', '');",
+    );
     p.file("seeds/kept.csv", "id,v\n2,seeded first\n");
     let mut events = String::from("id,name,note\n");
-    for i in 1..=200_000 {
+    for i in 1..=rows {
         events.push_str(&format!("{i},user {i},note padding padding {i}\n"));
     }
     p.file("seeds/events.csv", events);
@@ -137,16 +140,27 @@ fn sqlite_disk_full_on_a_tmpfs_commits_nothing() {
     run.code(1)
         .stderr_has("database or disk is full")
         .stderr_has("the database is unchanged");
-    let check = |sql: &str| {
-        let out = Command::new("sqlite3")
-            .arg(&db)
-            .arg(sql)
-            .output()
-            .expect("sqlite3");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    assert_eq!(check("SELECT count(*) FROM events"), "1", "{}", run.stderr);
-    assert_eq!(check("SELECT group_concat(v) FROM kept"), "before");
+    assert_eq!(
+        sqlite3("SELECT count(*) FROM events"),
+        "1",
+        "{}",
+        run.stderr
+    );
+    assert_eq!(sqlite3("SELECT group_concat(v) FROM kept"), "before");
+}
+
+/// The issue's case: SQLite fails with SQLITE_FULL in the middle of the rows (when its page
+/// cache spills to the file) and ends the transaction itself; before the fix the replay then
+/// committed 256 rows one by one and said "unchanged".
+#[test]
+fn sqlite_disk_full_during_the_inserts_commits_nothing() {
+    seed_onto_a_full_disk("3m", 200_000);
+}
+
+/// The rows fit SQLite's page cache, and the disk fills at COMMIT.
+#[test]
+fn sqlite_disk_full_at_commit_commits_nothing() {
+    seed_onto_a_full_disk("1m", 40_000);
 }
 
 /// `RAISE(ROLLBACK)` in a trigger ends SQLite's transaction in the second batch of rows.
@@ -194,25 +208,31 @@ fn postgres_trigger_error_commits_nothing() {
     assert_eq!(count(&p, "kept"), 1);
 }
 
-// A COMMIT inside a seed .sql file ends dbctl's transaction: dbctl stops and does not claim the
-// database is unchanged.
+// A COMMIT inside a seed .sql file ends dbctl's transaction, with or without a BEGIN after it:
+// dbctl stops there, runs nothing more, and does not claim the database is unchanged.
 both_backends!(
     a_commit_in_a_sql_file_is_reported_not_hidden,
     |p: Project| {
         let p = init_with(p, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);");
-        p.file("seeds/010_t.csv", "id,v\n1,a\n");
-        p.file(
-            "seeds/020_commit.sql",
-            "INSERT INTO t VALUES (2, 'b');\nCOMMIT;\n",
-        );
-        p.file("seeds/030_t.csv", "id,v\n3,c\n");
-        let run = p.run(["seed"]);
-        run.code(1)
-            .stderr_has("020_commit.sql ended dbctl's transaction")
-            .stderr_has("may be committed");
-        assert!(!run.stderr.contains("unchanged"), "{}", run.stderr);
-        // Nothing after the file ran.
-        assert_eq!(count(&p, "t WHERE id = 3"), 0, "{}", run.stderr);
+        for (i, sql) in ["COMMIT;", "COMMIT;\nBEGIN;", "ROLLBACK;\nBEGIN;"]
+            .iter()
+            .enumerate()
+        {
+            p.execute("DELETE FROM t");
+            p.file("seeds/010_t.csv", "id,v\n1,a\n");
+            p.file(
+                "seeds/020_commit.sql",
+                format!("INSERT INTO t VALUES (2, 'b');\n{sql}\n"),
+            );
+            p.file("seeds/030_t.csv", "id,v\n3,c\n");
+            let run = p.run(["seed"]);
+            run.code(1)
+                .stderr_has("020_commit.sql ended dbctl's transaction")
+                .stderr_has("check the database");
+            assert!(!run.stderr.contains("unchanged"), "{i}: {}", run.stderr);
+            // Nothing after the file ran.
+            assert_eq!(count(&p, "t WHERE id = 3"), 0, "{i}: {}", run.stderr);
+        }
     }
 );
 

@@ -189,8 +189,13 @@ pub(crate) fn run(ctx: &Context, args: SeedArgs) -> anyhow::Result<SeedReport> {
         defer_all: !cyclic.is_empty(),
         deferred: Vec::new(),
         sequenced: Vec::new(),
+        transaction: None,
     };
+    let has_sql = files.iter().any(|f| f.kind == Kind::Sql);
     let outcome = dbseed::write_transaction(&mut conn, |c| -> anyhow::Result<Vec<FileReport>> {
+        if has_sql {
+            loader.transaction = dbseed::transaction_identity(c)?;
+        }
         if !cyclic.is_empty() {
             dbseed::defer_foreign_keys(c)?;
         }
@@ -392,6 +397,8 @@ struct Loader<'a> {
     deferred: Vec<String>,
     /// PostgreSQL tables and the columns loaded into them, for the sequences at the end.
     sequenced: Vec<(String, Vec<String>)>,
+    /// Which transaction is dbctl's (see `transaction_identity`), when there are .sql files.
+    transaction: Option<String>,
 }
 
 impl Loader<'_> {
@@ -467,18 +474,31 @@ impl Loader<'_> {
             return Ok(sql.len() as u64);
         }
         dbseed::run_sql(conn, &sql).map_err(|f| {
-            anyhow::Error::new(dbseed::UserSql(match f.line {
-                Some(line) => format!("{} line {line}: {}", path.display(), f.message),
-                None => format!("{}: {}", path.display(), f.message),
-            }))
+            anyhow::Error::new(dbseed::UserSql {
+                message: match f.line {
+                    Some(line) => format!("{} line {line}: {}", path.display(), f.message),
+                    None => format!("{}: {}", path.display(), f.message),
+                },
+                ended: false,
+            })
         })?;
         // A COMMIT, ROLLBACK or END in the file ends dbctl's transaction; what follows would run
         // in autocommit mode, row by row.
-        if !db::transaction_is_open(conn).unwrap_or(false) {
-            return Err(anyhow::Error::new(dbseed::UserSql(format!(
-                "{} ended dbctl's transaction (a COMMIT, ROLLBACK or END in the file): stopping here",
-                path.display()
-            ))));
+        let same = match &self.transaction {
+            Some(id) => {
+                db::transaction_is_open(conn).unwrap_or(false)
+                    && dbseed::transaction_identity(conn)?.as_ref() == Some(id)
+            }
+            None => db::transaction_is_open(conn).unwrap_or(false),
+        };
+        if !same {
+            return Err(anyhow::Error::new(dbseed::UserSql {
+                message: format!(
+                    "{} ended dbctl's transaction (a COMMIT, ROLLBACK or END in the file): stopping here",
+                    path.display()
+                ),
+                ended: true,
+            }));
         }
         Ok(sql.len() as u64)
     }
