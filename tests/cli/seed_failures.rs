@@ -306,6 +306,18 @@ fn postgres_dry_run_and_failed_runs_leave_sequences_alone() {
     p.file("seeds/z.csv", "id\nnot a number\n");
     p.run(["seed", "-q"]).code(1);
     assert_eq!(next_value(&p, "s_id_seq"), 1);
+    // A deferred key that fails is found before the sequences move, not by the COMMIT.
+    p.execute(
+        "CREATE TABLE r (id SERIAL PRIMARY KEY, z_id INTEGER REFERENCES z (id) DEFERRABLE INITIALLY DEFERRED)",
+    );
+    std::fs::remove_file(p.path().join("seeds/z.csv")).unwrap();
+    p.file("seeds/r.csv", "id,z_id\n500,42\n");
+    p.run(["seed", "r.csv"])
+        .code(1)
+        .stderr_has("checking the deferred constraints")
+        .stderr_has("(rolled back: the database is unchanged)");
+    assert_eq!(next_value(&p, "r_id_seq"), 1);
+    assert_eq!(count(&p, "r"), 0);
 }
 
 #[test]

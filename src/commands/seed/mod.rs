@@ -416,8 +416,14 @@ impl Loader<'_> {
         Ok(())
     }
 
-    /// Moves the sequences of the loaded PostgreSQL columns past the seeded values.
+    /// Moves the sequences of the loaded PostgreSQL columns past the seeded values. Deferred
+    /// constraints are checked first, so that the COMMIT that follows can only fail for reasons
+    /// outside the data (the connection, the server): `setval` cannot be undone.
     fn adjust_sequences(&mut self, conn: &mut AnyConnection) -> anyhow::Result<()> {
+        if self.sequenced.is_empty() || !matches!(conn, AnyConnection::Postgresql(_)) {
+            return Ok(());
+        }
+        dbseed::check_deferred_foreign_keys(conn).context("checking the deferred constraints")?;
         let AnyConnection::Postgresql(pg) = conn else {
             return Ok(());
         };
