@@ -362,9 +362,9 @@ pub(crate) fn pg_create_database(conn: &mut AnyConnection, name: &str) -> anyhow
 /// an interrupt or a trigger's `RAISE(ROLLBACK, ...)`; what follows then runs in autocommit mode.
 /// The answer is `sqlite3_get_autocommit`, read through a function registered on every SQLite
 /// connection dbctl opens (diesel does not hand out the raw handle); it reads no table.
-/// PostgreSQL: libpq's transaction status (`PQtransactionStatus`, kept after every statement in
-/// diesel's transaction manager, read here without a round trip). An aborted transaction is still
-/// open (it needs a ROLLBACK); a lost or broken connection is an error: its state is unknown.
+/// PostgreSQL: libpq's transaction status (`PQtransactionStatus`, as diesel's transaction manager
+/// keeps it), refreshed by an empty query. An aborted transaction is still open (it needs a
+/// ROLLBACK); a lost or broken connection is an error: its state is unknown.
 pub(crate) fn transaction_is_open(conn: &mut AnyConnection) -> QueryResult<bool> {
     match conn {
         AnyConnection::Sqlite(sq) => sqlite_transaction_is_open(sq),
@@ -385,10 +385,16 @@ pub(crate) fn sqlite_transaction_is_open(sq: &mut diesel::SqliteConnection) -> Q
     Ok(row.autocommit == 0)
 }
 
-/// [`transaction_is_open`] for a PostgreSQL connection: libpq's status after the last statement
-/// is in a transaction block (idle or aborted); `Err` when the connection is broken.
+/// [`transaction_is_open`] for a PostgreSQL connection: libpq's status is in a transaction block
+/// (idle or aborted); `Err` when the connection is broken.
+///
+/// diesel copies libpq's status into its transaction manager after each statement, but not after
+/// a COPY; so the server is asked first with an empty query string, which runs nothing (it is
+/// answered even in an aborted transaction) and leaves libpq's fresh status in diesel's manager.
 pub(crate) fn pg_transaction_is_open(pg: &mut diesel::PgConnection) -> QueryResult<bool> {
     use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    // The answer is always "empty query", an error to diesel; only the status it leaves matters.
+    let _ = pg.batch_execute("");
     let depth = AnsiTransactionManager::transaction_manager_status_mut(pg).transaction_depth()?;
     Ok(depth.is_some())
 }

@@ -74,9 +74,13 @@ pub(crate) fn transaction_identity(conn: &mut AnyConnection) -> anyhow::Result<O
                 .to_string(),
         )),
         AnyConnection::Postgresql(pg) => {
-            let started: Started = diesel::sql_query("SELECT pg_catalog.now()::text AS at")
-                .get_result(pg)
-                .context("reading the transaction's start time")?;
+            let started: Started = diesel::sql_query(
+                // In microseconds since the epoch: unaffected by a file's SET TIME ZONE,
+                // DateStyle or extra_float_digits.
+                "SELECT (extract(epoch FROM pg_catalog.now()) * 1000000)::bigint::text AS at",
+            )
+            .get_result(pg)
+            .context("reading the transaction's start time")?;
             Ok(Some(started.at))
         }
     }

@@ -236,6 +236,22 @@ both_backends!(
     }
 );
 
+/// A .sql file that changes session settings (time zone, date style) keeps dbctl's transaction:
+/// only ending it stops the run.
+#[test]
+fn postgres_a_sql_file_changing_settings_keeps_the_transaction() {
+    let Some(p) = Project::postgres() else { return };
+    let p = init_with(p, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);");
+    p.file("seeds/010_t.csv", "id,v\n1,a\n");
+    p.file(
+        "seeds/020_settings.sql",
+        "SET TIME ZONE 'Asia/Tokyo';\nSET DateStyle = 'SQL, DMY';\nSET extra_float_digits = -15;\n",
+    );
+    p.file("seeds/030_t.csv", "id,v\n3,c\n");
+    p.run(["seed", "-q"]).success();
+    assert_eq!(count(&p, "t"), 2);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Issue 9 item 16: the row and cause reported are the ones that failed
 
