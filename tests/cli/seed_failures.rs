@@ -450,6 +450,27 @@ fn postgres_names_the_column_copy_refused() {
     run.code(1).stderr_has("row 1 (line 2), column code:");
     let (ok, reference) = reference_load(&p, Path::new(""), "c", &file);
     assert!(!ok && reference.contains("column code"), "{reference}");
+
+    // A domain's check and an enum (input functions of three and two arguments).
+    p.execute(
+        "CREATE DOMAIN positive AS INTEGER CHECK (VALUE > 0);
+         CREATE TYPE mood AS ENUM ('ok', 'sad');
+         CREATE TABLE d (note TEXT, m mood, n positive);",
+    );
+    for (csv, column) in [
+        ("note,m,n\nok,ok,-1\n", "n"),
+        ("note,m,n\nmeh,meh,1\n", "m"),
+    ] {
+        let file = p.file("seeds/d.csv", csv);
+        let run = p.run(["seed", "d.csv"]);
+        run.code(1)
+            .stderr_has(&format!("row 1 (line 2), column {column}:"));
+        let (ok, reference) = reference_load(&p, Path::new(""), "d", &file);
+        assert!(
+            !ok && reference.contains(&format!("column {column}")),
+            "{reference}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
