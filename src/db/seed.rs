@@ -203,8 +203,6 @@ pub(crate) struct DbFailure {
     pub(crate) message: String,
     /// A unique or primary-key violation (SQLSTATE 23505, SQLITE_CONSTRAINT_UNIQUE/PRIMARYKEY).
     pub(crate) unique: bool,
-    /// A foreign-key violation (SQLSTATE 23503, SQLITE_CONSTRAINT_FOREIGNKEY).
-    pub(crate) foreign_key: bool,
     /// The column the server's error fields name (PostgreSQL's `column_name`), if any.
     pub(crate) column: Option<String>,
 }
@@ -212,18 +210,16 @@ pub(crate) struct DbFailure {
 impl DbFailure {
     pub(crate) fn of(err: &diesel::result::Error) -> Self {
         use diesel::result::{DatabaseErrorKind, Error};
-        let (unique, foreign_key, column) = match err {
+        let (unique, column) = match err {
             Error::DatabaseError(kind, info) => (
                 matches!(kind, DatabaseErrorKind::UniqueViolation),
-                matches!(kind, DatabaseErrorKind::ForeignKeyViolation),
                 info.column_name().map(str::to_string),
             ),
-            _ => (false, false, None),
+            _ => (false, None),
         };
         DbFailure {
             message: database_message(err),
             unique,
-            foreign_key,
             column,
         }
     }
@@ -379,8 +375,9 @@ pub(crate) fn columns(
 
 /// Empties tables, given children first. PostgreSQL: one `TRUNCATE` (it refuses when a table
 /// outside the list still references one of them, rather than silently cascading). SQLite: a
-/// `DELETE` per table, children first so foreign keys hold at each step; when a key blocks it, the
-/// tables that reference it are named, as PostgreSQL's refusal does.
+/// `DELETE` per table, children first so foreign keys hold at each step. SQLite refuses the same
+/// way, before deleting: a table outside the list whose rows reference one in it is named, whether
+/// its key would make the `DELETE` fail or cascade into it (`ON DELETE CASCADE`/`SET NULL`).
 pub(crate) fn empty_tables(conn: &mut AnyConnection, tables: &[String]) -> anyhow::Result<()> {
     if tables.is_empty() {
         return Ok(());
@@ -391,49 +388,85 @@ pub(crate) fn empty_tables(conn: &mut AnyConnection, tables: &[String]) -> anyho
             .batch_execute(&format!("TRUNCATE TABLE {}", quoted.join(", ")))
             .map_err(|e| anyhow::Error::new(DbFailure::of(&e)))
             .with_context(|| format!("emptying {} (--truncate)", tables.join(", "))),
-        AnyConnection::Sqlite(_) => {
+        AnyConnection::Sqlite(sq) => {
             for (name, table) in tables.iter().zip(&quoted) {
-                let Err(e) = conn.batch_execute(&format!("DELETE FROM {table}")) else {
-                    continue;
-                };
-                let failure = DbFailure::of(&e);
-                let mut error = anyhow::Error::new(failure.clone());
-                // Nothing more is sent on a connection whose transaction may be gone.
-                if failure.foreign_key && super::transaction_is_open(conn).unwrap_or(false) {
-                    let referencing = referencing_tables(conn, name)?;
-                    if !referencing.is_empty() {
-                        let names: Vec<String> =
-                            referencing.iter().map(|t| quote_ident(t)).collect();
-                        error = error.context(format!(
-                            "{} references {} (seed or empty {} too)",
-                            names.join(", "),
-                            quote_ident(name),
-                            if names.len() == 1 { "it" } else { "them" }
-                        ));
-                    }
+                let blockers = sqlite_referencing_rows(sq, name, tables)?;
+                if !blockers.is_empty() {
+                    let list = blockers
+                        .iter()
+                        .map(|t| quote_ident(t))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let (noun, verb, them) = match blockers.len() {
+                        1 => ("table", "references", "it"),
+                        _ => ("tables", "reference", "them"),
+                    };
+                    anyhow::bail!(
+                        "emptying {name} (--truncate): cannot empty a table referenced by a foreign key: \
+                         {noun} {list} {verb} {table} (seed {list} too, or empty {them} first)"
+                    );
                 }
-                return Err(error.context(format!("emptying {name} (--truncate)")));
+                sq.batch_execute(&format!("DELETE FROM {table}"))
+                    .map_err(|e| anyhow::Error::new(DbFailure::of(&e)))
+                    .with_context(|| format!("emptying {name} (--truncate)"))?;
             }
             Ok(())
         }
     }
 }
 
-/// The SQLite tables, other than `table` itself, with a foreign key to `table`.
-fn referencing_tables(conn: &mut AnyConnection, table: &str) -> anyhow::Result<Vec<String>> {
+/// The SQLite tables outside `listed` holding a row whose foreign key points into `table` (every
+/// column of the key set): emptying `table` would fail on them, or cascade into them.
+fn sqlite_referencing_rows(
+    sq: &mut SqliteConnection,
+    table: &str,
+    listed: &[String],
+) -> anyhow::Result<Vec<String>> {
     #[derive(QueryableByName)]
-    struct Name {
+    struct Key {
         #[diesel(sql_type = Text)]
-        name: String,
+        child: String,
+        /// The key's columns, separated by U+001F.
+        #[diesel(sql_type = Text)]
+        columns: String,
     }
-    let found: Vec<Name> = diesel::sql_query(
-        "SELECT DISTINCT m.name AS name FROM sqlite_master m, pragma_foreign_key_list(m.name) f \
-         WHERE m.type = 'table' AND f.\"table\" = $1 COLLATE NOCASE AND m.name <> $1 ORDER BY m.name",
+    #[derive(QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = Integer)]
+        n: i32,
+    }
+    let keys: Vec<Key> = diesel::sql_query(
+        "SELECT m.name AS child, group_concat(f.\"from\", char(31)) AS columns \
+         FROM sqlite_master m, pragma_foreign_key_list(m.name) f \
+         WHERE m.type = 'table' AND f.\"table\" = $1 COLLATE NOCASE \
+         GROUP BY m.name, f.id ORDER BY m.name",
     )
     .bind::<Text, _>(table)
-    .load(conn)
+    .load(sq)
     .context("reading the foreign keys that reference the table")?;
-    Ok(found.into_iter().map(|n| n.name).collect())
+    let mut blockers: Vec<String> = Vec::new();
+    for key in keys {
+        let outside = !listed.iter().any(|t| t.eq_ignore_ascii_case(&key.child));
+        if !outside || blockers.contains(&key.child) {
+            continue;
+        }
+        let set: Vec<String> = key
+            .columns
+            .split('\u{1f}')
+            .map(|c| format!("{} IS NOT NULL", quote_ident(c)))
+            .collect();
+        let found: Found = diesel::sql_query(format!(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE {}) AS n",
+            quote_ident(&key.child),
+            set.join(" AND ")
+        ))
+        .get_result(sq)
+        .with_context(|| format!("looking for rows of {} that reference {table}", key.child))?;
+        if found.n != 0 {
+            blockers.push(key.child);
+        }
+    }
+    Ok(blockers)
 }
 
 /// What to do with a savepoint.

@@ -544,13 +544,30 @@ both_backends!(
             p,
             "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);
          CREATE TABLE posts (id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users (id));
+         CREATE TABLE likes (id INTEGER PRIMARY KEY,
+                             user_id INTEGER REFERENCES users (id) ON DELETE CASCADE);
          INSERT INTO users VALUES (1, 'ada');
-         INSERT INTO posts VALUES (1, 1);",
+         INSERT INTO posts VALUES (1, 1);
+         INSERT INTO likes VALUES (1, 1);",
         );
         p.file("seeds/users.csv", "id,name\n1,ada\n");
         let run = p.run(["seed", "--truncate"]);
         run.code(1).stderr_has("\"posts\"");
+        // A cascading key is refused too (SQLite would otherwise empty `likes` silently).
+        p.execute("DELETE FROM posts");
+        let run = p.run(["seed", "--truncate"]);
+        // PostgreSQL names the first referencing table, with rows or not.
+        let blocker = match p.backend {
+            Backend::Sqlite => "\"likes\"",
+            Backend::Postgres => "\"posts\"",
+        };
+        run.code(1).stderr_has(blocker);
         assert_eq!(count(&p, "users"), 1);
-        assert_eq!(count(&p, "posts"), 1);
+        assert_eq!(count(&p, "likes"), 1);
+        // Seeding the referencing tables too empties them first, children first.
+        p.file("seeds/likes.csv", "id,user_id\n7,1\n");
+        p.file("seeds/posts.csv", "id,user_id\n");
+        p.run(["seed", "--truncate", "-q"]).success();
+        assert_eq!(count(&p, "likes WHERE id = 7"), 1);
     }
 );

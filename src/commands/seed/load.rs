@@ -175,7 +175,6 @@ fn pg_probe(
                 Err(other) => DbFailure {
                     message: format!("{other:#}"),
                     unique: false,
-                    foreign_key: false,
                     column: None,
                 },
             }))
