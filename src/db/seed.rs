@@ -177,7 +177,7 @@ pub(crate) fn write_transaction<T>(
         ),
         Ok(false) => Ending::EndedByDatabase,
         Err(e) => Ending::Uncertain(format!(
-            "the connection's state cannot be read ({}); dbctl never sent COMMIT, so the server \
+            "the connection's state cannot be read ({}); dbctl never sent COMMIT, so the database \
              discards the transaction",
             database_message(&e)
         )),
