@@ -176,11 +176,12 @@ pub(crate) fn write_transaction<T>(
                 .into(),
         ),
         Ok(false) => Ending::EndedByDatabase,
-        Err(e) => Ending::Uncertain(format!(
-            "the connection's state cannot be read ({}); dbctl never sent COMMIT, so the database \
-             discards the transaction",
-            database_message(&e)
-        )),
+        // diesel's manager is broken when libpq reports the connection gone.
+        Err(_) => Ending::Uncertain(
+            "the connection failed, so the transaction's state cannot be read back; dbctl never \
+             sent COMMIT, so the database discards the transaction"
+                .into(),
+        ),
     };
     Err(TxFailure { error, ending })
 }
