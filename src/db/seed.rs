@@ -1,6 +1,8 @@
-//! What seeding needs from each backend: the catalog (columns, foreign keys), emptying tables,
-//! the run's write transaction, savepoints, running a seed `.sql` file, and the bulk paths: `COPY ... FROM STDIN` on
-//! PostgreSQL and one cached multi-row `INSERT` statement on SQLite.
+//! What seeding needs from each backend: the catalog (columns, foreign keys, tables and views),
+//! emptying tables, the run's write transaction and how it ended after a failure, savepoints,
+//! running a seed `.sql` file, the bulk paths (`COPY ... FROM STDIN` on PostgreSQL, one cached
+//! multi-row `INSERT` statement on SQLite), asking PostgreSQL which value it refused, and moving
+//! sequences past the seeded values.
 //!
 //! diesel's `copy_from` wants a table known at compile time: its `CopyTarget::walk_target` is an
 //! associated function with no `self`. [`RuntimeTarget`] implements that trait and writes the
@@ -505,8 +507,9 @@ pub(crate) fn defer_foreign_keys(conn: &mut AnyConnection) -> anyhow::Result<()>
         .context("deferring foreign-key checks")
 }
 
-/// Checks the foreign keys whose checks were deferred, before the commit, so that a dangling key
-/// is reported with its table and row rather than as a bare failed commit.
+/// Checks the foreign keys whose checks were deferred (on PostgreSQL: every deferred constraint),
+/// before the commit, so that a dangling key is reported with its table and row rather than as a
+/// bare failed commit.
 pub(crate) fn check_deferred_foreign_keys(conn: &mut AnyConnection) -> anyhow::Result<()> {
     #[derive(QueryableByName)]
     struct Dangling {

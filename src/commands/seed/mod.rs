@@ -3,7 +3,9 @@
 //! Plans the order (`plan`), then streams each file inside one transaction: `.sql` files run as
 //! written, `.csv` files go through `csv` into the backend's bulk path in `db::seed` (COPY on
 //! PostgreSQL, a cached multi-row INSERT on SQLite). Any failure rolls the whole run back and is
-//! reported with the file, the CSV row and line (or SQL line), and the database's message.
+//! reported with the file, the CSV row and line (or SQL line), and the database's message, ending
+//! with how the transaction ended as read back from the connection (never assumed). PostgreSQL
+//! sequences move last, just before COMMIT.
 
 mod csv;
 mod load;
