@@ -214,9 +214,16 @@ both_backends!(
     a_commit_in_a_sql_file_is_reported_not_hidden,
     |p: Project| {
         let p = init_with(p, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);");
-        for (i, sql) in ["COMMIT;", "COMMIT;\nBEGIN;", "ROLLBACK;\nBEGIN;"]
-            .iter()
-            .enumerate()
+        for (i, sql) in [
+            "COMMIT;",
+            "COMMIT;\nBEGIN;",
+            "ROLLBACK;\nBEGIN;",
+            // A failure after the file began its own transaction: rolling that one back is
+            // not rolling back dbctl's.
+            "COMMIT;\nBEGIN;\nINSERT INTO t VALUES (2, 'again');",
+        ]
+        .iter()
+        .enumerate()
         {
             p.execute("DELETE FROM t");
             p.file("seeds/010_t.csv", "id,v\n1,a\n");
@@ -227,7 +234,7 @@ both_backends!(
             p.file("seeds/030_t.csv", "id,v\n3,c\n");
             let run = p.run(["seed"]);
             run.code(1)
-                .stderr_has("020_commit.sql ended dbctl's transaction")
+                .stderr_has("ended dbctl's transaction")
                 .stderr_has("check the database");
             assert!(!run.stderr.contains("unchanged"), "{i}: {}", run.stderr);
             // Nothing after the file ran.

@@ -22,10 +22,14 @@ use serde::Serialize;
 
 use crate::commands::Context;
 use crate::db::seed as dbseed;
+use crate::db::seed::{savepoint, Savepoint};
 use crate::db::{self, AnyConnection, OpenMode};
 use crate::output::{self, millis, ms_f64, Report};
 use csv::{CsvReader, Record};
 use load::{copy_into_pg, insert_into_sqlite, RowStream};
+
+/// The savepoint each `.sql` file runs in.
+const SQL_SAVEPOINT: &str = "dbctl_seed_sql";
 use plan::{Kind, SeedFile};
 
 /// Load seed data in one transaction: every row of every file, or nothing.
@@ -481,24 +485,27 @@ impl Loader<'_> {
         if sql.trim().is_empty() {
             return Ok(sql.len() as u64);
         }
-        dbseed::run_sql(conn, &sql).map_err(|f| {
-            anyhow::Error::new(dbseed::UserSql {
+        // The file runs inside a savepoint of dbctl's transaction: if a COMMIT in it ended that
+        // transaction, the savepoint is gone too, which tells dbctl's transaction from one the
+        // file began, even after a failure has aborted it.
+        savepoint(conn, Savepoint::Set, SQL_SAVEPOINT)?;
+        if let Err(f) = dbseed::run_sql(conn, &sql) {
+            // Nothing is sent before the transaction is known to be open.
+            let ended = db::transaction_is_open(conn).unwrap_or(false)
+                && savepoint(conn, Savepoint::RollbackTo, SQL_SAVEPOINT).is_err();
+            return Err(anyhow::Error::new(dbseed::UserSql {
                 message: match f.line {
                     Some(line) => format!("{} line {line}: {}", path.display(), f.message),
                     None => format!("{}: {}", path.display(), f.message),
                 },
-                ended: false,
-            })
-        })?;
+                ended,
+            }));
+        }
         // A COMMIT, ROLLBACK or END in the file ends dbctl's transaction; what follows would run
         // in autocommit mode, row by row.
-        let same = match &self.transaction {
-            Some(id) => {
-                db::transaction_is_open(conn).unwrap_or(false)
-                    && dbseed::transaction_identity(conn)?.as_ref() == Some(id)
-            }
-            None => db::transaction_is_open(conn).unwrap_or(false),
-        };
+        let same = db::transaction_is_open(conn).unwrap_or(false)
+            && (self.transaction.is_none()
+                || dbseed::transaction_identity(conn)? == self.transaction);
         if !same {
             return Err(anyhow::Error::new(dbseed::UserSql {
                 message: format!(
@@ -508,6 +515,7 @@ impl Loader<'_> {
                 ended: true,
             }));
         }
+        savepoint(conn, Savepoint::Release, SQL_SAVEPOINT)?;
         Ok(sql.len() as u64)
     }
 
