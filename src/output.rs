@@ -64,7 +64,13 @@ impl Output {
     /// a human report is not printed (the exit code says it); JSON always is.
     pub(crate) fn emit<R: Report>(&self, report: &R) -> anyhow::Result<Exit> {
         let text = match self.format {
-            Format::Json => serde_json::to_string_pretty(report)? + "\n",
+            Format::Json => {
+                // Redacted value by value, so the document stays valid JSON whatever is hidden.
+                let mut doc = serde_json::to_value(report)?;
+                redact_json(&mut doc);
+                return print_stdout_unchanged(&(serde_json::to_string_pretty(&doc)? + "\n"))
+                    .map(|()| report.exit());
+            }
             Format::Human if self.quiet => String::new(),
             Format::Human => {
                 let mut text = report.human();
@@ -161,15 +167,36 @@ impl Output {
                     "exit_code": error::exit_of(err).code(),
                 }
             });
-            let _ = print_stdout(&format!("{doc:#}\n"));
+            // Built from the redacted lines above: printed as it is, so it stays valid JSON.
+            let _ = print_stdout_unchanged(&format!("{doc:#}\n"));
         }
     }
 }
 
+/// Hides passwords in every string of a JSON document (keys are dbctl's own names).
+fn redact_json(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => {
+            let shown = redact(s);
+            if &shown != s {
+                *s = shown;
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_json),
+        serde_json::Value::Object(map) => map.values_mut().for_each(redact_json),
+        _ => {}
+    }
+}
+
 fn print_stdout(text: &str) -> anyhow::Result<()> {
+    print_stdout_unchanged(&redact(text))
+}
+
+/// Writes already redacted text on stdout.
+fn print_stdout_unchanged(text: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match stdout
-        .write_all(redact(text).as_bytes())
+        .write_all(text.as_bytes())
         .and_then(|_| stdout.flush())
     {
         // A closed pipe (`dbctl ... | head`) is the reader's choice, not a failure.

@@ -78,7 +78,7 @@ impl Database {
         mode: OpenMode,
     ) -> anyhow::Result<Self> {
         if let Some(SqliteTarget::File(path)) = url.sqlite_target() {
-            prepare_sqlite_file(path, mode)?;
+            prepare_sqlite_file(url, path, mode)?;
         }
         let conn_str = url.connection_string(settings.connect_timeout.as_secs());
         let started = Instant::now();
@@ -137,8 +137,9 @@ impl Database {
     pub(crate) fn get(&self) -> anyhow::Result<Pooled> {
         self.pool.get().map_err(|e| {
             error::connect(format!(
-                "cannot get a connection to {}: {e}",
-                self.url.redacted()
+                "cannot get a connection to {}: {}",
+                self.url.redacted(),
+                error::redact_driver(&e.to_string())
             ))
         })
     }
@@ -157,10 +158,37 @@ impl Database {
     }
 }
 
-/// SQLite creates a missing file on open; only `init` may do that. It also cannot create folders.
-fn prepare_sqlite_file(path: &std::path::Path, mode: OpenMode) -> anyhow::Result<()> {
+/// SQLite creates a missing file on open; only `init` may do that, and only where the URL clearly
+/// means one file. It also cannot create folders, and anything but a regular file (a device like
+/// /dev/null, a FIFO, a folder) is not a database: SQLite would write `-journal` files beside it.
+fn prepare_sqlite_file(url: &DbUrl, path: &std::path::Path, mode: OpenMode) -> anyhow::Result<()> {
+    if let Some(readings) = url.sqlite_readings() {
+        return Err(match mode {
+            OpenMode::Existing => error::connect(format!(
+                "SQLite database does not exist: {}, and neither file exists (run `dbctl init` to create one; {})",
+                readings.both(),
+                readings.how_to_write()
+            )),
+            OpenMode::Create => error::usage(format!(
+                "not creating a SQLite database: {}, and neither file exists; {}",
+                readings.both(),
+                readings.how_to_write()
+            )),
+        });
+    }
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => {
+            let kind = file_kind(&meta);
+            return Err(error::usage(format!(
+                "`{}` is {kind}, not a SQLite database file",
+                path.display()
+            )));
+        }
+        Ok(_) => return Ok(()),
+        Err(_) => {}
+    }
     match mode {
-        OpenMode::Existing if !path.exists() => Err(error::connect(format!(
+        OpenMode::Existing => Err(error::connect(format!(
             "SQLite database `{}` does not exist (run `dbctl init` to create it)",
             path.display()
         ))),
@@ -172,7 +200,25 @@ fn prepare_sqlite_file(path: &std::path::Path, mode: OpenMode) -> anyhow::Result
             }
             Ok(())
         }
-        OpenMode::Existing => Ok(()),
+    }
+}
+
+/// What a path that is not a regular file is, in words.
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a folder"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
     }
 }
 
@@ -212,16 +258,15 @@ fn establish(backend: Backend, conn_str: &str) -> ConnectionResult<AnyConnection
     }
 }
 
-/// A bad URL or option is a usage error (2); anything the server or network said is exit 3.
+/// A connection string is checked before it reaches the driver (`url`: dbctl's validator and
+/// libpq's own parser), so what the driver says here is the server or the network: exit 3. Only
+/// a string the driver cannot even hand to C (a NUL byte) is a usage error.
 fn classify_connection_error(err: ConnectionError, url: &DbUrl) -> anyhow::Error {
-    let text = err.to_string();
     let usage = matches!(
         err,
         ConnectionError::InvalidConnectionUrl(_) | ConnectionError::InvalidCString(_)
-    ) || text.starts_with("invalid ")
-        || text.contains("invalid connection option")
-        || text.contains("invalid URI")
-        || text.contains("sslmode value");
+    );
+    let text = error::redact_driver(&err.to_string());
     let msg = format!("cannot connect to {}: {}", url.redacted(), text.trim());
     if usage {
         error::usage(msg)
