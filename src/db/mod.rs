@@ -6,6 +6,7 @@
 
 pub(crate) mod catalog;
 pub(crate) mod migrations;
+mod probe;
 pub(crate) mod seed;
 pub(crate) mod url;
 
@@ -82,21 +83,15 @@ impl Database {
         }
         let conn_str = url.connection_string(settings.connect_timeout.as_secs());
         let started = Instant::now();
-        let mut first = establish_within(url, &conn_str, settings.connect_timeout)?;
-        if let AnyConnection::Sqlite(conn) = &mut first {
+        if url.backend() == Backend::Sqlite {
             // A file that is not a database opens fine and fails at its first read; left to the
             // pool, the connection setup would be retried for the whole pool timeout (30 s of
-            // busy retries) before the same message came out.
-            // The busy timeout comes first: another process committing must be waited for, not
-            // reported as a failure to open.
+            // busy retries) before the same message came out. The busy timeout comes first:
+            // another process committing must be waited for, not reported as a failure to open.
             let busy = settings.statement_timeout.unwrap_or(DEFAULT_SQLITE_BUSY);
-            let probe = format!(
-                "PRAGMA busy_timeout = {}; SELECT count(*) FROM sqlite_master",
-                busy.as_millis()
-            );
-            conn.batch_execute(&probe).map_err(|e| {
-                let msg = format!("cannot open {}: {e}", url.redacted());
-                if e.to_string().contains("locked") {
+            probe::probe(&conn_str, busy).map_err(|e| {
+                let msg = format!("cannot open {}: {}", url.redacted(), e.message);
+                if e.is_busy() {
                     anyhow::anyhow!(
                         "{msg} (another process held it longer than the busy timeout, {:.1}s; see DB_STATEMENT_TIMEOUT)",
                         busy.as_secs_f64()
@@ -106,6 +101,7 @@ impl Database {
                 }
             })?;
         }
+        let first = establish_within(url, &conn_str, settings.connect_timeout)?;
         let connect_time = started.elapsed();
         let manager = AnyManager {
             backend: url.backend(),
