@@ -139,10 +139,38 @@ pub(crate) fn redact_driver(text: &str) -> String {
     let mut out = redact(text);
     let list = secrets().lock().unwrap_or_else(|e| e.into_inner());
     for secret in list.iter() {
-        if out.contains(secret.as_str()) {
-            out = out.replace(secret.as_str(), "***");
-        }
+        out = replace_delimited(&out, secret);
     }
+    out
+}
+
+/// Replaces each occurrence of `secret` that is not glued to letters or digits on either side:
+/// an echoed password stands between quotes, `:`, `@` or `=`; the same letters inside a word
+/// (`e` in "exist") are not an echo of it.
+fn replace_delimited(text: &str, secret: &str) -> String {
+    let word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    for (at, _) in text.match_indices(secret) {
+        if at < copied {
+            continue;
+        }
+        let before = text[..at].chars().next_back();
+        let after = text[at + secret.len()..].chars().next();
+        let glued = (word(before) && secret.chars().next().is_some_and(char::is_alphanumeric))
+            || (word(after)
+                && secret
+                    .chars()
+                    .next_back()
+                    .is_some_and(char::is_alphanumeric));
+        if glued {
+            continue;
+        }
+        out.push_str(&text[copied..at]);
+        out.push_str("***");
+        copied = at + secret.len();
+    }
+    out.push_str(&text[copied..]);
     out
 }
 
@@ -299,6 +327,11 @@ mod tests {
             "token *** leaked"
         );
         assert_eq!(redact("token hunter2-unit"), "token hunter2-unit");
+        register_secret("e");
+        assert_eq!(
+            redact_driver("database \"e\" does not exist: e"),
+            "database \"***\" does not exist: ***"
+        );
     }
 
     #[test]

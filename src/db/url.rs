@@ -163,6 +163,12 @@ impl DbUrl {
         };
         for (key, value) in pairs {
             let encoded = percent_encode(&value);
+            if key == "dbname" && (value.contains('=') || value.contains("://")) {
+                // libpq would read such a dbname as a second connection string.
+                return Err(error::usage(
+                    "invalid libpq connection string: `dbname` holds a connection string of its own; give its parts as keywords",
+                ));
+            }
             match key.as_str() {
                 "user" => pg.user = Some(encoded),
                 "password" => pg.password = Some(encoded),
@@ -386,7 +392,12 @@ impl PgParts {
 /// The first usual socket folder holding the server's socket, when nothing names a host.
 fn socket_dir(pg: &PgParts) -> Option<&'static str> {
     let named = |k: &str| pg.query.iter().any(|(key, _)| key == k);
-    if !pg.hosts.is_empty() || named("host") || named("hostaddr") || named("service") {
+    // `postgresql://:5433/db` names a port but no host.
+    let hosts_named = pg
+        .hosts
+        .split(',')
+        .any(|h| !h.split(':').next().unwrap_or("").is_empty() || h.starts_with('['));
+    if hosts_named || named("host") || named("hostaddr") || named("service") {
         return None;
     }
     for var in ["PGHOST", "PGHOSTADDR", "PGSERVICE"] {
@@ -394,11 +405,15 @@ fn socket_dir(pg: &PgParts) -> Option<&'static str> {
             return None;
         }
     }
-    let port = pg
-        .query
-        .iter()
-        .find(|(k, _)| k == "port")
-        .map(|(_, v)| v.clone())
+    let url_port = pg.hosts.split(',').next().and_then(|h| h.split_once(':'));
+    let port = url_port
+        .map(|(_, p)| p.to_string())
+        .or_else(|| {
+            pg.query
+                .iter()
+                .find(|(k, _)| k == "port")
+                .map(|(_, v)| v.clone())
+        })
         .or_else(|| std::env::var("PGPORT").ok())
         .unwrap_or_else(|| "5432".to_string());
     let port = port.split(',').next().unwrap_or("5432").trim().to_string();
@@ -661,6 +676,18 @@ fn check_query(query: &[(String, String)]) -> Result<(), String> {
                 return Err(format!(
                     "the value of {shown} is not one of {}",
                     allowed.join(", ")
+                ));
+            }
+        }
+        let needs = match (k.as_str(), value.as_str()) {
+            ("sslmode", "require" | "verify-ca" | "verify-full") => Some(("ssl", "TLS")),
+            ("gssencmode", "require") => Some(("gss", "GSSAPI")),
+            _ => None,
+        };
+        if let Some((feature, name)) = needs {
+            if !libpq::supports(feature) {
+                return Err(format!(
+                    "{shown}={value} needs {name}, which this build of libpq does not include"
                 ));
             }
         }
@@ -929,6 +956,20 @@ mod fuzz {
             assert_hidden(&format!("{scheme}://{user}:{pw}@{host}{tail}"), &secret)?;
             assert_hidden(&format!("{scheme}://{user}:{pw}@{host}{tail}"), &pw)?;
             assert_hidden(&format!("{scheme}://{user}@{host}/db?password={pw}&{tail}"), &secret)?;
+        }
+
+        // A raw password holding any printable byte (`#?/@`, spaces, quotes, `%`), in a valid
+        // or invalid URL or a libpq string: never in what parsing shows or says.
+        #[test]
+        fn a_raw_password_with_any_bytes_never_shows(
+            middle in "[ -~]{0,60}",
+            host in prop_oneof![Just("h"), Just("h:5432"), Just("[::1]"), Just("h:x")],
+        ) {
+            let secret = format!("Pw{middle}Zq");
+            assert_hidden(&format!("postgres://u:{secret}@{host}/db"), &secret)?;
+            assert_hidden(&format!("postgresql+asyncpg://u:{secret}@{host}/db?sslmode=disable"), &secret)?;
+            let quoted = secret.replace('\\', "\\\\").replace('\'', "\\'");
+            assert_hidden(&format!("host={host} user=u password='{quoted}' dbname=db"), &secret)?;
         }
     }
 }

@@ -262,6 +262,8 @@ fn mistyped_urls_and_special_files_are_refused() {
         "postgres//postgres@127.0.0.1/db",
         "127.0.0.1:5432/db",
         "localhost:5432/db",
+        "localhost/db",
+        "10.0.0.1/db",
         "user@host/db",
         "//host/db",
         "sqlite://user@host/db",

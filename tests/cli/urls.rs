@@ -210,6 +210,8 @@ fn exit_codes_follow_the_kind_of_failure() {
         format!("{base}{sep}sslmode=sometimes"),
         format!("{base}{sep}target_session_attrs=whatever"),
         format!("{base}{sep}nosuchparameter=1"),
+        // This libpq has no GSSAPI: libpq would only say so while connecting.
+        format!("{base}{sep}gssencmode=require"),
         pg_url_for("post%00gres"),
         url_with_password("postgres", "a b"),
         url_with_password("postgres", "a%00b"),
@@ -272,6 +274,7 @@ fn no_host_urls_find_the_usual_socket_folder() {
     for url in [
         "postgresql://postgres@/postgres",
         "postgres:///postgres?user=postgres",
+        "postgresql://:5432/postgres?user=postgres",
     ] {
         let mut cmd = dbctl();
         for var in ["PGHOST", "PGHOSTADDR", "PGPORT", "PGSERVICE"] {

@@ -8,12 +8,13 @@ use std::sync::OnceLock;
 
 /// The connection keywords this libpq knows (`host`, `sslmode`, ...), or an empty list when libpq
 /// could not allocate it (then no keyword is refused here and libpq decides at connect time).
-pub(crate) fn keywords() -> &'static [String] {
-    static KEYWORDS: OnceLock<Vec<String>> = OnceLock::new();
+pub(crate) fn keywords() -> &'static [(String, Option<String>)] {
+    static KEYWORDS: OnceLock<Vec<(String, Option<String>)>> = OnceLock::new();
     KEYWORDS.get_or_init(|| {
         let mut out = Vec::new();
         // SAFETY: PQconndefaults returns NULL or an array terminated by an entry whose keyword is
-        // NULL; every keyword is a NUL-terminated string owned by the array, freed once below.
+        // NULL; every keyword and compiled default is NULL or a NUL-terminated string owned by
+        // the array, copied out before the array is freed once below.
         unsafe {
             let options = pq_sys::PQconndefaults();
             if options.is_null() {
@@ -21,11 +22,13 @@ pub(crate) fn keywords() -> &'static [String] {
             }
             let mut entry = options;
             while !(*entry).keyword.is_null() {
-                out.push(
-                    CStr::from_ptr((*entry).keyword)
-                        .to_string_lossy()
-                        .into_owned(),
-                );
+                let keyword = CStr::from_ptr((*entry).keyword)
+                    .to_string_lossy()
+                    .into_owned();
+                let compiled = (*entry).compiled;
+                let compiled = (!compiled.is_null())
+                    .then(|| CStr::from_ptr(compiled).to_string_lossy().into_owned());
+                out.push((keyword, compiled));
                 entry = entry.add(1);
             }
             pq_sys::PQconninfoFree(options);
@@ -37,7 +40,21 @@ pub(crate) fn keywords() -> &'static [String] {
 /// Whether `keyword` is a libpq connection keyword.
 pub(crate) fn is_keyword(keyword: &str) -> bool {
     let known = keywords();
-    known.is_empty() || known.iter().any(|k| k == keyword)
+    known.is_empty() || known.iter().any(|(k, _)| k == keyword)
+}
+
+/// Whether this libpq was built with TLS (`ssl`) or GSSAPI encryption (`gss`): its compiled
+/// default for `sslmode`/`gssencmode` is `disable` exactly when it was not. libpq itself only
+/// finds out while connecting, where its refusal looks like any other failure to connect.
+pub(crate) fn supports(feature: &str) -> bool {
+    let keyword = match feature {
+        "ssl" => "sslmode",
+        _ => "gssencmode",
+    };
+    keywords()
+        .iter()
+        .find(|(k, _)| k == keyword)
+        .is_none_or(|(_, compiled)| compiled.as_deref() != Some("disable"))
 }
 
 /// Parses `conn_str` (a URI or key=value string) the way libpq will, without connecting. The

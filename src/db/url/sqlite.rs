@@ -227,6 +227,17 @@ fn shape_problem(path: &str) -> Option<&'static str> {
     if first.contains('@') {
         return Some("starts with `user@host`, like a server address");
     }
+    let ipv4 = first.split('.').count() == 4
+        && first
+            .split('.')
+            .all(|n| !n.is_empty() && n.len() <= 3 && n.chars().all(|c| c.is_ascii_digit()));
+    if path.contains('/')
+        && (first.eq_ignore_ascii_case("localhost") || ipv4 || first.starts_with('['))
+    {
+        return Some(
+            "starts with a host name (`localhost/db`, `10.0.0.1/db`), like a server address",
+        );
+    }
     if let Some((_, port)) = first.rsplit_once(':') {
         if !port.is_empty() && port.chars().all(|c| c.is_ascii_digit()) {
             return Some("starts with `host:port`, like a server address");
@@ -299,6 +310,9 @@ mod tests {
             "//host/db",
             "u:secret@h/db",
             "localhost:5432",
+            "localhost/db",
+            "10.0.0.1/db",
+            "[::1]/db",
         ] {
             let err = from_path(p).expect_err(p);
             assert!(!err.contains("secret"), "{err}");
