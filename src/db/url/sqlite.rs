@@ -78,7 +78,7 @@ pub(crate) fn from_url(rest: &str) -> Result<Form, String> {
             return Err("the SQLite URL names no file".to_string());
         }
         check_path_shape(body)?;
-        return Ok(file(Path::new(body), query, None, None));
+        return file(Path::new(body), query, None, None);
     };
     if after.is_empty() || after == "/:memory:" || after == ":memory:" {
         // SQLAlchemy: `sqlite://` and `sqlite:///:memory:` are in memory.
@@ -86,17 +86,17 @@ pub(crate) fn from_url(rest: &str) -> Result<Form, String> {
     }
     if let Some(abs) = after.strip_prefix("//") {
         // Four slashes: absolute for every tool.
-        return Ok(file(
+        return file(
             &Path::new("/").join(abs.trim_start_matches('/')),
             query,
             None,
             None,
-        ));
+        );
     }
     let Some(written) = after.strip_prefix('/') else {
         // Two slashes: `sqlite://rel/x.db`, relative (SQLAlchemy refuses this form).
         check_path_shape(after)?;
-        return Ok(file(Path::new(after), query, None, None));
+        return file(Path::new(after), query, None, None);
     };
     if written.is_empty() {
         return Err("the SQLite URL names no file".to_string());
@@ -104,7 +104,7 @@ pub(crate) fn from_url(rest: &str) -> Result<Form, String> {
     if written == "." || written == ".." || written.starts_with("./") || written.starts_with("../")
     {
         let note = format!("read `sqlite:///{written}` as a relative path, as SQLAlchemy does");
-        return Ok(file(Path::new(written), query, None, Some(note)));
+        return file(Path::new(written), query, None, Some(note));
     }
     three_slashes(written, query)
 }
@@ -119,7 +119,7 @@ fn three_slashes(written: &str, query: Option<String>) -> Result<Form, String> {
     let same =
         readings.relative == readings.absolute || same_file(&readings.relative, &readings.absolute);
     if same {
-        return Ok(file(&readings.absolute, query, None, None));
+        return file(&readings.absolute, query, None, None);
     }
     let rel = readings.relative.exists();
     let abs = readings.absolute.exists();
@@ -135,7 +135,7 @@ fn three_slashes(written: &str, query: Option<String>) -> Result<Form, String> {
                 readings.both(),
                 readings.relative.display()
             );
-            Ok(file(&readings.relative.clone(), query, None, Some(note)))
+            file(&readings.relative.clone(), query, None, Some(note))
         }
         (false, true) => {
             let note = format!(
@@ -143,7 +143,7 @@ fn three_slashes(written: &str, query: Option<String>) -> Result<Form, String> {
                 readings.both(),
                 readings.absolute.display()
             );
-            Ok(file(&readings.absolute.clone(), query, None, Some(note)))
+            file(&readings.absolute.clone(), query, None, Some(note))
         }
         (false, false) if !written.trim_end_matches('/').contains('/') => {
             // A database directly in `/` is never what a Rust tool's user means: SQLAlchemy's
@@ -152,11 +152,11 @@ fn three_slashes(written: &str, query: Option<String>) -> Result<Form, String> {
                 "read `sqlite:///{written}` as the relative path {}, as SQLAlchemy does (a database directly in `/` is not a reading dbctl creates)",
                 readings.relative.display()
             );
-            Ok(file(&readings.relative.clone(), query, None, Some(note)))
+            file(&readings.relative.clone(), query, None, Some(note))
         }
         (false, false) => {
             let path = readings.relative.clone();
-            Ok(file(&path, query, Some(readings), None))
+            file(&path, query, Some(readings), None)
         }
     }
 }
@@ -167,7 +167,7 @@ pub(crate) fn from_path(raw: &str) -> Result<Form, String> {
         return Ok(Form::Memory);
     }
     check_path_shape(raw)?;
-    Ok(file(Path::new(raw), None, None, None))
+    file(Path::new(raw), None, None, None)
 }
 
 fn file(
@@ -175,13 +175,19 @@ fn file(
     query: Option<String>,
     readings: Option<Readings>,
     note: Option<String>,
-) -> Form {
-    Form::File {
+) -> Result<Form, String> {
+    if path.to_string_lossy().ends_with('/') || path.file_name().is_none() {
+        return Err(
+            "the SQLite path ends with `/` or `..`: it names a folder, not a database file"
+                .to_string(),
+        );
+    }
+    Ok(Form::File {
         path: absolute(path),
         query,
         readings,
         note,
-    }
+    })
 }
 
 /// `path` made absolute against the current folder, without touching the file system.
@@ -219,6 +225,12 @@ fn shape_problem(path: &str) -> Option<&'static str> {
         .unwrap_or(path.len());
     if word > 0 && path.as_bytes()[0].is_ascii_alphabetic() && path[word..].starts_with("//") {
         return Some("starts like a URL whose `:` after the scheme is missing (`postgres//...`)");
+    }
+    if path.split('/').any(|part| part.starts_with('$')) {
+        return Some("holds an unexpanded variable (`$NAME/...`): write the path it stands for");
+    }
+    if path.starts_with('~') {
+        return Some("starts with `~`, which only a shell expands: write the full path");
     }
     if path.starts_with('/') || path.starts_with("./") || path.starts_with("../") {
         return None;
@@ -313,12 +325,17 @@ mod tests {
             "localhost/db",
             "10.0.0.1/db",
             "[::1]/db",
+            "~/app.db",
+            "$HOME/app.db",
         ] {
             let err = from_path(p).expect_err(p);
             assert!(!err.contains("secret"), "{err}");
         }
         for p in ["app.db", "./user@host/db", "/abs/x.db", "data/my db.sqlite"] {
             assert!(from_path(p).is_ok(), "{p}");
+        }
+        for p in ["data/", "sqlite_dir/..", "."] {
+            assert!(from_path(p).is_err(), "{p}");
         }
     }
 }
