@@ -640,6 +640,33 @@ const ENUM_PARAMS: &[(&str, &[&str])] = &[
     ("load_balance_hosts", &["disable", "random"]),
     ("sslnegotiation", &["postgres", "direct"]),
     ("sslcertmode", &["disable", "allow", "require"]),
+    (
+        "ssl_min_protocol_version",
+        &["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"],
+    ),
+    (
+        "ssl_max_protocol_version",
+        &["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"],
+    ),
+    ("min_protocol_version", &["3.0", "3.2", "latest"]),
+    ("max_protocol_version", &["3.0", "3.2", "latest"]),
+    (
+        "replication",
+        &[
+            "true", "on", "yes", "1", "false", "off", "no", "0", "database",
+        ],
+    ),
+];
+
+/// The methods `require_auth` may list (each optionally negated with `!`).
+const AUTH_METHODS: &[&str] = &[
+    "password",
+    "md5",
+    "gss",
+    "sspi",
+    "scram-sha-256",
+    "oauth",
+    "none",
 ];
 
 /// Checks names and values of connection parameters (percent-encoded values) before libpq does:
@@ -691,6 +718,65 @@ fn check_query(query: &[(String, String)]) -> Result<(), String> {
                 ));
             }
         }
+        match k.as_str() {
+            "require_auth"
+                if !value
+                    .split(',')
+                    .all(|m| AUTH_METHODS.contains(&m.trim_start_matches('!'))) =>
+            {
+                return Err(format!(
+                    "the value of {shown} is not a list of {}",
+                    AUTH_METHODS.join(", ")
+                ));
+            }
+            "hostaddr"
+                if !value
+                    .split(',')
+                    .all(|a| a.is_empty() || a.parse::<std::net::IpAddr>().is_ok()) =>
+            {
+                return Err(format!("the value of {shown} is not a numeric IP address"));
+            }
+            "require_auth" => {
+                let negated = value.split(',').filter(|m| m.starts_with('!')).count();
+                if negated != 0 && negated != value.split(',').count() {
+                    return Err(format!(
+                        "the value of {shown} mixes methods with `!methods` (libpq takes one kind)"
+                    ));
+                }
+            }
+            "replication" if !matches!(value.as_str(), "false" | "off" | "no" | "0") => {
+                return Err(format!(
+                    "{shown} asks for a replication connection, on which dbctl's queries cannot run"
+                ));
+            }
+            _ => {}
+        }
+    }
+    check_combinations(query)
+}
+
+/// Settings libpq refuses in combination, again only while connecting.
+fn check_combinations(query: &[(String, String)]) -> Result<(), String> {
+    let get = |key: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| percent_decode(v))
+    };
+    let sslmode = get("sslmode");
+    let strong = matches!(
+        sslmode.as_deref(),
+        Some("require" | "verify-ca" | "verify-full")
+    );
+    if get("sslnegotiation").as_deref() == Some("direct") && !strong {
+        return Err(
+            "sslnegotiation=direct needs sslmode=require, verify-ca or verify-full".to_string(),
+        );
+    }
+    if get("sslrootcert").as_deref() == Some("system")
+        && sslmode.as_deref().is_some_and(|m| m != "verify-full")
+    {
+        return Err("sslrootcert=system needs sslmode=verify-full".to_string());
     }
     Ok(())
 }

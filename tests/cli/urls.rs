@@ -212,6 +212,13 @@ fn exit_codes_follow_the_kind_of_failure() {
         format!("{base}{sep}nosuchparameter=1"),
         // This libpq has no GSSAPI: libpq would only say so while connecting.
         format!("{base}{sep}gssencmode=require"),
+        format!("{base}{sep}require_auth=bogus"),
+        format!("{base}{sep}hostaddr=not-an-ip"),
+        format!("{base}{sep}sslnegotiation=direct"),
+        format!("{base}{sep}sslmode=require&sslrootcert=system"),
+        format!("{base}{sep}ssl_min_protocol_version=SSLv3"),
+        format!("{base}{sep}require_auth=!password,scram-sha-256"),
+        format!("{base}{sep}replication=database"),
         pg_url_for("post%00gres"),
         url_with_password("postgres", "a b"),
         url_with_password("postgres", "a%00b"),
