@@ -204,11 +204,17 @@ fn create_database(
             }
             // Most runs find the database already there: try it first, so that `init` needs no
             // access to a maintenance database in that case.
+            let started = std::time::Instant::now();
             let target_err = match ctx.open_url(url, settings, OpenMode::Existing) {
                 Ok(db) => return Ok((Status::Existed, name, Some(db))),
                 Err(err) if error::exit_of(&err) != Exit::Connect => return Err(err),
                 Err(err) => err,
             };
+            // A server that let the whole connect timeout pass will not answer for another
+            // database either: `init` stays bounded by one connect timeout.
+            if started.elapsed() >= settings.connect_timeout {
+                return Err(target_err);
+            }
             // Whether the database is missing is asked of the server (pg_database), never read
             // from the words of the error: a missing role, a TLS setting or a refused password
             // fail the same way against every database, and are reported as they are.

@@ -385,6 +385,7 @@ fn runs_for(p: &Project, db: &str, in_url: &str, conninfo_pw: &str) -> Vec<(Stri
             &["--format", "json", "seed", "--seeds-dir", "bad_seeds"],
         ),
         (url.as_str(), &["--format", "json", "inspect"]),
+        (url.as_str(), &["-v", "inspect", "users"]),
         (
             url.as_str(),
             &["-v", "revision", "noop", "--sql", "SELECT 1;"],
