@@ -266,6 +266,7 @@ fn mistyped_urls_and_special_files_are_refused() {
         "10.0.0.1/db",
         "~/app.db",
         "$HOME/app.db",
+        "postgres",
         "data/",
         "user@host/db",
         "//host/db",

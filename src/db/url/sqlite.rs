@@ -226,6 +226,13 @@ fn shape_problem(path: &str) -> Option<&'static str> {
     if word > 0 && path.as_bytes()[0].is_ascii_alphabetic() && path[word..].starts_with("//") {
         return Some("starts like a URL whose `:` after the scheme is missing (`postgres//...`)");
     }
+    let base = path.split('+').next().unwrap_or(path).to_ascii_lowercase();
+    if matches!(
+        base.as_str(),
+        "postgres" | "postgresql" | "sqlite" | "sqlite3" | "mysql" | "mariadb" | "file"
+    ) {
+        return Some("is only a scheme name, like a URL cut short");
+    }
     if path.split('/').any(|part| part.starts_with('$')) {
         return Some("holds an unexpanded variable (`$NAME/...`): write the path it stands for");
     }
@@ -327,6 +334,8 @@ mod tests {
             "[::1]/db",
             "~/app.db",
             "$HOME/app.db",
+            "postgres",
+            "postgresql+asyncpg",
         ] {
             let err = from_path(p).expect_err(p);
             assert!(!err.contains("secret"), "{err}");
