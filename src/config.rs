@@ -298,7 +298,7 @@ fn env_error(err: &dotenvy::Error, text: &str) -> String {
             format!("cannot parse line {line_no} at character {}", index + 1)
         }
         dotenvy::Error::Io(io) => io.to_string(),
-        other => error::redact(&other.to_string()),
+        other => error::redact_driver(&other.to_string()),
     }
 }
 

@@ -33,7 +33,17 @@ fn main() -> ExitCode {
 /// Help and version go to stdout with exit 0; usage errors to stderr with exit 2, redacted (a URL
 /// given where a flag was expected would otherwise be echoed with its password).
 fn clap_exit(err: &clap::Error) -> ExitCode {
-    let text = error::redact(&err.render().to_string());
+    let mut text = err.render().to_string();
+    for arg in std::env::args_os()
+        .skip(1)
+        .filter_map(|a| a.into_string().ok())
+    {
+        let shown = error::redact_argument(&arg);
+        if shown != arg {
+            text = text.replace(&arg, &shown);
+        }
+    }
+    let text = error::redact(&text);
     if err.use_stderr() {
         eprint!("{text}");
         ExitCode::from(error::Exit::Usage.code())

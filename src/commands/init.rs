@@ -204,15 +204,31 @@ fn create_database(
             }
             // Most runs find the database already there: try it first, so that `init` needs no
             // access to a maintenance database in that case.
-            match ctx.open_url(url, settings, OpenMode::Existing) {
+            let started = std::time::Instant::now();
+            let target_err = match ctx.open_url(url, settings, OpenMode::Existing) {
                 Ok(db) => return Ok((Status::Existed, name, Some(db))),
-                Err(err) if !error::render(&err).contains("does not exist") => return Err(err),
-                Err(_) => {}
+                Err(err) if error::exit_of(&err) != Exit::Connect => return Err(err),
+                Err(err) => err,
+            };
+            // A server that let the whole connect timeout pass will not answer for another
+            // database either: `init` stays bounded by one connect timeout.
+            if started.elapsed() >= settings.connect_timeout {
+                return Err(target_err);
             }
-            let admin = open_maintenance(ctx, url, settings)?;
+            // Whether the database is missing is asked of the server (pg_database), never read
+            // from the words of the error: a missing role, a TLS setting or a refused password
+            // fail the same way against every database, and are reported as they are.
+            let Some(admin) = open_maintenance(ctx, url, settings) else {
+                return Err(target_err);
+            };
             let mut conn = admin.get()?;
             if db::pg_database_exists(&mut conn, &name)? {
-                return Ok((Status::Existed, name, None));
+                // It exists (or was just created by someone else): the first error stands unless
+                // a second try gets in.
+                return match ctx.open_url(url, settings, OpenMode::Existing) {
+                    Ok(db) => Ok((Status::Existed, name, Some(db))),
+                    Err(_) => Err(target_err),
+                };
             }
             ctx.out.verbose(format_args!("creating database {name}"));
             db::pg_create_database(&mut conn, &name)?;
@@ -221,26 +237,25 @@ fn create_database(
     }
 }
 
-/// A connection to the `postgres` maintenance database, or `template1` where that is missing.
+/// A connection to the `postgres` maintenance database, or `template1` where that cannot be
+/// reached; `None` when neither can.
 fn open_maintenance(
     ctx: &Context,
     url: &DbUrl,
     settings: &db::PoolSettings,
-) -> anyhow::Result<db::Database> {
+) -> Option<db::Database> {
     let mut settings = settings.clone();
     settings.size = 1;
-    let postgres = url.with_pg_database("postgres");
-    match ctx.open_url(&postgres, &settings, OpenMode::Existing) {
-        Ok(db) => Ok(db),
-        Err(err) if error::render(&err).contains("does not exist") => ctx
-            .open_url(
-                &url.with_pg_database("template1"),
+    ["postgres", "template1"]
+        .into_iter()
+        .find_map(|maintenance| {
+            ctx.open_url(
+                &url.with_pg_database(maintenance),
                 &settings,
                 OpenMode::Existing,
             )
-            .context("connecting to a maintenance database to create the new one"),
-        Err(err) => Err(err.context("connecting to the maintenance database `postgres`")),
-    }
+            .ok()
+        })
 }
 
 /// Writes a file only if it does not exist yet (never overwriting a user's file).

@@ -6,6 +6,7 @@
 
 pub(crate) mod catalog;
 pub(crate) mod migrations;
+mod probe;
 pub(crate) mod seed;
 pub(crate) mod url;
 
@@ -78,25 +79,19 @@ impl Database {
         mode: OpenMode,
     ) -> anyhow::Result<Self> {
         if let Some(SqliteTarget::File(path)) = url.sqlite_target() {
-            prepare_sqlite_file(path, mode)?;
+            prepare_sqlite_file(url, path, mode)?;
         }
         let conn_str = url.connection_string(settings.connect_timeout.as_secs());
         let started = Instant::now();
-        let mut first = establish_within(url, &conn_str, settings.connect_timeout)?;
-        if let AnyConnection::Sqlite(conn) = &mut first {
+        if url.backend() == Backend::Sqlite {
             // A file that is not a database opens fine and fails at its first read; left to the
             // pool, the connection setup would be retried for the whole pool timeout (30 s of
-            // busy retries) before the same message came out.
-            // The busy timeout comes first: another process committing must be waited for, not
-            // reported as a failure to open.
+            // busy retries) before the same message came out. The busy timeout comes first:
+            // another process committing must be waited for, not reported as a failure to open.
             let busy = settings.statement_timeout.unwrap_or(DEFAULT_SQLITE_BUSY);
-            let probe = format!(
-                "PRAGMA busy_timeout = {}; SELECT count(*) FROM sqlite_master",
-                busy.as_millis()
-            );
-            conn.batch_execute(&probe).map_err(|e| {
-                let msg = format!("cannot open {}: {e}", url.redacted());
-                if e.to_string().contains("locked") {
+            probe::probe(&conn_str, busy).map_err(|e| {
+                let msg = format!("cannot open {}: {}", url.redacted(), e.message);
+                if e.is_busy() {
                     anyhow::anyhow!(
                         "{msg} (another process held it longer than the busy timeout, {:.1}s; see DB_STATEMENT_TIMEOUT)",
                         busy.as_secs_f64()
@@ -106,6 +101,7 @@ impl Database {
                 }
             })?;
         }
+        let first = establish_within(url, &conn_str, settings.connect_timeout)?;
         let connect_time = started.elapsed();
         let manager = AnyManager {
             backend: url.backend(),
@@ -137,8 +133,9 @@ impl Database {
     pub(crate) fn get(&self) -> anyhow::Result<Pooled> {
         self.pool.get().map_err(|e| {
             error::connect(format!(
-                "cannot get a connection to {}: {e}",
-                self.url.redacted()
+                "cannot get a connection to {}: {}",
+                self.url.redacted(),
+                error::redact_driver(&e.to_string())
             ))
         })
     }
@@ -157,10 +154,37 @@ impl Database {
     }
 }
 
-/// SQLite creates a missing file on open; only `init` may do that. It also cannot create folders.
-fn prepare_sqlite_file(path: &std::path::Path, mode: OpenMode) -> anyhow::Result<()> {
+/// SQLite creates a missing file on open; only `init` may do that, and only where the URL clearly
+/// means one file. It also cannot create folders, and anything but a regular file (a device like
+/// /dev/null, a FIFO, a folder) is not a database: SQLite would write `-journal` files beside it.
+fn prepare_sqlite_file(url: &DbUrl, path: &std::path::Path, mode: OpenMode) -> anyhow::Result<()> {
+    if let Some(readings) = url.sqlite_readings() {
+        return Err(match mode {
+            OpenMode::Existing => error::connect(format!(
+                "SQLite database does not exist: {}, and neither file exists (run `dbctl init` to create one; {})",
+                readings.both(),
+                readings.how_to_write()
+            )),
+            OpenMode::Create => error::usage(format!(
+                "not creating a SQLite database: {}, and neither file exists; {}",
+                readings.both(),
+                readings.how_to_write()
+            )),
+        });
+    }
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => {
+            let kind = file_kind(&meta);
+            return Err(error::usage(format!(
+                "`{}` is {kind}, not a SQLite database file",
+                path.display()
+            )));
+        }
+        Ok(_) => return Ok(()),
+        Err(_) => {}
+    }
     match mode {
-        OpenMode::Existing if !path.exists() => Err(error::connect(format!(
+        OpenMode::Existing => Err(error::connect(format!(
             "SQLite database `{}` does not exist (run `dbctl init` to create it)",
             path.display()
         ))),
@@ -172,7 +196,25 @@ fn prepare_sqlite_file(path: &std::path::Path, mode: OpenMode) -> anyhow::Result
             }
             Ok(())
         }
-        OpenMode::Existing => Ok(()),
+    }
+}
+
+/// What a path that is not a regular file is, in words.
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a folder"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
     }
 }
 
@@ -212,16 +254,15 @@ fn establish(backend: Backend, conn_str: &str) -> ConnectionResult<AnyConnection
     }
 }
 
-/// A bad URL or option is a usage error (2); anything the server or network said is exit 3.
+/// A connection string is checked before it reaches the driver (`url`: dbctl's validator and
+/// libpq's own parser), so what the driver says here is the server or the network: exit 3. Only
+/// a string the driver cannot even hand to C (a NUL byte) is a usage error.
 fn classify_connection_error(err: ConnectionError, url: &DbUrl) -> anyhow::Error {
-    let text = err.to_string();
     let usage = matches!(
         err,
         ConnectionError::InvalidConnectionUrl(_) | ConnectionError::InvalidCString(_)
-    ) || text.starts_with("invalid ")
-        || text.contains("invalid connection option")
-        || text.contains("invalid URI")
-        || text.contains("sslmode value");
+    );
+    let text = error::redact_driver(&err.to_string());
     let msg = format!("cannot connect to {}: {}", url.redacted(), text.trim());
     if usage {
         error::usage(msg)

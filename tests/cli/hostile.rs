@@ -66,9 +66,9 @@ fn cases() -> Vec<Case> {
         Case { name: "unclosed IPv6 bracket", backend: Sq, setup: nothing, args: &["--database-url", "postgres://u@[::1/db", "ping"], code: 2, stderr: "IPv6" },
         Case { name: "IPv6 that is not an address", backend: Sq, setup: nothing, args: &["--database-url", "postgres://u@[zz::1]:5432/db", "ping"], code: 2, stderr: "`[zz::1]` is not an IPv6 address" },
         Case { name: "PostgreSQL URL without //", backend: Sq, setup: nothing, args: &["--database-url", "postgres:localhost/db", "ping"], code: 2, stderr: "needs `//`" },
-        Case { name: "SQLite URL naming no file", backend: Sq, setup: nothing, args: &["--database-url", "sqlite://", "ping"], code: 2, stderr: "names no file" },
+        Case { name: "SQLite URL naming no file", backend: Sq, setup: nothing, args: &["--database-url", "sqlite:", "ping"], code: 2, stderr: "names no file" },
         Case { name: "file: URI with bad percent-encoding", backend: Sq, setup: nothing, args: &["--database-url", "file:db%zz.sqlite", "ping"], code: 2, stderr: "percent-encoding" },
-        Case { name: "SQLite path that is a directory", backend: Sq, setup: |p| { p.file("adir/keep", ""); }, args: &["--database-url", "adir", "ping"], code: 3, stderr: "adir" },
+        Case { name: "SQLite path that is a directory", backend: Sq, setup: |p| { p.file("adir/keep", ""); }, args: &["--database-url", "adir", "ping"], code: 2, stderr: "adir` is a folder" },
         Case { name: "SQLite file that is not a database", backend: Sq, setup: |p| { p.file("junk.db", vec![0x5au8; 4096]); }, args: &["--database-url", "junk.db", "inspect"], code: 3, stderr: "junk.db: file is not a database" },
         Case { name: "SQLite file that is not a database, migrate up", backend: Sq, setup: |p| { p.file("junk.db", b"SQLite format 2\0 not really"); p.file(&format!("{M}/up.sql"), "SELECT 1;"); }, args: &["--database-url", "junk.db", "migrate", "up"], code: 3, stderr: "file is not a database" },
         // ---- files and folders ----------------------------------------------------------------

@@ -12,3 +12,4 @@ mod reliability;
 mod revision;
 mod seed;
 mod settings;
+mod urls;

@@ -105,9 +105,11 @@ impl Project {
     }
 
     /// A project whose database is `test.db` in the project folder (not created yet: run `init`).
+    /// The URL is the plain absolute path: `sqlite:///tmp/...` could also be read as relative
+    /// (SQLAlchemy's reading), and `init` refuses to guess.
     pub fn sqlite() -> Project {
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        let url = dir.path().join("test.db").display().to_string();
         Project {
             dir,
             backend: Backend::Sqlite,
