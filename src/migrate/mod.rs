@@ -25,7 +25,7 @@ use crate::output::{self, Output};
 pub(crate) use book::DIESEL_TABLE;
 pub(crate) use plan::{DownTarget, State, StatusRow, UpTarget};
 pub(crate) use run::Direction;
-use source::{Migration, Source};
+use source::{Migration, Source, Unwritten};
 
 /// The default for `--lock-timeout`.
 pub(crate) const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -313,8 +313,10 @@ fn step(m: &Migration, direction: Direction, ms: Option<f64>, sql: Option<String
     }
 }
 
-/// The ordered steps for `action`, after every check that must pass before anything is touched.
-/// The steps of a run, refusing (exit 2, before anything is touched) to apply an empty up.sql.
+/// The ordered steps for `action`, after every check that must pass before anything is touched:
+/// an up.sql with no bytes at all (refused by diesel_cli too) or still holding `dbctl revision`'s
+/// placeholder is refused (exit 2); one holding only comments or white space runs as a no-op and is
+/// recorded.
 fn decide<'a>(
     out: &Output,
     source: &'a Source,
@@ -324,16 +326,22 @@ fn decide<'a>(
     warnings: &mut Vec<String>,
 ) -> anyhow::Result<Vec<(&'a Migration, Direction)>> {
     let steps = plan_steps(out, source, applied, action, opts, warnings)?;
-    let empty: Vec<String> = steps
+    let unwritten: Vec<String> = steps
         .iter()
-        .filter(|(m, d)| *d == Direction::Up && m.up_is_empty)
-        .map(|(m, _)| m.up_path().display().to_string())
+        .filter(|(_, d)| *d == Direction::Up)
+        .filter_map(|(m, _)| {
+            let why = match m.unwritten? {
+                Unwritten::Empty => "is an empty file",
+                Unwritten::Placeholder => "still holds only the placeholder `dbctl revision` wrote",
+            };
+            Some(format!("{} {why}", m.up_path().display()))
+        })
         .collect();
-    if !empty.is_empty() {
+    if !unwritten.is_empty() {
         return Err(error::usage(format!(
-            "refusing to apply an empty migration: {} holds no statement (write its SQL, or delete \
-             the folder); no migration was applied",
-            empty.join(", ")
+            "refusing to apply an unwritten migration: {} (write its SQL, or a comment saying why \
+             this backend needs none; or delete the folder); no migration was applied",
+            unwritten.join(", ")
         )));
     }
     Ok(steps)

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod diesel_cli;
 mod hostile;
 mod init;
 mod inspect;

@@ -796,7 +796,7 @@ both_backends!(
 );
 
 both_backends!(
-    an_empty_up_sql_is_refused_before_anything_runs,
+    an_empty_or_placeholder_up_sql_is_refused_before_anything_runs,
     |p: Project| {
         mig(
             &p,
@@ -804,17 +804,12 @@ both_backends!(
             "CREATE TABLE first (id INTEGER);",
             Some("DROP TABLE first;"),
         );
-        mig(
-            &p,
-            "2024-01-01-000002_unfinished",
-            "-- nothing yet\n\n",
-            Some("SELECT 1;"),
-        );
+        mig(&p, "2024-01-01-000002_unfinished", "", Some("SELECT 1;"));
         init(&p);
-        let out = p.run(["migrate", "up"]);
-        out.code(2)
-            .stderr_has("refusing to apply an empty migration")
-            .stderr_has("unfinished");
+        p.run(["migrate", "up"])
+            .code(2)
+            .stderr_has("refusing to apply an unwritten migration")
+            .stderr_has("2024-01-01-000002_unfinished/up.sql is an empty file");
         assert!(
             applied(&p).is_empty(),
             "the run stopped before applying anything"
@@ -823,5 +818,72 @@ both_backends!(
         // `--to` the migration before it still works.
         p.run(["migrate", "up", "--to", "20240101000001"]).success();
         assert!(p.has_table("first"));
+        // A byte-order mark alone is no content either.
+        p.file("migrations/2024-01-01-000002_unfinished/up.sql", "\u{feff}");
+        p.run(["migrate", "up"])
+            .code(2)
+            .stderr_has("is an empty file");
+        // What `dbctl revision` writes when no SQL is given is an unfinished revision too.
+        p.run(["revision", "later"]).success();
+        std::fs::remove_dir_all(p.path().join("migrations/2024-01-01-000002_unfinished")).unwrap();
+        p.run(["migrate", "up"])
+            .code(2)
+            .stderr_has("still holds only the placeholder `dbctl revision` wrote");
+        assert_eq!(applied(&p), ["20240101000001"]);
+    }
+);
+
+both_backends!(
+    a_comment_or_white_space_only_up_sql_is_applied_and_recorded,
+    |p: Project| {
+        // vaultwarden's SQLite folder has such migrations: the other backends needed a change,
+        // SQLite needed none. diesel_cli applies them on SQLite (and fails on PostgreSQL with
+        // "Received an empty query"); dbctl applies and records them on both.
+        mig(
+            &p,
+            "2024-01-01-000001_comment_only",
+            "-- Integer size in SQLite is already i64, so we don't need to do anything\n",
+            None,
+        );
+        mig(
+            &p,
+            "2024-01-01-000002_white_space_only",
+            "  \n\t\r\n",
+            Some("-- nothing to undo either\n"),
+        );
+        mig(
+            &p,
+            "2024-01-01-000003_comments_and_semicolons",
+            "/* block */ ;\n-- line\n;;\n",
+            None,
+        );
+        mig(
+            &p,
+            "2024-01-01-000004_after",
+            "CREATE TABLE after_them (id INTEGER);",
+            Some("DROP TABLE after_them;"),
+        );
+        init(&p);
+        let run = p.run(["migrate", "up", "--format", "json"]);
+        run.success();
+        assert_eq!(run.json()["steps"].as_array().unwrap().len(), 4);
+        assert_eq!(
+            applied(&p),
+            [
+                "20240101000001",
+                "20240101000002",
+                "20240101000003",
+                "20240101000004"
+            ]
+        );
+        assert_eq!(p.count("SELECT count(*) AS n FROM __dbctl_migrations"), 4);
+        assert!(p.has_table("after_them"));
+        p.run(["migrate", "status", "--check"]).success();
+        // A down.sql with no statement still makes the migration irreversible: reverting it would
+        // silently leave whatever up.sql did.
+        p.run(["migrate", "down", "--step", "2"])
+            .code(2)
+            .stderr_has("no down.sql");
+        assert_eq!(applied(&p).len(), 4);
     }
 );
