@@ -3,6 +3,7 @@
 
 mod support;
 
+mod corpus;
 mod diesel_cli;
 mod hostile;
 mod init;
