@@ -94,3 +94,66 @@ fn blank_up_sql_diesel_cli_against_dbctl() {
         }
     }
 }
+
+/// Taking turns: dbctl applies, diesel_cli reverts, the user edits up.sql, diesel_cli applies it
+/// again (then redoes it). dbctl must not call the migration modified (its companion row describes
+/// the earlier application), shows diesel's time for it, and can revert it.
+#[test]
+fn taking_turns_with_diesel_cli_is_not_a_modification() {
+    let Some(bin) = diesel_cli("taking_turns_with_diesel_cli_is_not_a_modification") else {
+        return;
+    };
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(p) = Project::new(backend) else {
+            return;
+        };
+        for (i, t) in ["a", "b", "c"].iter().enumerate() {
+            let folder = format!("migrations/2024-01-0{}-000000_create_{t}", i + 1);
+            p.file(
+                &format!("{folder}/up.sql"),
+                format!("CREATE TABLE {t} (id INTEGER PRIMARY KEY);\n"),
+            );
+            p.file(&format!("{folder}/down.sql"), format!("DROP TABLE {t};\n"));
+        }
+        p.run(["init"]).success();
+        diesel(&bin, &p, &["migration", "revert"]).success();
+        assert!(!p.has_table("c"), "{backend:?}: diesel reverted c");
+        p.file(
+            "migrations/2024-01-03-000000_create_c/up.sql",
+            "CREATE TABLE c (id INTEGER PRIMARY KEY, added TEXT);\n",
+        );
+        diesel(&bin, &p, &["migration", "run"]).success();
+        p.run(["migrate", "status", "--check"]).success();
+        p.run(["migrate", "up"])
+            .success()
+            .stdout_has("Nothing to apply");
+        let first = p.run(["migrate", "status", "--format", "json"]).json()["migrations"][2]
+            ["applied_at"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // diesel's redo writes a new run_on; dbctl shows it, in its one format.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        diesel(&bin, &p, &["migration", "redo"]).success();
+        let json = p.run(["migrate", "status", "--check", "--format", "json"]);
+        json.success();
+        let rows = json.json()["migrations"].as_array().unwrap().clone();
+        let after = rows[2]["applied_at"].as_str().unwrap().to_string();
+        assert!(
+            after > first,
+            "{backend:?}: {after} is diesel's new time, not {first}"
+        );
+        for r in &rows {
+            let at = r["applied_at"].as_str().unwrap();
+            assert!(
+                at.len() == 24 && at.ends_with('Z') && at.as_bytes()[10] == b'T',
+                "{backend:?}: applied_at {at:?} is not RFC 3339 UTC"
+            );
+        }
+        // dbctl reverts what diesel applied, newest application first.
+        let run = p.run(["migrate", "down", "--format", "json"]);
+        run.success();
+        assert_eq!(run.json()["steps"][0]["version"], "20240103000000");
+        assert!(!p.has_table("c") && p.has_table("b"));
+    }
+}

@@ -887,3 +887,92 @@ both_backends!(
         assert_eq!(applied(&p).len(), 4);
     }
 );
+
+/// `applied_at` as dbctl shows it: RFC 3339, UTC, milliseconds.
+fn is_rfc3339_utc(s: &str) -> bool {
+    let b = s.as_bytes();
+    s.len() == 24
+        && s.ends_with('Z')
+        && b[10] == b'T'
+        && b[19] == b'.'
+        && s.chars()
+            .enumerate()
+            .all(|(i, c)| matches!(i, 4 | 7 | 10 | 13 | 16 | 19 | 23) || c.is_ascii_digit())
+}
+
+/// diesel's `run_on` of `version` in dbctl's format, read straight from the database.
+fn diesel_run_on(p: &Project, version: &str) -> String {
+    let sql = match p.backend {
+        Backend::Sqlite => format!(
+            "SELECT strftime('%Y-%m-%dT%H:%M:%fZ', run_on) AS v FROM __diesel_schema_migrations \
+             WHERE version = '{version}'"
+        ),
+        Backend::Postgres => format!(
+            "SELECT to_char(run_on AT TIME ZONE current_setting('TimeZone') AT TIME ZONE 'UTC', \
+             'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS v FROM __diesel_schema_migrations \
+             WHERE version = '{version}'"
+        ),
+    };
+    p.strings(&sql)[0].clone().unwrap()
+}
+
+both_backends!(
+    a_companion_row_older_than_diesels_row_is_ignored,
+    |p: Project| {
+        three(&p);
+        init(&p);
+        p.run(["migrate", "up"]).success();
+        // What `diesel migration revert` does: down.sql, then delete its own row only (dbctl's
+        // companion row stays).
+        p.execute("DROP TABLE c");
+        p.execute("DELETE FROM __diesel_schema_migrations WHERE version = '20240103000000'");
+        // The user edits up.sql, then `diesel migration run`: up.sql, and a fresh row whose run_on
+        // is CURRENT_TIMESTAMP (whole seconds on SQLite; here in the same second as dbctl's).
+        p.file(
+            "migrations/2024-01-03-000000_create_c/up.sql",
+            "CREATE TABLE c (id INTEGER PRIMARY KEY, added TEXT);\n",
+        );
+        p.execute("CREATE TABLE c (id INTEGER PRIMARY KEY, added TEXT)");
+        p.execute("INSERT INTO __diesel_schema_migrations (version) VALUES ('20240103000000')");
+        assert_eq!(
+            p.count("SELECT count(*) AS n FROM __dbctl_migrations"),
+            3,
+            "the stale companion row is there"
+        );
+
+        p.run(["migrate", "status", "--check"]).success();
+        p.run(["migrate", "up"])
+            .success()
+            .stdout_has("Nothing to apply");
+        let json = p.run(["migrate", "status", "--format", "json"]).json();
+        let rows = json["migrations"].as_array().unwrap();
+        assert_eq!(rows[2]["state"], "applied");
+        assert!(
+            rows[2]["duration_ms"].is_null(),
+            "the stale duration is not shown"
+        );
+        for r in rows {
+            let at = r["applied_at"].as_str().unwrap();
+            assert!(is_rfc3339_utc(at), "applied_at {at:?} is not RFC 3339 UTC");
+        }
+        assert_eq!(
+            rows[2]["applied_at"].as_str().unwrap(),
+            diesel_run_on(&p, "20240103000000"),
+            "diesel's time of the new application"
+        );
+        // dbctl's own rows keep their checksums: a change to a's up.sql is still caught.
+        p.file(
+            "migrations/2024-01-01-000000_create_a/up.sql",
+            "CREATE TABLE a (id INTEGER PRIMARY KEY, other TEXT);\n",
+        );
+        p.run(["migrate", "status", "--check"]).code(4);
+        p.run(["migrate", "up"])
+            .code(4)
+            .stderr_has("20240101000000_create_a");
+        // Reverting goes through diesel's row as through dbctl's.
+        p.run(["migrate", "down"]).success();
+        assert!(!p.has_table("c"));
+        p.run(["migrate", "up", "--allow-modified"]).success();
+        assert!(p.has_table("c"));
+    }
+);
