@@ -375,6 +375,55 @@ pub(crate) fn table_exists(conn: &mut AnyConnection, name: &str) -> anyhow::Resu
     Ok(found.n > 0)
 }
 
+/// Whether a transaction is open on `conn` (PostgreSQL: also one that failed and awaits ROLLBACK).
+/// Asked after any failed statement before anything else is done on the connection: SQLite ends
+/// the transaction itself on some errors (a trigger's `RAISE(ROLLBACK)`, a full disk, an I/O
+/// error), and a statement can end it too.
+///
+/// SQLite: `BEGIN` fails exactly when a transaction is open (and has no other effect then); when
+/// it succeeds, the transaction it opened is rolled back at once. PostgreSQL: inside a transaction
+/// block `now()` is the block's start and differs from the statement's start; outside it they are
+/// equal; in a failed block every statement but ROLLBACK fails, so a refused probe on a live
+/// connection means an open (failed) transaction.
+pub(crate) fn transaction_is_open(conn: &mut AnyConnection) -> QueryResult<bool> {
+    use diesel::result::{DatabaseErrorKind, Error};
+    let lost = |e: &Error| {
+        matches!(
+            e,
+            Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _
+            )
+        )
+    };
+    match conn {
+        AnyConnection::Sqlite(_) => match conn.batch_execute("BEGIN") {
+            Ok(()) => {
+                conn.batch_execute("ROLLBACK")?;
+                Ok(false)
+            }
+            Err(e) if lost(&e) => Err(e),
+            Err(Error::DatabaseError(_, _)) => Ok(true),
+            Err(e) => Err(e),
+        },
+        AnyConnection::Postgresql(_) => {
+            #[derive(QueryableByName)]
+            struct Open {
+                #[diesel(sql_type = diesel::sql_types::Bool)]
+                open: bool,
+            }
+            match diesel::sql_query("SELECT now() <> statement_timestamp() AS open")
+                .get_result::<Open>(conn)
+            {
+                Ok(row) => Ok(row.open),
+                Err(e) if lost(&e) => Err(e),
+                Err(Error::DatabaseError(_, _)) => Ok(true),
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::quote_ident;
@@ -386,5 +435,38 @@ mod tests {
             quote_ident("a\"; DROP TABLE x; --"),
             "\"a\"\"; DROP TABLE x; --\""
         );
+    }
+
+    #[test]
+    fn transaction_state_is_read_from_sqlite() {
+        use super::{transaction_is_open, AnyConnection};
+        use diesel::connection::SimpleConnection as _;
+        use diesel::Connection as _;
+        let mut conn =
+            AnyConnection::Sqlite(diesel::SqliteConnection::establish(":memory:").unwrap());
+        assert!(!transaction_is_open(&mut conn).unwrap());
+        assert!(
+            !transaction_is_open(&mut conn).unwrap(),
+            "the probe left nothing open"
+        );
+        conn.batch_execute("CREATE TABLE t (id INTEGER); BEGIN; INSERT INTO t VALUES (1)")
+            .unwrap();
+        assert!(transaction_is_open(&mut conn).unwrap());
+        assert!(conn.batch_execute("INSERT INTO nosuch VALUES (1)").is_err());
+        assert!(
+            transaction_is_open(&mut conn).unwrap(),
+            "a plain error keeps it"
+        );
+        conn.batch_execute(
+            "CREATE TRIGGER tr BEFORE INSERT ON t BEGIN SELECT RAISE(ROLLBACK, 'no'); END",
+        )
+        .unwrap();
+        assert!(conn.batch_execute("INSERT INTO t VALUES (2)").is_err());
+        assert!(
+            !transaction_is_open(&mut conn).unwrap(),
+            "RAISE(ROLLBACK) ended it"
+        );
+        conn.batch_execute("BEGIN; COMMIT").unwrap();
+        assert!(!transaction_is_open(&mut conn).unwrap());
     }
 }

@@ -344,6 +344,22 @@ fn decide<'a>(
             unwritten.join(", ")
         )));
     }
+    for (m, direction) in &steps {
+        if !m.run_in_transaction {
+            continue;
+        }
+        let (path, sql) = match direction {
+            Direction::Up => (m.up_path(), m.up.as_str()),
+            Direction::Down => (m.down_path(), m.down.as_deref().unwrap_or_default()),
+        };
+        split::refuse_transaction_control(
+            &path,
+            sql,
+            source.dialect,
+            "remove it, or, if the migration manages its own transactions, add \
+             `run_in_transaction = false` to its metadata.toml; no migration was applied",
+        )?;
+    }
     Ok(steps)
 }
 

@@ -90,6 +90,8 @@ pub(crate) struct Source {
     pub(crate) dir: PathBuf,
     pub(crate) migrations: Vec<Migration>,
     pub(crate) warnings: Vec<String>,
+    /// The SQL dialect of the backend the folder was read for.
+    pub(crate) dialect: Dialect,
 }
 
 /// The names a per-backend folder may have.
@@ -187,6 +189,7 @@ pub(crate) fn load(dir: &Path, backend: Backend) -> anyhow::Result<Source> {
         // A BTreeMap over strings gives diesel's order (versions compare as strings).
         migrations: by_version.into_values().collect(),
         warnings,
+        dialect: dialect(backend),
     })
 }
 

@@ -14,3 +14,4 @@ mod reliability;
 mod revision;
 mod seed;
 mod settings;
+mod transactions;
