@@ -27,6 +27,9 @@ pub(crate) use plan::{DownTarget, State, StatusRow, UpTarget};
 pub(crate) use run::Direction;
 use source::{Migration, Source, Unwritten};
 
+/// A migration that takes this long gets its own progress line even without `-v`.
+const SLOW_STEP: Duration = Duration::from_secs(1);
+
 /// The default for `--lock-timeout`.
 pub(crate) const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -283,7 +286,9 @@ fn run_steps(
         }
         let took = started.elapsed();
         bar.inc(1);
-        if out.writes_progress_lines() {
+        // The per-migration list is for `-v` (and JSON); without it only a slow migration gets a
+        // line, so that a long CI run shows where it is.
+        if out.writes_progress_lines() && (out.is_verbose() || took >= SLOW_STEP) {
             let verb = match direction {
                 Direction::Up => "applied",
                 Direction::Down => "reverted",

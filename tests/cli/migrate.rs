@@ -75,17 +75,82 @@ both_backends!(up_applies_everything_once_and_records_it, |p: Project| {
 });
 
 both_backends!(
-    up_prints_one_line_per_migration_when_not_a_terminal,
+    up_prints_a_summary_and_lists_every_migration_only_with_verbose,
     |p: Project| {
-        three(&p);
+        for i in 1..=12 {
+            mig(
+                &p,
+                &format!("2024-01-01-{i:06}_t{i}"),
+                &format!("CREATE TABLE t{i} (id INTEGER);"),
+                Some(&format!("DROP TABLE t{i};")),
+            );
+        }
         init(&p);
-        p.run(["migrate", "up"])
-            .success()
-            .stderr_has("applied 20240101000000_create_a (")
-            .stderr_has("applied 20240103000000_create_c (")
-            .stdout_has("Applied 3 migrations");
+        let run = p.run(["migrate", "up"]);
+        run.success()
+            .stdout_has("Applied 12 migrations in ")
+            .stdout_has("from 20240101000001_t1 to 20240101000012_t12.")
+            .stdout_has("Slowest: ");
+        assert!(
+            run.stdout.lines().count() <= 3,
+            "a summary, not a row per migration:\n{}",
+            run.stdout
+        );
+        assert!(
+            !run.stderr.contains("applied 2024"),
+            "no line per migration without -v:\n{}",
+            run.stderr
+        );
+        // The slowest three are named, with their times.
+        let slowest = run
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("Slowest"))
+            .unwrap();
+        assert_eq!(slowest.matches(" ms)").count(), 3, "{slowest}");
+
+        // -v: a line per migration on stderr and the table on stdout.
+        p.run(["migrate", "down", "--all"]).success();
+        let run = p.run(["migrate", "up", "-v"]);
+        run.success()
+            .stderr_has("applied 20240101000001_t1 (")
+            .stderr_has("applied 20240101000012_t12 (")
+            .stdout_has("20240101000012")
+            .stdout_has("Applied 12 migrations");
+        assert!(run.stdout.lines().count() > 12, "{}", run.stdout);
+        // JSON always has every step.
+        p.run(["migrate", "down", "--step", "5"]).success();
+        let run = p.run(["migrate", "up", "--format", "json"]);
+        run.success();
+        assert_eq!(run.json()["steps"].as_array().unwrap().len(), 5);
+        // A few: each named.
+        let run = p.run(["migrate", "down", "--step", "2"]);
+        run.success().stdout_has("Reverted 2 migrations in ");
+        assert!(
+            run.stdout.contains(": 20240101000012_t12 (")
+                && run.stdout.contains(", 20240101000011_t11 ("),
+            "{}",
+            run.stdout
+        );
     }
 );
+
+both_backends!(down_to_with_nothing_newer_says_so, |p: Project| {
+    three(&p);
+    init(&p);
+    p.run(["migrate", "up"]).success();
+    p.run(["migrate", "down", "--to", "20240103000000"])
+        .success()
+        .stdout_has("Nothing to revert: no applied migration is newer than 20240103000000.");
+    p.run(["migrate", "up", "--to", "20240102000000"])
+        .success()
+        .stdout_has("Nothing to apply: every migration up to 20240102000000 is applied.");
+    assert_eq!(applied(&p).len(), 3);
+    p.run(["migrate", "down", "--all"]).success();
+    p.run(["migrate", "down"])
+        .success()
+        .stdout_has("Nothing to revert: no migration is applied.");
+});
 
 both_backends!(up_step_and_to, |p: Project| {
     three(&p);
