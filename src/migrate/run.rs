@@ -325,12 +325,6 @@ fn failure(
     if let Some(fate) = fate {
         msg.push_str("; ");
         msg.push_str(fate);
-        if db_message.contains("cannot run inside a transaction block") {
-            msg.push_str(
-                "; this statement must run outside a transaction: add `run_in_transaction = false` \
-                 to the migration's metadata.toml",
-            );
-        }
     } else if index == 0 {
         msg.push_str(
             "; the migration runs without a transaction (run_in_transaction = false), no \

@@ -162,8 +162,26 @@ pub(crate) fn transaction_control(stmt: &Statement<'_>, dialect: Dialect) -> Opt
         "START" if pg && second == Some("TRANSACTION") => Some("controls the transaction itself"),
         "ABORT" if pg => Some("controls the transaction itself"),
         "PREPARE" if pg && second == Some("TRANSACTION") => Some("controls the transaction itself"),
-        "VACUUM" => Some("cannot run inside a transaction"),
+        "VACUUM" => Some(OUTSIDE),
+        _ if pg && refused_in_a_block(&stmt.first_words) => Some(OUTSIDE),
         _ => None,
+    }
+}
+
+const OUTSIDE: &str = "cannot run inside a transaction";
+
+/// PostgreSQL statements that refuse to run inside a transaction block.
+fn refused_in_a_block(words: &[String]) -> bool {
+    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    let concurrently = w.contains(&"CONCURRENTLY");
+    match w.as_slice() {
+        ["CREATE" | "DROP", "DATABASE" | "TABLESPACE", ..] => true,
+        ["CREATE" | "DROP", "INDEX", ..] | ["CREATE", "UNIQUE", "INDEX", ..] => concurrently,
+        ["REINDEX", ..] => {
+            concurrently || w.get(1).is_some_and(|k| *k == "SYSTEM" || *k == "DATABASE")
+        }
+        ["ALTER", "SYSTEM", ..] | ["DISCARD", "ALL", ..] => true,
+        _ => false,
     }
 }
 
@@ -458,6 +476,23 @@ mod tests {
             "BEGIN WORK",
         ] {
             assert_eq!(control(sql, Dialect::Postgres).len(), 1, "{sql:?}");
+        }
+        for sql in [
+            "CREATE INDEX CONCURRENTLY i ON t (x)",
+            "create unique index concurrently i on t (x)",
+            "DROP INDEX CONCURRENTLY i",
+            "REINDEX TABLE CONCURRENTLY t",
+            "CREATE DATABASE x",
+            "ALTER SYSTEM SET work_mem = '1MB'",
+        ] {
+            assert_eq!(control(sql, Dialect::Postgres), [(1, OUTSIDE)], "{sql:?}");
+        }
+        for sql in [
+            "CREATE INDEX i ON t (x)",
+            "REFRESH MATERIALIZED VIEW CONCURRENTLY v",
+            "ALTER DATABASE x SET work_mem = '1MB'",
+        ] {
+            assert!(control(sql, Dialect::Postgres).is_empty(), "{sql:?}");
         }
         let got = control(
             "CREATE TABLE a (id INT);\n\nCOMMIT;\nBEGIN;\n",
