@@ -986,10 +986,32 @@ fn diesel_run_on(p: &Project, version: &str) -> String {
 
 both_backends!(
     a_companion_row_older_than_diesels_row_is_ignored,
-    |p: Project| {
+    |p: Project| stale_companion_row(p)
+);
+
+/// The same where the server's time zone is not UTC: `run_on` is written in local time, and
+/// `applied_at` must still be the same instant, in UTC.
+#[test]
+fn a_companion_row_older_than_diesels_row_is_ignored_in_another_time_zone_postgres() {
+    let Some(p) = Project::postgres() else { return };
+    p.execute(&format!(
+        "ALTER DATABASE \"{}\" SET timezone TO 'Asia/Kolkata'",
+        p.pg_database().unwrap()
+    ));
+    stale_companion_row(p);
+}
+
+fn stale_companion_row(p: Project) {
+    {
         three(&p);
         init(&p);
         p.run(["migrate", "up"]).success();
+        // dbctl's own rows: applied_at is the instant of diesel's run_on, in UTC.
+        let json = p.run(["migrate", "status", "--format", "json"]).json();
+        assert_eq!(
+            json["migrations"][0]["applied_at"].as_str().unwrap(),
+            diesel_run_on(&p, "20240101000000")
+        );
         // What `diesel migration revert` does: down.sql, then delete its own row only (dbctl's
         // companion row stays).
         p.execute("DROP TABLE c");
@@ -1043,4 +1065,4 @@ both_backends!(
         p.run(["migrate", "up", "--allow-modified"]).success();
         assert!(p.has_table("c"));
     }
-);
+}
