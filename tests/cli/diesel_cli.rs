@@ -157,3 +157,47 @@ fn taking_turns_with_diesel_cli_is_not_a_modification() {
         assert!(!p.has_table("c") && p.has_table("b"));
     }
 }
+
+/// diesel_cli sees what dbctl applied as applied; and a down.sql of only comments: diesel_cli
+/// "reverts" with it on SQLite (forgets the migration, leaves its table, so applying it again
+/// fails), where dbctl refuses to revert before touching anything.
+#[test]
+fn diesel_cli_reads_dbctls_bookkeeping_and_blank_down_sql() {
+    let Some(bin) = diesel_cli("diesel_cli_reads_dbctls_bookkeeping_and_blank_down_sql") else {
+        return;
+    };
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(p) = Project::new(backend) else {
+            return;
+        };
+        let folder = "migrations/2024-01-01-000000_x";
+        p.file(
+            &format!("{folder}/up.sql"),
+            "CREATE TABLE x (id INTEGER);\n",
+        );
+        p.file(&format!("{folder}/down.sql"), "-- nothing to undo\n");
+        p.run(["init"]).success();
+        diesel(&bin, &p, &["migration", "pending"])
+            .success()
+            .stdout_has("false");
+        diesel(&bin, &p, &["migration", "list"])
+            .success()
+            .stdout_has("[X] 2024-01-01-000000_x");
+        p.run(["migrate", "down"])
+            .code(2)
+            .stderr_has("no down.sql (or it holds no statement)");
+        assert_eq!(recorded(&p), 1);
+        let d = diesel(&bin, &p, &["migration", "revert"]);
+        if backend == Backend::Sqlite {
+            d.success();
+            assert_eq!(recorded(&p), 0, "diesel forgot the migration");
+            assert!(p.has_table("x"), "and left its table");
+            diesel(&bin, &p, &["migration", "run"])
+                .code(1)
+                .stderr_has("already exists");
+        } else {
+            d.code(1).stderr_has("Received an empty query");
+            assert_eq!(recorded(&p), 1);
+        }
+    }
+}
