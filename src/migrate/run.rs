@@ -353,3 +353,72 @@ pub(crate) fn sql_of(m: &Migration, direction: Direction) -> String {
 pub(crate) fn label(version: &str, name: &str) -> String {
     source::label(version, name)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The run-time safety net, below the refusal that normally stops transaction control first
+    //! (`migrate::decide`): `apply` is called directly here.
+
+    use super::*;
+    use diesel::sql_types::BigInt;
+    use diesel::RunQueryDsl as _;
+
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+
+    fn count(conn: &mut AnyConnection, sql: &str) -> i64 {
+        diesel::sql_query(sql).get_result::<N>(conn).unwrap().n
+    }
+
+    fn migration(up: &str) -> Migration {
+        Migration {
+            version: "20240101000000".to_string(),
+            name: "sneaky".to_string(),
+            folder: std::path::PathBuf::from("migrations/2024-01-01-000000_sneaky"),
+            up: up.to_string(),
+            unwritten: None,
+            down: None,
+            run_in_transaction: true,
+            checksum: source::checksum(up),
+        }
+    }
+
+    #[test]
+    fn a_transaction_ended_by_the_migration_is_never_recorded() {
+        let mut conn = AnyConnection::Sqlite(
+            diesel::SqliteConnection::establish(":memory:").expect("in-memory SQLite"),
+        );
+        let mut book = Bookkeeping::locate(&mut conn).unwrap();
+        book.ensure(&mut conn).unwrap();
+        book.read(&mut conn).unwrap();
+        let m = migration("CREATE TABLE a (id INTEGER);\nCOMMIT;\nCREATE TABLE b (id INTEGER);\n");
+        let err = apply(&mut conn, &book, &m).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("was no longer open afterwards"), "{msg}");
+        assert!(msg.contains("NOT recorded"), "{msg}");
+        assert!(!msg.contains("rolled back"), "{msg}");
+        assert_eq!(
+            count(
+                &mut conn,
+                "SELECT count(*) AS n FROM __diesel_schema_migrations"
+            ),
+            0
+        );
+        assert_eq!(
+            count(&mut conn, "SELECT count(*) AS n FROM __dbctl_migrations"),
+            0
+        );
+        // What ran stays, as the message says.
+        assert_eq!(
+            count(
+                &mut conn,
+                "SELECT count(*) AS n FROM sqlite_master WHERE name IN ('a', 'b')"
+            ),
+            2
+        );
+        assert!(!crate::db::transaction_is_open(&mut conn).unwrap());
+    }
+}

@@ -229,7 +229,19 @@ impl StmtState {
             {
                 self.depth += 1
             }
-            "ATOMIC" if dialect == Dialect::Postgres && self.previous == "BEGIN" => self.depth += 1,
+            // Only a routine has a `BEGIN ATOMIC` body (`SELECT begin atomic FROM t` is a
+            // column and its alias).
+            "ATOMIC"
+                if dialect == Dialect::Postgres
+                    && self.previous == "BEGIN"
+                    && self.first_words.first().is_some_and(|w| w == "CREATE")
+                    && self
+                        .first_words
+                        .iter()
+                        .any(|w| w == "FUNCTION" || w == "PROCEDURE") =>
+            {
+                self.depth += 1
+            }
             "CASE" if self.depth > 0 => self.depth += 1,
             "END" if self.depth > 0 => self.depth -= 1,
             _ => {}
@@ -520,6 +532,17 @@ mod tests {
             control(pg, Dialect::Postgres).is_empty(),
             "{:?}",
             control(pg, Dialect::Postgres)
+        );
+    }
+
+    #[test]
+    fn begin_atomic_outside_a_routine_is_a_column_and_its_alias() {
+        let sql = "SELECT begin atomic FROM t;\nCOMMIT;\nCREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;";
+        let got = texts(sql, Dialect::Postgres);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(
+            control(sql, Dialect::Postgres),
+            [(2, "controls the transaction itself")]
         );
     }
 

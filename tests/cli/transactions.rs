@@ -317,3 +317,27 @@ fn a_full_disk_during_a_migration_is_reported_truthfully_sqlite() {
     drop(p);
     drop(disk);
 }
+
+// Words that look like a body's start (`begin` as a column name, `begin atomic` as a column and
+// its alias) must not glue the statements after them into one, hiding a COMMIT from the check.
+both_backends!(a_column_named_begin_does_not_hide_a_commit, |p: Project| {
+    let up = match p.backend {
+        Backend::Sqlite => {
+            "CREATE TABLE t (id INTEGER, begin TEXT);\n\
+                 CREATE TRIGGER tr AFTER UPDATE OF begin ON t BEGIN SELECT 1; END;\n\
+                 COMMIT;\n\
+                 CREATE TABLE after_commit (id INTEGER);\n"
+        }
+        Backend::Postgres => {
+            "CREATE TABLE t (id INTEGER, begin TEXT);\n\
+                 SELECT begin atomic FROM t;\n\
+                 COMMIT;\n\
+                 CREATE TABLE after_commit (id INTEGER);\n"
+        }
+    };
+    mig(&p, "2024-01-01-000001_tricky", up, None);
+    p.run(["init"])
+        .code(2)
+        .stderr_has("up.sql: line 3: `COMMIT`");
+    assert!(!p.has_table("t") && !p.has_table("after_commit"));
+});
