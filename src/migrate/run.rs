@@ -130,8 +130,9 @@ fn run(
                         "{} migration {}: its statements ran, but the transaction dbctl opened for \
                          it was no longer open afterwards (a statement ended it: a COMMIT or \
                          ROLLBACK the statement splitter did not see, or a procedure that \
-                         commits); what ran stays in the database and the migration was NOT \
-                         recorded: look at the database by hand before running it again. A \
+                         commits), so dbctl cannot undo what ran (what ran after that point ran \
+                         outside any transaction) and the migration was NOT recorded: look at the \
+                         database by hand before running it again. A \
                          migration that manages its own transactions needs \
                          `run_in_transaction = false` in its metadata.toml [{}]",
                         verb(direction),
