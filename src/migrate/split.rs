@@ -163,6 +163,15 @@ pub(crate) fn transaction_control(stmt: &Statement<'_>, dialect: Dialect) -> Opt
         "ABORT" if pg => Some("controls the transaction itself"),
         "PREPARE" if pg && second == Some("TRANSACTION") => Some("controls the transaction itself"),
         "VACUUM" => Some(OUTSIDE),
+        // SQLite refuses to switch to or from WAL inside a transaction, and silently ignores
+        // any other journal mode change there.
+        "PRAGMA"
+            if !pg
+                && stmt.first_words.iter().any(|w| w == "JOURNAL_MODE")
+                && stmt.sql.contains(['=', '(']) =>
+        {
+            Some("cannot take effect inside a transaction")
+        }
         _ if pg && refused_in_a_block(&stmt.first_words) => Some(OUTSIDE),
         _ => None,
     }
@@ -505,6 +514,19 @@ mod tests {
             "ALTER DATABASE x SET work_mem = '1MB'",
         ] {
             assert!(control(sql, Dialect::Postgres).is_empty(), "{sql:?}");
+        }
+        for sql in [
+            "PRAGMA journal_mode = WAL",
+            "pragma main.journal_mode(truncate)",
+        ] {
+            assert_eq!(control(sql, Dialect::Sqlite).len(), 1, "{sql:?}");
+        }
+        for sql in [
+            "PRAGMA journal_mode",
+            "PRAGMA foreign_keys = OFF",
+            "PRAGMA defer_foreign_keys = ON",
+        ] {
+            assert!(control(sql, Dialect::Sqlite).is_empty(), "{sql:?}");
         }
         let got = control(
             "CREATE TABLE a (id INT);\n\nCOMMIT;\nBEGIN;\n",

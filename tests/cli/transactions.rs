@@ -39,7 +39,11 @@ fn controls(backend: Backend) -> Vec<&'static str> {
         "VACUUM",
     ];
     match backend {
-        Backend::Sqlite => v.extend(["BEGIN IMMEDIATE", "END TRANSACTION"]),
+        Backend::Sqlite => v.extend([
+            "BEGIN IMMEDIATE",
+            "END TRANSACTION",
+            "PRAGMA journal_mode = WAL",
+        ]),
         Backend::Postgres => v.extend([
             "COMMIT AND CHAIN",
             "START TRANSACTION",
