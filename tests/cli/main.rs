@@ -3,6 +3,8 @@
 
 mod support;
 
+mod corpus;
+mod diesel_cli;
 mod hostile;
 mod init;
 mod inspect;
@@ -12,4 +14,5 @@ mod reliability;
 mod revision;
 mod seed;
 mod settings;
+mod transactions;
 mod urls;
