@@ -281,7 +281,7 @@ fn a_full_disk_during_a_migration_is_reported_truthfully_sqlite() {
         return;
     };
     let mut p = Project::sqlite();
-    let url = format!("sqlite://{}", disk.0.join("full.db").display());
+    let url = disk.0.join("full.db").display().to_string();
     p.env("DATABASE_URL", &url);
     mig(
         &p,
