@@ -32,6 +32,9 @@ impl Context<'_> {
         for note in url.notes() {
             self.out.verbose(note);
         }
+        for line in self.config.explain(url.backend()) {
+            self.out.verbose(line);
+        }
         Ok(url)
     }
 
@@ -59,6 +62,15 @@ impl Context<'_> {
             settings.pre_ping,
             settings.connect_timeout.as_secs_f64(),
         ));
+        if let Some(t) = settings.statement_timeout {
+            self.out
+                .verbose(format_args!("statement timeout {:.3}s", t.as_secs_f64()));
+        }
+        if let Some(schema) = &settings.schema {
+            self.out.verbose(format_args!(
+                "PostgreSQL schema {schema}: search_path is set to it on every connection"
+            ));
+        }
         let db = Database::open(url, settings, mode)?;
         self.out.verbose(format_args!(
             "connected in {}",

@@ -250,6 +250,23 @@ impl DbUrl {
         }
     }
 
+    /// Takes the named query parameters out of a PostgreSQL URL (driver options libpq would
+    /// refuse) and returns them percent-decoded, in the order written. Nothing for SQLite.
+    pub(crate) fn take_query_params(&mut self, names: &[&str]) -> Vec<(String, String)> {
+        let Some(pg) = self.pg.as_mut() else {
+            return Vec::new();
+        };
+        let mut taken = Vec::new();
+        pg.query.retain(|(k, v)| {
+            if !names.contains(&k.as_str()) {
+                return true;
+            }
+            taken.push((k.clone(), percent_decode(v).unwrap_or_else(|| v.clone())));
+            false
+        });
+        taken
+    }
+
     /// The URL as it may be shown: the password replaced by `***`.
     pub(crate) fn redacted(&self) -> String {
         match &self.pg {
