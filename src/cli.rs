@@ -86,6 +86,8 @@ pub(crate) enum Command {
     Revision(commands::revision::RevisionArgs),
     Seed(commands::seed::SeedArgs),
     Inspect(commands::inspect::InspectArgs),
+    Completions(commands::shell::CompletionsArgs),
+    Man(commands::shell::ManArgs),
 }
 
 impl Command {

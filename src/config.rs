@@ -256,6 +256,26 @@ impl Config {
         lines
     }
 
+    /// Warnings about settings that are probably not meant as dbctl reads them (printed even
+    /// without `-v`). Call after [`Config::database_url`].
+    pub(crate) fn warnings(&self, backend: crate::db::Backend) -> Vec<String> {
+        let mut out = Vec::new();
+        let built = matches!(*self.url_source.borrow(), Some(Source::Built(_)));
+        let schema = self.lookup(SCHEMA).filter(|(v, _)| !v.trim().is_empty());
+        if let (true, crate::db::Backend::Postgres, Some((schema, _)), None) =
+            (built, backend, schema, self.lookup("DATABASE_NAME"))
+        {
+            out.push(format!(
+                "DATABASE_SCHEMA={} is used as the PostgreSQL schema, and no DATABASE_NAME is set, so \
+                 the database is libpq's default (the user name); projects that use DATABASE_SCHEMA \
+                 as the database name (fastapi-best-architecture) should also set DATABASE_NAME={}",
+                output::quote(&schema),
+                output::quote(&schema)
+            ));
+        }
+        out
+    }
+
     fn effect(
         &self,
         name: &str,

@@ -43,10 +43,19 @@ fn clap_exit(err: &clap::Error) -> ExitCode {
     eprint!("{text}");
     if cli::json_requested(std::env::args_os()) {
         // The message and clap's tips; not the usage lines, which are for people.
-        let lines: Vec<&str> = text
+        let mut lines: Vec<String> = text
             .lines()
             .filter(|l| l.starts_with("error:") || l.trim_start().starts_with("tip:"))
+            .map(str::to_string)
             .collect();
+        if lines.is_empty() {
+            // A command group given without its subcommand prints its help as the error.
+            let usage = text.lines().find_map(|l| l.strip_prefix("Usage: "));
+            lines.push(format!(
+                "a subcommand is required: {}",
+                usage.unwrap_or("see --help")
+            ));
+        }
         output::print_json_error(&lines.join("\n"), error::Exit::Usage);
     }
     ExitCode::from(error::Exit::Usage.code())

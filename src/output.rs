@@ -284,19 +284,31 @@ where
     S: Into<comfy_table::Cell>,
 {
     let mut table = Table::new();
+    let fit = arrangement(&table);
     table
         .load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_content_arrangement(fit)
         .set_header(header);
     table
+}
+
+/// Fit the table to the terminal's width, unless the terminal reports a width of 0 (some CI and
+/// docker ptys report 0x0): fitting to 0 would squeeze every column to one character, so such a
+/// table gets no width limit, as when stdout is not a terminal.
+fn arrangement(table: &Table) -> ContentArrangement {
+    match table.width() {
+        Some(0) => ContentArrangement::Disabled,
+        _ => ContentArrangement::Dynamic,
+    }
 }
 
 /// A two-column table of labels and values, without a header.
 pub(crate) fn key_value_table<K: ToString, V: ToString>(rows: &[(K, V)]) -> Table {
     let mut table = Table::new();
+    let fit = arrangement(&table);
     table
         .load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic);
+        .set_content_arrangement(fit);
     for (k, v) in rows {
         table.add_row(vec![k.to_string(), v.to_string()]);
     }

@@ -323,20 +323,10 @@ fn search_path_sql(schema: &str) -> String {
 /// connection's search path. Without the check, a missing schema would leave no schema to create
 /// tables in (or, with `public` also on the path, put them in `public` silently).
 fn use_schema(conn: &mut AnyConnection, schema: &str, mode: OpenMode) -> anyhow::Result<()> {
-    #[derive(QueryableByName)]
-    struct Found {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let found: Found =
-        diesel::sql_query("SELECT count(*) AS n FROM pg_catalog.pg_namespace WHERE nspname = $1")
-            .bind::<Text, _>(schema)
-            .get_result(conn)
-            .context("looking up DATABASE_SCHEMA")?;
-    if found.n == 0 {
+    if !pg_schema_exists(conn, schema)? {
         if mode == OpenMode::Existing {
             return Err(error::usage(format!(
-                "schema {} (DATABASE_SCHEMA) does not exist in this database; `dbctl init` creates it",
+                "schema {} (DATABASE_SCHEMA) is missing from this database; `dbctl init` creates it",
                 quote_ident(schema)
             )));
         }
@@ -349,6 +339,21 @@ fn use_schema(conn: &mut AnyConnection, schema: &str, mode: OpenMode) -> anyhow:
     conn.batch_execute(&search_path_sql(schema))
         .context("setting search_path to DATABASE_SCHEMA")?;
     Ok(())
+}
+
+/// Whether a PostgreSQL schema of exactly this name exists.
+pub(crate) fn pg_schema_exists(conn: &mut AnyConnection, schema: &str) -> anyhow::Result<bool> {
+    #[derive(QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let found: Found =
+        diesel::sql_query("SELECT count(*) AS n FROM pg_catalog.pg_namespace WHERE nspname = $1")
+            .bind::<Text, _>(schema)
+            .get_result(conn)
+            .context("looking up DATABASE_SCHEMA")?;
+    Ok(found.n > 0)
 }
 
 /// `DB_ECHO`: every statement to stderr, redacted like everything else dbctl prints.

@@ -277,8 +277,9 @@ fn read_metadata(path: &Path, warnings: &mut Vec<String>) -> anyhow::Result<bool
             }
         } else {
             warnings.push(format!(
-                "`{}`: unknown key `{key}` ignored (the only key is run_in_transaction)",
-                path.display()
+                "`{}`: unknown key {} ignored (the only key is run_in_transaction)",
+                path.display(),
+                crate::output::quote(key)
             ));
         }
     }

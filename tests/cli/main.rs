@@ -6,6 +6,7 @@ mod support;
 mod hostile;
 mod init;
 mod inspect;
+mod interface;
 mod migrate;
 mod ping;
 mod reliability;

@@ -449,7 +449,7 @@ fn match_header(
                 header.line,
                 i + 1,
                 db::quote_ident(table),
-                db::quote_ident(name),
+                crate::output::quote(name),
                 columns
                     .iter()
                     .map(|c| c.name.as_str())
