@@ -10,11 +10,14 @@ use crate::support::{Project, Run};
 /// Every numeric flag and setting, given a value outside its range (or not a number at all):
 /// exit 2, one line naming the flag or setting and the accepted range, no panic, no abort, no
 /// 30-second stall.
-fn out_of_range_cases() -> Vec<(
+/// Arguments, an environment variable to set, and the name the error must give.
+type Case = (
     Vec<&'static str>,
     Option<(&'static str, &'static str)>,
     &'static str,
-)> {
+);
+
+fn out_of_range_cases() -> Vec<Case> {
     vec![
         // Flags.
         (
