@@ -409,3 +409,24 @@ fn completions_and_man_page_are_produced() {
     }
     p.run(["completions", "tcsh"]).code(2);
 }
+
+// `inspect --schema nosuch` says which schemas the database has (exit 2).
+both_backends!(
+    inspect_of_a_missing_schema_lists_those_that_exist,
+    |p: Project| {
+        p.run(["init", "-q"]).success();
+        let expected = if p.backend == crate::support::Backend::Postgres {
+            p.execute("CREATE SCHEMA billing");
+            "billing, public"
+        } else {
+            "main"
+        };
+        p.run(["inspect", "--schema", "nosuch"])
+            .code(2)
+            .stderr_has("`nosuch` does not exist")
+            .stderr_has(&format!("its schemas: {expected}"));
+        let json = p.run(["inspect", "--schema", "nosuch", "--format", "json"]);
+        json.code(2);
+        assert_eq!(json.json()["error"]["exit_code"], 2);
+    }
+);
