@@ -12,4 +12,5 @@ mod ping;
 mod reliability;
 mod revision;
 mod seed;
+mod seed_names;
 mod settings;
