@@ -236,6 +236,21 @@ pub(crate) fn quote(text: &str) -> String {
     out
 }
 
+/// `unknown key `a``, or `3 unknown keys `a`, `b`, `c``, or for a long list the first few and
+/// `and 199,997 more`: a list of user input quoted into one message, bounded.
+pub(crate) fn quoted_list(what: &str, items: &[&str]) -> String {
+    const SHOWN: usize = 5;
+    let shown: Vec<String> = items.iter().take(SHOWN).map(|i| quote(i)).collect();
+    let mut text = match items.len() {
+        1 => format!("{what} {}", shown[0]),
+        n => format!("{} {what}s {}", thousands(n), shown.join(", ")),
+    };
+    if items.len() > SHOWN {
+        text.push_str(&format!(" and {} more", thousands(items.len() - SHOWN)));
+    }
+    text
+}
+
 /// Cuts every line of `text` to [`MAX_LINE`] bytes (at a character boundary), saying how much
 /// was cut: the safety net for a message that quotes input without [`quote`].
 pub(crate) fn clip_lines(text: &str) -> String {
