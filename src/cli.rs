@@ -98,19 +98,21 @@ impl Command {
 }
 
 /// The formats every command can print: `human` and `json`. Diagrams are `inspect`'s alone, so
-/// only its `--format` lists and accepts them (see [`command`]).
+/// only its `--format` lists them (see [`command`]); here they are hidden, and accepted only so
+/// that `dbctl --format mermaid inspect` works: any other command refuses them (exit 2).
 fn result_format() -> impl clap::builder::TypedValueParser<Value = Format> {
+    use clap::builder::PossibleValue;
     clap::builder::PossibleValuesParser::new([
-        clap::builder::PossibleValue::new("human").help("Tables and sentences for people"),
-        clap::builder::PossibleValue::new("json")
-            .help("One JSON document on stdout, stable field names"),
+        PossibleValue::new("human").help("Tables and sentences for people"),
+        PossibleValue::new("json").help("One JSON document on stdout, stable field names"),
+        PossibleValue::new("mermaid").hide(true),
+        PossibleValue::new("dot").hide(true),
     ])
-    .map(|name| {
-        if name == "json" {
-            Format::Json
-        } else {
-            Format::Human
-        }
+    .map(|name| match name.as_str() {
+        "json" => Format::Json,
+        "mermaid" => Format::Mermaid,
+        "dot" => Format::Dot,
+        _ => Format::Human,
     })
 }
 

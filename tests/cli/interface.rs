@@ -223,7 +223,7 @@ fn help_lists_own_flags_first_and_diagram_formats_only_on_inspect() {
         vec!["ping"],
         vec!["migrate", "up"],
         vec!["migrate", "status"],
-        vec!["revision"],
+        vec!["revision", "add_x"],
         vec!["seed"],
     ] {
         let mut args = cmd.clone();
@@ -243,6 +243,8 @@ fn help_lists_own_flags_first_and_diagram_formats_only_on_inspect() {
         args.extend(["--format", "mermaid"]);
         p.run(&args).code(2).stderr_has("mermaid");
     }
+    // Refused before anything is done.
+    assert!(!p.path().join("migrations").exists());
     let run = p.run(["inspect", "--help"]);
     run.success().stdout_has("mermaid").stdout_has("dot");
     let top = p.run(["--help"]);
