@@ -218,10 +218,13 @@ impl Config {
             } else {
                 self.dotenv.get(name).cloned()
             };
+            // Only the values of known, non-secret settings are shown: an unknown `DB_PASSWORD`
+            // or `DATABASE_TOKEN` may hold a secret dbctl was never told about.
             let shown = match name.as_str() {
                 "DATABASE_PASSWORD" => "***".to_string(),
                 n if URL.contains(&n) => "(the URL)".to_string(),
-                _ => output::quote(value.as_deref().unwrap_or_default()),
+                n if is_known(n) => output::quote(value.as_deref().unwrap_or_default()),
+                _ => "(value not shown)".to_string(),
             };
             let source = match (in_env, &self.dotenv_path) {
                 (true, _) => "the environment".to_string(),
@@ -497,6 +500,21 @@ impl Config {
             _ => Err(bad_value(name, &raw, &source, "true or false")),
         }
     }
+}
+
+/// Whether dbctl reads this name (its value can then be shown by `-v`).
+fn is_known(name: &str) -> bool {
+    const OTHERS: &[&str] = &[
+        "DB_POOL_TIMEOUT",
+        "DB_POOL_RECYCLE",
+        "DB_POOL_PRE_PING",
+        "DB_STATEMENT_TIMEOUT",
+        "DB_CONNECT_TIMEOUT",
+        SCHEMA,
+    ];
+    [URL, POOL_SIZE, MAX_OVERFLOW, ECHO, parts::PARTS, OTHERS]
+        .iter()
+        .any(|group| group.contains(&name))
 }
 
 /// The names `-v` reports on: dbctl's `DB_*` settings and the seed documents' `DATABASE_*` ones.

@@ -162,7 +162,10 @@ fn database_uri_and_names_without_effect() {
     )
     .success();
     assert!(p.path().join("from-uri.db").is_file());
-    p.file(".env", "DB_POOL_SIZE=7\nDB_FANCY=1\n");
+    p.file(
+        ".env",
+        "DB_POOL_SIZE=7\nDB_FANCY=1\nDB_PASSWORD=unknown-secret-Zq7\n",
+    );
     let run = run_with(
         &p,
         &[
@@ -174,7 +177,8 @@ fn database_uri_and_names_without_effect() {
     );
     run.success()
         .stderr_has("setting DATABASE_URI=(the URL) (from the environment): no effect: DATABASE_URL is also set and wins")
-        .stderr_has("setting DB_FANCY=`1` (from .env): no effect: not a setting dbctl knows")
+        .stderr_has("setting DB_FANCY=(value not shown) (from .env): no effect: not a setting dbctl knows")
+        .no_secret("unknown-secret-Zq7")
         .stderr_has("setting DB_POOL_SIZE=`7` (from .env): no effect: the environment variable of the same name wins")
         .stderr_has("pool: max 2 connections");
     assert!(!p.path().join("other.db").exists());
