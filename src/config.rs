@@ -43,6 +43,19 @@ pub(crate) const DRIVER_PARAMS: &[&str] = &[
     "server_settings",
 ];
 
+/// pysqlite's options in a SQLite URL (`sqlite:///app.db?timeout=20&check_same_thread=false`):
+/// SQLite itself would ignore them silently. `timeout` is the busy timeout
+/// (`DB_STATEMENT_TIMEOUT`); the others have no effect, said by `-v`.
+pub(crate) const SQLITE_DRIVER_PARAMS: &[&str] = &[
+    "timeout",
+    "check_same_thread",
+    "cached_statements",
+    "detect_types",
+    "isolation_level",
+    "factory",
+    "uri",
+];
+
 /// The database used when nothing else names one (diesel and sqlx users expect a local file).
 pub(crate) const DEFAULT_DATABASE_URL: &str = "sqlite://dev.db";
 pub(crate) const DEFAULT_MIGRATIONS_DIR: &str = "migrations";
@@ -93,6 +106,8 @@ pub(crate) struct Config {
     driver_params: RefCell<Vec<(String, String)>>,
     /// Where the URL came from, once resolved (for [`Config::explain`]).
     url_source: RefCell<Option<Source>>,
+    /// Whether that URL is SQLite's (its `?timeout=` is pysqlite's busy timeout).
+    sqlite_url: std::cell::Cell<bool>,
 }
 
 impl fmt::Debug for Config {
@@ -123,6 +138,7 @@ impl Config {
             diesel_migrations_dir: None,
             driver_params: RefCell::new(Vec::new()),
             url_source: RefCell::new(None),
+            sqlite_url: std::cell::Cell::new(false),
         };
         let (toml_path, named) = match config.lookup("DIESEL_CONFIG_FILE") {
             Some((path, _)) => (PathBuf::from(path), true),
@@ -189,7 +205,13 @@ impl Config {
             },
         };
         let mut url = DbUrl::parse(&raw)?;
-        *self.driver_params.borrow_mut() = url.take_query_params(DRIVER_PARAMS);
+        let sqlite = url.backend() == crate::db::Backend::Sqlite;
+        *self.driver_params.borrow_mut() = url.take_query_params(if sqlite {
+            SQLITE_DRIVER_PARAMS
+        } else {
+            DRIVER_PARAMS
+        });
+        self.sqlite_url.set(sqlite);
         *self.url_source.borrow_mut() = Some(source.clone());
         Ok((url, source))
     }
@@ -239,7 +261,16 @@ impl Config {
             lines.push(format!("setting {name}={shown} (from {source}): {effect}"));
         }
         for (key, value) in self.driver_params.borrow().iter() {
+            let sqlite = self.sqlite_url.get();
             let effect = match key.as_str() {
+                "timeout" if sqlite && self.lookup("DB_STATEMENT_TIMEOUT").is_some() => {
+                    "no effect: DB_STATEMENT_TIMEOUT is set and wins".to_string()
+                }
+                "timeout" if sqlite => "used as the busy timeout (DB_STATEMENT_TIMEOUT)".into(),
+                _ if sqlite => {
+                    "accepted, no effect: a Python sqlite3 option that SQLite has no counterpart for"
+                        .to_string()
+                }
                 "command_timeout" if self.lookup("DB_STATEMENT_TIMEOUT").is_some() => {
                     "no effect: DB_STATEMENT_TIMEOUT is set and wins".to_string()
                 }
@@ -380,6 +411,7 @@ impl Config {
             Some(t) => t,
             None => match self.seconds(&["DB_CONNECT_TIMEOUT"], numbers::CONNECT_TIMEOUT)? {
                 Some(t) => t.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+                None if self.sqlite_url.get() => DEFAULT_CONNECT_TIMEOUT,
                 None => self
                     .driver_seconds("timeout", numbers::CONNECT_TIMEOUT)?
                     .flatten()
@@ -390,9 +422,16 @@ impl Config {
             match self.seconds(&["DB_STATEMENT_TIMEOUT"], numbers::STATEMENT_TIMEOUT)? {
                 // 0 is "no limit": PostgreSQL's statement_timeout = 0, SQLite never waits for a lock.
                 Some(t) => Some(t.unwrap_or(Duration::ZERO)),
-                None => self
-                    .driver_seconds("command_timeout", numbers::STATEMENT_TIMEOUT)?
-                    .map(|t| t.unwrap_or(Duration::ZERO)),
+                None => {
+                    // asyncpg's command_timeout; pysqlite's timeout is SQLite's busy timeout.
+                    let key = if self.sqlite_url.get() {
+                        "timeout"
+                    } else {
+                        "command_timeout"
+                    };
+                    self.driver_seconds(key, numbers::STATEMENT_TIMEOUT)?
+                        .map(|t| t.unwrap_or(Duration::ZERO))
+                }
             };
         Ok(PoolSettings {
             size: self.pool_size()?,
@@ -471,7 +510,7 @@ impl Config {
         };
         spec.parse(raw).map(Some).map_err(|want| {
             error::usage(format!(
-                "invalid URL parameter {key}={} (asyncpg's, read by dbctl): {want}",
+                "invalid URL parameter {key}={} (read by dbctl): {want}",
                 output::quote(raw)
             ))
         })

@@ -250,20 +250,41 @@ impl DbUrl {
         }
     }
 
-    /// Takes the named query parameters out of a PostgreSQL URL (driver options libpq would
-    /// refuse) and returns them percent-decoded, in the order written. Nothing for SQLite.
+    /// Takes the named query parameters out of the URL (driver options the driver would refuse
+    /// or silently ignore) and returns them percent-decoded, in the order written. For SQLite
+    /// they come out of the `file:` URI's query.
     pub(crate) fn take_query_params(&mut self, names: &[&str]) -> Vec<(String, String)> {
-        let Some(pg) = self.pg.as_mut() else {
-            return Vec::new();
-        };
         let mut taken = Vec::new();
-        pg.query.retain(|(k, v)| {
-            if !names.contains(&k.as_str()) {
+        let mut take = |k: &str, v: &str| {
+            if !names.contains(&k) {
                 return true;
             }
-            taken.push((k.clone(), percent_decode(v).unwrap_or_else(|| v.clone())));
+            taken.push((
+                k.to_string(),
+                percent_decode(v).unwrap_or_else(|| v.to_string()),
+            ));
             false
-        });
+        };
+        match self.pg.as_mut() {
+            Some(pg) => pg.query.retain(|(k, v)| take(k, v)),
+            None => {
+                let Some((uri, query)) = self.sqlite_conn.split_once('?') else {
+                    return taken;
+                };
+                let kept: Vec<&str> = query
+                    .split('&')
+                    .filter(|pair| {
+                        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                        take(k, v)
+                    })
+                    .collect();
+                self.sqlite_conn = if kept.is_empty() {
+                    uri.to_string()
+                } else {
+                    format!("{uri}?{}", kept.join("&"))
+                };
+            }
+        }
         taken
     }
 

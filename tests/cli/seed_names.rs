@@ -312,3 +312,21 @@ both_backends!(echo_debug_is_accepted, |p: Project| {
         .stderr_has("DATABASE_ECHO")
         .stderr_has("true, false or debug");
 });
+
+// pysqlite's URL options (`?timeout=20&check_same_thread=false`, as SQLAlchemy projects write
+// them): `timeout` is the busy timeout, the others are reported by -v, none is silently ignored.
+#[test]
+fn pysqlite_url_parameters_are_reported() {
+    let p = Project::sqlite();
+    p.run(["init", "-q"]).success();
+    let url = format!("{}?timeout=20&check_same_thread=false", p.url());
+    p.run(["migrate", "status", "-v", "--database-url", &url])
+        .success()
+        .stderr_has("URL parameter timeout=`20`: used as the busy timeout")
+        .stderr_has("URL parameter check_same_thread=`false`: accepted, no effect")
+        .stderr_has("statement timeout 20.000s");
+    let url = format!("{}?timeout=1e20", p.url());
+    p.run(["migrate", "status", "--database-url", &url])
+        .code(2)
+        .stderr_has("timeout=`1e20`");
+}
