@@ -236,6 +236,19 @@ pub(crate) fn quote(text: &str) -> String {
     out
 }
 
+/// User input cut to [`MAX_QUOTED`] characters, with a note of how much was left out, for a
+/// message that quotes it its own way (an SQL identifier, say).
+pub(crate) fn clip(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(MAX_QUOTED) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((at, _)) => std::borrow::Cow::Owned(format!(
+            "{}... ({} more bytes)",
+            &text[..at],
+            thousands(text.len() - at)
+        )),
+    }
+}
+
 /// `unknown key `a``, or `3 unknown keys `a`, `b`, `c``, or for a long list the first few and
 /// `and 199,997 more`: a list of user input quoted into one message, bounded.
 pub(crate) fn quoted_list(what: &str, items: &[&str]) -> String {

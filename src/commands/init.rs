@@ -184,7 +184,14 @@ pub(crate) fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<InitReport> {
     } else {
         Status::Existed
     };
-    report.step("bookkeeping table", status, migrate::DIESEL_TABLE);
+    // Say where the bookkeeping lives when DATABASE_SCHEMA moved it out of the default schema.
+    let table = match settings.schema.as_deref() {
+        Some(schema) if url.backend() == Backend::Postgres => {
+            format!("{schema}.{}", migrate::DIESEL_TABLE)
+        }
+        _ => migrate::DIESEL_TABLE.to_string(),
+    };
+    report.step("bookkeeping table", status, table);
 
     if args.no_migrate {
         report.step("migrations", Status::Skipped, "--no-migrate");

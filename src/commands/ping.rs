@@ -94,7 +94,10 @@ fn stats(samples: &[Duration]) -> (Duration, Duration, Duration) {
 
 pub(crate) fn run(ctx: &Context, args: PingArgs) -> anyhow::Result<PingReport> {
     let url = ctx.url()?;
-    let settings = ctx.config.pool_settings(args.timeout)?;
+    let mut settings = ctx.config.pool_settings(args.timeout)?;
+    // Whether the server answers does not depend on DATABASE_SCHEMA (`ping --wait` may run
+    // before `init` creates it).
+    settings.schema = None;
     let (db, attempts) = match args.wait {
         None => (ctx.open_url(&url, &settings, OpenMode::Existing)?, 1),
         Some(wait) => wait_for(ctx, &url, &settings, wait)?,

@@ -238,6 +238,11 @@ fn database_schema_is_where_everything_lands() {
         .cloned()
         .unwrap_or_default();
     assert_eq!(schema_step["status"], "created", "{doc}");
+    assert!(
+        doc.to_string()
+            .contains("tenant_a.__diesel_schema_migrations"),
+        "{doc}"
+    );
     let mut cmd = p.command();
     cmd.env("DATABASE_SCHEMA", "tenant_a").args(["seed", "-q"]);
     Run::from(cmd.output().unwrap()).success();
@@ -272,6 +277,10 @@ fn database_schema_is_where_everything_lands() {
     assert_eq!(doc["schemas"], serde_json::json!(["tenant_a"]), "{doc}");
     assert_eq!(doc["migrations"]["applied"], 3, "{doc}");
 
+    // ping only asks whether the server answers.
+    let mut cmd = p.command();
+    cmd.env("DATABASE_SCHEMA", "tenant_b").arg("ping");
+    Run::from(cmd.output().unwrap()).success();
     let mut cmd = p.command();
     cmd.env("DATABASE_SCHEMA", "tenant_b")
         .args(["migrate", "up"]);
