@@ -338,6 +338,22 @@ both_backends!(a_huge_csv_header_gives_a_short_error, |p: Project| {
         run.stdout.len()
     );
     run.json();
+    // A 20 MB field PostgreSQL refuses and quotes back in its error: the line is cut too.
+    if p.backend == crate::support::Backend::Postgres {
+        p.execute("CREATE TABLE counts (id INTEGER PRIMARY KEY, n INTEGER)");
+        std::fs::remove_file(p.path().join("seeds/items.csv")).unwrap();
+        let value = "y".repeat(20 * 1024 * 1024);
+        p.file("seeds/counts.csv", format!("id,n\n1,2\n2,{value}\n"));
+        let run = p.run(["seed"]);
+        run.code(1)
+            .stderr_has("invalid input syntax for type integer")
+            .stderr_has("more bytes cut");
+        assert!(
+            run.stderr.len() < 5_000,
+            "{} bytes of stderr",
+            run.stderr.len()
+        );
+    }
 });
 
 /// A 100 kB bad setting value (about the most one variable may hold) is quoted cut short too.
