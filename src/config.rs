@@ -470,6 +470,9 @@ impl Config {
         let Some((raw, source)) = self.lookup(SCHEMA) else {
             return Ok(None);
         };
+        if self.sqlite_url.get() {
+            return Ok(None); // no effect on SQLite, and `-v` says so
+        }
         let name = raw.trim();
         if name.is_empty() {
             return Ok(None);
