@@ -63,7 +63,7 @@ pub(crate) const POOL_RECYCLE: Seconds = Seconds {
 pub(crate) const STATEMENT_TIMEOUT: Seconds = Seconds {
     min: 0.001,
     max: i32::MAX as f64 / 1000.0,
-    zero: Some("no limit"),
+    zero: Some("no limit; on SQLite: do not wait for a lock"),
     minus_one: false,
 };
 
