@@ -328,7 +328,7 @@ impl Conn {
 pub fn dbctl() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dbctl"));
     for (key, _) in std::env::vars() {
-        if key == "DATABASE_URL"
+        if key.starts_with("DATABASE_")
             || key.starts_with("DB_")
             || key.starts_with("DBCTL_")
             || key == "MIGRATION_DIRECTORY"
