@@ -5,6 +5,7 @@
 //! password is registered for redaction before anything can fail.
 
 use super::{bad_value, numbers, Config, Source};
+use crate::db::url::percent_encode as encode;
 use crate::error;
 
 /// The parts, in the order they appear in a URL.
@@ -175,19 +176,6 @@ fn sslmode(raw: &str) -> Option<&'static str> {
         "false" | "0" | "no" | "off" => "disable",
         _ => return None,
     })
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
