@@ -413,6 +413,7 @@ pub(crate) struct SqliteBatch {
 /// the per-statement cost stops mattering.
 const SQLITE_MAX_VALUES: usize = 32_000;
 const SQLITE_BATCH_ROWS: usize = 256;
+const SQLITE_BATCH_BYTES: usize = 64 * 1024 * 1024;
 
 impl SqliteBatch {
     pub(crate) fn new(table: &str, columns: &[String]) -> Self {
@@ -443,7 +444,8 @@ impl SqliteBatch {
     }
 
     pub(crate) fn is_full(&self) -> bool {
-        self.rows() >= self.capacity
+        // Large rows flush early, so that a batch's memory stays bounded (64 MiB and one row).
+        self.rows() >= self.capacity || self.text.len() >= SQLITE_BATCH_BYTES
     }
 
     /// Inserts the buffered rows. On failure, finds the row at fault by inserting them one at a

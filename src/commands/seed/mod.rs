@@ -9,8 +9,7 @@ mod csv;
 mod load;
 mod plan;
 
-use std::fs::File;
-use std::io::BufReader;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -56,6 +55,15 @@ pub(crate) struct SeedArgs {
     /// Empty the CSV files' tables first (children before parents), in the same transaction
     #[arg(long)]
     truncate: bool,
+
+    /// Field separator of the .csv files: one ASCII punctuation character, a space, or `tab`
+    /// (.tsv files are always tab-separated)
+    #[arg(long, value_name = "CHAR", default_value = ",", value_parser = csv::parse_delimiter)]
+    delimiter: u8,
+
+    /// Character encoding of the CSV files: UTF8, LATIN1 (ISO-8859-1) or WIN1252 (Windows-1252)
+    #[arg(long, value_name = "NAME", default_value = "UTF8", value_parser = csv::Encoding::parse)]
+    encoding: csv::Encoding,
 }
 
 #[derive(Serialize, Debug)]
@@ -181,6 +189,10 @@ pub(crate) fn run(ctx: &Context, args: SeedArgs) -> anyhow::Result<SeedReport> {
         ctx,
         bar: &bar,
         bytes_before: 0,
+        dialect: csv::Dialect {
+            delimiter: args.delimiter,
+            encoding: args.encoding,
+        },
     };
     let outcome = dbseed::write_transaction(&mut conn, |c| -> anyhow::Result<Vec<FileReport>> {
         if !cyclic.is_empty() {
@@ -303,6 +315,8 @@ struct Loader<'a> {
     ctx: &'a Context<'a>,
     bar: &'a ProgressBar,
     bytes_before: u64,
+    /// How the .csv files are written (`--delimiter`, `--encoding`).
+    dialect: csv::Dialect,
 }
 
 impl Loader<'_> {
@@ -344,7 +358,15 @@ impl Loader<'_> {
 
     fn load_sql(&mut self, conn: &mut AnyConnection, file: &SeedFile) -> anyhow::Result<u64> {
         let path = &file.path;
-        let sql = std::fs::read_to_string(path)
+        let mut sql = String::new();
+        crate::files::open_regular(path)
+            .map_err(|e| match e {
+                crate::files::OpenError::NotRegular(_) => {
+                    crate::error::usage(format!("{}: {e}", path.display()))
+                }
+                e => anyhow::anyhow!("cannot read {}: {e}", path.display()),
+            })?
+            .read_to_string(&mut sql)
             .with_context(|| format!("cannot read {}", path.display()))?;
         // An empty statement is an error to PostgreSQL; an empty file is simply nothing to do.
         if sql.trim().is_empty() {
@@ -364,8 +386,14 @@ impl Loader<'_> {
     ) -> anyhow::Result<(u64, u64)> {
         let path = &file.path;
         let table = file.table.as_deref().unwrap_or_default();
-        let opened = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let mut reader = CsvReader::new(BufReader::with_capacity(256 * 1024, opened));
+        let dialect = csv::Dialect {
+            delimiter: file.delimiter.unwrap_or(self.dialect.delimiter),
+            ..self.dialect
+        };
+        let mut reader = CsvReader::open(path, dialect).map_err(|e| match e {
+            csv::ReadError::NotRegular(_) => crate::error::usage(e),
+            e => anyhow::anyhow!("cannot read {}: {e}", path.display()),
+        })?;
         let mut record = Record::default();
         let has_header = reader
             .read(&mut record)
@@ -388,6 +416,7 @@ impl Loader<'_> {
         let mut stream = RowStream {
             path,
             reader,
+            dialect,
             record,
             width: header.len(),
             row: 0,

@@ -27,6 +27,8 @@ pub(crate) struct SeedFile {
     pub(crate) kind: Kind,
     /// The target table of a CSV file.
     pub(crate) table: Option<String>,
+    /// The delimiter the file's extension implies (`.tsv`: tab); `None` for `--delimiter`'s.
+    pub(crate) delimiter: Option<u8>,
 }
 
 /// The table a CSV file loads into: its stem without a numeric ordering prefix
@@ -43,7 +45,7 @@ pub(crate) fn table_for(stem: &str) -> String {
 fn kind_of(path: &Path) -> Option<Kind> {
     let ext = path.extension()?.to_str()?.to_ascii_lowercase();
     match ext.as_str() {
-        "csv" => Some(Kind::Csv),
+        "csv" | "tsv" => Some(Kind::Csv),
         "sql" => Some(Kind::Sql),
         _ => None,
     }
@@ -63,11 +65,15 @@ fn seed_file(path: PathBuf, kind: Kind) -> SeedFile {
         )),
         Kind::Sql => None,
     };
+    let tsv = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
     SeedFile {
         path,
         name,
         kind,
         table,
+        delimiter: tsv.then_some(b'\t'),
     }
 }
 
@@ -90,19 +96,25 @@ pub(crate) fn discover(dir: &Path) -> anyhow::Result<(Vec<SeedFile>, Vec<String>
             ))
         })?;
         let path = entry.path();
-        // A directory is skipped; a broken link or unreadable file is kept, and fails when read.
-        if path.is_dir() {
-            skipped.push(entry.file_name().to_string_lossy().into_owned());
-            continue;
-        }
         match kind_of(&path) {
-            Some(kind) => files.push(seed_file(path, kind)),
+            Some(kind) => {
+                ensure_regular(&path)?;
+                files.push(seed_file(path, kind));
+            }
             None => skipped.push(entry.file_name().to_string_lossy().into_owned()),
         }
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
     skipped.sort();
     Ok((files, skipped))
+}
+
+/// Refuses (exit 2) a seed file that is a folder, a FIFO, a device or a socket, before anything
+/// is opened or started: reading a FIFO would wait forever, `/dev/zero` never ends. Links are
+/// followed; a link to nothing is left to fail when the file is read.
+fn ensure_regular(path: &Path) -> anyhow::Result<()> {
+    crate::files::check_regular(path)
+        .map_err(|e| error::usage(format!("seed file `{}`: {e}", path.display())))
 }
 
 /// The files named on the command line: as given, or else inside the seeds folder.
@@ -126,6 +138,7 @@ pub(crate) fn named(args: &[PathBuf], dir: &Path) -> anyhow::Result<Vec<SeedFile
                 path.display()
             ))
         })?;
+        ensure_regular(&path)?;
         if files.iter().any(|f: &SeedFile| f.path == path) {
             continue;
         }
