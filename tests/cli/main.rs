@@ -11,4 +11,5 @@ mod ping;
 mod reliability;
 mod revision;
 mod seed;
+mod seed_csv;
 mod settings;
