@@ -521,3 +521,50 @@ impl QueryFragment<Sqlite> for InsertRows<'_> {
         Ok(())
     }
 }
+
+/// A relation a CSV file may name: its schema (PostgreSQL) and name, and whether it is on the
+/// search path (always on SQLite).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Relation {
+    pub(crate) schema: Option<String>,
+    pub(crate) name: String,
+    pub(crate) visible: bool,
+}
+
+/// The tables, views and foreign tables a seed file's name may be matched against (the file
+/// names a table the way a header names columns: exactly, else ignoring case when unambiguous).
+pub(crate) fn relations(conn: &mut AnyConnection) -> anyhow::Result<Vec<Relation>> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Nullable<Text>)]
+        schema: Option<String>,
+        #[diesel(sql_type = Text)]
+        name: String,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        visible: bool,
+    }
+    let sql = match conn {
+        AnyConnection::Postgresql(_) => {
+            "SELECT n.nspname::text AS schema, c.relname::text AS name, \
+                    pg_catalog.pg_table_is_visible(c.oid) AS visible \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p', 'v', 'f') \
+               AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'"
+        }
+        AnyConnection::Sqlite(_) => {
+            "SELECT NULL AS schema, name, 1 AS visible FROM sqlite_master \
+             WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+        }
+    };
+    let rows: Vec<Row> = diesel::sql_query(sql)
+        .load(conn)
+        .context("listing the tables seed files can name")?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Relation {
+            schema: r.schema,
+            name: r.name,
+            visible: r.visible,
+        })
+        .collect())
+}

@@ -450,3 +450,41 @@ both_backends!(
         assert_eq!(p.count(length), (LIMIT - 1) as i64);
     }
 );
+
+both_backends!(
+    file_names_match_tables_as_headers_match_columns,
+    |p: Project| {
+        let schema =
+            "CREATE TABLE users (id INTEGER, v TEXT); CREATE TABLE lower_t (id INTEGER, v TEXT);";
+        p.execute(schema);
+        let users: &[u8] = b"id,v\n1,Ada\n2,\n";
+        p.file("seeds/010_Users.csv", users);
+        p.file("seeds/Lower_T.csv", "ID,V\n7,x\n");
+        let run = p.run(["seed", "--verbose"]);
+        run.success()
+            .stderr_has("010_Users.csv loads \"users\" (the name matched ignoring case)");
+        assert_eq!(rows(&p, "users"), [s("Ada"), None]);
+        assert_eq!(rows(&p, "lower_t"), [s("x")]);
+        if let Some(reference) = psql_copy(schema, "users", users, "") {
+            assert_eq!(reference, Ok(rows(&p, "users")));
+        }
+        // --truncate empties the matched table once, and an exact name still wins.
+        p.file("seeds/users.csv", "id,v\n3,Grace\n");
+        p.run(["seed", "-q", "--truncate"]).success();
+        assert_eq!(rows(&p, "users"), [s("Ada"), None, s("Grace")]);
+        if p.backend == Backend::Postgres {
+            // Two tables that differ only in case: the exact one is taken, and a name matching
+            // both only ignoring case is refused before anything starts.
+            p.execute("CREATE TABLE \"Users\" (id INTEGER, v TEXT);");
+            p.file("exact/Users.csv", "id,v\n9,upper\n");
+            p.run(["seed", "-q", "--seeds-dir", "exact"]).success();
+            assert_eq!(p.strings("SELECT v AS v FROM \"Users\""), [s("upper")]);
+            p.file("ambiguous/USERS.csv", "id,v\n10,x\n");
+            p.run(["seed", "--seeds-dir", "ambiguous"])
+                .code(2)
+                .stderr_has(
+                    "matches several tables that differ only in case (\"Users\", \"users\")",
+                );
+        }
+    }
+);

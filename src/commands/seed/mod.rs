@@ -167,6 +167,10 @@ pub(crate) fn run(ctx: &Context, args: SeedArgs) -> anyhow::Result<SeedReport> {
 
     let database = ctx.open(OpenMode::Existing)?;
     let mut conn = database.get()?;
+    let mut files = files;
+    for note in plan::resolve_tables(&mut files, &dbseed::relations(&mut conn)?)? {
+        ctx.out.verbose(format_args!("{note}"));
+    }
     let edges = dbseed::foreign_keys(&mut conn)?;
     let (files, cyclic) = plan::order(files, &edges);
     announce_order(ctx, &files, &cyclic, args.dry_run);
@@ -302,7 +306,8 @@ fn truncate_order(files: &[SeedFile]) -> Vec<String> {
     let mut tables: Vec<String> = Vec::new();
     for file in files.iter().rev() {
         if let Some(t) = &file.table {
-            if !tables.iter().any(|x| x.eq_ignore_ascii_case(t)) {
+            // Names were matched to the catalog: "Users" and "users" are two tables here.
+            if !tables.iter().any(|x| x == t) {
                 tables.push(t.clone());
             }
         }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::db::seed::Relation;
 use crate::error;
 
 #[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +147,55 @@ pub(crate) fn named(args: &[PathBuf], dir: &Path) -> anyhow::Result<Vec<SeedFile
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(files)
+}
+
+/// Matches each CSV file's table name to the catalog the way a header's names are matched to
+/// columns: a relation of exactly that name on the search path, else the only one whose name is
+/// the same ignoring (ASCII) case. `Users.csv` loads `users`, `lower_t.csv` loads `"Lower_T"`.
+/// Several that differ only in case are a usage error; no match leaves the name as it is, to
+/// fail as a missing table. Returns a note per file matched ignoring case.
+pub(crate) fn resolve_tables(
+    files: &mut [SeedFile],
+    relations: &[Relation],
+) -> anyhow::Result<Vec<String>> {
+    let mut notes = Vec::new();
+    for file in files.iter_mut() {
+        let Some(wanted) = file.table.clone() else {
+            continue;
+        };
+        let visible = || relations.iter().filter(|r| r.visible);
+        if visible().any(|r| r.name == wanted) {
+            continue;
+        }
+        let folded: Vec<&Relation> = visible()
+            .filter(|r| r.name.eq_ignore_ascii_case(&wanted))
+            .collect();
+        match folded.as_slice() {
+            [] => {}
+            [only] => {
+                notes.push(format!(
+                    "{} loads {} (the name matched ignoring case)",
+                    file.name,
+                    crate::db::quote_ident(&only.name)
+                ));
+                file.table = Some(only.name.clone());
+            }
+            several => return Err(error::usage(format!(
+                "seed file `{}`: its name matches several tables that differ only in case ({}): \
+                     name the file exactly as one of them",
+                file.path.display(),
+                {
+                    let mut names: Vec<String> = several
+                        .iter()
+                        .map(|r| crate::db::quote_ident(&r.name))
+                        .collect();
+                    names.sort();
+                    names.join(", ")
+                }
+            ))),
+        }
+    }
+    Ok(notes)
 }
 
 /// The load order, and the tables caught in a foreign-key cycle (loaded in name order).
