@@ -485,6 +485,30 @@ both_backends!(
                 .stderr_has(
                     "matches several tables that differ only in case (\"Users\", \"users\")",
                 );
+
+            // A schema in the file name: `app.users.csv` loads app.users (not the users on
+            // the search path), parents first across schemas, --truncate included.
+            let app = "CREATE SCHEMA app; \
+                       CREATE TABLE app.users (id INTEGER PRIMARY KEY, v TEXT); \
+                       CREATE TABLE app.posts (id INTEGER, user_id INTEGER REFERENCES app.users (id), v TEXT);";
+            p.execute(app);
+            let app_users: &[u8] = b"id,v\n1,in app\n2,\"\"\n";
+            p.file("schema/app.users.csv", app_users);
+            p.file("schema/App.Posts.csv", "id,user_id,v\n1,2,post\n");
+            let run = p.run(["seed", "--verbose", "--truncate", "--seeds-dir", "schema"]);
+            run.success()
+                .stderr_has("load order: app.users.csv -> app.users, App.Posts.csv -> app.posts");
+            assert_eq!(rows(&p, "app.users"), [s("in app"), s("")]);
+            assert_eq!(rows(&p, "app.posts"), [s("post")]);
+            assert_eq!(rows(&p, "users"), [s("Ada"), None, s("Grace")]);
+            if let Some(reference) = psql_copy(app, "app.users", app_users, "") {
+                assert_eq!(reference, Ok(rows(&p, "app.users")));
+            }
+            // A schema that does not exist leaves a missing table, named as the file names it.
+            p.file("noschema/nope.users.csv", "id,v\n1,x\n");
+            p.run(["seed", "--seeds-dir", "noschema"])
+                .code(1)
+                .stderr_has("table \"nope.users\" does not exist");
         }
     }
 );

@@ -11,6 +11,7 @@ use indicatif::ProgressBar;
 
 use super::csv::{self, CsvReader, Record};
 use crate::db::seed::{self as dbseed, savepoint, Savepoint};
+use crate::db::TableName;
 
 /// The data rows of one CSV file, checked for width, with progress.
 pub(super) struct RowStream<'a, R> {
@@ -72,7 +73,7 @@ impl<R: std::io::BufRead> RowStream<'_, R> {
 /// the file is replayed in checked pieces to find the row: slower, but only on the way to an error.
 pub(super) fn copy_into_pg<R: std::io::BufRead>(
     pg: &mut diesel::PgConnection,
-    table: &str,
+    table: &TableName,
     columns: &[String],
     stream: &mut RowStream<'_, R>,
 ) -> anyhow::Result<u64> {
@@ -117,7 +118,7 @@ fn locate_pg_failure(
     pg: &mut diesel::PgConnection,
     path: &Path,
     dialect: csv::Dialect,
-    table: &str,
+    table: &TableName,
     columns: &[String],
 ) -> anyhow::Result<Option<String>> {
     let probe = |pg: &mut diesel::PgConnection, data: &[u8]| -> anyhow::Result<Option<String>> {
@@ -241,7 +242,7 @@ fn write_pg_csv_row(out: &mut dyn Write, record: &Record) -> std::io::Result<()>
 /// diesel and PostgreSQL read them.
 pub(super) fn insert_into_sqlite<R: std::io::BufRead>(
     sq: &mut diesel::SqliteConnection,
-    table: &str,
+    table: &TableName,
     columns: &[String],
     booleans: &[bool],
     stream: &mut RowStream<'_, R>,

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::commands::Context;
 use crate::db::seed as dbseed;
-use crate::db::{self, AnyConnection, OpenMode};
+use crate::db::{self, AnyConnection, OpenMode, TableName};
 use crate::output::{self, millis, ms_f64, Report};
 use csv::{CsvReader, Record};
 use load::{copy_into_pg, insert_into_sqlite, RowStream};
@@ -204,7 +204,7 @@ pub(crate) fn run(ctx: &Context, args: SeedArgs) -> anyhow::Result<SeedReport> {
         }
         if !truncated.is_empty() {
             ctx.out
-                .verbose(format_args!("emptying {}", truncated.join(", ")));
+                .verbose(format_args!("emptying {}", names(&truncated).join(", ")));
             dbseed::empty_tables(c, &truncated)?;
         }
         let mut reports = Vec::with_capacity(files.len());
@@ -233,7 +233,7 @@ pub(crate) fn run(ctx: &Context, args: SeedArgs) -> anyhow::Result<SeedReport> {
     Ok(SeedReport {
         committed,
         dry_run: args.dry_run,
-        truncated,
+        truncated: names(&truncated),
         files: reports,
         total_rows,
         duration_ms: ms_f64(duration),
@@ -301,9 +301,14 @@ fn rolled_back(err: anyhow::Error) -> anyhow::Error {
     }
 }
 
+/// Tables as people write them (`users`, `app.users`).
+fn names(tables: &[TableName]) -> Vec<String> {
+    tables.iter().map(|t| t.to_string()).collect()
+}
+
 /// The distinct tables of the CSV files, children first (the reverse of the load order).
-fn truncate_order(files: &[SeedFile]) -> Vec<String> {
-    let mut tables: Vec<String> = Vec::new();
+fn truncate_order(files: &[SeedFile]) -> Vec<TableName> {
+    let mut tables: Vec<TableName> = Vec::new();
     for file in files.iter().rev() {
         if let Some(t) = &file.table {
             // Names were matched to the catalog: "Users" and "users" are two tables here.
@@ -353,7 +358,7 @@ impl Loader<'_> {
         Ok(FileReport {
             file: file.path.display().to_string(),
             kind: file.kind,
-            table: file.table.clone(),
+            table: file.table.as_ref().map(|t| t.to_string()),
             rows,
             bytes,
             duration_ms: ms_f64(duration),
@@ -390,7 +395,8 @@ impl Loader<'_> {
         file: &SeedFile,
     ) -> anyhow::Result<(u64, u64)> {
         let path = &file.path;
-        let table = file.table.as_deref().unwrap_or_default();
+        let bare = TableName::default();
+        let table = file.table.as_ref().unwrap_or(&bare);
         let dialect = csv::Dialect {
             delimiter: file.delimiter.unwrap_or(self.dialect.delimiter),
             ..self.dialect
@@ -413,7 +419,7 @@ impl Loader<'_> {
             anyhow::anyhow!(
                 "{}: table {} does not exist (the table is named by the file name)",
                 path.display(),
-                db::quote_ident(table)
+                table.quoted()
             )
         })?;
         let header = match_header(path, table, &record, &columns)?;
@@ -454,7 +460,7 @@ impl Loader<'_> {
 /// unambiguous. Unknown, empty and repeated names are errors.
 fn match_header(
     path: &Path,
-    table: &str,
+    table: &TableName,
     header: &Record,
     columns: &[dbseed::Column],
 ) -> anyhow::Result<Vec<dbseed::Column>> {
@@ -482,7 +488,7 @@ fn match_header(
                 path.display(),
                 header.line,
                 i + 1,
-                db::quote_ident(table),
+                table.quoted(),
                 db::quote_ident(name),
                 columns
                     .iter()
