@@ -27,14 +27,16 @@ use plan::{Kind, SeedFile};
 
 /// Load seed data in one transaction: every row of every file, or nothing.
 ///
-/// Loads every .csv and .sql file in the seeds folder, or just the FILEs given. A CSV file's header
-/// names the columns; it loads into the table named by the file (`010_users.csv` loads `users`).
-/// An empty unquoted field is NULL, `""` is an empty string. Files load parents first, following
-/// the foreign keys in the database; a .sql file runs after every file named before it.
+/// Loads every .csv, .tsv and .sql file in the seeds folder, or just the FILEs given. A CSV file's
+/// header names the columns; it loads into the table named by the file (`010_users.csv` loads
+/// `users`, `app.users.csv` loads `app.users`). An empty unquoted field is NULL, `""` is an empty
+/// string. Files load parents first, following the foreign keys in the database; a .sql file runs
+/// after every file named before it.
 ///
 /// Examples:
 ///   dbctl seed
 ///   dbctl seed --dry-run --verbose
+///   dbctl seed --delimiter ';' --encoding latin1 seeds/export.csv
 ///   dbctl seed --truncate seeds/users.csv seeds/posts.csv
 ///   dbctl seed --seeds-dir fixtures/ci --format json
 #[derive(clap::Args, Debug)]
@@ -159,7 +161,7 @@ pub(crate) fn run(ctx: &Context, args: SeedArgs) -> anyhow::Result<SeedReport> {
             duration_ms: 0.0,
             duration: Duration::ZERO,
             empty_note: Some(format!(
-                "nothing to seed: no .csv or .sql files in `{}`",
+                "nothing to seed: no .csv, .tsv or .sql files in `{}`",
                 dir.display()
             )),
         });
@@ -260,8 +262,9 @@ fn select_files(
     }
     let (files, skipped) = plan::discover(dir)?;
     for name in skipped {
-        ctx.out
-            .verbose(format_args!("skipping {name} (not a .csv or .sql file)"));
+        ctx.out.verbose(format_args!(
+            "skipping {name} (not a .csv, .tsv or .sql file)"
+        ));
     }
     Ok(files)
 }

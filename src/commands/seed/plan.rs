@@ -136,7 +136,7 @@ pub(crate) fn named(args: &[PathBuf], dir: &Path) -> anyhow::Result<Vec<SeedFile
         };
         let kind = kind_of(&path).ok_or_else(|| {
             error::usage(format!(
-                "`{}` is neither a .csv nor a .sql file",
+                "`{}` is not a .csv, .tsv or .sql file",
                 path.display()
             ))
         })?;
