@@ -85,3 +85,44 @@ fn describe(kind: &FileType) -> &'static str {
         "a special file"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fifo_is_refused_without_waiting_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("x.csv");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // Without O_NONBLOCK this open would block until something writes to the FIFO.
+        assert!(matches!(
+            open_regular(&fifo),
+            Err(OpenError::NotRegular("a FIFO"))
+        ));
+        assert!(matches!(
+            check_regular(&fifo),
+            Err(OpenError::NotRegular("a FIFO"))
+        ));
+        assert!(matches!(
+            open_regular(Path::new("/dev/zero")),
+            Err(OpenError::NotRegular("a character device"))
+        ));
+        assert!(matches!(
+            read_regular(dir.path()),
+            Err(OpenError::NotRegular("a folder"))
+        ));
+        let file = dir.path().join("ok.sql");
+        std::fs::write(&file, "SELECT 1;").unwrap();
+        std::os::unix::fs::symlink(&file, dir.path().join("link.sql")).unwrap();
+        assert_eq!(
+            read_regular(&dir.path().join("link.sql")).unwrap(),
+            b"SELECT 1;"
+        );
+        assert!(check_regular(&dir.path().join("missing")).is_ok());
+    }
+}
