@@ -24,6 +24,10 @@ use std::path::Path;
 /// quote in a huge file, a link to `/dev/zero`) cannot take the machine's memory.
 pub(crate) const MAX_ROW_BYTES: usize = 64 * 1024 * 1024;
 
+/// The most fields one row may have: far more than a table can have columns (PostgreSQL 1,600,
+/// SQLite 2,000 by default), few enough that a line of delimiters alone keeps memory bounded.
+pub(crate) const MAX_FIELDS: usize = 65_536;
+
 /// What a seed file is written in: its delimiter and its character encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Dialect {
@@ -183,6 +187,9 @@ pub(crate) enum ReadError {
         line: u64,
         field: usize,
     },
+    TooManyFields {
+        line: u64,
+    },
 }
 
 impl ReadError {
@@ -205,7 +212,9 @@ impl ReadError {
     fn location(&self) -> Option<(u64, Option<usize>)> {
         match *self {
             ReadError::Io(_) | ReadError::NotRegular(_) => None,
-            ReadError::UnclosedQuote { line } => Some((line, None)),
+            ReadError::UnclosedQuote { line } | ReadError::TooManyFields { line } => {
+                Some((line, None))
+            }
             ReadError::NotText { line, field, .. }
             | ReadError::StrayQuote { line, field, .. }
             | ReadError::Nul { line, field }
@@ -238,6 +247,9 @@ impl ReadError {
                 .to_string(),
             ReadError::Nul { .. } => {
                 "a NUL byte (0x00) in text: neither PostgreSQL nor SQLite can store it as text".to_string()
+            }
+            ReadError::TooManyFields { .. } => {
+                format!("the row has more than {MAX_FIELDS} fields")
             }
             ReadError::TooLarge { .. } => format!(
                 "the row is larger than {} MiB, the most one CSV row may hold",
@@ -341,6 +353,16 @@ impl Parser {
         Ok(())
     }
 
+    /// Ends a field at a delimiter: another one starts.
+    fn next_field(&mut self, rec: &mut Record, quoted: bool) -> Result<(), ReadError> {
+        rec.end_field(quoted);
+        if rec.len() >= MAX_FIELDS {
+            return Err(ReadError::TooManyFields { line: rec.line });
+        }
+        self.state = State::FieldStart;
+        Ok(())
+    }
+
     /// Ends the record at a line end `b` (`\r` or `\n`).
     fn end_line(&mut self, b: u8) {
         if b == b'\n' {
@@ -400,8 +422,9 @@ impl Parser {
                     let b = buf[i];
                     i += 1;
                     if b == self.delimiter {
-                        rec.end_field(false);
-                        self.state = State::FieldStart;
+                        if let Err(e) = self.next_field(rec, false) {
+                            return (i, Step::Failed(e));
+                        }
                     } else if b == b'\n' || b == b'\r' {
                         rec.end_field(false);
                         self.end_line(b);
@@ -442,8 +465,9 @@ impl Parser {
                         }
                         self.state = State::Quoted;
                     } else if b == self.delimiter {
-                        rec.end_field(true);
-                        self.state = State::FieldStart;
+                        if let Err(e) = self.next_field(rec, true) {
+                            return (i, Step::Failed(e));
+                        }
                     } else if b == b'\n' || b == b'\r' {
                         rec.end_field(true);
                         self.end_line(b);
@@ -928,6 +952,19 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(rec.data.capacity() <= 2 * MAX_ROW_BYTES);
+    }
+
+    #[test]
+    fn a_row_of_too_many_fields_is_refused() {
+        let mut text = b"a\n".to_vec();
+        text.resize(text.len() + MAX_FIELDS + 10, b',');
+        assert_eq!(
+            read_with(&text, b',', 4096).unwrap_err().at_row(1),
+            format!("row 1 (line 2): the row has more than {MAX_FIELDS} fields")
+        );
+        let mut ok = b"a\n".to_vec();
+        ok.resize(ok.len() + MAX_FIELDS - 1, b',');
+        assert_eq!(all(&ok)[1].1.len(), MAX_FIELDS);
     }
 }
 
