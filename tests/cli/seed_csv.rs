@@ -137,7 +137,7 @@ both_backends!(
     |p: Project| {
         let schema = "CREATE TABLE people (id INTEGER, v TEXT);";
         p.execute(schema);
-        let cases: [(&[u8], &str); 5] = [
+        let cases: [(&[u8], &str); 6] = [
             (
                 b"id,v\n1,ok\n2, \"ab\"\n",
                 "row 2 (line 3), column 2: a `\"` inside a field",
@@ -158,6 +158,11 @@ both_backends!(
                 b"id,v\n\"1\"2,ab\n",
                 "row 1 (line 2), column 1: text after the closing quote",
             ),
+            // A lone carriage return used to split the row in two valid rows; psql refuses it.
+            (
+                b"id,v\n1,a\r2,b\n",
+                "line 2: a carriage return (\\r) outside quotes",
+            ),
         ];
         for (i, (csv, message)) in cases.iter().enumerate() {
             let dir = format!("case{i}");
@@ -172,6 +177,9 @@ both_backends!(
         // sqlite3 keeps both.
         if let Some(reference) = psql_copy(schema, "people", cases[0].0, "") {
             assert_eq!(reference, Ok(vec![s("ok"), s(" ab")]));
+        }
+        if let Some(reference) = psql_copy(schema, "people", cases[5].0, "") {
+            assert!(reference.unwrap_err().contains("carriage return"));
         }
         assert_eq!(
             sqlite3_import(schema, "people", cases[0].0),

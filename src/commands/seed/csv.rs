@@ -190,11 +190,19 @@ pub(crate) enum ReadError {
     TooManyFields {
         line: u64,
     },
+    /// A `\r` not followed by `\n`, outside quotes, in a file whose lines end with `\n`.
+    LoneCr {
+        line: u64,
+    },
 }
 
 impl ReadError {
     /// The message with the data row it happened in (`row 3 (line 4), column 2: ...`).
     pub(crate) fn at_row(&self, row: u64) -> String {
+        if let ReadError::LoneCr { .. } = self {
+            // Found after the row it ends was handed out: the line says where.
+            return self.to_string();
+        }
         match self.location() {
             None => self.what(),
             Some((line, None)) => format!("row {row} (line {line}): {}", self.what()),
@@ -212,9 +220,9 @@ impl ReadError {
     fn location(&self) -> Option<(u64, Option<usize>)> {
         match *self {
             ReadError::Io(_) | ReadError::NotRegular(_) => None,
-            ReadError::UnclosedQuote { line } | ReadError::TooManyFields { line } => {
-                Some((line, None))
-            }
+            ReadError::UnclosedQuote { line }
+            | ReadError::TooManyFields { line }
+            | ReadError::LoneCr { line } => Some((line, None)),
             ReadError::NotText { line, field, .. }
             | ReadError::StrayQuote { line, field, .. }
             | ReadError::Nul { line, field }
@@ -248,6 +256,9 @@ impl ReadError {
             ReadError::Nul { .. } => {
                 "a NUL byte (0x00) in text: neither PostgreSQL nor SQLite can store it as text".to_string()
             }
+            ReadError::LoneCr { .. } => "a carriage return (\\r) outside quotes that does not end the line \
+                 (the file's lines end with \\n): psql refuses it; quote the field that holds it"
+                .to_string(),
             ReadError::TooManyFields { .. } => {
                 format!("the row has more than {MAX_FIELDS} fields")
             }
@@ -315,6 +326,8 @@ struct Parser {
     state: State,
     /// The previous record ended with `\r`: a `\n` right after belongs to it.
     pending_cr: bool,
+    /// A `\n` ended a line: from then on a `\r` alone is data out of place, not a line end.
+    seen_lf: bool,
     /// Set after the header: a blank line is a one-field NULL record.
     blank_is_null: bool,
     line: u64,
@@ -335,6 +348,7 @@ impl Parser {
             stops,
             state: State::Start,
             pending_cr: false,
+            seen_lf: false,
             blank_is_null: false,
             line: 1,
             quote_line: 1,
@@ -367,6 +381,7 @@ impl Parser {
     fn end_line(&mut self, b: u8) {
         if b == b'\n' {
             self.line += 1;
+            self.seen_lf = true;
         } else {
             self.pending_cr = true;
         }
@@ -380,10 +395,19 @@ impl Parser {
             let b = buf[i];
             match self.state {
                 State::Start => {
-                    if std::mem::take(&mut self.pending_cr) && b == b'\n' {
+                    if std::mem::take(&mut self.pending_cr) {
+                        if b == b'\n' {
+                            self.line += 1;
+                            self.seen_lf = true;
+                            i += 1;
+                            continue;
+                        }
+                        // A `\r` alone ends lines only in a file whose lines all end so (old
+                        // Macs); in the middle of a `\n` file psql refuses it as data.
+                        if self.seen_lf {
+                            return (i, Step::Failed(ReadError::LoneCr { line: self.line }));
+                        }
                         self.line += 1;
-                        i += 1;
-                        continue;
                     }
                     if b == b'\n' || b == b'\r' {
                         i += 1;
@@ -952,6 +976,25 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(rec.data.capacity() <= 2 * MAX_ROW_BYTES);
+    }
+
+    #[test]
+    fn a_carriage_return_alone_ends_lines_only_in_a_file_of_such_lines() {
+        assert_eq!(
+            all(b"v\ra\r\rb\r"),
+            vec![
+                (1, vec![s("v")]),
+                (2, vec![s("a")]),
+                (3, vec![None]),
+                (4, vec![s("b")])
+            ]
+        );
+        for text in [&b"v\na\rb\n"[..], b"id,v\n1,a\r2,b\n", b"id,v\r\n1,a\r\r\n"] {
+            let e = err(text);
+            assert!(e.starts_with("line 2: a carriage return"), "{e}");
+        }
+        // Inside quotes it is data.
+        assert_eq!(all(b"v\n\"a\rb\"\n")[1].1, vec![s("a\rb")]);
     }
 
     #[test]
