@@ -2,9 +2,11 @@
 //!
 //! Commands return `anyhow::Error`s with as much context as they like. A failure that is not an
 //! ordinary "the operation failed" (exit 1) is tagged once, where it is known, with [`tag`]; `main`
-//! reads the outermost tag to choose the exit code. Every byte dbctl prints goes through
-//! [`redact`], which removes each password registered with [`register_secret`] and any
-//! `scheme://user:password@` it finds, so no error path can leak one.
+//! reads the outermost tag to choose the exit code. Every line dbctl prints goes through
+//! [`redact`], which hides passwords where they can stand (a URL's user info, a `password=`
+//! value); text from a driver or server also goes through [`redact_driver`], which cuts out each
+//! password registered with [`register_secret`] wherever it stands. Nothing else is rewritten, so
+//! a password that is also a word or a number never corrupts output.
 
 use std::fmt;
 use std::sync::{Mutex, OnceLock};
@@ -109,7 +111,8 @@ fn secrets() -> &'static Mutex<Vec<String>> {
     SECRETS.get_or_init(|| Mutex::new(Vec::new()))
 }
 
-/// Remembers a secret (a password, raw or percent-decoded) so that [`redact`] hides it.
+/// Remembers a secret (a password, raw or percent-decoded) so that [`redact_driver`] cuts it out of
+/// driver messages.
 pub(crate) fn register_secret(secret: &str) {
     if secret.is_empty() {
         return;
@@ -122,16 +125,84 @@ pub(crate) fn register_secret(secret: &str) {
     }
 }
 
-/// Replaces every registered secret and every `scheme://user:password@` password with `***`.
+/// Hides passwords where they can stand in text: the user info of anything shaped like
+/// `scheme://user:password@host`, and the value of `password=` (URL query or libpq key=value
+/// string, quoted or not). Nothing else is touched, so a password that is also a common word or
+/// a number does not blank out unrelated text.
 pub(crate) fn redact(text: &str) -> String {
-    let mut out = redact_userinfo(text);
+    redact_password_values(&redact_userinfo(text))
+}
+
+/// [`redact`], plus every registered password wherever it stands: for the text of a driver's or
+/// server's message, which may quote a connection string in a form [`redact`] cannot see.
+pub(crate) fn redact_driver(text: &str) -> String {
+    let mut out = redact(text);
     let list = secrets().lock().unwrap_or_else(|e| e.into_inner());
     for secret in list.iter() {
-        if out.contains(secret.as_str()) {
-            out = out.replace(secret.as_str(), "***");
-        }
+        out = replace_delimited(&out, secret);
     }
     out
+}
+
+/// Replaces each occurrence of `secret` that is not glued to letters or digits on either side:
+/// an echoed password stands between quotes, `:`, `@` or `=`; the same letters inside a word
+/// (`e` in "exist") are not an echo of it.
+fn replace_delimited(text: &str, secret: &str) -> String {
+    let word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    for (at, _) in text.match_indices(secret) {
+        if at < copied {
+            continue;
+        }
+        let before = text[..at].chars().next_back();
+        let after = text[at + secret.len()..].chars().next();
+        let glued = (word(before) && secret.chars().next().is_some_and(char::is_alphanumeric))
+            || (word(after)
+                && secret
+                    .chars()
+                    .next_back()
+                    .is_some_and(char::is_alphanumeric));
+        if glued {
+            continue;
+        }
+        out.push_str(&text[copied..at]);
+        out.push_str("***");
+        copied = at + secret.len();
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+/// Where a URL written inside text ends: at a quote or a line end. A password may hold spaces
+/// and `/?#` (that is how it ends up in an error), so the user info runs to the token's last `@`.
+fn url_token_end(tail: &str) -> usize {
+    let end = tail
+        .find(['"', '\'', '`', '\n', '\r', '\\'])
+        .unwrap_or(tail.len());
+    // A second URL on the same line starts a token of its own.
+    match tail[..end].find("://") {
+        Some(next) => tail[..next]
+            .rfind(char::is_whitespace)
+            .map_or(end, |space| space),
+        None => end,
+    }
+}
+
+/// One command-line argument as it may be echoed (by the argument parser): the user info of a
+/// URL up to its last `@`, and `password=` values, hidden. The argument is known whole here, so
+/// a password holding quotes or spaces is hidden whole too.
+pub(crate) fn redact_argument(arg: &str) -> String {
+    let mut out = arg.to_string();
+    if let Some(pos) = arg.find("://") {
+        let tail = &arg[pos + 3..];
+        if let Some(at) = tail.rfind('@') {
+            if let Some(colon) = tail[..at].find(':') {
+                out = format!("{}{}:***{}", &arg[..pos + 3], &tail[..colon], &tail[at..]);
+            }
+        }
+    }
+    redact_password_values(&out)
 }
 
 /// Hides the password part of anything shaped like `scheme://user:password@host`, whether or not it
@@ -142,28 +213,88 @@ fn redact_userinfo(text: &str) -> String {
     while let Some(pos) = rest.find("://") {
         let (head, tail) = rest.split_at(pos + 3);
         out.push_str(head);
-        // The authority ends at the first '/', '?', '#' or white space; the userinfo at its last '@'.
-        let end = tail
-            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace() || c == '"')
-            .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match authority.rfind('@') {
+        let end = url_token_end(tail);
+        let token = &tail[..end];
+        let consumed = match token.rfind('@') {
             Some(at) => {
-                let userinfo = &authority[..at];
+                let userinfo = &token[..at];
                 match userinfo.find(':') {
-                    Some(colon) => {
+                    Some(colon) if !userinfo[..colon].contains(char::is_whitespace) => {
                         out.push_str(&userinfo[..colon]);
                         out.push_str(":***");
+                        at
                     }
-                    None => out.push_str(userinfo),
+                    _ => 0,
                 }
-                out.push_str(&authority[at..]);
             }
-            None => out.push_str(authority),
-        }
-        rest = &tail[end..];
+            None => 0,
+        };
+        // Nothing hidden: go on after the `://` (the token may hold another URL).
+        rest = &tail[consumed..];
     }
     out.push_str(rest);
+    out
+}
+
+/// Hides the value of every `password=` (case-insensitive, optional spaces around `=`), as in a
+/// URL query (`?password=x&...`) or a libpq string (`password='a b'`).
+fn redact_password_values(text: &str) -> String {
+    const KEY: &str = "password";
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut search = 0;
+    while let Some(found) = lower[search..].find(KEY) {
+        let start = search + found;
+        let key_end = start + KEY.len();
+        search = key_end;
+        let boundary = text[..start]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+        let after = &text[key_end..];
+        let spaces = after.len() - after.trim_start_matches([' ', '\t']).len();
+        if !boundary || !after[spaces..].starts_with('=') {
+            continue;
+        }
+        let value_start = key_end + spaces + 1;
+        let value = &text[value_start..];
+        let lead = value.len() - value.trim_start_matches([' ', '\t']).len();
+        let value_start = value_start + lead;
+        let value = &text[value_start..];
+        let value_len = if let Some(quoted) = value.strip_prefix('\'') {
+            // libpq quoting: up to the first quote not escaped by a backslash.
+            let mut escaped = false;
+            let mut len = quoted.len();
+            for (i, c) in quoted.char_indices() {
+                match c {
+                    '\n' | '\r' => {
+                        len = i;
+                        break;
+                    }
+                    '\\' if !escaped => escaped = true,
+                    '\'' if !escaped => {
+                        len = i + 1;
+                        break;
+                    }
+                    _ => escaped = false,
+                }
+            }
+            1 + len
+        } else {
+            value
+                .find(|c: char| c.is_whitespace() || matches!(c, '&' | '"' | '\\' | '`' | '\''))
+                .unwrap_or(value.len())
+        };
+        if value_len == 0 {
+            continue;
+        }
+        out.push_str(&text[copied..value_start]);
+        out.push_str("***");
+        copied = value_start + value_len;
+        search = copied;
+    }
+    out.push_str(&text[copied..]);
     out
 }
 
@@ -189,9 +320,43 @@ mod tests {
     }
 
     #[test]
-    fn registered_secrets_are_hidden_anywhere() {
+    fn registered_secrets_are_hidden_in_driver_text_only() {
         register_secret("hunter2-unit");
-        assert_eq!(redact("token hunter2-unit leaked"), "token *** leaked");
+        assert_eq!(
+            redact_driver("token hunter2-unit leaked"),
+            "token *** leaked"
+        );
+        assert_eq!(redact("token hunter2-unit"), "token hunter2-unit");
+        register_secret("e");
+        assert_eq!(
+            redact_driver("database \"e\" does not exist: e"),
+            "database \"***\" does not exist: ***"
+        );
+    }
+
+    #[test]
+    fn passwords_with_any_bytes_are_hidden_in_urls_and_conninfo() {
+        for (text, want) in [
+            ("'postgres://u:a#b/c?d@h/db' x", "'postgres://u:***@h/db' x"),
+            ("at postgres://u:p w@h/db", "at postgres://u:***@h/db"),
+            (
+                "host=h password=s3cr3t dbname=x",
+                "host=h password=*** dbname=x",
+            ),
+            ("password = 'a \\' b' user=u", "password = *** user=u"),
+            (
+                "x?sslmode=off&password=pw&a=1",
+                "x?sslmode=off&password=***&a=1",
+            ),
+            ("PASSWORD=pw", "PASSWORD=***"),
+            ("dbpassword=keep", "dbpassword=keep"),
+            (
+                "\"attempts\": 1, \"backend\": \"postgres\"",
+                "\"attempts\": 1, \"backend\": \"postgres\"",
+            ),
+        ] {
+            assert_eq!(redact(text), want, "{text}");
+        }
     }
 
     #[test]

@@ -35,11 +35,23 @@ pub(crate) trait Report: Serialize {
     }
 }
 
+/// Most warnings printed by one run; the rest are counted and summed up in one line at the end
+/// (200,000 unknown metadata.toml keys must not print 23 MB).
+const MAX_WARNINGS: usize = 20;
+
+/// Longest single line written to stderr; the rest is cut with a note of how much (a 50 MB CSV
+/// header quoted in an error would otherwise be a 50 MB line).
+const MAX_LINE: usize = 2_000;
+
+/// Longest piece of user input quoted into a message by [`quote`].
+const MAX_QUOTED: usize = 120;
+
 pub(crate) struct Output {
     format: Format,
     quiet: bool,
     verbose: bool,
     stderr_tty: bool,
+    warnings: std::cell::Cell<usize>,
 }
 
 impl Output {
@@ -49,6 +61,7 @@ impl Output {
             quiet,
             verbose,
             stderr_tty: std::io::stderr().is_terminal(),
+            warnings: std::cell::Cell::new(0),
         }
     }
 
@@ -64,7 +77,11 @@ impl Output {
     /// a human report is not printed (the exit code says it); JSON always is.
     pub(crate) fn emit<R: Report>(&self, report: &R) -> anyhow::Result<Exit> {
         let text = match self.format {
-            Format::Json => serde_json::to_string_pretty(report)? + "\n",
+            Format::Json => {
+                // Redacted string by string, so the document stays valid JSON whatever is hidden.
+                let doc = redact_json(&serde_json::to_string_pretty(report)?);
+                return print_stdout_unchanged(&(doc + "\n")).map(|()| report.exit());
+            }
             Format::Human if self.quiet => String::new(),
             Format::Human => {
                 let mut text = report.human();
@@ -101,21 +118,36 @@ impl Output {
     /// A status line for people on stderr (not with `--quiet`).
     pub(crate) fn info(&self, msg: impl std::fmt::Display) {
         if !self.quiet {
-            eprintln!("{}", redact(&msg.to_string()));
+            eprintln!("{}", clip_lines(&redact(&msg.to_string())));
         }
     }
 
     /// A line of the `--verbose` log on stderr.
     pub(crate) fn verbose(&self, msg: impl std::fmt::Display) {
         if self.verbose {
-            eprintln!("{}", redact(&format!("dbctl: {msg}")));
+            eprintln!("{}", clip_lines(&redact(&format!("dbctl: {msg}"))));
         }
     }
 
-    /// A warning on stderr (not with `--quiet`).
+    /// A warning on stderr (not with `--quiet`). After [`MAX_WARNINGS`] they are only counted;
+    /// [`Output::finish`] says how many were left out.
     pub(crate) fn warn(&self, msg: impl std::fmt::Display) {
-        if !self.quiet {
-            eprintln!("{}", redact(&format!("warning: {msg}")));
+        let n = self.warnings.get() + 1;
+        self.warnings.set(n);
+        if !self.quiet && n <= MAX_WARNINGS {
+            eprintln!("{}", clip_lines(&redact(&format!("warning: {msg}"))));
+        }
+    }
+
+    /// Ends the run's output: the count of warnings that were not printed.
+    pub(crate) fn finish(&self) {
+        let n = self.warnings.get();
+        if !self.quiet && n > MAX_WARNINGS {
+            eprintln!(
+                "warning: and {} more warnings not shown ({} in all)",
+                thousands(n - MAX_WARNINGS),
+                thousands(n)
+            );
         }
     }
 
@@ -145,37 +177,185 @@ impl Output {
     /// Prints a failure: one line (and its causes) on stderr, and with `--format json` a JSON
     /// document on stdout as well, so that a script always gets one document.
     pub(crate) fn error(&self, err: &anyhow::Error) {
-        let text = error::render(err);
+        let text = clip_lines(&error::render(err));
         eprintln!("{text}");
         if self.format == Format::Json {
-            let mut lines = text.lines().map(|l| {
-                l.trim_start()
-                    .trim_start_matches("error: ")
-                    .trim_start_matches("caused by: ")
-                    .to_string()
-            });
-            let doc = serde_json::json!({
-                "error": {
-                    "message": lines.next().unwrap_or_default(),
-                    "causes": lines.collect::<Vec<_>>(),
-                    "exit_code": error::exit_of(err).code(),
-                }
-            });
-            let _ = print_stdout(&format!("{doc:#}\n"));
+            print_json_error(&text, error::exit_of(err));
         }
     }
 }
 
+/// Hides passwords in every string of a JSON document, keeping its layout and key order: each
+/// string literal is decoded, redacted and, when that changed it, encoded again.
+fn redact_json(doc: &str) -> String {
+    let mut out = String::with_capacity(doc.len());
+    let mut rest = doc;
+    while let Some(start) = rest.find('"') {
+        out.push_str(&rest[..start]);
+        let literal = &rest[start..];
+        // The closing quote is the first one not escaped by a backslash.
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in literal.char_indices().skip(1) {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => {
+                    end = Some(i + 1);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        let Some(end) = end else {
+            out.push_str(literal);
+            return out;
+        };
+        let quoted = &literal[..end];
+        match serde_json::from_str::<String>(quoted) {
+            Ok(value) => {
+                let shown = redact(&value);
+                if shown == value {
+                    out.push_str(quoted);
+                } else {
+                    out.push_str(&serde_json::Value::String(shown).to_string());
+                }
+            }
+            Err(_) => out.push_str(quoted),
+        }
+        rest = &literal[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The JSON error document on stdout: `{"error": {"message", "causes", "exit_code"}}`, from the
+/// printed error text (its first line is the message, each further non-empty line a cause).
+pub(crate) fn print_json_error(text: &str, exit: Exit) {
+    let mut lines = text
+        .lines()
+        .map(|l| {
+            l.trim_start()
+                .trim_start_matches("error: ")
+                .trim_start_matches("caused by: ")
+                .to_string()
+        })
+        .filter(|l| !l.is_empty());
+    let doc = serde_json::json!({
+        "error": {
+            "message": lines.next().unwrap_or_default(),
+            "causes": lines.collect::<Vec<_>>(),
+            "exit_code": exit.code(),
+        }
+    });
+    // Built from redacted text: printed as it is, so it stays valid JSON.
+    let _ = print_stdout_unchanged(&format!("{doc:#}\n"));
+}
+
 fn print_stdout(text: &str) -> anyhow::Result<()> {
+    print_stdout_unchanged(&redact(text))
+}
+
+/// Writes already redacted text on stdout.
+fn print_stdout_unchanged(text: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match stdout
-        .write_all(redact(text).as_bytes())
+        .write_all(text.as_bytes())
         .and_then(|_| stdout.flush())
     {
         // A closed pipe (`dbctl ... | head`) is the reader's choice, not a failure.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
     }
+}
+
+/// User input quoted into a message: in backticks, cut to [`MAX_QUOTED`] characters with a note
+/// of how much was left out, control characters shown escaped. Every message that repeats what
+/// a user gave (a setting's value, a CSV header field, a file's key) goes through here.
+pub(crate) fn quote(text: &str) -> String {
+    let mut out = String::from("`");
+    for (shown, (at, c)) in text.char_indices().enumerate() {
+        if shown == MAX_QUOTED {
+            let rest = text.len() - at;
+            out.push_str(&format!("...` ({} more bytes)", thousands(rest)));
+            return out;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('`');
+    out
+}
+
+/// User input cut to [`MAX_QUOTED`] characters, with a note of how much was left out, for a
+/// message that quotes it its own way (an SQL identifier, say).
+pub(crate) fn clip(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(MAX_QUOTED) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((at, _)) => std::borrow::Cow::Owned(format!(
+            "{}... ({} more bytes)",
+            &text[..at],
+            thousands(text.len() - at)
+        )),
+    }
+}
+
+/// `unknown key `a``, or `3 unknown keys `a`, `b`, `c``, or for a long list the first few and
+/// `and 199,997 more`: a list of user input quoted into one message, bounded.
+pub(crate) fn quoted_list(what: &str, items: &[&str]) -> String {
+    const SHOWN: usize = 5;
+    let shown: Vec<String> = items.iter().take(SHOWN).map(|i| quote(i)).collect();
+    let mut text = match items.len() {
+        1 => format!("{what} {}", shown[0]),
+        n => format!("{} {what}s {}", thousands(n), shown.join(", ")),
+    };
+    if items.len() > SHOWN {
+        text.push_str(&format!(" and {} more", thousands(items.len() - SHOWN)));
+    }
+    text
+}
+
+/// Cuts every line of `text` to [`MAX_LINE`] bytes (at a character boundary), saying how much
+/// was cut: the safety net for a message that quotes input without [`quote`].
+pub(crate) fn clip_lines(text: &str) -> String {
+    if text.len() <= MAX_LINE {
+        return text.to_string();
+    }
+    let mut out = String::new();
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        if line.len() <= MAX_LINE {
+            out.push_str(line);
+            continue;
+        }
+        let mut end = MAX_LINE;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.push_str(&line[..end]);
+        out.push_str(&format!(
+            "... ({} more bytes cut)",
+            thousands(line.len() - end)
+        ));
+    }
+    out
+}
+
+/// `199980` -> `199,980`.
+pub(crate) fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A table in dbctl's house style.
@@ -185,19 +365,31 @@ where
     S: Into<comfy_table::Cell>,
 {
     let mut table = Table::new();
+    let fit = arrangement(&table);
     table
         .load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_content_arrangement(fit)
         .set_header(header);
     table
+}
+
+/// Fit the table to the terminal's width, unless the terminal reports a width of 0 (some CI and
+/// docker ptys report 0x0): fitting to 0 would squeeze every column to one character, so such a
+/// table gets no width limit, as when stdout is not a terminal.
+fn arrangement(table: &Table) -> ContentArrangement {
+    match table.width() {
+        Some(0) => ContentArrangement::Disabled,
+        _ => ContentArrangement::Dynamic,
+    }
 }
 
 /// A two-column table of labels and values, without a header.
 pub(crate) fn key_value_table<K: ToString, V: ToString>(rows: &[(K, V)]) -> Table {
     let mut table = Table::new();
+    let fit = arrangement(&table);
     table
         .load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic);
+        .set_content_arrangement(fit);
     for (k, v) in rows {
         table.add_row(vec![k.to_string(), v.to_string()]);
     }
@@ -219,4 +411,21 @@ pub(crate) fn millis(d: Duration) -> String {
 /// A duration in milliseconds for JSON, rounded to microseconds.
 pub(crate) fn ms_f64(d: Duration) -> f64 {
     (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_json;
+
+    #[test]
+    fn json_redaction_keeps_order_and_validity() {
+        // Written by hand: key order as a serialised struct has it (not sorted).
+        let text = r#"{"zeta": "postgres://u:p w@h/db \"q\"", "alpha": ["password='a b' x", 1, "\\\"plain"]}"#;
+        let shown = redact_json(text);
+        let back: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!(back["zeta"], "postgres://u:***@h/db \"q\"");
+        assert_eq!(back["alpha"][0], "password=*** x");
+        assert_eq!(back["alpha"][2], "\\\"plain");
+        assert!(shown.find("zeta") < shown.find("alpha"), "{shown}");
+    }
 }

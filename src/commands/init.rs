@@ -45,6 +45,18 @@ pub(crate) enum Status {
     Skipped,
 }
 
+impl Status {
+    /// The word both the table and JSON use (JSON through serde's lowercase names).
+    fn word(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Existed => "existed",
+            Status::Applied => "applied",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
 #[derive(Serialize, Debug)]
 pub(crate) struct Step {
     item: String,
@@ -64,13 +76,11 @@ impl Report for InitReport {
     fn human(&self) -> String {
         let mut table = output::table(["item", "status", "detail"]);
         for step in &self.steps {
-            let status = match step.status {
-                Status::Created => "created",
-                Status::Existed => "exists",
-                Status::Applied => "applied",
-                Status::Skipped => "skipped",
-            };
-            table.add_row(vec![step.item.as_str(), status, step.detail.as_str()]);
+            table.add_row(vec![
+                step.item.as_str(),
+                step.status.word(),
+                step.detail.as_str(),
+            ]);
         }
         format!("{table}")
     }
@@ -96,11 +106,39 @@ pub(crate) fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<InitReport> {
         applied: Vec::new(),
     };
 
-    let (status, detail, opened) = create_database(ctx, &url, &settings)?;
+    // The database is looked for (and created) without DATABASE_SCHEMA, which may not exist yet.
+    let probe = db::PoolSettings {
+        schema: None,
+        ..settings.clone()
+    };
+    let (status, detail, opened) = create_database(ctx, &url, &probe)?;
     report.step("database", status, detail);
-    let db = match opened {
-        Some(db) => db,
-        None => ctx.open_url(&url, &settings, OpenMode::Create)?,
+    let schema = settings
+        .schema
+        .clone()
+        .filter(|_| url.backend() == Backend::Postgres);
+    let db = match (schema, opened) {
+        (None, Some(db)) => db,
+        (None, None) => ctx.open_url(&url, &settings, OpenMode::Create)?,
+        (Some(schema), opened) => {
+            let existed = {
+                let probe_db = match opened {
+                    Some(db) => db,
+                    None => ctx.open_url(&url, &probe, OpenMode::Create)?,
+                };
+                let mut conn = probe_db.get()?;
+                db::pg_schema_exists(&mut conn, &schema)?
+            };
+            // Opening in Create mode creates the schema and puts it on every search path.
+            let db = ctx.open_url(&url, &settings, OpenMode::Create)?;
+            let status = if existed {
+                Status::Existed
+            } else {
+                Status::Created
+            };
+            report.step("schema", status, format!("{schema} (DATABASE_SCHEMA)"));
+            db
+        }
     };
 
     let (dir, source) = ctx.config.migrations_dir();
@@ -146,7 +184,14 @@ pub(crate) fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<InitReport> {
     } else {
         Status::Existed
     };
-    report.step("bookkeeping table", status, migrate::DIESEL_TABLE);
+    // Say where the bookkeeping lives when DATABASE_SCHEMA moved it out of the default schema.
+    let table = match settings.schema.as_deref() {
+        Some(schema) if url.backend() == Backend::Postgres => {
+            format!("{schema}.{}", migrate::DIESEL_TABLE)
+        }
+        _ => migrate::DIESEL_TABLE.to_string(),
+    };
+    report.step("bookkeeping table", status, table);
 
     if args.no_migrate {
         report.step("migrations", Status::Skipped, "--no-migrate");
@@ -204,15 +249,31 @@ fn create_database(
             }
             // Most runs find the database already there: try it first, so that `init` needs no
             // access to a maintenance database in that case.
-            match ctx.open_url(url, settings, OpenMode::Existing) {
+            let started = std::time::Instant::now();
+            let target_err = match ctx.open_url(url, settings, OpenMode::Existing) {
                 Ok(db) => return Ok((Status::Existed, name, Some(db))),
-                Err(err) if !error::render(&err).contains("does not exist") => return Err(err),
-                Err(_) => {}
+                Err(err) if error::exit_of(&err) != Exit::Connect => return Err(err),
+                Err(err) => err,
+            };
+            // A server that let the whole connect timeout pass will not answer for another
+            // database either: `init` stays bounded by one connect timeout.
+            if started.elapsed() >= settings.connect_timeout {
+                return Err(target_err);
             }
-            let admin = open_maintenance(ctx, url, settings)?;
+            // Whether the database is missing is asked of the server (pg_database), never read
+            // from the words of the error: a missing role, a TLS setting or a refused password
+            // fail the same way against every database, and are reported as they are.
+            let Some(admin) = open_maintenance(ctx, url, settings) else {
+                return Err(target_err);
+            };
             let mut conn = admin.get()?;
             if db::pg_database_exists(&mut conn, &name)? {
-                return Ok((Status::Existed, name, None));
+                // It exists (or was just created by someone else): the first error stands unless
+                // a second try gets in.
+                return match ctx.open_url(url, settings, OpenMode::Existing) {
+                    Ok(db) => Ok((Status::Existed, name, Some(db))),
+                    Err(_) => Err(target_err),
+                };
             }
             ctx.out.verbose(format_args!("creating database {name}"));
             db::pg_create_database(&mut conn, &name)?;
@@ -221,26 +282,26 @@ fn create_database(
     }
 }
 
-/// A connection to the `postgres` maintenance database, or `template1` where that is missing.
+/// A connection to the `postgres` maintenance database, or `template1` where that cannot be
+/// reached; `None` when neither can.
 fn open_maintenance(
     ctx: &Context,
     url: &DbUrl,
     settings: &db::PoolSettings,
-) -> anyhow::Result<db::Database> {
+) -> Option<db::Database> {
     let mut settings = settings.clone();
     settings.size = 1;
-    let postgres = url.with_pg_database("postgres");
-    match ctx.open_url(&postgres, &settings, OpenMode::Existing) {
-        Ok(db) => Ok(db),
-        Err(err) if error::render(&err).contains("does not exist") => ctx
-            .open_url(
-                &url.with_pg_database("template1"),
+    settings.schema = None;
+    ["postgres", "template1"]
+        .into_iter()
+        .find_map(|maintenance| {
+            ctx.open_url(
+                &url.with_pg_database(maintenance),
                 &settings,
                 OpenMode::Existing,
             )
-            .context("connecting to a maintenance database to create the new one"),
-        Err(err) => Err(err.context("connecting to the maintenance database `postgres`")),
-    }
+            .ok()
+        })
 }
 
 /// Writes a file only if it does not exist yet (never overwriting a user's file).

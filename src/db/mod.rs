@@ -6,6 +6,7 @@
 
 pub(crate) mod catalog;
 pub(crate) mod migrations;
+mod probe;
 pub(crate) mod seed;
 pub(crate) mod url;
 
@@ -48,6 +49,8 @@ pub(crate) struct PoolSettings {
     pub(crate) statement_timeout: Option<Duration>,
     /// Bound on each connection attempt (`DB_CONNECT_TIMEOUT`, `ping --timeout`).
     pub(crate) connect_timeout: Duration,
+    /// PostgreSQL: the schema put alone on each connection's search_path (`DATABASE_SCHEMA`).
+    pub(crate) schema: Option<String>,
 }
 
 /// SQLite's busy timeout when `DB_STATEMENT_TIMEOUT` is not set: long enough to wait out another
@@ -78,25 +81,19 @@ impl Database {
         mode: OpenMode,
     ) -> anyhow::Result<Self> {
         if let Some(SqliteTarget::File(path)) = url.sqlite_target() {
-            prepare_sqlite_file(path, mode)?;
+            prepare_sqlite_file(url, path, mode)?;
         }
         let conn_str = url.connection_string(settings.connect_timeout.as_secs());
         let started = Instant::now();
-        let mut first = establish_within(url, &conn_str, settings.connect_timeout)?;
-        if let AnyConnection::Sqlite(conn) = &mut first {
+        if url.backend() == Backend::Sqlite {
             // A file that is not a database opens fine and fails at its first read; left to the
             // pool, the connection setup would be retried for the whole pool timeout (30 s of
-            // busy retries) before the same message came out.
-            // The busy timeout comes first: another process committing must be waited for, not
-            // reported as a failure to open.
+            // busy retries) before the same message came out. The busy timeout comes first:
+            // another process committing must be waited for, not reported as a failure to open.
             let busy = settings.statement_timeout.unwrap_or(DEFAULT_SQLITE_BUSY);
-            let probe = format!(
-                "PRAGMA busy_timeout = {}; SELECT count(*) FROM sqlite_master",
-                busy.as_millis()
-            );
-            conn.batch_execute(&probe).map_err(|e| {
-                let msg = format!("cannot open {}: {e}", url.redacted());
-                if e.to_string().contains("locked") {
+            probe::probe(&conn_str, busy).map_err(|e| {
+                let msg = format!("cannot open {}: {}", url.redacted(), e.message);
+                if e.is_busy() {
                     anyhow::anyhow!(
                         "{msg} (another process held it longer than the busy timeout, {:.1}s; see DB_STATEMENT_TIMEOUT)",
                         busy.as_secs_f64()
@@ -105,6 +102,10 @@ impl Database {
                     error::connect(msg)
                 }
             })?;
+        }
+        let mut first = establish_within(url, &conn_str, settings.connect_timeout)?;
+        if let (AnyConnection::Postgresql(_), Some(schema)) = (&mut first, &settings.schema) {
+            use_schema(&mut first, schema, mode)?;
         }
         let connect_time = started.elapsed();
         let manager = AnyManager {
@@ -124,6 +125,7 @@ impl Database {
                 backend: url.backend(),
                 echo: settings.echo,
                 statement_timeout: settings.statement_timeout,
+                schema: settings.schema.clone(),
             }))
             .build_unchecked(manager);
         Ok(Database {
@@ -137,8 +139,9 @@ impl Database {
     pub(crate) fn get(&self) -> anyhow::Result<Pooled> {
         self.pool.get().map_err(|e| {
             error::connect(format!(
-                "cannot get a connection to {}: {e}",
-                self.url.redacted()
+                "cannot get a connection to {}: {}",
+                self.url.redacted(),
+                error::redact_driver(&e.to_string())
             ))
         })
     }
@@ -157,10 +160,37 @@ impl Database {
     }
 }
 
-/// SQLite creates a missing file on open; only `init` may do that. It also cannot create folders.
-fn prepare_sqlite_file(path: &std::path::Path, mode: OpenMode) -> anyhow::Result<()> {
+/// SQLite creates a missing file on open; only `init` may do that, and only where the URL clearly
+/// means one file. It also cannot create folders, and anything but a regular file (a device like
+/// /dev/null, a FIFO, a folder) is not a database: SQLite would write `-journal` files beside it.
+fn prepare_sqlite_file(url: &DbUrl, path: &std::path::Path, mode: OpenMode) -> anyhow::Result<()> {
+    if let Some(readings) = url.sqlite_readings() {
+        return Err(match mode {
+            OpenMode::Existing => error::connect(format!(
+                "SQLite database does not exist: {}, and neither file exists (run `dbctl init` to create one; {})",
+                readings.both(),
+                readings.how_to_write()
+            )),
+            OpenMode::Create => error::usage(format!(
+                "not creating a SQLite database: {}, and neither file exists; {}",
+                readings.both(),
+                readings.how_to_write()
+            )),
+        });
+    }
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => {
+            let kind = file_kind(&meta);
+            return Err(error::usage(format!(
+                "`{}` is {kind}, not a SQLite database file",
+                path.display()
+            )));
+        }
+        Ok(_) => return Ok(()),
+        Err(_) => {}
+    }
     match mode {
-        OpenMode::Existing if !path.exists() => Err(error::connect(format!(
+        OpenMode::Existing => Err(error::connect(format!(
             "SQLite database `{}` does not exist (run `dbctl init` to create it)",
             path.display()
         ))),
@@ -172,7 +202,25 @@ fn prepare_sqlite_file(path: &std::path::Path, mode: OpenMode) -> anyhow::Result
             }
             Ok(())
         }
-        OpenMode::Existing => Ok(()),
+    }
+}
+
+/// What a path that is not a regular file is, in words.
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a folder"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
     }
 }
 
@@ -215,16 +263,15 @@ fn establish(backend: Backend, conn_str: &str) -> ConnectionResult<AnyConnection
     }
 }
 
-/// A bad URL or option is a usage error (2); anything the server or network said is exit 3.
+/// A connection string is checked before it reaches the driver (`url`: dbctl's validator and
+/// libpq's own parser), so what the driver says here is the server or the network: exit 3. Only
+/// a string the driver cannot even hand to C (a NUL byte) is a usage error.
 fn classify_connection_error(err: ConnectionError, url: &DbUrl) -> anyhow::Error {
-    let text = err.to_string();
     let usage = matches!(
         err,
         ConnectionError::InvalidConnectionUrl(_) | ConnectionError::InvalidCString(_)
-    ) || text.starts_with("invalid ")
-        || text.contains("invalid connection option")
-        || text.contains("invalid URI")
-        || text.contains("sslmode value");
+    );
+    let text = error::redact_driver(&err.to_string());
     let msg = format!("cannot connect to {}: {}", url.redacted(), text.trim());
     if usage {
         error::usage(msg)
@@ -276,6 +323,7 @@ struct Setup {
     backend: Backend,
     echo: bool,
     statement_timeout: Option<Duration>,
+    schema: Option<String>,
 }
 
 impl CustomizeConnection<AnyConnection, r2d2::Error> for Setup {
@@ -291,13 +339,65 @@ impl CustomizeConnection<AnyConnection, r2d2::Error> for Setup {
                     busy.as_millis()
                 )
             }
-            Backend::Postgres => match self.statement_timeout {
-                Some(t) => format!("SET statement_timeout = {}", t.as_millis()),
-                None => return Ok(()),
-            },
+            Backend::Postgres => {
+                let mut sql = self.statement_timeout.map_or(String::new(), |t| {
+                    format!("SET statement_timeout = {};", t.as_millis())
+                });
+                if let Some(schema) = &self.schema {
+                    sql.push_str(&search_path_sql(schema));
+                }
+                if sql.is_empty() {
+                    return Ok(());
+                }
+                sql
+            }
         };
         conn.batch_execute(&sql).map_err(r2d2::Error::QueryError)
     }
+}
+
+/// `DATABASE_SCHEMA`: that schema alone on the search path, so that unqualified names (the
+/// migrations' tables, diesel's and dbctl's bookkeeping tables, seeded tables, inspect's default)
+/// all resolve in it, as they would in `public` without it.
+fn search_path_sql(schema: &str) -> String {
+    format!("SET search_path TO {};", quote_ident(schema))
+}
+
+/// Checks that `DATABASE_SCHEMA` exists (`init` creates it), then puts it on the first
+/// connection's search path. Without the check, a missing schema would leave no schema to create
+/// tables in (or, with `public` also on the path, put them in `public` silently).
+fn use_schema(conn: &mut AnyConnection, schema: &str, mode: OpenMode) -> anyhow::Result<()> {
+    if !pg_schema_exists(conn, schema)? {
+        if mode == OpenMode::Existing {
+            return Err(error::usage(format!(
+                "schema {} (DATABASE_SCHEMA) is missing from this database; `dbctl init` creates it",
+                quote_ident(schema)
+            )));
+        }
+        conn.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            quote_ident(schema)
+        ))
+        .with_context(|| format!("creating schema {} (DATABASE_SCHEMA)", quote_ident(schema)))?;
+    }
+    conn.batch_execute(&search_path_sql(schema))
+        .context("setting search_path to DATABASE_SCHEMA")?;
+    Ok(())
+}
+
+/// Whether a PostgreSQL schema of exactly this name exists.
+pub(crate) fn pg_schema_exists(conn: &mut AnyConnection, schema: &str) -> anyhow::Result<bool> {
+    #[derive(QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let found: Found =
+        diesel::sql_query("SELECT count(*) AS n FROM pg_catalog.pg_namespace WHERE nspname = $1")
+            .bind::<Text, _>(schema)
+            .get_result(conn)
+            .context("looking up DATABASE_SCHEMA")?;
+    Ok(found.n > 0)
 }
 
 /// `DB_ECHO`: every statement to stderr, redacted like everything else dbctl prints.
@@ -332,6 +432,43 @@ pub(crate) fn server_version(conn: &mut AnyConnection) -> anyhow::Result<String>
 /// Quotes an identifier for either backend (both use SQL's double quotes).
 pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A table (or view) a seed file loads: its name, and on PostgreSQL its schema when the file
+/// named one (`app.users.csv`); without a schema the name is looked up on the search path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TableName {
+    pub(crate) schema: Option<String>,
+    pub(crate) name: String,
+}
+
+impl TableName {
+    pub(crate) fn bare(name: impl Into<String>) -> TableName {
+        TableName {
+            schema: None,
+            name: name.into(),
+        }
+    }
+}
+
+impl TableName {
+    /// `"schema"."name"`, or `"name"`.
+    pub(crate) fn quoted(&self) -> String {
+        match &self.schema {
+            Some(schema) => format!("{}.{}", quote_ident(schema), quote_ident(&self.name)),
+            None => quote_ident(&self.name),
+        }
+    }
+}
+
+/// `schema.name`, or `name`, as people write it.
+impl std::fmt::Display for TableName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.schema {
+            Some(schema) => write!(f, "{schema}.{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
 }
 
 /// Whether a PostgreSQL database exists, asked through a connection to another one.
@@ -391,12 +528,48 @@ pub(crate) fn sqlite_transaction_is_open(sq: &mut diesel::SqliteConnection) -> Q
 /// diesel copies libpq's status into its transaction manager after each statement, but not after
 /// a COPY; so the server is asked first with an empty query string, which runs nothing (it is
 /// answered even in an aborted transaction) and leaves libpq's fresh status in diesel's manager.
+///
+/// diesel only keeps a depth for transactions it began; one opened by hand (the migration engine
+/// sends `BEGIN` with the first statement) would read as none in an aborted block, or break the
+/// manager. So when diesel knows of no transaction, it is told of one for the duration of the
+/// probe: libpq's status then either keeps it (a block is open) or clears it (no block), and the
+/// depth is put back as it was.
 pub(crate) fn pg_transaction_is_open(pg: &mut diesel::PgConnection) -> QueryResult<bool> {
-    use diesel::connection::{AnsiTransactionManager, TransactionManager};
-    // The answer is always "empty query", an error to diesel; only the status it leaves matters.
-    let _ = pg.batch_execute("");
-    let depth = AnsiTransactionManager::transaction_manager_status_mut(pg).transaction_depth()?;
-    Ok(depth.is_some())
+    use diesel::connection::{
+        AnsiTransactionManager, TransactionDepthChange, TransactionManager,
+        TransactionManagerStatus,
+    };
+    let lent = match AnsiTransactionManager::transaction_manager_status_mut(pg) {
+        TransactionManagerStatus::Valid(valid) if valid.transaction_depth().is_none() => {
+            valid.change_transaction_depth(TransactionDepthChange::IncreaseDepth)?;
+            true
+        }
+        // Broken (the last statement lost the connection, say): the probe still tells a lost
+        // connection from one that answers.
+        TransactionManagerStatus::Valid(_) | TransactionManagerStatus::InError => false,
+    };
+    // The answer is always "empty query", an error to diesel; only the status it leaves matters,
+    // unless the connection is gone: that error is the answer, kept for the caller to classify.
+    if let Err(e) = pg.batch_execute("") {
+        use diesel::result::{DatabaseErrorKind, Error};
+        if matches!(
+            e,
+            Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _
+            )
+        ) {
+            return Err(e);
+        }
+    }
+    let status = AnsiTransactionManager::transaction_manager_status_mut(pg);
+    let open = status.transaction_depth()?.is_some();
+    if lent && open {
+        if let TransactionManagerStatus::Valid(valid) = status {
+            valid.change_transaction_depth(TransactionDepthChange::DecreaseDepth)?;
+        }
+    }
+    Ok(open)
 }
 
 /// Registers two functions on every SQLite connection opened afterwards (SQLite's
@@ -519,6 +692,13 @@ mod sqlite_probe {
     }
 }
 
+/// Registers the probe functions [`sqlite_transaction_is_open`] and [`sqlite_transactions_ended`]
+/// call on every SQLite connection opened from now on ([`establish`] does this itself).
+#[cfg(test)]
+pub(crate) fn install_sqlite_probe() {
+    sqlite_probe::install();
+}
+
 /// How many transactions have ended on a SQLite connection (commits and rollbacks, including
 /// those SQLite does itself): a different count means a different transaction.
 pub(crate) fn sqlite_transactions_ended(sq: &mut diesel::SqliteConnection) -> QueryResult<i64> {
@@ -543,5 +723,68 @@ mod tests {
             quote_ident("a\"; DROP TABLE x; --"),
             "\"a\"\"; DROP TABLE x; --\""
         );
+    }
+
+    #[test]
+    fn transaction_state_is_read_from_sqlite() {
+        use super::{transaction_is_open, AnyConnection};
+        use diesel::connection::SimpleConnection as _;
+        use diesel::Connection as _;
+        super::install_sqlite_probe();
+        let mut conn =
+            AnyConnection::Sqlite(diesel::SqliteConnection::establish(":memory:").unwrap());
+        assert!(!transaction_is_open(&mut conn).unwrap());
+        assert!(
+            !transaction_is_open(&mut conn).unwrap(),
+            "the probe left nothing open"
+        );
+        conn.batch_execute("CREATE TABLE t (id INTEGER); BEGIN; INSERT INTO t VALUES (1)")
+            .unwrap();
+        assert!(transaction_is_open(&mut conn).unwrap());
+        assert!(conn.batch_execute("INSERT INTO nosuch VALUES (1)").is_err());
+        assert!(
+            transaction_is_open(&mut conn).unwrap(),
+            "a plain error keeps it"
+        );
+        conn.batch_execute(
+            "CREATE TRIGGER tr BEFORE INSERT ON t BEGIN SELECT RAISE(ROLLBACK, 'no'); END",
+        )
+        .unwrap();
+        assert!(conn.batch_execute("INSERT INTO t VALUES (2)").is_err());
+        assert!(
+            !transaction_is_open(&mut conn).unwrap(),
+            "RAISE(ROLLBACK) ended it"
+        );
+        conn.batch_execute("BEGIN; COMMIT").unwrap();
+        assert!(!transaction_is_open(&mut conn).unwrap());
+    }
+
+    /// PostgreSQL (`DBCTL_TEST_PG_URL`, skipped with a line when `DBCTL_TEST_SKIP_PG=1`).
+    #[test]
+    fn transaction_state_is_read_from_postgres() {
+        use super::{transaction_is_open, AnyConnection};
+        use diesel::connection::SimpleConnection as _;
+        use diesel::Connection as _;
+        if std::env::var("DBCTL_TEST_SKIP_PG").is_ok_and(|v| v == "1" || v == "true") {
+            eprintln!("skipping: DBCTL_TEST_SKIP_PG is set");
+            return;
+        }
+        let url = std::env::var("DBCTL_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+        let mut conn = AnyConnection::Postgresql(diesel::PgConnection::establish(&url).unwrap());
+        for _ in 0..20 {
+            assert!(!transaction_is_open(&mut conn).unwrap(), "no block");
+        }
+        conn.batch_execute("BEGIN; SELECT 1").unwrap();
+        for _ in 0..3 {
+            assert!(transaction_is_open(&mut conn).unwrap(), "in a block");
+        }
+        assert!(conn.batch_execute("SELECT 1/0").is_err());
+        assert!(transaction_is_open(&mut conn).unwrap(), "a failed block");
+        conn.batch_execute("ROLLBACK").unwrap();
+        assert!(!transaction_is_open(&mut conn).unwrap());
+        conn.batch_execute("BEGIN; CREATE TEMP TABLE probe_t (id int); COMMIT")
+            .unwrap();
+        assert!(!transaction_is_open(&mut conn).unwrap(), "after COMMIT");
     }
 }

@@ -20,7 +20,7 @@ use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sql_types::{Integer, Nullable, Text};
 use diesel::sqlite::Sqlite;
 
-use super::{quote_ident, AnyConnection};
+use super::{quote_ident, AnyConnection, TableName};
 
 /// How a failed run's transaction ended, as verified on the connection after the failure.
 #[derive(Debug)]
@@ -259,6 +259,9 @@ pub(crate) struct ForeignKey {
     pub(crate) child: String,
     #[diesel(sql_type = Text)]
     pub(crate) parent: String,
+    /// The child table as SQL writes it: quoted, and qualified when off the search path.
+    #[diesel(sql_type = Text)]
+    pub(crate) child_sql: String,
     /// The constraint's name (PostgreSQL), or `fk N` (SQLite keys have no names).
     #[diesel(sql_type = Text)]
     pub(crate) name: String,
@@ -272,17 +275,27 @@ pub(crate) struct ForeignKey {
 pub(crate) fn foreign_keys(conn: &mut AnyConnection) -> anyhow::Result<Vec<ForeignKey>> {
     let sql = match conn {
         AnyConnection::Postgresql(_) => {
-            "SELECT c.relname::text AS child, p.relname::text AS parent, k.conname::text AS name, \
-                    k.condeferrable AS \"deferrable\" \
+            // Tables off the search path are named `schema.table`, as seed files name them.
+            "SELECT \
+               CASE WHEN pg_catalog.pg_table_is_visible(c.oid) THEN c.relname::text \
+                    ELSE cn.nspname || '.' || c.relname END AS child, \
+               CASE WHEN pg_catalog.pg_table_is_visible(p.oid) THEN p.relname::text \
+                    ELSE pn.nspname || '.' || p.relname END AS parent, \
+               CASE WHEN pg_catalog.pg_table_is_visible(c.oid) THEN '' \
+                    ELSE '\"' || replace(cn.nspname, '\"', '\"\"') || '\".' END \
+                 || '\"' || replace(c.relname, '\"', '\"\"') || '\"' AS child_sql, \
+               k.conname::text AS name, k.condeferrable AS \"deferrable\" \
              FROM pg_catalog.pg_constraint k \
              JOIN pg_catalog.pg_class c ON c.oid = k.conrelid \
+             JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace \
              JOIN pg_catalog.pg_class p ON p.oid = k.confrelid \
-             WHERE k.contype = 'f' AND pg_catalog.pg_table_is_visible(c.oid) \
-               AND pg_catalog.pg_table_is_visible(p.oid)"
+             JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace \
+             WHERE k.contype = 'f'"
         }
         AnyConnection::Sqlite(_) => {
-            "SELECT DISTINCT m.name AS child, f.\"table\" AS parent, 'fk ' || f.id AS name, \
-                    1 AS \"deferrable\" \
+            "SELECT DISTINCT m.name AS child, f.\"table\" AS parent, \
+                    '\"' || replace(m.name, '\"', '\"\"') || '\"' AS child_sql, \
+                    'fk ' || f.id AS name, 1 AS \"deferrable\" \
              FROM sqlite_master m, pragma_foreign_key_list(m.name) f WHERE m.type = 'table'"
         }
     };
@@ -306,7 +319,10 @@ pub(crate) enum TargetKind {
 
 /// What `name` is: COPY and INSERT load tables and views with an `INSTEAD OF INSERT` trigger,
 /// as `psql \copy` and `sqlite3 .import` do.
-pub(crate) fn target_kind(conn: &mut AnyConnection, name: &str) -> anyhow::Result<TargetKind> {
+pub(crate) fn target_kind(
+    conn: &mut AnyConnection,
+    table: &TableName,
+) -> anyhow::Result<TargetKind> {
     #[derive(QueryableByName)]
     struct Found {
         #[diesel(sql_type = Text)]
@@ -315,24 +331,29 @@ pub(crate) fn target_kind(conn: &mut AnyConnection, name: &str) -> anyhow::Resul
         triggers: i64,
     }
     // tgtype bits (pg_trigger.h): ROW 1, INSERT 4, INSTEAD 64.
-    let sql = match conn {
-        AnyConnection::Postgresql(_) => {
+    // PostgreSQL: in the file's schema, else the one visible on the search path.
+    let query = match conn {
+        AnyConnection::Postgresql(_) => diesel::sql_query(
             "SELECT c.relkind::text AS kind, (SELECT count(*) FROM pg_catalog.pg_trigger t \
                  WHERE t.tgrelid = c.oid AND t.tgenabled <> 'D' AND (t.tgtype & 69) = 69)::bigint AS triggers \
-             FROM pg_catalog.pg_class c \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relname = $1 AND c.relkind IN ('r', 'p', 'f', 'v', 'm') \
-               AND pg_catalog.pg_table_is_visible(c.oid)"
-        }
-        AnyConnection::Sqlite(_) => {
+               AND CASE WHEN $2::text IS NULL THEN pg_catalog.pg_table_is_visible(c.oid) ELSE n.nspname = $2 END",
+        )
+        .into_boxed::<<AnyConnection as Connection>::Backend>()
+        .bind::<Text, _>(&table.name)
+        .bind::<Nullable<Text>, _>(&table.schema),
+        AnyConnection::Sqlite(_) => diesel::sql_query(
             "SELECT type AS kind, (SELECT count(*) FROM sqlite_master t \
                  WHERE t.type = 'trigger' AND t.tbl_name = m.name) AS triggers \
-             FROM sqlite_master m WHERE m.type IN ('table', 'view') AND m.name = $1"
-        }
+             FROM sqlite_master m WHERE m.type IN ('table', 'view') AND m.name = $1",
+        )
+        .into_boxed::<<AnyConnection as Connection>::Backend>()
+        .bind::<Text, _>(&table.name),
     };
-    let found: Vec<Found> = diesel::sql_query(sql)
-        .bind::<Text, _>(name)
+    let found: Vec<Found> = query
         .load(conn)
-        .with_context(|| format!("looking for table {}", quote_ident(name)))?;
+        .with_context(|| format!("looking for table {}", table.quoted()))?;
     Ok(match found.first() {
         None => TargetKind::Missing,
         Some(f) => match f.kind.as_str() {
@@ -346,24 +367,30 @@ pub(crate) fn target_kind(conn: &mut AnyConnection, name: &str) -> anyhow::Resul
 /// The columns of a table, or `None` when there is no such table.
 pub(crate) fn columns(
     conn: &mut AnyConnection,
-    table: &str,
+    table: &TableName,
 ) -> anyhow::Result<Option<Vec<Column>>> {
     if target_kind(conn, table)? == TargetKind::Missing {
         return Ok(None);
     }
-    let sql = match conn {
-        AnyConnection::Postgresql(_) => {
+    let query = match conn {
+        AnyConnection::Postgresql(_) => diesel::sql_query(
             "SELECT a.attname::text AS name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS sql_type \
              FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relname = $1 AND c.relkind IN ('r', 'p', 'f', 'v', 'm') \
-               AND pg_catalog.pg_table_is_visible(c.oid) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
-        }
+               AND CASE WHEN $2::text IS NULL THEN pg_catalog.pg_table_is_visible(c.oid) ELSE n.nspname = $2 END \
+               AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        )
+        .into_boxed::<<AnyConnection as Connection>::Backend>()
+        .bind::<Text, _>(&table.name)
+        .bind::<Nullable<Text>, _>(&table.schema),
         AnyConnection::Sqlite(_) => {
-            "SELECT name, type AS sql_type FROM pragma_table_info($1) ORDER BY cid"
+            diesel::sql_query("SELECT name, type AS sql_type FROM pragma_table_info($1) ORDER BY cid")
+        .into_boxed::<<AnyConnection as Connection>::Backend>()
+        .bind::<Text, _>(&table.name)
         }
     };
-    let rows: Vec<ColumnRow> = diesel::sql_query(sql)
-        .bind::<Text, _>(table)
+    let rows: Vec<ColumnRow> = query
         .load(conn)
         .with_context(|| format!("reading the columns of table {table}"))?;
     Ok(Some(
@@ -381,16 +408,19 @@ pub(crate) fn columns(
 /// `DELETE` per table, children first so foreign keys hold at each step. SQLite refuses the same
 /// way, before deleting: a table outside the list whose rows reference one in it is named, whether
 /// its key would make the `DELETE` fail or cascade into it (`ON DELETE CASCADE`/`SET NULL`).
-pub(crate) fn empty_tables(conn: &mut AnyConnection, tables: &[String]) -> anyhow::Result<()> {
+pub(crate) fn empty_tables(conn: &mut AnyConnection, tables: &[TableName]) -> anyhow::Result<()> {
     if tables.is_empty() {
         return Ok(());
     }
-    let quoted: Vec<String> = tables.iter().map(|t| quote_ident(t)).collect();
+    let quoted: Vec<String> = tables.iter().map(TableName::quoted).collect();
     match conn {
         AnyConnection::Postgresql(_) => conn
             .batch_execute(&format!("TRUNCATE TABLE {}", quoted.join(", ")))
             .map_err(|e| anyhow::Error::new(DbFailure::of(&e)))
-            .with_context(|| format!("emptying {} (--truncate)", tables.join(", "))),
+            .with_context(|| {
+                let names: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
+                format!("emptying {} (--truncate)", names.join(", "))
+            }),
         AnyConnection::Sqlite(sq) => {
             for (name, table) in tables.iter().zip(&quoted) {
                 let blockers = sqlite_referencing_rows(sq, name, tables)?;
@@ -422,8 +452,8 @@ pub(crate) fn empty_tables(conn: &mut AnyConnection, tables: &[String]) -> anyho
 /// column of the key set): emptying `table` would fail on them, or cascade into them.
 fn sqlite_referencing_rows(
     sq: &mut SqliteConnection,
-    table: &str,
-    listed: &[String],
+    table: &TableName,
+    listed: &[TableName],
 ) -> anyhow::Result<Vec<String>> {
     #[derive(QueryableByName)]
     struct Key {
@@ -444,12 +474,14 @@ fn sqlite_referencing_rows(
          WHERE m.type = 'table' AND f.\"table\" = $1 COLLATE NOCASE \
          GROUP BY m.name, f.id ORDER BY m.name",
     )
-    .bind::<Text, _>(table)
+    .bind::<Text, _>(&table.name)
     .load(sq)
     .context("reading the foreign keys that reference the table")?;
     let mut blockers: Vec<String> = Vec::new();
     for key in keys {
-        let outside = !listed.iter().any(|t| t.eq_ignore_ascii_case(&key.child));
+        let outside = !listed
+            .iter()
+            .any(|t| t.schema.is_none() && t.name.eq_ignore_ascii_case(&key.child));
         if !outside || blockers.contains(&key.child) {
             continue;
         }
@@ -561,7 +593,7 @@ pub(crate) fn sqlite_defer_foreign_keys(sq: &mut SqliteConnection, on: bool) -> 
 /// key's values (SQLite's `pragma_foreign_key_check`), or `None` when every key holds.
 pub(crate) fn sqlite_dangling_key(
     sq: &mut SqliteConnection,
-    table: &str,
+    table: &TableName,
 ) -> anyhow::Result<Option<String>> {
     #[derive(QueryableByName)]
     struct Dangling {
@@ -577,7 +609,7 @@ pub(crate) fn sqlite_dangling_key(
                 (SELECT group_concat(f.\"from\", ', ') FROM pragma_foreign_key_list($1) f WHERE f.id = c.fkid) AS columns \
          FROM pragma_foreign_key_check($1) c LIMIT 1",
     )
-    .bind::<Text, _>(table)
+    .bind::<Text, _>(&table.name)
     .load(sq)
     .context("checking the deferred foreign keys")?;
     Ok(found.first().map(|d| {
@@ -587,7 +619,7 @@ pub(crate) fn sqlite_dangling_key(
         );
         format!(
             "FOREIGN KEY constraint failed: {row} of {} has ({}) pointing at no row of {}",
-            quote_ident(table),
+            table.quoted(),
             d.columns,
             quote_ident(&d.parent)
         )
@@ -672,9 +704,9 @@ impl Drop for TargetGuard {
 }
 
 /// `"table" ("a", "b")`: the quoted target of a COPY or an INSERT.
-fn quoted_target(table: &str, columns: &[String]) -> String {
+fn quoted_target(table: &TableName, columns: &[String]) -> String {
     let columns: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
-    format!("{} ({})", quote_ident(table), columns.join(", "))
+    format!("{} ({})", table.quoted(), columns.join(", "))
 }
 
 /// `COPY "table" ("col", ...) FROM STDIN (FORMAT csv)`, fed by `fill`, which writes CSV rows in
@@ -685,7 +717,7 @@ fn quoted_target(table: &str, columns: &[String]) -> String {
 /// database's message.
 pub(crate) fn copy_csv(
     pg: &mut PgConnection,
-    table: &str,
+    table: &TableName,
     columns: &[String],
     fill: impl FnMut(&mut dyn Write) -> anyhow::Result<()>,
 ) -> anyhow::Result<u64> {
@@ -724,7 +756,7 @@ pub(crate) fn copy_csv(
 /// constraints). Runs in a savepoint; a lost transaction is an error.
 pub(crate) fn pg_value_reads(
     pg: &mut PgConnection,
-    table: &str,
+    table: &TableName,
     column: &str,
     value: &str,
 ) -> anyhow::Result<bool> {
@@ -749,7 +781,7 @@ pub(crate) fn pg_value_reads(
          JOIN pg_catalog.pg_proc p ON p.oid = t.typinput \
          WHERE a.attrelid = $1::regclass AND a.attname = $2",
     )
-    .bind::<Text, _>(quote_ident(table))
+    .bind::<Text, _>(table.quoted())
     .bind::<Text, _>(column)
     .get_result(pg)
     .with_context(|| format!("reading the input function of column {column}"))?;
@@ -814,7 +846,7 @@ struct ColumnSequence {
 /// as `name -> next value`.
 pub(crate) fn pg_adjust_sequences(
     pg: &mut PgConnection,
-    targets: &[(String, Vec<String>)],
+    targets: &[(TableName, Vec<String>)],
 ) -> anyhow::Result<Vec<String>> {
     let mut moved = Vec::new();
     for (table, columns) in targets {
@@ -832,9 +864,9 @@ pub(crate) fn pg_adjust_sequences(
              WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped \
                AND pg_catalog.pg_get_serial_sequence($1, a.attname) IS NOT NULL",
         )
-        .bind::<Text, _>(quote_ident(table))
+        .bind::<Text, _>(table.quoted())
         .load(pg)
-        .with_context(|| format!("looking up the sequences of {}", quote_ident(table)))?;
+        .with_context(|| format!("looking up the sequences of {}", table.quoted()))?;
         for found in sequences.iter().filter(|s| columns.contains(&s.column)) {
             if let Some(next) = advance_sequence(pg, table, &found.column, &found.seq)? {
                 moved.push(format!("{} -> {next}", found.seq));
@@ -848,7 +880,7 @@ pub(crate) fn pg_adjust_sequences(
 /// Returns the value the sequence hands out next when it was moved.
 fn advance_sequence(
     pg: &mut PgConnection,
-    table: &str,
+    table: &TableName,
     column: &str,
     seq: &str,
 ) -> anyhow::Result<Option<String>> {
@@ -870,7 +902,7 @@ fn advance_sequence(
                  THEN (pg_catalog.setval('{seq_lit}'::regclass, v.m::bigint, true)::numeric + s.inc)::text END AS next \
          FROM s, v",
         col = quote_ident(column),
-        tab = quote_ident(table),
+        tab = table.quoted(),
         seq_lit = seq.replace('\'', "''"),
     );
     let next: Next = diesel::sql_query(sql)
@@ -894,9 +926,10 @@ pub(crate) struct SqliteBatch {
 /// the per-statement cost stops mattering.
 const SQLITE_MAX_VALUES: usize = 32_000;
 const SQLITE_BATCH_ROWS: usize = 256;
+const SQLITE_BATCH_BYTES: usize = 64 * 1024 * 1024;
 
 impl SqliteBatch {
-    pub(crate) fn new(table: &str, columns: &[String]) -> Self {
+    pub(crate) fn new(table: &TableName, columns: &[String]) -> Self {
         let head = format!("INSERT INTO {} VALUES ", quoted_target(table, columns));
         let capacity = (SQLITE_MAX_VALUES / columns.len().max(1)).clamp(1, SQLITE_BATCH_ROWS);
         SqliteBatch {
@@ -924,7 +957,8 @@ impl SqliteBatch {
     }
 
     pub(crate) fn is_full(&self) -> bool {
-        self.rows() >= self.capacity
+        // Large rows flush early, so that a batch's memory stays bounded (64 MiB and one row).
+        self.rows() >= self.capacity || self.text.len() >= SQLITE_BATCH_BYTES
     }
 
     /// Inserts the buffered rows with one statement and empties the buffer, whatever the outcome.
@@ -982,4 +1016,51 @@ impl QueryFragment<Sqlite> for InsertRows<'_> {
         }
         Ok(())
     }
+}
+
+/// A relation a CSV file may name: its schema (PostgreSQL) and name, and whether it is on the
+/// search path (always on SQLite).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Relation {
+    pub(crate) schema: Option<String>,
+    pub(crate) name: String,
+    pub(crate) visible: bool,
+}
+
+/// The tables, views and foreign tables a seed file's name may be matched against (the file
+/// names a table the way a header names columns: exactly, else ignoring case when unambiguous).
+pub(crate) fn relations(conn: &mut AnyConnection) -> anyhow::Result<Vec<Relation>> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Nullable<Text>)]
+        schema: Option<String>,
+        #[diesel(sql_type = Text)]
+        name: String,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        visible: bool,
+    }
+    let sql = match conn {
+        AnyConnection::Postgresql(_) => {
+            "SELECT n.nspname::text AS schema, c.relname::text AS name, \
+                    pg_catalog.pg_table_is_visible(c.oid) AS visible \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p', 'v', 'f') \
+               AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'"
+        }
+        AnyConnection::Sqlite(_) => {
+            "SELECT NULL AS schema, name, 1 AS visible FROM sqlite_master \
+             WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+        }
+    };
+    let rows: Vec<Row> = diesel::sql_query(sql)
+        .load(conn)
+        .context("listing the tables seed files can name")?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Relation {
+            schema: r.schema,
+            name: r.name,
+            visible: r.visible,
+        })
+        .collect())
 }

@@ -1,19 +1,31 @@
 //! Database URLs: which backend a URL names, what the driver is given, and how it is shown.
 //!
 //! dbctl chooses the backend from the scheme itself (diesel's `MultiConnection` would try every
-//! backend and lose the real error). PostgreSQL URLs are validated here, before libpq sees them,
-//! because libpq echoes a malformed URL, password included, in its error. The password is
-//! registered for redaction the moment it is seen, even in a URL that then fails to parse.
+//! backend and lose the real error). PostgreSQL URLs and libpq `key=value` strings are checked
+//! here, before libpq sees them, and their errors never quote the input: a password can hold any
+//! byte, and a mistyped URL puts it where no parser expects it. SQLite forms follow the rule in
+//! [`sqlite`].
+
+mod conninfo;
+pub(crate) mod libpq;
+pub(crate) mod sqlite;
 
 use std::fmt;
 use std::path::PathBuf;
 
 use crate::error::{self, register_secret};
 
+pub(crate) use sqlite::Readings;
+
 /// The forms listed in every "unsupported URL" error.
 pub(crate) const ACCEPTED_FORMS: &str = "postgres://, postgresql://, postgresql+<driver>:// \
-(SQLAlchemy style, e.g. postgresql+asyncpg://), sqlite://relative/path, sqlite:///absolute/path, \
-sqlite::memory:, file:path (SQLite URI), or a plain file path";
+(SQLAlchemy style, e.g. postgresql+asyncpg://), a libpq `host=... dbname=...` string, \
+sqlite:///relative/path or sqlite:////absolute/path (SQLAlchemy style), sqlite://relative/path, \
+sqlite://, sqlite::memory:, file:path (SQLite URI), or a plain file path";
+
+/// Where the PostgreSQL server's socket usually is when neither the URL nor `PGHOST` names one
+/// (the bundled libpq only looks in /tmp; Debian's server listens in /var/run/postgresql).
+const SOCKET_DIRS: &[&str] = &["/var/run/postgresql", "/run/postgresql", "/tmp"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -40,11 +52,40 @@ impl fmt::Display for Backend {
 /// Where a SQLite database lives.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) enum SqliteTarget {
-    /// A file on disk (from a plain path, `sqlite://`, `sqlite:` or a `file:` URI).
+    /// A file on disk, as an absolute path (from a plain path, `sqlite:` or a `file:` URI).
     File(PathBuf),
     /// `sqlite::memory:` and friends: one in-memory database shared by the pool's connections.
     Memory,
 }
+
+/// SQLAlchemy/asyncpg options written as URL query parameters. libpq refuses unknown
+/// parameters, so these are taken out of the URL: `command_timeout` and `timeout` are used as the
+/// statement and connect timeouts, the others are accepted and reported in `-v` as without effect.
+pub(crate) const DRIVER_PARAMS: &[&str] = &[
+    "command_timeout",
+    "timeout",
+    "prepared_statement_cache_size",
+    "prepared_statement_name_func",
+    "statement_cache_size",
+    "max_cached_statement_lifetime",
+    "max_cacheable_statement_size",
+    "async_fallback",
+    "direct_tls",
+    "server_settings",
+];
+
+/// pysqlite's options in a SQLite URL (`sqlite:///app.db?timeout=20&check_same_thread=false`):
+/// SQLite itself would ignore them silently. `timeout` is the busy timeout
+/// (`DB_STATEMENT_TIMEOUT`); the others have no effect, said by `-v`.
+pub(crate) const SQLITE_DRIVER_PARAMS: &[&str] = &[
+    "timeout",
+    "check_same_thread",
+    "cached_statements",
+    "detect_types",
+    "isolation_level",
+    "factory",
+    "uri",
+];
 
 /// The parts of a PostgreSQL URL, kept percent-encoded as written so that the URL can be rebuilt.
 #[derive(Clone)]
@@ -55,6 +96,9 @@ struct PgParts {
     hosts: String,
     dbname: String,
     query: Vec<(String, String)>,
+    /// Driver options ([`DRIVER_PARAMS`]) set aside before libpq sees the query: libpq refuses
+    /// names it does not know.
+    driver: Vec<(String, String)>,
 }
 
 /// A parsed database URL. Its `Debug` and `Display` never show the password.
@@ -64,6 +108,8 @@ pub(crate) struct DbUrl {
     sqlite: Option<SqliteTarget>,
     /// What SQLite's open call gets (a path or a `file:` URI).
     sqlite_conn: String,
+    /// Both files a `sqlite:///a/b.db` could mean, when neither exists.
+    readings: Option<Readings>,
     pg: Option<PgParts>,
     /// What normalisation changed, for `--verbose`.
     notes: Vec<String>,
@@ -94,9 +140,16 @@ impl DbUrl {
                 "the database URL has leading or trailing white space",
             ));
         }
+        if conninfo::looks_like(raw) {
+            return Self::from_conninfo(raw);
+        }
         let (scheme, rest) = match split_scheme(raw) {
             Some(parts) => parts,
-            None => return Ok(Self::sqlite_path(raw, Vec::new())),
+            None => {
+                return sqlite::from_path(raw)
+                    .map(|form| Self::sqlite(form, Vec::new()))
+                    .map_err(error::usage)
+            }
         };
         let lower = scheme.to_ascii_lowercase();
         let (base, driver) = match lower.split_once('+') {
@@ -113,36 +166,110 @@ impl DbUrl {
             "postgres" | "postgresql" => {
                 let Some(after) = rest.strip_prefix("//") else {
                     return Err(unsupported(
-                        raw,
+                        scheme,
                         "a PostgreSQL URL needs `//` after the scheme",
                     ));
                 };
-                let pg = parse_pg(after, raw, &mut notes)?;
-                Ok(DbUrl {
-                    backend: Backend::Postgres,
-                    sqlite: None,
-                    sqlite_conn: String::new(),
-                    pg: Some(pg),
-                    notes,
-                })
+                let pg = parse_pg(after, &mut notes)?;
+                Self::postgres(pg, notes)
             }
-            "sqlite" => Self::sqlite_url(rest, raw, notes),
+            "sqlite" => sqlite::from_url(rest)
+                .map(|form| Self::sqlite(form, notes))
+                .map_err(|why| unsupported(scheme, &why)),
             "file" if driver.is_none() => Self::sqlite_file_uri(raw, notes),
-            "mysql" | "mariadb" => Err(unsupported(raw, "MySQL is not supported")),
-            _ => Err(unsupported(raw, &format!("unknown scheme `{scheme}:`"))),
+            "mysql" | "mariadb" => Err(unsupported(scheme, "MySQL is not supported")),
+            _ => Err(unsupported(scheme, &unknown_scheme_hint(scheme, rest))),
         }
     }
 
-    fn sqlite_path(path: &str, notes: Vec<String>) -> DbUrl {
-        if path == ":memory:" {
-            return Self::memory(notes);
+    /// A libpq `key=value` string, turned into the URL form (values percent-encoded).
+    fn from_conninfo(raw: &str) -> anyhow::Result<DbUrl> {
+        let pairs = conninfo::parse(raw, &mut |pw| register_secret(pw))
+            .map_err(|why| error::usage(format!("invalid libpq connection string: {why}")))?;
+        let mut pg = PgParts {
+            user: None,
+            password: None,
+            hosts: String::new(),
+            dbname: String::new(),
+            query: Vec::new(),
+            driver: Vec::new(),
+        };
+        for (key, value) in pairs {
+            let encoded = percent_encode(&value);
+            if key == "dbname" && (value.contains('=') || value.contains("://")) {
+                // libpq would read such a dbname as a second connection string.
+                return Err(error::usage(
+                    "invalid libpq connection string: `dbname` holds a connection string of its own; give its parts as keywords",
+                ));
+            }
+            match key.as_str() {
+                "user" => pg.user = Some(encoded),
+                "password" => pg.password = Some(encoded),
+                "dbname" => pg.dbname = encoded,
+                _ => pg.query.push((key, encoded)),
+            }
         }
-        DbUrl {
-            backend: Backend::Sqlite,
-            sqlite: Some(SqliteTarget::File(PathBuf::from(path))),
-            sqlite_conn: path.to_string(),
-            pg: None,
+        if pg.password.is_some() && pg.user.is_none() {
+            // The URL form can only carry a password after a user name.
+            let pw = pg.password.take().unwrap_or_default();
+            pg.query.push(("password".to_string(), pw));
+        }
+        check_query(&pg.query)
+            .map_err(|why| error::usage(format!("invalid libpq connection string: {why}")))?;
+        let notes = vec!["read a libpq key=value connection string".to_string()];
+        Self::postgres(pg, notes)
+    }
+
+    fn postgres(mut pg: PgParts, mut notes: Vec<String>) -> anyhow::Result<DbUrl> {
+        if let Some(dir) = socket_dir(&pg) {
+            notes.push(format!(
+                "no host given (URL or PGHOST): using the server socket found in {dir}"
+            ));
+            pg.query.push(("host".to_string(), percent_encode(dir)));
+        }
+        let url = DbUrl {
+            backend: Backend::Postgres,
+            sqlite: None,
+            sqlite_conn: String::new(),
+            readings: None,
+            pg: Some(pg),
             notes,
+        };
+        // The last word is libpq's own parser: what it cannot parse is a usage error by that
+        // fact. Its message may quote the string, so only registered secrets are cut from it.
+        libpq::parse(&url.connection_string(5)).map_err(|why| {
+            error::usage(format!(
+                "invalid PostgreSQL URL: {}",
+                error::redact_driver(&why)
+            ))
+        })?;
+        Ok(url)
+    }
+
+    fn sqlite(form: sqlite::Form, mut notes: Vec<String>) -> DbUrl {
+        match form {
+            sqlite::Form::Memory => Self::memory(notes),
+            sqlite::Form::File {
+                path,
+                query,
+                readings,
+                note,
+            } => {
+                notes.extend(note);
+                let conn = match query {
+                    // Query parameters (mode=ro, ...) only mean something to SQLite in a URI.
+                    Some(q) => format!("file:{}?{q}", uri_path(&path.to_string_lossy())),
+                    None => path.to_string_lossy().into_owned(),
+                };
+                DbUrl {
+                    backend: Backend::Sqlite,
+                    sqlite: Some(SqliteTarget::File(path)),
+                    sqlite_conn: conn,
+                    readings,
+                    pg: None,
+                    notes,
+                }
+            }
         }
     }
 
@@ -152,24 +279,9 @@ impl DbUrl {
             sqlite: Some(SqliteTarget::Memory),
             // Shared cache, so that every pooled connection sees the same in-memory database.
             sqlite_conn: "file:dbctl-memory?mode=memory&cache=shared".to_string(),
+            readings: None,
             pg: None,
             notes,
-        }
-    }
-
-    /// `sqlite://relative`, `sqlite:///absolute`, `sqlite:relative` (sqlx), `sqlite::memory:`.
-    fn sqlite_url(rest: &str, raw: &str, notes: Vec<String>) -> anyhow::Result<DbUrl> {
-        let path = rest.strip_prefix("//").unwrap_or(rest);
-        if path.is_empty() {
-            return Err(unsupported(raw, "the SQLite URL names no file"));
-        }
-        if path == ":memory:" {
-            return Ok(Self::memory(notes));
-        }
-        match path.split_once('?') {
-            // Query parameters (mode=ro, ...) only mean something to SQLite in a `file:` URI.
-            Some((file, query)) => Self::sqlite_file_uri(&format!("file:{file}?{query}"), notes),
-            None => Ok(Self::sqlite_path(path, notes)),
         }
     }
 
@@ -183,19 +295,20 @@ impl DbUrl {
             None => path,
         };
         let path = percent_decode(path)
-            .ok_or_else(|| unsupported(uri, "the file: URI has a bad percent-encoding"))?;
+            .ok_or_else(|| unsupported("file", "the file: URI has a bad percent-encoding"))?;
         let memory = path == ":memory:" || query.split('&').any(|kv| kv == "mode=memory");
         if path.is_empty() && !memory {
-            return Err(unsupported(uri, "the file: URI names no file"));
+            return Err(unsupported("file", "the file: URI names no file"));
         }
         Ok(DbUrl {
             backend: Backend::Sqlite,
             sqlite: Some(if memory {
                 SqliteTarget::Memory
             } else {
-                SqliteTarget::File(PathBuf::from(path))
+                SqliteTarget::File(sqlite::absolute(std::path::Path::new(&path)))
             }),
             sqlite_conn: uri.to_string(),
+            readings: None,
             pg: None,
             notes,
         })
@@ -211,6 +324,11 @@ impl DbUrl {
 
     pub(crate) fn sqlite_target(&self) -> Option<&SqliteTarget> {
         self.sqlite.as_ref()
+    }
+
+    /// The two files a `sqlite:///a/b.db` URL may mean when neither exists yet.
+    pub(crate) fn sqlite_readings(&self) -> Option<&Readings> {
+        self.readings.as_ref()
     }
 
     /// The PostgreSQL database name, percent-decoded (`None` for SQLite or when the URL names none).
@@ -250,7 +368,51 @@ impl DbUrl {
         }
     }
 
-    /// The URL as it may be shown: the password replaced by `***`.
+    /// Takes the named query parameters out of the URL (driver options the driver would refuse
+    /// or silently ignore) and returns them percent-decoded, in the order written. For SQLite
+    /// they come out of the `file:` URI's query.
+    pub(crate) fn take_query_params(&mut self, names: &[&str]) -> Vec<(String, String)> {
+        let mut taken = Vec::new();
+        let mut take = |k: &str, v: &str| {
+            if !names.contains(&k) {
+                return true;
+            }
+            taken.push((
+                k.to_string(),
+                percent_decode(v).unwrap_or_else(|| v.to_string()),
+            ));
+            false
+        };
+        match self.pg.as_mut() {
+            Some(pg) => {
+                for (k, v) in std::mem::take(&mut pg.driver) {
+                    take(&k, &v);
+                }
+                pg.query.retain(|(k, v)| take(k, v));
+            }
+            None => {
+                let Some((uri, query)) = self.sqlite_conn.split_once('?') else {
+                    return taken;
+                };
+                let kept: Vec<&str> = query
+                    .split('&')
+                    .filter(|pair| {
+                        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                        take(k, v)
+                    })
+                    .collect();
+                self.sqlite_conn = if kept.is_empty() {
+                    uri.to_string()
+                } else {
+                    format!("{uri}?{}", kept.join("&"))
+                };
+            }
+        }
+        taken
+    }
+
+    /// The URL as it may be shown: the password replaced by `***`, a SQLite file by its absolute
+    /// path.
     pub(crate) fn redacted(&self) -> String {
         match &self.pg {
             Some(pg) => {
@@ -303,6 +465,48 @@ impl PgParts {
     }
 }
 
+/// The first usual socket folder holding the server's socket, when nothing names a host.
+fn socket_dir(pg: &PgParts) -> Option<&'static str> {
+    let named = |k: &str| pg.query.iter().any(|(key, _)| key == k);
+    // `postgresql://:5433/db` names a port but no host.
+    let hosts_named = pg
+        .hosts
+        .split(',')
+        .any(|h| !h.split(':').next().unwrap_or("").is_empty() || h.starts_with('['));
+    if hosts_named || named("host") || named("hostaddr") || named("service") {
+        return None;
+    }
+    for var in ["PGHOST", "PGHOSTADDR", "PGSERVICE"] {
+        if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
+            return None;
+        }
+    }
+    let url_port = pg.hosts.split(',').next().and_then(|h| h.split_once(':'));
+    let port = url_port
+        .map(|(_, p)| p.to_string())
+        .or_else(|| {
+            pg.query
+                .iter()
+                .find(|(k, _)| k == "port")
+                .map(|(_, v)| v.clone())
+        })
+        .or_else(|| std::env::var("PGPORT").ok())
+        .unwrap_or_else(|| "5432".to_string());
+    let port = port.split(',').next().unwrap_or("5432").trim().to_string();
+    SOCKET_DIRS.iter().copied().find(|dir| {
+        std::path::Path::new(dir)
+            .join(format!(".s.PGSQL.{port}"))
+            .exists()
+    })
+}
+
+/// A path as the path part of a `file:` URI.
+fn uri_path(path: &str) -> String {
+    path.replace('%', "%25")
+        .replace('?', "%3F")
+        .replace('#', "%23")
+}
+
 /// Finds `scheme:` at the start of a URL. A string with no scheme is a plain SQLite path.
 fn split_scheme(raw: &str) -> Option<(&str, &str)> {
     let colon = raw.find(':')?;
@@ -319,60 +523,90 @@ fn split_scheme(raw: &str) -> Option<(&str, &str)> {
     Some((scheme, &raw[colon + 1..]))
 }
 
-/// Registers every password a URL carries, before anything can fail and print it.
+/// Why an unknown `scheme:` was refused, with a hint when it is a server address in disguise.
+fn unknown_scheme_hint(scheme: &str, rest: &str) -> String {
+    let digits = rest.chars().take_while(char::is_ascii_digit).count();
+    if digits > 0 && rest[digits..].chars().next().is_none_or(|c| c == '/') {
+        return "it starts with `host:port` but has no scheme: write postgresql://host:port/db"
+            .to_string();
+    }
+    if rest.contains('@') {
+        return "it looks like `user:password@host` without a scheme: put `postgresql://` in front"
+            .to_string();
+    }
+    format!("unknown scheme `{scheme}:`")
+}
+
+/// Registers every password a URL may carry, before anything can fail: what the parser below
+/// reads, and for a URL it refuses, everything that any reader could take for a password.
 fn register_url_secrets(raw: &str) {
+    let both = |pw: &str| {
+        register_secret(pw);
+        if let Some(decoded) = percent_decode(pw) {
+            register_secret(&decoded);
+        }
+    };
     if let Some(pos) = raw.find("://") {
         let tail = &raw[pos + 3..];
-        let end = tail.find(['/', '?', '#']).unwrap_or(tail.len());
-        let authority = &tail[..end];
-        if let Some(at) = authority.rfind('@') {
-            if let Some((_, pw)) = authority[..at].split_once(':') {
-                register_secret(pw);
-                if let Some(decoded) = percent_decode(pw) {
-                    register_secret(&decoded);
+        // libpq ends the user info at the first `@` before a `/`; dbctl's refusals consider every
+        // `@`: register from the first `:` to each `@`.
+        if let Some(colon) = tail.find(':') {
+            for (at, _) in tail.match_indices('@') {
+                if at > colon {
+                    both(&tail[colon + 1..at]);
                 }
             }
         }
     }
-    if let Some((_, query)) = raw.split_once('?') {
-        // A stray `?` inside the query must not hide a `password=` from redaction.
-        for pair in query.split(['&', '?']) {
-            if let Some(pw) = pair.strip_prefix("password=") {
-                register_secret(pw);
-                if let Some(decoded) = percent_decode(pw) {
-                    register_secret(&decoded);
-                }
-            }
-        }
+    for (i, _) in raw.match_indices("password=") {
+        let value = &raw[i + "password=".len()..];
+        let end = value.find(['&', ' ']).unwrap_or(value.len());
+        both(&value[..end]);
     }
 }
 
-fn unsupported(raw: &str, why: &str) -> anyhow::Error {
+/// An unsupported URL. Only the scheme is quoted: the rest may hold a password.
+fn unsupported(scheme: &str, why: &str) -> anyhow::Error {
     error::usage(format!(
-        "unsupported database URL `{}`: {why}; accepted forms: {ACCEPTED_FORMS}",
-        error::redact(raw)
+        "unsupported database URL ({scheme}:...): {why}; accepted forms: {ACCEPTED_FORMS}"
     ))
 }
 
 /// Splits and checks `[user[:password]@]host[:port][,host[:port]...][/dbname][?k=v&...]`.
-fn parse_pg(after: &str, raw: &str, notes: &mut Vec<String>) -> anyhow::Result<PgParts> {
-    let bad = |why: &str| {
-        error::usage(format!(
-            "invalid PostgreSQL URL `{}`: {why}",
-            error::redact(raw)
-        ))
-    };
-    if after.contains('#') {
+///
+/// The user info ends at the only `@`; a URL with two, or whose user info holds a raw `/`, `?` or
+/// `#`, is refused: libpq and other readers would cut it elsewhere and send part of the password
+/// to DNS or into their errors. No error quotes the user info.
+fn parse_pg(after: &str, notes: &mut Vec<String>) -> anyhow::Result<PgParts> {
+    let bad = |why: &str| error::usage(format!("invalid PostgreSQL URL: {why}"));
+    if after.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(bad(
-            "a `#` fragment is not allowed (percent-encode it as %23)",
+            "it holds white space or a control character (percent-encode a space as %20)",
         ));
     }
-    let (before_query, query_str) = after.split_once('?').unwrap_or((after, ""));
-    let (authority, dbname) = before_query.split_once('/').unwrap_or((before_query, ""));
-    let (userinfo, hosts) = match authority.rfind('@') {
-        Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
-        None => (None, authority),
+    if after.contains('#') {
+        return Err(bad("it holds a `#` (percent-encode it as %23)"));
+    }
+    let (userinfo, rest) = match after.match_indices('@').count() {
+        0 => (None, after),
+        1 => {
+            let at = after.find('@').unwrap_or(0);
+            let info = &after[..at];
+            if info.contains(['/', '?']) {
+                return Err(bad(
+                    "the user name or password holds a raw `/` or `?`, or an `@` stands after the host: \
+                     percent-encode them (`/` %2F, `?` %3F, `@` %40)",
+                ));
+            }
+            (Some(info), &after[at + 1..])
+        }
+        _ => return Err(bad(
+            "it holds more than one `@` (readers split such a URL differently): percent-encode \
+                 an `@` inside the user name or password as %40",
+        )),
     };
+    let (before_query, query_str) = rest.split_once('?').unwrap_or((rest, ""));
+    let (hosts, dbname) = before_query.split_once('/').unwrap_or((before_query, ""));
     let (user, password) = match userinfo {
         Some(info) => match info.split_once(':') {
             Some((u, p)) => (Some(u.to_string()), Some(p.to_string())),
@@ -381,21 +615,20 @@ fn parse_pg(after: &str, raw: &str, notes: &mut Vec<String>) -> anyhow::Result<P
         None => (None, None),
     };
     if let Some(u) = &user {
-        percent_decode(u).ok_or_else(|| bad("the user name has a bad percent-encoding"))?;
+        decoded(u).map_err(|why| bad(&format!("the user name {why}")))?;
     }
     if let Some(p) = &password {
-        percent_decode(p).ok_or_else(|| bad("the password has a bad percent-encoding"))?;
+        decoded(p).map_err(|why| bad(&format!("the password {why}")))?;
     }
     for host in hosts.split(',').filter(|h| !h.is_empty()) {
         check_host(host).map_err(|why| bad(&why))?;
     }
-    percent_decode(dbname).ok_or_else(|| bad("the database name has a bad percent-encoding"))?;
+    decoded(dbname).map_err(|why| bad(&format!("the database name {why}")))?;
     if dbname.contains('/') {
         return Err(bad(
             "the database name contains `/` (percent-encode it as %2F)",
         ));
     }
-    let mut query = Vec::new();
     // A second `?` is a typo for `&`: libpq would read `a=1?password=x` as one value for `a`,
     // and the password in it would neither be used nor hidden.
     if query_str.contains('?') {
@@ -403,43 +636,238 @@ fn parse_pg(after: &str, raw: &str, notes: &mut Vec<String>) -> anyhow::Result<P
             "the query has a second `?`: separate parameters with `&` (`?a=1&b=2`)",
         ));
     }
-    for pair in query_str.split('&').filter(|p| !p.is_empty()) {
-        let Some((k, v)) = pair.split_once('=') else {
-            return Err(bad(&format!(
-                "query parameter `{}` has no `=value`",
-                error::redact(pair)
-            )));
+    let mut query = Vec::new();
+    let mut driver = Vec::new();
+    let mut after_password = false;
+    for (i, pair) in query_str.split('&').filter(|p| !p.is_empty()).enumerate() {
+        // After a `password=`, a raw `&` in the password would make the rest look like parameters:
+        // from there on, name them by position only.
+        let hide = after_password;
+        let name = |k: &str| {
+            if hide {
+                format!("query parameter {}", i + 1)
+            } else {
+                format!("query parameter `{k}`")
+            }
         };
-        if k.is_empty() {
-            return Err(bad("a query parameter has an empty name"));
+        let Some((k, v)) = pair.split_once('=') else {
+            return Err(bad(&format!("{} has no `=value`", name(pair))));
+        };
+        if k == "password" {
+            after_password = true;
         }
-        // libpq's parameter names are plain words; anything else (`/db?password`) is a mangled
-        // URL, and a value hiding behind such a name would escape redaction.
-        if !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(bad(&format!(
-                "`{}` is not a query parameter name",
-                error::redact(k)
-            )));
-        }
-        percent_decode(v)
-            .ok_or_else(|| bad(&format!("parameter `{k}` has a bad percent-encoding")))?;
+        decoded(v).map_err(|why| bad(&format!("the value of {} {why}", name(k))))?;
         // asyncpg spells libpq's sslmode as `ssl`; accept the SQLAlchemy URL as users wrote it.
         if k == "ssl" {
             notes.push(format!(
                 "translated asyncpg's `ssl={v}` to libpq's `sslmode={v}`"
             ));
             query.push(("sslmode".to_string(), v.to_string()));
+        } else if DRIVER_PARAMS.contains(&k) {
+            driver.push((k.to_string(), v.to_string()));
         } else {
             query.push((k.to_string(), v.to_string()));
         }
     }
+    check_query(&query).map_err(|why| bad(&why))?;
     Ok(PgParts {
         user,
         password,
         hosts: hosts.to_string(),
         dbname: dbname.to_string(),
         query,
+        driver,
     })
+}
+
+/// libpq's integer parameters.
+const INTEGER_PARAMS: &[&str] = &[
+    "connect_timeout",
+    "port",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+];
+
+/// libpq's parameters with a fixed set of values.
+const ENUM_PARAMS: &[(&str, &[&str])] = &[
+    (
+        "sslmode",
+        &[
+            "disable",
+            "allow",
+            "prefer",
+            "require",
+            "verify-ca",
+            "verify-full",
+        ],
+    ),
+    ("gssencmode", &["disable", "prefer", "require"]),
+    ("channel_binding", &["disable", "prefer", "require"]),
+    (
+        "target_session_attrs",
+        &[
+            "any",
+            "read-write",
+            "read-only",
+            "primary",
+            "standby",
+            "prefer-standby",
+        ],
+    ),
+    ("load_balance_hosts", &["disable", "random"]),
+    ("sslnegotiation", &["postgres", "direct"]),
+    ("sslcertmode", &["disable", "allow", "require"]),
+    (
+        "ssl_min_protocol_version",
+        &["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"],
+    ),
+    (
+        "ssl_max_protocol_version",
+        &["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"],
+    ),
+    ("min_protocol_version", &["3.0", "3.2", "latest"]),
+    ("max_protocol_version", &["3.0", "3.2", "latest"]),
+    (
+        "replication",
+        &[
+            "true", "on", "yes", "1", "false", "off", "no", "0", "database",
+        ],
+    ),
+];
+
+/// The methods `require_auth` may list (each optionally negated with `!`).
+const AUTH_METHODS: &[&str] = &[
+    "password",
+    "md5",
+    "gss",
+    "sspi",
+    "scram-sha-256",
+    "oauth",
+    "none",
+];
+
+/// Checks names and values of connection parameters (percent-encoded values) before libpq does:
+/// libpq only checks most values while connecting, and its failure there looks like any other
+/// failure to connect. The value of `password` is never looked at.
+fn check_query(query: &[(String, String)]) -> Result<(), String> {
+    let mut after_password = false;
+    for (i, (k, v)) in query.iter().enumerate() {
+        let shown = if after_password {
+            format!("parameter {}", i + 1)
+        } else {
+            format!("parameter `{k}`")
+        };
+        if k == "password" {
+            after_password = true;
+            continue;
+        }
+        if !libpq::is_keyword(k) {
+            return Err(format!(
+                "{shown} is not a libpq connection parameter (sslmode, connect_timeout, application_name, ...)"
+            ));
+        }
+        let value = percent_decode(v).unwrap_or_default();
+        if INTEGER_PARAMS.contains(&k.as_str()) {
+            let all_ints = value
+                .split(',')
+                .all(|n| n.trim().parse::<i64>().is_ok() || (k == "port" && n.is_empty()));
+            if !all_ints {
+                return Err(format!("the value of {shown} is not a whole number"));
+            }
+        }
+        if let Some((_, allowed)) = ENUM_PARAMS.iter().find(|(name, _)| name == k) {
+            if !allowed.contains(&value.as_str()) {
+                return Err(format!(
+                    "the value of {shown} is not one of {}",
+                    allowed.join(", ")
+                ));
+            }
+        }
+        let needs = match (k.as_str(), value.as_str()) {
+            ("sslmode", "require" | "verify-ca" | "verify-full") => Some(("ssl", "TLS")),
+            ("gssencmode", "require") => Some(("gss", "GSSAPI")),
+            _ => None,
+        };
+        if let Some((feature, name)) = needs {
+            if !libpq::supports(feature) {
+                return Err(format!(
+                    "{shown}={value} needs {name}, which this build of libpq does not include"
+                ));
+            }
+        }
+        match k.as_str() {
+            "require_auth"
+                if !value
+                    .split(',')
+                    .all(|m| AUTH_METHODS.contains(&m.trim_start_matches('!'))) =>
+            {
+                return Err(format!(
+                    "the value of {shown} is not a list of {}",
+                    AUTH_METHODS.join(", ")
+                ));
+            }
+            "hostaddr"
+                if !value
+                    .split(',')
+                    .all(|a| a.is_empty() || a.parse::<std::net::IpAddr>().is_ok()) =>
+            {
+                return Err(format!("the value of {shown} is not a numeric IP address"));
+            }
+            "require_auth" => {
+                let negated = value.split(',').filter(|m| m.starts_with('!')).count();
+                if negated != 0 && negated != value.split(',').count() {
+                    return Err(format!(
+                        "the value of {shown} mixes methods with `!methods` (libpq takes one kind)"
+                    ));
+                }
+            }
+            "replication" if !matches!(value.as_str(), "false" | "off" | "no" | "0") => {
+                return Err(format!(
+                    "{shown} asks for a replication connection, on which dbctl's queries cannot run"
+                ));
+            }
+            _ => {}
+        }
+    }
+    check_combinations(query)
+}
+
+/// Settings libpq refuses in combination, again only while connecting.
+fn check_combinations(query: &[(String, String)]) -> Result<(), String> {
+    let get = |key: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| percent_decode(v))
+    };
+    let sslmode = get("sslmode");
+    let strong = matches!(
+        sslmode.as_deref(),
+        Some("require" | "verify-ca" | "verify-full")
+    );
+    if get("sslnegotiation").as_deref() == Some("direct") && !strong {
+        return Err(
+            "sslnegotiation=direct needs sslmode=require, verify-ca or verify-full".to_string(),
+        );
+    }
+    if get("sslrootcert").as_deref() == Some("system")
+        && sslmode.as_deref().is_some_and(|m| m != "verify-full")
+    {
+        return Err("sslrootcert=system needs sslmode=verify-full".to_string());
+    }
+    Ok(())
+}
+
+/// A percent-encoded part, checked: `Err` says why it cannot be used (never what it holds).
+fn decoded(part: &str) -> Result<String, &'static str> {
+    let text = percent_decode(part).ok_or("has a bad percent-encoding")?;
+    if text.contains('\0') {
+        return Err("holds %00 (a NUL byte), which PostgreSQL cannot take");
+    }
+    Ok(text)
 }
 
 fn check_host(host: &str) -> Result<(), String> {
@@ -449,7 +877,7 @@ fn check_host(host: &str) -> Result<(), String> {
         };
         let after = &inner[close + 1..];
         if !after.is_empty() && !after.starts_with(':') {
-            return Err(format!("unexpected text after the IPv6 host: `{after}`"));
+            return Err("unexpected text after the IPv6 host".to_string());
         }
         // A bracketed host is an IPv6 literal (with an optional `%zone`); anything else would
         // only fail later as an unresolvable host name, with exit 3 instead of 2.
@@ -465,14 +893,17 @@ fn check_host(host: &str) -> Result<(), String> {
             None => (host, None),
         }
     };
-    if name.contains(['[', ']', ' ']) {
-        return Err(format!("`{name}` is not a valid host name"));
+    if name.contains(['[', ']', ' ', ':']) && !host.starts_with('[') {
+        return Err("a host name holds `[`, `]` or `:`".to_string());
     }
-    percent_decode(name).ok_or_else(|| "the host has a bad percent-encoding".to_string())?;
+    let decoded_name = decoded(name).map_err(|why| format!("the host {why}"))?;
+    if decoded_name.contains(['@', '/']) && !decoded_name.starts_with('/') {
+        return Err("a host name holds `@` or `/`".to_string());
+    }
     if let Some(port) = port {
         match port.parse::<u32>() {
             Ok(p) if (1..=65535).contains(&p) && port.chars().all(|c| c.is_ascii_digit()) => {}
-            _ => return Err(format!("`{port}` is not a valid port (1-65535)")),
+            _ => return Err("the port is not a number from 1 to 65535".to_string()),
         }
     }
     Ok(())
@@ -499,7 +930,8 @@ pub(crate) fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn percent_encode(s: &str) -> String {
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub(crate) fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -554,6 +986,15 @@ mod tests {
             "postgres://@?/db?password=topsecret&a=",
             "postgres://u@h/db?x=1?password=topsecret",
             "postgres://u:topsecret@[zz::1]:5432/db",
+            // Raw `#`, `?`, `/`, a second `@`, a space: refused without quoting anything.
+            "postgres://u:top#secret@h/db",
+            "postgres://u:top?secret@h/db",
+            "postgres://u:top/secret@h/db",
+            "postgres://u:top@secret@h/db",
+            "postgres://u:top secret@h/db",
+            "postgres://u:topsecret/db",
+            "postgres://u@h/db?password=topsecret&x",
+            "user:topsecret@h/db",
         ] {
             let err = DbUrl::parse(raw).expect_err(raw);
             let text = crate::error::render(&err);
@@ -567,20 +1008,44 @@ mod tests {
 
     #[test]
     fn sqlite_forms() {
+        let cwd = std::env::current_dir().unwrap();
+        let file = |p: &str| SqliteTarget::File(cwd.join(p));
         assert!(sqlite("sqlite::memory:") == SqliteTarget::Memory);
         assert!(sqlite(":memory:") == SqliteTarget::Memory);
-        assert!(sqlite("sqlite://data/app.db") == SqliteTarget::File("data/app.db".into()));
-        assert!(sqlite("sqlite:///tmp/app.db") == SqliteTarget::File("/tmp/app.db".into()));
-        assert!(sqlite("sqlite:app.db") == SqliteTarget::File("app.db".into()));
-        assert!(sqlite("file:app.db?mode=rwc") == SqliteTarget::File("app.db".into()));
+        assert!(sqlite("sqlite://") == SqliteTarget::Memory);
+        assert!(sqlite("sqlite:///:memory:") == SqliteTarget::Memory);
+        assert!(sqlite("sqlite://data/app.db") == file("data/app.db"));
+        assert!(sqlite("sqlite:////tmp/app.db") == SqliteTarget::File("/tmp/app.db".into()));
+        assert!(sqlite("sqlite:///./app.db") == file("app.db"));
+        assert!(sqlite("sqlite+aiosqlite:///app.db") == file("app.db"));
+        assert!(sqlite("sqlite:app.db") == file("app.db"));
+        assert!(sqlite("file:app.db?mode=rwc") == file("app.db"));
         assert!(sqlite("file:///tmp/a%20b.db") == SqliteTarget::File("/tmp/a b.db".into()));
-        assert!(sqlite("./dev.db") == SqliteTarget::File("./dev.db".into()));
-        assert!(sqlite("dev.db") == SqliteTarget::File("dev.db".into()));
+        assert!(sqlite("./dev.db") == file("dev.db"));
+        assert!(sqlite("dev.db") == file("dev.db"));
+    }
+
+    #[test]
+    fn conninfo_strings_are_postgres_and_hide_the_password() {
+        let url = pg("host=h user=u password='top secret' dbname=app sslmode=disable");
+        assert_eq!(
+            url.redacted(),
+            "postgresql://u:***@/app?host=h&sslmode=disable"
+        );
+        assert_eq!(url.pg_database().as_deref(), Some("app"));
+        for raw in [
+            "host=h password=top secret",
+            "host=h nosuch=1 password=topsecret",
+        ] {
+            let err = DbUrl::parse(raw).expect_err(raw);
+            assert!(!crate::error::render(&err).contains("secret"));
+            assert_eq!(crate::error::exit_of(&err), crate::error::Exit::Usage);
+        }
     }
 
     #[test]
     fn unknown_forms_list_the_accepted_ones() {
-        for raw in ["mysql://u@h/db", "redis://h", "", "http://x", "sqlite://"] {
+        for raw in ["mysql://u@h/db", "redis://h", "", "http://x", "sqlite:"] {
             let err = DbUrl::parse(raw).expect_err(raw);
             assert!(format!("{err:#}").contains("sqlite::memory:") || raw.is_empty());
         }
@@ -658,6 +1123,20 @@ mod fuzz {
             assert_hidden(&format!("{scheme}://{user}:{pw}@{host}{tail}"), &secret)?;
             assert_hidden(&format!("{scheme}://{user}:{pw}@{host}{tail}"), &pw)?;
             assert_hidden(&format!("{scheme}://{user}@{host}/db?password={pw}&{tail}"), &secret)?;
+        }
+
+        // A raw password holding any printable byte (`#?/@`, spaces, quotes, `%`), in a valid
+        // or invalid URL or a libpq string: never in what parsing shows or says.
+        #[test]
+        fn a_raw_password_with_any_bytes_never_shows(
+            middle in "[ -~]{0,60}",
+            host in prop_oneof![Just("h"), Just("h:5432"), Just("[::1]"), Just("h:x")],
+        ) {
+            let secret = format!("Pw{middle}Zq");
+            assert_hidden(&format!("postgres://u:{secret}@{host}/db"), &secret)?;
+            assert_hidden(&format!("postgresql+asyncpg://u:{secret}@{host}/db?sslmode=disable"), &secret)?;
+            let quoted = secret.replace('\\', "\\\\").replace('\'', "\\'");
+            assert_hidden(&format!("host={host} user=u password='{quoted}' dbname=db"), &secret)?;
         }
     }
 }

@@ -26,9 +26,10 @@ pub(crate) struct Migration {
     pub(crate) name: String,
     pub(crate) folder: PathBuf,
     pub(crate) up: String,
-    /// up.sql holds no statement (only white space or comments): applying it is refused, as
-    /// diesel_cli does, since it is almost always a `revision` not filled in yet.
-    pub(crate) up_is_empty: bool,
+    /// Why up.sql is not written yet, if it is not: applying it is refused. One holding only white
+    /// space or comments is a deliberate no-op (a backend that needs no change, as in vaultwarden's
+    /// SQLite folder): it is applied and recorded.
+    pub(crate) unwritten: Option<Unwritten>,
     /// `None` when down.sql is missing or holds no statement: the migration cannot be reverted.
     pub(crate) down: Option<String>,
     pub(crate) run_in_transaction: bool,
@@ -51,6 +52,29 @@ impl Migration {
     }
 }
 
+/// An up.sql that is not written yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unwritten {
+    /// No bytes at all (a byte-order mark aside): diesel_cli refuses it too.
+    Empty,
+    /// Still exactly the placeholder `dbctl revision` wrote.
+    Placeholder,
+}
+
+/// What `dbctl revision` writes into up.sql when no `--sql` is given. A file still holding only
+/// this is an unfinished revision, not a deliberate no-op, and is refused.
+pub(crate) const UP_PLACEHOLDER: &str = "-- Write the SQL that applies this migration here.\n";
+
+fn unwritten(up: &str) -> Option<Unwritten> {
+    if up.is_empty() {
+        Some(Unwritten::Empty)
+    } else if up.trim() == UP_PLACEHOLDER.trim() {
+        Some(Unwritten::Placeholder)
+    } else {
+        None
+    }
+}
+
 /// `version_name`, or the version alone when the name is unknown.
 pub(crate) fn label(version: &str, name: &str) -> String {
     if name.is_empty() {
@@ -66,6 +90,8 @@ pub(crate) struct Source {
     pub(crate) dir: PathBuf,
     pub(crate) migrations: Vec<Migration>,
     pub(crate) warnings: Vec<String>,
+    /// The SQL dialect of the backend the folder was read for.
+    pub(crate) dialect: Dialect,
 }
 
 /// The names a per-backend folder may have.
@@ -163,6 +189,7 @@ pub(crate) fn load(dir: &Path, backend: Backend) -> anyhow::Result<Source> {
         // A BTreeMap over strings gives diesel's order (versions compare as strings).
         migrations: by_version.into_values().collect(),
         warnings,
+        dialect: dialect(backend),
     })
 }
 
@@ -193,6 +220,11 @@ fn read_migration(
     let (version, name) = parse_folder_name(folder_name)
         .map_err(|why| error::usage(format!("migration folder `{}`: {why}", folder.display())))?;
     let up_path = folder.join("up.sql");
+    for file in ["up.sql", "down.sql", "metadata.toml"] {
+        let path = folder.join(file);
+        crate::files::check_regular(&path)
+            .map_err(|e| error::usage(format!("`{}`: {e}", path.display())))?;
+    }
     if !up_path.is_file() {
         return Err(error::usage(format!(
             "migration folder `{}` has no up.sql",
@@ -220,7 +252,7 @@ fn read_migration(
     };
     Ok(Migration {
         checksum: checksum(&up),
-        up_is_empty: split::split(&up, dialect).is_empty(),
+        unwritten: unwritten(&up),
         version,
         name,
         folder: folder.to_path_buf(),
@@ -238,8 +270,12 @@ pub(crate) fn dialect(backend: Backend) -> Dialect {
 }
 
 fn read_text(path: &Path) -> anyhow::Result<String> {
-    let bytes = fs::read(path)
-        .map_err(|e| error::usage(format!("cannot read `{}`: {e}", path.display())))?;
+    let bytes = crate::files::read_regular(path).map_err(|e| match e {
+        crate::files::OpenError::Io(e) => {
+            error::usage(format!("cannot read `{}`: {e}", path.display()))
+        }
+        e => error::usage(format!("`{}`: {e}", path.display())),
+    })?;
     let text = String::from_utf8(bytes).map_err(|e| {
         error::usage(format!(
             "`{}` is not valid UTF-8 (byte {})",
@@ -264,6 +300,7 @@ fn read_metadata(path: &Path, warnings: &mut Vec<String>) -> anyhow::Result<bool
         ))
     })?;
     let mut run_in_transaction = None;
+    let mut unknown = Vec::new();
     for (key, value) in &table {
         if key == "run_in_transaction" {
             match value.as_bool() {
@@ -276,11 +313,16 @@ fn read_metadata(path: &Path, warnings: &mut Vec<String>) -> anyhow::Result<bool
                 }
             }
         } else {
-            warnings.push(format!(
-                "`{}`: unknown key `{key}` ignored (the only key is run_in_transaction)",
-                path.display()
-            ));
+            unknown.push(key.as_str());
         }
+    }
+    // One warning per file, however many unknown keys it has (200,000 keys are one mistake).
+    if !unknown.is_empty() {
+        warnings.push(format!(
+            "`{}`: {} ignored (the only key is run_in_transaction)",
+            path.display(),
+            crate::output::quoted_list("unknown key", &unknown)
+        ));
     }
     match run_in_transaction {
         Some(b) => Ok(b),

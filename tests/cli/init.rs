@@ -71,7 +71,7 @@ fn never_overwrites_an_existing_file() {
 #[test]
 fn sqlite_creates_the_parent_folder() {
     let p = Project::sqlite();
-    let url = format!("sqlite://{}", p.path().join("a/b/app.db").display());
+    let url = format!("sqlite:///{}", p.path().join("a/b/app.db").display());
     p.run(["init", "--database-url", &url]).success();
     assert!(p.path().join("a/b/app.db").is_file());
 }

@@ -3,13 +3,20 @@
 
 mod support;
 
+mod corpus;
+mod diesel_cli;
 mod hostile;
 mod init;
 mod inspect;
+mod interface;
 mod migrate;
 mod ping;
 mod reliability;
 mod revision;
 mod seed;
+mod seed_csv;
 mod seed_failures;
+mod seed_names;
 mod settings;
+mod transactions;
+mod urls;

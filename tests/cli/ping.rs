@@ -165,7 +165,7 @@ fn postgres_wait_fails_fast_on_bad_url() {
             .output()
             .unwrap(),
     );
-    run.code(2).stderr_has("not a valid port");
+    run.code(2).stderr_has("port is not a number");
 }
 
 #[test]

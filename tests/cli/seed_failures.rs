@@ -115,7 +115,8 @@ fn seed_onto_a_full_disk(size: &str, rows: usize) {
         }
     };
     let db = mount.0.join("full.db");
-    let url = format!("sqlite://{}", db.display());
+    // A plain path: `sqlite:///abs` (three slashes) reads as relative-or-absolute.
+    let url = db.display().to_string();
     let sqlite3 = |sql: &str| {
         let out = Command::new("sqlite3")
             .arg(&db)
@@ -208,19 +209,22 @@ fn postgres_trigger_error_commits_nothing() {
     assert_eq!(count(&p, "kept"), 1);
 }
 
-// A COMMIT inside a seed .sql file ends dbctl's transaction, with or without a BEGIN after it:
-// dbctl stops there, runs nothing more, and does not claim the database is unchanged.
+// A COMMIT inside a seed .sql file would end dbctl's transaction, with or without a BEGIN after
+// it. Since the merge with main's transaction-control check (issue 9 item 2) such a file is
+// refused before any of its statements runs (exit 2, file and line), so the whole seed, the CSV
+// loaded before it included, is rolled back; it is never hidden.
 both_backends!(
     a_commit_in_a_sql_file_is_reported_not_hidden,
     |p: Project| {
         let p = init_with(p, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);");
-        for (i, sql) in [
-            "COMMIT;",
-            "COMMIT;\nBEGIN;",
-            "ROLLBACK;\nBEGIN;",
-            // A failure after the file began its own transaction: rolling that one back is
-            // not rolling back dbctl's.
-            "COMMIT;\nBEGIN;\nINSERT INTO t VALUES (2, 'again');",
+        for (i, (sql, statement)) in [
+            ("COMMIT;", "`COMMIT`"),
+            ("COMMIT;\nBEGIN;", "`COMMIT`"),
+            ("ROLLBACK;\nBEGIN;", "`ROLLBACK`"),
+            (
+                "COMMIT;\nBEGIN;\nINSERT INTO t VALUES (2, 'again');",
+                "`COMMIT`",
+            ),
         ]
         .iter()
         .enumerate()
@@ -233,15 +237,37 @@ both_backends!(
             );
             p.file("seeds/030_t.csv", "id,v\n3,c\n");
             let run = p.run(["seed"]);
-            run.code(1)
-                .stderr_has("ended dbctl's transaction")
-                .stderr_has("check the database");
-            assert!(!run.stderr.contains("unchanged"), "{i}: {}", run.stderr);
-            // Nothing after the file ran.
-            assert_eq!(count(&p, "t WHERE id = 3"), 0, "{i}: {}", run.stderr);
+            run.code(2)
+                .stderr_has(&format!("020_commit.sql: line 2: {statement}"));
+            // Nothing of the file, nor of the files before or after it, stays.
+            assert_eq!(count(&p, "t"), 0, "{i}: {}", run.stderr);
         }
     }
 );
+
+/// The run-time check behind the refusal: a statement of a .sql file whose trigger ends SQLite's
+/// transaction (`RAISE(ROLLBACK)`) stops the run there, and the message does not claim what it
+/// cannot verify.
+#[test]
+fn sqlite_a_sql_file_whose_trigger_ends_the_transaction_stops_the_run() {
+    let p = init_with(
+        Project::sqlite(),
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);
+         CREATE TRIGGER no_2 BEFORE INSERT ON t WHEN NEW.id = 2
+         BEGIN SELECT RAISE(ROLLBACK, 'row 2 is refused'); END;",
+    );
+    p.file("seeds/010_t.csv", "id,v\n1,a\n");
+    p.file("seeds/020_insert.sql", "INSERT INTO t VALUES (2, 'b');\n");
+    p.file("seeds/030_t.csv", "id,v\n3,c\n");
+    let run = p.run(["seed"]);
+    run.code(1)
+        .stderr_has("020_insert.sql")
+        .stderr_has("row 2 is refused")
+        .stderr_has("check the database");
+    assert!(!run.stderr.contains("unchanged"), "{}", run.stderr);
+    // Nothing after the file ran, and SQLite rolled back what came before it.
+    assert_eq!(count(&p, "t"), 0, "{}", run.stderr);
+}
 
 /// A .sql file that changes session settings (time zone, date style) keeps dbctl's transaction:
 /// only ending it stops the run.
@@ -578,3 +604,49 @@ both_backends!(
         assert_eq!(count(&p, "likes WHERE id = 7"), 1);
     }
 );
+
+/// Schema-qualified seed files (`app.items.csv`, a schema off the search path, a same-named table
+/// in `public`) go through the same paths: the sequence moved is the schema's own, a view with an
+/// INSTEAD OF trigger loads, a plain view is refused by its qualified name, and a refused value
+/// names its column.
+#[test]
+fn postgres_schema_qualified_files_take_the_same_paths() {
+    let Some(p) = Project::postgres() else { return };
+    let p = init_with(
+        p,
+        "CREATE SCHEMA app;
+         CREATE TABLE items (id SERIAL PRIMARY KEY, qty INTEGER);
+         CREATE TABLE app.items (id SERIAL PRIMARY KEY, qty INTEGER);
+         CREATE TABLE app.base (id INTEGER PRIMARY KEY, v TEXT);
+         CREATE VIEW app.entry AS SELECT id, v FROM app.base;
+         CREATE VIEW app.plain AS SELECT id, v FROM app.base;
+         CREATE FUNCTION app.entry_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN INSERT INTO app.base VALUES (NEW.id * 10, upper(NEW.v)); RETURN NEW; END $$;
+         CREATE TRIGGER entry_insert INSTEAD OF INSERT ON app.entry
+           FOR EACH ROW EXECUTE FUNCTION app.entry_insert();",
+    );
+    p.file("seeds/app.items.csv", "id,qty\n5,1\n7,2\n");
+    p.file("seeds/app.entry.csv", "id,v\n1,a\n");
+    p.run(["seed", "-q"]).success();
+    assert_eq!(count(&p, "app.items"), 2);
+    assert_eq!(count(&p, "items"), 0);
+    assert_eq!(count(&p, "app.base WHERE id = 10 AND v = 'A'"), 1);
+    assert_eq!(next_value(&p, "app.items_id_seq"), 8);
+    assert_eq!(
+        next_value(&p, "public.items_id_seq"),
+        1,
+        "public's own left alone"
+    );
+
+    p.file("plain/app.plain.csv", "id,v\n2,b\n");
+    p.run(["seed", "--seeds-dir", "plain"])
+        .code(1)
+        .stderr_has("\"app\".\"plain\" is a view without an INSTEAD OF INSERT trigger");
+
+    p.file("bad/app.items.csv", "id,qty\n8,3\n9,x\n");
+    p.run(["seed", "--seeds-dir", "bad"])
+        .code(1)
+        .stderr_has("row 2 (line 3), column qty:")
+        .stderr_has("(rolled back: the database is unchanged)");
+    assert_eq!(count(&p, "app.items"), 2);
+}

@@ -147,10 +147,8 @@ fn malformed_diesel_toml_is_exit_2() {
 #[test]
 fn sqlite_url_forms() {
     let p = Project::sqlite();
-    let abs = p.path().join("abs.db");
     let forms = [
         ("sqlite://rel.db".to_string(), "rel.db"),
-        (format!("sqlite://{}", abs.display()), "abs.db"),
         ("sqlite:sqlx-style.db".to_string(), "sqlx-style.db"),
         ("file:uri.db?mode=rwc".to_string(), "uri.db"),
         ("plain.db".to_string(), "plain.db"),
@@ -162,22 +160,158 @@ fn sqlite_url_forms() {
         assert!(p.path().join(file).is_file(), "{url} did not create {file}");
         p.run(["ping", "-q", "--database-url", &url]).success();
     }
-    // sqlite:///absolute/path (three slashes) is an absolute path.
-    let three = format!("sqlite://{}", p.path().join("three.db").display());
-    assert!(three.starts_with("sqlite:///"));
-    p.run(["init", "--no-migrate", "-q", "--database-url", &three])
-        .success();
-    assert!(p.path().join("three.db").is_file());
-
-    for url in ["sqlite::memory:", ":memory:"] {
+    for url in [
+        "sqlite::memory:",
+        ":memory:",
+        "sqlite://",
+        "sqlite:///:memory:",
+    ] {
         let json = p
             .run(["ping", "--format", "json", "--database-url", url])
             .json();
         assert_eq!(json["backend"], "sqlite");
-        assert_eq!(json["url"], "sqlite::memory:");
+        assert_eq!(json["url"], "sqlite::memory:", "{url}");
     }
     // No file named after the URL was created (diesel alone would create `sqlite::memory:`).
     assert!(!p.path().join("sqlite::memory:").exists());
+}
+
+/// The seeds' SQLAlchemy forms read as SQLAlchemy reads them; the Rust tools' absolute form finds
+/// its file; where the two readings differ and neither file exists, `init` refuses and names both.
+#[test]
+fn sqlite_urls_follow_one_rule_for_sqlalchemy_and_the_rust_tools() {
+    let p = Project::sqlite();
+    let name = crate::support::unique_name("dbctl_rule");
+    // Seed 000's `sqlite:///./dev.db`: relative, never at the file system's root.
+    let dotted = format!("sqlite:///./{name}_dot.db");
+    let run = p.run([
+        "init",
+        "--no-migrate",
+        "--format",
+        "json",
+        "--database-url",
+        &dotted,
+    ]);
+    let at_root = std::path::Path::new("/").join(format!("{name}_dot.db"));
+    let leaked = at_root.exists();
+    let _ = std::fs::remove_file(&at_root);
+    run.success();
+    assert!(!leaked, "{dotted} created {}", at_root.display());
+    let here = p.path().join(format!("{name}_dot.db"));
+    assert!(here.is_file(), "{dotted} did not create {}", here.display());
+    // init's report names the absolute path.
+    let detail = run.json()["steps"][0]["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(detail, here.display().to_string());
+
+    // Seed 004's `sqlite:///{name}.db` and `sqlite+aiosqlite:///x.db`: relative.
+    for url in [
+        format!("sqlite:///{name}_one.db"),
+        format!("sqlite+aiosqlite:///{name}_aio.db"),
+    ] {
+        p.run(["init", "--no-migrate", "-q", "--database-url", &url])
+            .success();
+        let file = url.rsplit('/').next().unwrap();
+        assert!(p.path().join(file).is_file(), "{url}");
+        assert!(!std::path::Path::new("/").join(file).exists(), "{url}");
+    }
+
+    // `sqlite:///a/b.db` where neither reading exists: init refuses, names both and both fixes.
+    let abs = p.path().join("abs.db");
+    let three = format!("sqlite://{}", abs.display());
+    assert!(three.starts_with("sqlite:///"));
+    let relative = p.path().join(abs.strip_prefix("/").unwrap());
+    let refused = p.run(["init", "--no-migrate", "--database-url", &three]);
+    refused
+        .code(2)
+        .stderr_has(&abs.display().to_string())
+        .stderr_has(&relative.display().to_string())
+        .stderr_has(&format!("sqlite:///{}", abs.display()))
+        .stderr_has("sqlite:///./");
+    assert!(!abs.exists() && !relative.exists(), "a file was created");
+    p.run(["ping", "--database-url", &three])
+        .code(3)
+        .stderr_has("neither file exists");
+
+    // Four slashes are absolute for every tool; then the Rust tools' three-slash form finds it.
+    let four = format!("sqlite:///{}", abs.display());
+    p.run(["init", "--no-migrate", "-q", "--database-url", &four])
+        .success();
+    assert!(abs.is_file());
+    let ping = p.run(["ping", "-v", "--format", "json", "--database-url", &three]);
+    ping.success()
+        .stderr_has(&abs.display().to_string())
+        .stderr_has("only");
+    assert_eq!(ping.json()["url"], format!("sqlite://{}", abs.display()));
+
+    // Both readings exist: every command refuses to guess.
+    std::fs::create_dir_all(relative.parent().unwrap()).unwrap();
+    std::fs::copy(&abs, &relative).unwrap();
+    p.run(["ping", "--database-url", &three])
+        .code(2)
+        .stderr_has("both files exist");
+}
+
+/// A mistyped server URL is never taken for a file name, and special files are not databases.
+#[test]
+fn mistyped_urls_and_special_files_are_refused() {
+    let p = Project::sqlite();
+    for url in [
+        "postgres//postgres@127.0.0.1/db",
+        "127.0.0.1:5432/db",
+        "localhost:5432/db",
+        "localhost/db",
+        "10.0.0.1/db",
+        "~/app.db",
+        "$HOME/app.db",
+        "postgres",
+        "data/",
+        "user@host/db",
+        "//host/db",
+        "sqlite://user@host/db",
+        "sqlite://127.0.0.1:5432/db",
+        "host=localhost user=app nosuchword=1",
+    ] {
+        p.run(["init", "--no-migrate", "--database-url", url])
+            .code(2)
+            .stderr_has("error:");
+        let entries: Vec<_> = std::fs::read_dir(p.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(entries.is_empty(), "{url} created {entries:?}");
+    }
+    for dir in ["/postgres", "/host"] {
+        assert!(!std::path::Path::new(dir).join("db").exists());
+    }
+    // What was clearly meant still works: a `./` path may hold `@` or `:`.
+    p.run([
+        "init",
+        "--no-migrate",
+        "-q",
+        "--database-url",
+        "./user@host/x.db",
+    ])
+    .success();
+    assert!(p.path().join("user@host/x.db").is_file());
+
+    // /dev/null is not a database, and nothing is written beside it.
+    let journal = std::path::Path::new("/dev/null-journal");
+    let had_journal = journal.exists();
+    for url in ["sqlite:///dev/null", "/dev/null", "sqlite:////dev/null"] {
+        for args in [
+            &["init", "--no-migrate"][..],
+            &["ping"],
+            &["migrate", "status"],
+        ] {
+            p.run(args.iter().copied().chain(["--database-url", url]))
+                .code(2)
+                .stderr_has("character device");
+        }
+    }
+    assert_eq!(journal.exists(), had_journal, "/dev/null-journal appeared");
 }
 
 #[test]
@@ -249,7 +383,7 @@ fn unsupported_urls_are_exit_2_and_list_the_accepted_forms() {
         "postgres://u@[::1/db",
         "postgres://u@h/db?bare",
         "postgres://u@h/d%zzb",
-        "sqlite://",
+        "sqlite:",
     ] {
         let out = Run::from(
             dbctl()
@@ -389,7 +523,7 @@ fn a_one_connection_command_opens_one_connection() {
 #[test]
 fn global_options_go_before_or_after_the_subcommand() {
     let p = Project::sqlite();
-    let url = format!("sqlite://{}", p.path().join("g.db").display());
+    let url = format!("sqlite:///{}", p.path().join("g.db").display());
     Run::from(
         dbctl()
             .args([

@@ -3,21 +3,22 @@
 //! is in `db::seed`; this module turns CSV records into what those functions take and maps
 //! failures back to the file's rows and lines.
 
-use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context as _;
 use indicatif::ProgressBar;
 
 use super::csv::{self, CsvReader, Record};
-use crate::db;
 use crate::db::seed::{self as dbseed, savepoint, DbFailure, Savepoint};
+use crate::db::{self, TableName};
 
 /// The data rows of one CSV file, checked for width, with progress.
 pub(super) struct RowStream<'a, R> {
     pub(super) path: &'a Path,
     pub(super) reader: CsvReader<R>,
+    /// The file's delimiter and encoding, to read it again when looking for a refused row.
+    pub(super) dialect: csv::Dialect,
     pub(super) record: Record,
     pub(super) width: usize,
     /// Data rows read so far (1 = the first row after the header).
@@ -29,20 +30,10 @@ pub(super) struct RowStream<'a, R> {
 impl<R: std::io::BufRead> RowStream<'_, R> {
     /// Advances to the next data row; `Ok(false)` at the end of the file.
     fn next(&mut self) -> anyhow::Result<bool> {
-        let more = self.reader.read(&mut self.record).map_err(|e| match e {
-            csv::ReadError::NotUtf8 { line, field } => anyhow::anyhow!(
-                "{} row {} (line {line}), column {}: not valid UTF-8 (save the file as UTF-8)",
-                self.path.display(),
-                self.row + 1,
-                field + 1
-            ),
-            csv::ReadError::UnclosedQuote { line } => anyhow::anyhow!(
-                "{} row {} (line {line}): a quoted field is never closed (a `\"` is missing)",
-                self.path.display(),
-                self.row + 1
-            ),
-            csv::ReadError::Io(e) => anyhow::anyhow!("cannot read {}: {e}", self.path.display()),
-        })?;
+        let more = self
+            .reader
+            .read(&mut self.record)
+            .map_err(|e| anyhow::anyhow!("{} {}", self.path.display(), e.at_row(self.row + 1)))?;
         if !more {
             return Ok(false);
         }
@@ -82,7 +73,7 @@ impl<R: std::io::BufRead> RowStream<'_, R> {
 /// the file is replayed in checked pieces to find the row: slower, but only on the way to an error.
 pub(super) fn copy_into_pg<R: std::io::BufRead>(
     pg: &mut diesel::PgConnection,
-    table: &str,
+    table: &TableName,
     columns: &[String],
     stream: &mut RowStream<'_, R>,
 ) -> anyhow::Result<u64> {
@@ -108,7 +99,7 @@ pub(super) fn copy_into_pg<R: std::io::BufRead>(
             }
             // If the search itself fails (the connection dropped, say), the first error stands.
             let located = savepoint(pg, Savepoint::RollbackTo, PG_SAVEPOINT)
-                .and_then(|()| locate_pg_failure(pg, stream.path, table, columns));
+                .and_then(|()| locate_pg_failure(pg, stream.path, stream.dialect, table, columns));
             match located {
                 Ok(Some(found)) => Err(anyhow::Error::new(found.at(stream.path))),
                 _ => Err(whole()),
@@ -123,6 +114,8 @@ const SQLITE_SAVEPOINT: &str = "dbctl_seed_file";
 
 /// Rows replayed per COPY while looking for the one PostgreSQL refused.
 const PROBE_CHUNK: usize = 10_000;
+/// ... or fewer, so that the replayed chunk's memory stays bounded whatever the rows' size.
+const PROBE_BYTES: usize = csv::MAX_ROW_BYTES;
 
 /// The row a database refused, and why.
 struct Located {
@@ -155,7 +148,7 @@ impl Located {
 /// back to the savepoint). A lost transaction is an error: nothing more is sent.
 fn pg_probe(
     pg: &mut diesel::PgConnection,
-    table: &str,
+    table: &TableName,
     columns: &[String],
     data: &[u8],
 ) -> anyhow::Result<Option<DbFailure>> {
@@ -188,11 +181,12 @@ fn pg_probe(
 fn locate_pg_failure(
     pg: &mut diesel::PgConnection,
     path: &Path,
-    table: &str,
+    dialect: csv::Dialect,
+    table: &TableName,
     columns: &[String],
 ) -> anyhow::Result<Option<Located>> {
-    let opened = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut reader = CsvReader::new(BufReader::with_capacity(256 * 1024, opened));
+    let mut reader = CsvReader::open(path, dialect)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let mut record = Record::default();
     if !reader.read(&mut record).unwrap_or(false) {
         return Ok(None);
@@ -204,7 +198,10 @@ fn locate_pg_failure(
     loop {
         data.clear();
         rows.clear();
-        while rows.len() < PROBE_CHUNK && reader.read(&mut record).unwrap_or(false) {
+        while rows.len() < PROBE_CHUNK
+            && data.len() < PROBE_BYTES
+            && reader.read(&mut record).unwrap_or(false)
+        {
             row += 1;
             write_pg_csv_row(&mut data, &record)?;
             rows.push((data.len(), row, record.line));
@@ -230,7 +227,7 @@ fn locate_pg_failure(
         let (_, row, line) = rows[lo];
         let column = match failure.column.clone() {
             Some(c) => Some(c),
-            None => refused_column(pg, path, row, table, columns)?,
+            None => refused_column(pg, path, dialect, row, table, columns)?,
         };
         return Ok(Some(Located {
             row,
@@ -249,12 +246,13 @@ fn locate_pg_failure(
 fn refused_column(
     pg: &mut diesel::PgConnection,
     path: &Path,
+    dialect: csv::Dialect,
     row: u64,
-    table: &str,
+    table: &TableName,
     columns: &[String],
 ) -> anyhow::Result<Option<String>> {
-    let opened = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut reader = CsvReader::new(BufReader::new(opened));
+    let mut reader = CsvReader::open(path, dialect)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let mut record = Record::default();
     for _ in 0..=row {
         if !reader.read(&mut record).unwrap_or(false) {
@@ -310,7 +308,7 @@ fn write_pg_csv_row(out: &mut dyn Write, record: &Record) -> std::io::Result<()>
 /// savepoint and replayed, row by row from the failed statement's first row, to name the row.
 pub(super) fn insert_into_sqlite<R: std::io::BufRead>(
     sq: &mut diesel::SqliteConnection,
-    table: &str,
+    table: &TableName,
     columns: &[String],
     booleans: &[bool],
     stream: &mut RowStream<'_, R>,
@@ -335,6 +333,7 @@ pub(super) fn insert_into_sqlite<R: std::io::BufRead>(
             if let Err(failure) = batch.flush(sq) {
                 let replay = Replay {
                     path: stream.path,
+                    dialect: stream.dialect,
                     width: stream.width,
                     table,
                     columns,
@@ -365,8 +364,9 @@ fn push_row(batch: &mut dbseed::SqliteBatch, record: &Record, booleans: &[bool])
 /// Finds the row SQLite refused by loading the file again after a rollback to its savepoint.
 struct Replay<'a> {
     path: &'a Path,
+    dialect: csv::Dialect,
     width: usize,
-    table: &'a str,
+    table: &'a TableName,
     columns: &'a [String],
     booleans: &'a [bool],
 }
@@ -413,12 +413,13 @@ impl Replay<'_> {
         from: u64,
         to: u64,
     ) -> anyhow::Result<Option<Located>> {
-        let opened = File::open(self.path)
-            .with_context(|| format!("cannot read {}", self.path.display()))?;
+        let reader = CsvReader::open(self.path, self.dialect)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", self.path.display()))?;
         let bar = ProgressBar::hidden();
         let mut stream = RowStream {
             path: self.path,
-            reader: CsvReader::new(BufReader::with_capacity(256 * 1024, opened)),
+            reader,
+            dialect: self.dialect,
             record: Record::default(),
             width: self.width,
             row: 0,

@@ -1,0 +1,96 @@
+//! What libpq itself says about a connection string, asked without connecting: the keywords it
+//! knows (`PQconndefaults`) and whether it can parse a string (`PQconninfoParse`). A string libpq
+//! cannot parse is a usage error by that fact, not by the words of its message.
+
+use std::ffi::{CStr, CString};
+use std::os::raw::c_char;
+use std::sync::OnceLock;
+
+/// The connection keywords this libpq knows (`host`, `sslmode`, ...), or an empty list when libpq
+/// could not allocate it (then no keyword is refused here and libpq decides at connect time).
+pub(crate) fn keywords() -> &'static [(String, Option<String>)] {
+    static KEYWORDS: OnceLock<Vec<(String, Option<String>)>> = OnceLock::new();
+    KEYWORDS.get_or_init(|| {
+        let mut out = Vec::new();
+        // SAFETY: PQconndefaults returns NULL or an array terminated by an entry whose keyword is
+        // NULL; every keyword and compiled default is NULL or a NUL-terminated string owned by
+        // the array, copied out before the array is freed once below.
+        unsafe {
+            let options = pq_sys::PQconndefaults();
+            if options.is_null() {
+                return out;
+            }
+            let mut entry = options;
+            while !(*entry).keyword.is_null() {
+                let keyword = CStr::from_ptr((*entry).keyword)
+                    .to_string_lossy()
+                    .into_owned();
+                let compiled = (*entry).compiled;
+                let compiled = (!compiled.is_null())
+                    .then(|| CStr::from_ptr(compiled).to_string_lossy().into_owned());
+                out.push((keyword, compiled));
+                entry = entry.add(1);
+            }
+            pq_sys::PQconninfoFree(options);
+        }
+        out
+    })
+}
+
+/// Whether `keyword` is a libpq connection keyword.
+pub(crate) fn is_keyword(keyword: &str) -> bool {
+    let known = keywords();
+    known.is_empty() || known.iter().any(|(k, _)| k == keyword)
+}
+
+/// Whether this libpq was built with TLS (`ssl`) or GSSAPI encryption (`gss`): its compiled
+/// default for `sslmode`/`gssencmode` is `disable` exactly when it was not. libpq itself only
+/// finds out while connecting, where its refusal looks like any other failure to connect.
+pub(crate) fn supports(feature: &str) -> bool {
+    let keyword = match feature {
+        "ssl" => "sslmode",
+        _ => "gssencmode",
+    };
+    keywords()
+        .iter()
+        .find(|(k, _)| k == keyword)
+        .is_none_or(|(_, compiled)| compiled.as_deref() != Some("disable"))
+}
+
+/// Parses `conn_str` (a URI or key=value string) the way libpq will, without connecting. The
+/// error is libpq's message; it may quote the string, so the caller must redact it.
+pub(crate) fn parse(conn_str: &str) -> Result<(), String> {
+    let Ok(c_str) = CString::new(conn_str) else {
+        return Err("the connection string contains a NUL byte".to_string());
+    };
+    let mut errmsg: *mut c_char = std::ptr::null_mut();
+    // SAFETY: `c_str` outlives the call; libpq returns either an options array (freed with
+    // PQconninfoFree) or NULL with `errmsg` NULL or allocated by libpq (freed with PQfreemem).
+    unsafe {
+        let options = pq_sys::PQconninfoParse(c_str.as_ptr(), &mut errmsg);
+        if !options.is_null() {
+            pq_sys::PQconninfoFree(options);
+            return Ok(());
+        }
+        if errmsg.is_null() {
+            return Err("libpq could not parse the connection string (out of memory)".to_string());
+        }
+        let text = CStr::from_ptr(errmsg).to_string_lossy().trim().to_string();
+        pq_sys::PQfreemem(errmsg.cast());
+        Err(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knows_its_keywords_and_parses() {
+        assert!(is_keyword("sslmode") && is_keyword("password") && is_keyword("host"));
+        assert!(!is_keyword("sslmod"));
+        assert!(parse("postgresql://u@h/db?sslmode=disable").is_ok());
+        assert!(parse("postgresql://u@h/db?nosuch=1").is_err());
+        assert!(parse("postgresql://u@h/d%00b").is_err());
+    }
+}
