@@ -8,6 +8,7 @@ mod commands;
 mod config;
 mod db;
 mod error;
+mod interrupt;
 mod migrate;
 mod output;
 
@@ -20,8 +21,20 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return clap_exit(&err),
     };
-    let out = output::Output::new(cli.global.format, cli.global.quiet, cli.global.verbose);
-    match commands::run(cli, &out) {
+    let (format, quiet, verbose) = (cli.global.format, cli.global.quiet, cli.global.verbose);
+    interrupt::install(format, quiet, verbose);
+    let out = output::Output::new(format, quiet, verbose);
+    let result = commands::run(cli, &out);
+    if let Some(sig) = interrupt::received() {
+        return match interrupt::outcome(sig, &result) {
+            Some(err) => {
+                out.error(&err);
+                ExitCode::from(error::exit_of(&err).code())
+            }
+            None => ExitCode::from(interrupt::exit_code(sig)),
+        };
+    }
+    match result {
         Ok(exit) => ExitCode::from(exit.code()),
         Err(err) => {
             out.error(&err);

@@ -144,9 +144,24 @@ pub(crate) fn run(ctx: &Context, args: InspectArgs) -> anyhow::Result<InspectRep
 
     let db = ctx.open(OpenMode::Existing)?;
     let mut conn = db.get()?;
+    // The catalog, the counts and the migration state come from one read-only snapshot, so a
+    // migration running meanwhile is seen whole or not at all.
+    catalog::in_snapshot(&mut conn, |conn| {
+        read_and_report(ctx, conn, &args, snapshot.clone(), &allow)
+    })
+}
+
+/// The part of `run` that reads the database, inside one snapshot.
+fn read_and_report(
+    ctx: &Context,
+    conn: &mut AnyConnection,
+    args: &InspectArgs,
+    snapshot: Option<(PathBuf, Schema)>,
+    allow: &[lint::Allow],
+) -> anyhow::Result<InspectReport> {
     let started = std::time::Instant::now();
     let mut schema = catalog::read(
-        &mut conn,
+        conn,
         &catalog::ReadOptions {
             schemas: args.schemas.clone(),
         },
@@ -164,19 +179,17 @@ pub(crate) fn run(ctx: &Context, args: InspectArgs) -> anyhow::Result<InspectRep
     let detail = !args.tables.is_empty();
 
     if let Some((path, expected)) = snapshot {
-        return Ok(InspectReport::Diff(compare(
-            &path, expected, schema, &args,
-        )?));
+        return Ok(InspectReport::Diff(compare(&path, expected, schema, args)?));
     }
     if detail {
         select(&mut schema, &args.tables)?;
     }
     if args.lint {
-        return Ok(InspectReport::Lint(lint::check(&schema, &allow)));
+        return Ok(InspectReport::Lint(lint::check(&schema, allow)));
     }
 
-    schema.row_counts = count_rows(&mut conn, &mut schema, &args)?;
-    schema.migrations = Some(migration_state(ctx, &mut conn, schema.backend)?);
+    schema.row_counts = count_rows(conn, &mut schema, args)?;
+    schema.migrations = Some(migration_state(ctx, conn, schema.backend)?);
     Ok(InspectReport::Schema(SchemaReport { schema, detail }))
 }
 

@@ -197,6 +197,47 @@ pub(crate) fn read(conn: &mut AnyConnection, opts: &ReadOptions) -> anyhow::Resu
     Ok(schema)
 }
 
+/// How many times a snapshot read is tried when a concurrent change breaks it.
+const SNAPSHOT_ATTEMPTS: usize = 3;
+
+/// Runs `read` in one read-only snapshot: on PostgreSQL a `REPEATABLE READ READ ONLY`
+/// transaction, on SQLite one read transaction. Everything it reads (catalog, counts, the
+/// migration bookkeeping) is then of one moment, whatever runs meanwhile. Catalog functions and
+/// name lookups on PostgreSQL still see objects dropped after the snapshot as gone, so a read that
+/// fails is tried again in a fresh snapshot (twice at most) before its error is returned.
+pub(crate) fn in_snapshot<T>(
+    conn: &mut AnyConnection,
+    mut read: impl FnMut(&mut AnyConnection) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    use diesel::connection::SimpleConnection as _;
+    let begin = match conn {
+        AnyConnection::Postgresql(_) => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        AnyConnection::Sqlite(_) => "BEGIN DEFERRED",
+    };
+    let mut attempt = 1;
+    loop {
+        conn.batch_execute(begin)
+            .map_err(|e| anyhow::anyhow!("starting a read-only snapshot: {e}"))?;
+        let result = read(conn);
+        // Read-only: nothing to keep, and ROLLBACK also ends a transaction an error aborted.
+        let ended = conn.batch_execute("ROLLBACK");
+        match result {
+            Err(err)
+                if attempt < SNAPSHOT_ATTEMPTS
+                    && crate::error::exit_of(&err) == crate::error::Exit::Failed
+                    && crate::interrupt::received().is_none() =>
+            {
+                attempt += 1;
+            }
+            result => {
+                let value = result?;
+                ended.map_err(|e| anyhow::anyhow!("ending the read-only snapshot: {e}"))?;
+                return Ok(value);
+            }
+        }
+    }
+}
+
 /// Whether the default row counts of a backend are estimates (PostgreSQL) or exact (SQLite, which
 /// keeps no estimate).
 pub(crate) fn default_counts_are_estimates(backend: Backend) -> bool {
@@ -218,7 +259,7 @@ pub(crate) fn count_rows(
         AnyConnection::Sqlite(sq) => sqlite::count_rows(sq, tables)?,
     };
     for (table, n) in tables.iter_mut().zip(counts) {
-        table.rows = Some(n);
+        table.rows = n;
     }
     Ok(())
 }
