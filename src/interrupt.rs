@@ -104,13 +104,11 @@ pub(crate) fn requested() -> bool {
 }
 
 /// Fails once a signal has been received: call it in loops that do work between statements.
+/// (The exit code is `main`'s to choose, from the signal: see [`outcome`].)
 pub(crate) fn check() -> anyhow::Result<()> {
     match received() {
         None => Ok(()),
-        Some(sig) => Err(tag(
-            anyhow::anyhow!("interrupted by {}", signal_name(sig)),
-            sig,
-        )),
+        Some(sig) => Err(anyhow::anyhow!("interrupted by {}", signal_name(sig))),
     }
 }
 
@@ -155,16 +153,13 @@ pub(crate) fn outcome(sig: i32, result: &anyhow::Result<Exit>) -> Option<anyhow:
             let text = error::render(err);
             let first = text.lines().next().unwrap_or_default();
             let what = first.trim_start_matches("error: ");
-            let what = what
-                .strip_prefix(&format!("interrupted by {}", signal_name(sig)))
-                .map(|rest| rest.trim_start_matches([':', ';', ' ']))
-                .unwrap_or(what);
-            let what = if what.is_empty() {
-                "stopped before anything was changed"
+            let name = signal_name(sig);
+            let line = if what.starts_with(&format!("interrupted by {name}")) {
+                what.to_string()
             } else {
-                what
+                format!("interrupted by {name}: {what}")
             };
-            Some(interrupted_error(sig, what))
+            Some(tag(anyhow::anyhow!("{line}"), sig))
         }
     }
 }

@@ -8,7 +8,10 @@
 //!   compile is an error naming it. Each statement compiles a constant pattern once.
 //! - a progress handler that stops the running statement with SQLITE_INTERRUPT once SIGINT or
 //!   SIGTERM was received (`crate::interrupt`): the effect of `sqlite3_interrupt`, without
-//!   holding raw handles to connections that diesel owns and may close at any time.
+//!   holding raw handles to connections that diesel owns and may close at any time;
+//! - a commit hook that turns every commit after such a signal into a rollback. SQLite ends an
+//!   interrupted transaction by itself, so without it a statement run afterwards in autocommit
+//!   mode (a short one, which the progress handler never sees) would commit on its own.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::Once;
@@ -53,6 +56,7 @@ unsafe extern "C" fn on_open(
             return rc;
         }
         ffi::sqlite3_progress_handler(db, PROGRESS_STEPS, Some(progress), std::ptr::null_mut());
+        ffi::sqlite3_commit_hook(db, Some(progress), std::ptr::null_mut());
     }
     ffi::SQLITE_OK
 }

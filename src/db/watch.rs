@@ -142,8 +142,9 @@ impl Drop for Watch {
     }
 }
 
-/// The first line of a statement, at most 80 characters.
+/// The first line of a statement (without diesel's `-- binds: [...]`), at most 80 characters.
 fn summary(sql: &str) -> String {
+    let sql = sql.split(" -- binds: ").next().unwrap_or_default();
     let line = sql.trim().lines().next().unwrap_or_default();
     let mut out: String = line.chars().take(80).collect();
     if out.len() < line.len() {
@@ -260,7 +261,8 @@ fn watchdog() {
                     Verdict::Alive | Verdict::Unknown => None,
                     Verdict::Idle if idle_before == 0 => None,
                     Verdict::Idle => Some(
-                        "the server finished the statement, but its answer never arrived"
+                        "the server shows the session idle, waiting for dbctl: the statement \
+                         or its answer was lost on the way"
                             .to_string(),
                     ),
                     Verdict::Lost(ref why) => Some(why.clone()),
@@ -285,8 +287,8 @@ fn watchdog() {
                     terminate(&conn_str, pid, timeout);
                 }
                 crate::interrupt::abort(error::connect(format!(
-                    "lost the connection to {redacted}: no answer for {:.0}s to `{statement}`, \
-                     and {why}; the server rolls back what this session had not committed",
+                    "lost the connection to {redacted}: no answer for {:.0}s to `{statement}`; \
+                     {why}; the server rolls back whatever this session had not committed",
                     since.elapsed().as_secs_f64()
                 )));
             }

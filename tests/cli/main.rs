@@ -3,6 +3,7 @@
 
 mod support;
 
+mod connection;
 mod hostile;
 mod init;
 mod inspect;

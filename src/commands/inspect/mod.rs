@@ -146,8 +146,8 @@ pub(crate) fn run(ctx: &Context, args: InspectArgs) -> anyhow::Result<InspectRep
     let mut conn = db.get()?;
     // The catalog, the counts and the migration state come from one read-only snapshot, so a
     // migration running meanwhile is seen whole or not at all.
-    catalog::in_snapshot(&mut conn, |conn| {
-        read_and_report(ctx, conn, &args, snapshot.clone(), &allow)
+    catalog::in_snapshot(&mut conn, |conn, last| {
+        read_and_report(ctx, conn, &args, snapshot.clone(), &allow, last)
     })
 }
 
@@ -158,6 +158,7 @@ fn read_and_report(
     args: &InspectArgs,
     snapshot: Option<(PathBuf, Schema)>,
     allow: &[lint::Allow],
+    last_attempt: bool,
 ) -> anyhow::Result<InspectReport> {
     let started = std::time::Instant::now();
     let mut schema = catalog::read(
@@ -188,7 +189,16 @@ fn read_and_report(
         return Ok(InspectReport::Lint(lint::check(&schema, allow)));
     }
 
-    schema.row_counts = count_rows(conn, &mut schema, args)?;
+    schema.row_counts = count_rows(conn, &mut schema, args, last_attempt)?;
+    if schema.row_counts == RowCounts::Exact {
+        for t in schema.tables.iter().filter(|t| t.rows.is_none()) {
+            ctx.out.warn(format_args!(
+                "rows of {}.{} unknown: another session dropped the table while it was being \
+                 counted",
+                t.schema, t.name
+            ));
+        }
+    }
     schema.migrations = Some(migration_state(ctx, conn, schema.backend)?);
     Ok(InspectReport::Schema(SchemaReport { schema, detail }))
 }
@@ -303,6 +313,7 @@ fn count_rows(
     conn: &mut AnyConnection,
     schema: &mut Schema,
     args: &InspectArgs,
+    settle: bool,
 ) -> anyhow::Result<RowCounts> {
     if args.no_rows {
         for t in &mut schema.tables {
@@ -314,7 +325,7 @@ fn count_rows(
         return Ok(RowCounts::Estimate);
     }
     let mut tables: Vec<&mut catalog::Table> = schema.tables.iter_mut().collect();
-    catalog::count_rows(conn, &mut tables)?;
+    catalog::count_rows(conn, &mut tables, settle)?;
     Ok(RowCounts::Exact)
 }
 
