@@ -153,24 +153,46 @@ fn summary(sql: &str) -> String {
     out
 }
 
-/// Runs `f` on a side connection to the session's server, giving up after the connect timeout
-/// (twice: once to connect, once for the query). `Err(true)` means no answer in time.
+/// A side connection kept by the watchdog between probes (a long statement is probed every
+/// connect timeout; one connection serves them all).
+type Spare = Option<(String, PgConnection)>;
+
+/// Runs `f` on a side connection to the session's server (`spare` when it goes to the same
+/// server, else a new one), giving up after the connect timeout twice (once to connect, once
+/// for the query). `Err(true)` means no answer in time. The connection is put back in `spare`
+/// when it answered.
 fn on_side_connection<T: Send + 'static>(
     conn_str: &str,
     timeout: Duration,
+    spare: &mut Spare,
     f: impl FnOnce(&mut PgConnection) -> QueryResult<T> + Send + 'static,
 ) -> Result<T, bool> {
     let (tx, rx) = mpsc::channel();
-    let conn_str = conn_str.to_string();
+    let reuse = spare
+        .take()
+        .filter(|(s, _)| s == conn_str)
+        .map(|(_, conn)| conn);
+    let owned = conn_str.to_string();
     thread::spawn(move || {
-        let result = PgConnection::establish(&conn_str)
-            .map_err(|_| false)
-            .and_then(|mut conn| f(&mut conn).map_err(|_| false));
-        let _ = tx.send(result);
+        let conn = match reuse {
+            Some(conn) => Ok(conn),
+            None => PgConnection::establish(&owned),
+        };
+        let _ = tx.send(match conn {
+            Err(_) => (Err(false), None),
+            Ok(mut conn) => {
+                let result = f(&mut conn).map_err(|_| false);
+                let keep = result.is_ok().then(|| (owned, conn));
+                (result, keep)
+            }
+        });
     });
     // libpq rounds its own connect_timeout up to whole seconds: leave it room to answer first.
     match rx.recv_timeout(timeout * 2 + Duration::from_millis(1500)) {
-        Ok(result) => result,
+        Ok((result, keep)) => {
+            *spare = keep;
+            result
+        }
         Err(_) => Err(true),
     }
 }
@@ -195,8 +217,8 @@ enum Verdict {
     Unknown,
 }
 
-fn probe(conn_str: &str, pid: i32, timeout: Duration) -> Verdict {
-    let found = on_side_connection(conn_str, timeout, move |conn| {
+fn probe(conn_str: &str, pid: i32, timeout: Duration, spare: &mut Spare) -> Verdict {
+    let found = on_side_connection(conn_str, timeout, spare, move |conn| {
         diesel::sql_query(
             "SELECT state::text AS state FROM pg_catalog.pg_stat_activity WHERE pid = $1",
         )
@@ -219,8 +241,8 @@ fn probe(conn_str: &str, pid: i32, timeout: Duration) -> Verdict {
 }
 
 /// Ends an orphaned session so that its transaction rolls back and its locks are released.
-fn terminate(conn_str: &str, pid: i32, timeout: Duration) {
-    let _ = on_side_connection(conn_str, timeout, move |conn| {
+fn terminate(conn_str: &str, pid: i32, timeout: Duration, spare: &mut Spare) {
+    let _ = on_side_connection(conn_str, timeout, spare, move |conn| {
         diesel::sql_query("SELECT CASE WHEN pg_terminate_backend($1) THEN 1 END AS _n")
             .bind::<Integer, _>(pid)
             .load::<Done>(conn)
@@ -228,6 +250,7 @@ fn terminate(conn_str: &str, pid: i32, timeout: Duration) {
 }
 
 fn watchdog() {
+    let mut spare: Spare = None;
     loop {
         thread::sleep(TICK);
         let due: Vec<(u64, String, i32, Duration, Instant)> = with_sessions(|all| {
@@ -246,7 +269,7 @@ fn watchdog() {
                 .collect()
         });
         for (id, conn_str, pid, timeout, since) in due {
-            let verdict = probe(&conn_str, pid, timeout);
+            let verdict = probe(&conn_str, pid, timeout, &mut spare);
             let lost = with_sessions(|all| {
                 let s = all.get_mut(&id)?;
                 if s.busy_since != Some(since) {
@@ -284,7 +307,7 @@ fn watchdog() {
             });
             if let Some((why, redacted, statement, answers)) = lost {
                 if answers {
-                    terminate(&conn_str, pid, timeout);
+                    terminate(&conn_str, pid, timeout, &mut spare);
                 }
                 crate::interrupt::abort(error::connect(format!(
                     "lost the connection to {redacted}: no answer for {:.0}s to `{statement}`; \
@@ -316,7 +339,7 @@ pub(crate) fn cancel_all() {
             });
             for (conn_str, pid, timeout) in due {
                 thread::spawn(move || {
-                    let _ = on_side_connection(&conn_str, timeout, move |conn| {
+                    let _ = on_side_connection(&conn_str, timeout, &mut None, move |conn| {
                         diesel::sql_query("SELECT CASE WHEN pg_cancel_backend($1) THEN 1 END AS _n")
                             .bind::<Integer, _>(pid)
                             .load::<Done>(conn)

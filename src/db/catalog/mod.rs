@@ -198,13 +198,14 @@ pub(crate) fn read(conn: &mut AnyConnection, opts: &ReadOptions) -> anyhow::Resu
 }
 
 /// How many times a snapshot read is tried when a concurrent change breaks it.
-const SNAPSHOT_ATTEMPTS: usize = 3;
+const SNAPSHOT_ATTEMPTS: u32 = 4;
 
 /// Runs `read` in one read-only snapshot: on PostgreSQL a `REPEATABLE READ READ ONLY`
 /// transaction, on SQLite one read transaction. Everything it reads (catalog, counts, the
 /// migration bookkeeping) is then of one moment, whatever runs meanwhile. Catalog functions and
 /// name lookups on PostgreSQL still see objects dropped after the snapshot as gone, so a read that
-/// fails is tried again in a fresh snapshot (twice at most) before its error is returned.
+/// fails is tried again in a fresh snapshot (three times at most, a little later each time) before
+/// its error is returned.
 ///
 /// `read` is told whether this is the last attempt: only then should it settle for less (see
 /// [`count_rows`]).
@@ -230,6 +231,8 @@ pub(crate) fn in_snapshot<T>(
                     && crate::error::exit_of(&err) == crate::error::Exit::Failed
                     && crate::interrupt::received().is_none() =>
             {
+                // Let a burst of schema changes (a run of migrations) pass.
+                std::thread::sleep(std::time::Duration::from_millis(50) * attempt);
                 attempt += 1;
             }
             result => {
