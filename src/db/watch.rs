@@ -182,7 +182,7 @@ fn on_side_connection<T: Send + 'static>(
             Err(_) => (Err(false), None),
             Ok(mut conn) => {
                 let result = f(&mut conn).map_err(|_| false);
-                let keep = result.is_ok().then(|| (owned, conn));
+                let keep = result.is_ok().then_some((owned, conn));
                 (result, keep)
             }
         });
