@@ -730,6 +730,17 @@ fn psql(url: &str, env: &[(&str, &str)], args: &[&str]) -> Option<String> {
     }
 }
 
+/// Loaded by dbctl and by psql: under the database's time zone, under `PGTZ`, and under the
+/// URL's `options`.
+const ALL_TZ_TABLES: [&str; 6] = [
+    "by_dbctl",
+    "by_psql",
+    "tokyo_dbctl",
+    "tokyo_psql",
+    "paris_dbctl",
+    "paris_psql",
+];
+
 #[test]
 fn postgres_seed_stores_timestamps_in_the_configured_time_zone_as_psql_does() {
     let Some(mut p) = Project::postgres() else {
@@ -740,7 +751,7 @@ fn postgres_seed_stores_timestamps_in_the_configured_time_zone_as_psql_does() {
         "ALTER DATABASE \"{db}\" SET timezone = 'America/New_York'"
     ));
     let mut up = String::new();
-    for t in ["by_dbctl", "by_psql", "tokyo_dbctl", "tokyo_psql"] {
+    for t in ALL_TZ_TABLES {
         up.push_str(&format!(
             "CREATE TABLE {t} (id INTEGER PRIMARY KEY, at TIMESTAMPTZ NOT NULL, \
              day TIMESTAMP NOT NULL DEFAULT now()::timestamp);\n"
@@ -752,7 +763,7 @@ fn postgres_seed_stores_timestamps_in_the_configured_time_zone_as_psql_does() {
     p.migration("ts", &up, None);
     p.run(["init"]).success();
     let csv = "id,at\n1,2024-01-02 03:04:05\n2,2024-07-01 12:00:00\n3,2024-03-10 02:30:00\n";
-    for t in ["by_dbctl", "by_psql", "tokyo_dbctl", "tokyo_psql"] {
+    for t in ALL_TZ_TABLES {
         p.file(&format!("seeds/{t}.csv"), csv);
     }
     p.run(["seed", "seeds/by_dbctl.csv"]).success();
@@ -762,10 +773,22 @@ fn postgres_seed_stores_timestamps_in_the_configured_time_zone_as_psql_does() {
         .args(["seed", "seeds/tokyo_dbctl.csv"]);
     Run::from(tokyo.output().expect("run dbctl")).success();
     let url = p.url().to_string();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let paris = format!("{url}{sep}options=-c%20TimeZone%3DEurope/Paris");
+    let mut by_url = p.command();
+    by_url
+        .env("DATABASE_URL", &paris)
+        .args(["seed", "seeds/paris_dbctl.csv"]);
+    Run::from(by_url.output().expect("run dbctl")).success();
     let copy = |table: &str, env: &[(&str, &str)]| {
         let file = p.path().join(format!("seeds/{table}.csv"));
+        let url = if table.starts_with("paris") {
+            &paris
+        } else {
+            &url
+        };
         psql(
-            &url,
+            url,
             env,
             &[
                 "-c",
@@ -776,7 +799,10 @@ fn postgres_seed_stores_timestamps_in_the_configured_time_zone_as_psql_does() {
             ],
         )
     };
-    if copy("by_psql", &[]).is_none() || copy("tokyo_psql", &[("PGTZ", "Asia/Tokyo")]).is_none() {
+    if copy("by_psql", &[]).is_none()
+        || copy("tokyo_psql", &[("PGTZ", "Asia/Tokyo")]).is_none()
+        || copy("paris_psql", &[]).is_none()
+    {
         return;
     }
     let same = |a: &str, b: &str| {
@@ -795,6 +821,11 @@ fn postgres_seed_stores_timestamps_in_the_configured_time_zone_as_psql_does() {
         3,
         "PGTZ: dbctl and psql differ"
     );
+    assert_eq!(
+        same("paris_dbctl", "paris_psql"),
+        3,
+        "URL options: dbctl and psql differ"
+    );
     // And those are New York's and Tokyo's 03:04:05, not UTC's.
     let epoch = |table: &str| {
         p.count(&format!(
@@ -806,6 +837,11 @@ fn postgres_seed_stores_timestamps_in_the_configured_time_zone_as_psql_does() {
         epoch("tokyo_dbctl"),
         1_704_132_245,
         "2024-01-01 18:04:05 UTC"
+    );
+    assert_eq!(
+        epoch("paris_dbctl"),
+        1_704_161_045,
+        "2024-01-02 02:04:05 UTC"
     );
     // The test's own diesel connection is in UTC.
     let default = p.strings(
