@@ -15,7 +15,7 @@
 //! prints through the same printer and exits with the error's code.
 
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::Duration;
 
@@ -24,6 +24,9 @@ use crate::output::{Format, Output};
 
 /// The signal received (0: none).
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+/// What the command undid after the signal besides its own rollback (a lock released, ...).
+static UNDONE: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
 
 /// How `main` prints, for a message printed from another thread.
 static PRINTER: OnceLock<(Format, bool, bool)> = OnceLock::new();
@@ -87,6 +90,13 @@ fn on_signal(sig: i32) {
             ),
         ));
     });
+}
+
+/// Records, when a signal was received, something undone on the way out, for the final line.
+pub(crate) fn undone(what: &'static str) {
+    if received().is_some() {
+        UNDONE.lock().unwrap_or_else(|e| e.into_inner()).push(what);
+    }
 }
 
 /// The signal received, if any.
@@ -154,11 +164,15 @@ pub(crate) fn outcome(sig: i32, result: &anyhow::Result<Exit>) -> Option<anyhow:
             let first = text.lines().next().unwrap_or_default();
             let what = first.trim_start_matches("error: ");
             let name = signal_name(sig);
-            let line = if what.starts_with(&format!("interrupted by {name}")) {
+            let mut line = if what.starts_with(&format!("interrupted by {name}")) {
                 what.to_string()
             } else {
                 format!("interrupted by {name}: {what}")
             };
+            for undone in UNDONE.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                line.push_str("; ");
+                line.push_str(undone);
+            }
             Some(tag(anyhow::anyhow!("{line}"), sig))
         }
     }

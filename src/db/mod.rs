@@ -316,7 +316,9 @@ impl ManageConnection for AnyManager {
             // Bounded like the first connection, so a server that goes silent cannot hang a
             // pool worker (or `get`) for longer than the connect timeout.
             None => establish_within(&self.url, &self.session).map_err(|e| {
-                r2d2::Error::ConnectionError(ConnectionError::BadConnection(error::render(&e)))
+                let text = error::render(&e);
+                let text = text.trim_start_matches("error: ").to_string();
+                r2d2::Error::ConnectionError(ConnectionError::BadConnection(text))
             }),
         }
     }

@@ -230,6 +230,9 @@ pub(crate) fn execute(
     report.lock_wait_ms = output::ms_f64(waited.waited);
     let result = locked(out, &mut conn, source.as_ref(), action, opts, &mut report);
     let released = waited.lock.release(&mut conn);
+    if released.is_ok() {
+        crate::interrupt::undone("the migration lock was released");
+    }
     // Close every connection before the SQLite file lock goes (see RunLock::release).
     drop(conn);
     drop(db);
