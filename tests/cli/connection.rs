@@ -401,6 +401,7 @@ fn signal_during_a_migration(mut p: Project, sig: i32, name: &str, code: i32) {
     let line = one_interrupted_line(&run, name);
     eprintln!("{:?} {name}: {line}", p.backend);
     assert!(line.contains("rolled back"), "{line}");
+    assert!(line.contains("the migration lock was released"), "{line}");
     if p.backend == Backend::Postgres {
         // Cancelled on the server, not left sleeping there.
         assert!(
