@@ -879,8 +879,20 @@ fn sqlite_regexp_works_in_migrations_seeds_and_inspected_views() {
          INSERT INTO people SELECT 'zed' WHERE 'zed' REGEXP '^a';\n\
          INSERT INTO people SELECT 'nobody' WHERE NULL REGEXP 'x' OR 'x' REGEXP NULL;\n",
     );
+    // In a CHECK constraint, evaluated by the CSV loader's inserts.
+    p.migration(
+        "codes",
+        "CREATE TABLE codes (code TEXT NOT NULL CHECK (code REGEXP '^[A-Z]{3}$'));",
+        Some("DROP TABLE codes;"),
+    );
+    p.file("seeds/codes.csv", "code\nABC\nXYZ\n");
     p.run(["init"]).success();
     p.run(["seed"]).success();
+    assert_eq!(p.count("SELECT count(*) AS n FROM codes"), 2);
+    p.file("bad/codes.csv", "code\nABCD\n");
+    p.run(["seed", "bad/codes.csv"])
+        .code(1)
+        .stderr_has("CHECK constraint failed");
     let names = p.strings("SELECT name AS v FROM people ORDER BY name");
     let names: Vec<&str> = names
         .iter()
