@@ -72,11 +72,13 @@ impl StallProxy {
         StallProxy { port, stalled }
     }
 
-    /// The URL of database `db` through the proxy (TLS off, so that the messages can be told).
-    fn url(&self, db: &str) -> String {
+    /// The URL of database `db` through the proxy: TLS off, so that the messages can be told
+    /// apart, or required (the stall then falls inside the encrypted stream).
+    fn url(&self, db: &str, tls: bool) -> String {
         let url = pg_url_for(db).replace("127.0.0.1:5432", &format!("127.0.0.1:{}", self.port));
         let sep = if url.contains('?') { '&' } else { '?' };
-        format!("{url}{sep}sslmode=disable")
+        let mode = if tls { "require" } else { "disable" };
+        format!("{url}{sep}sslmode={mode}")
     }
 
     /// How many connections went silent.
@@ -250,7 +252,7 @@ fn postgres_server_going_silent_anywhere_gives_exit_3() {
     let started = Instant::now();
     let workers: Vec<_> = COMMANDS
         .iter()
-        .map(|args| thread::spawn(move || silent_server_runs(args)))
+        .map(|args| thread::spawn(move || silent_server_runs(args, STALLS, false)))
         .collect();
     let mut exits_3 = 0;
     let mut runs = 0;
@@ -268,8 +270,47 @@ fn postgres_server_going_silent_anywhere_gives_exit_3() {
     );
 }
 
+/// The same inside TLS: in the handshake, then at byte offsets well into the session.
+const TLS_STALLS: &[(Stall, bool)] = &[
+    (Stall::Bytes(0), false),
+    (Stall::Bytes(300), false),
+    (Stall::Bytes(1500), false),
+    (Stall::Bytes(2500), true),
+    (Stall::Bytes(3500), true),
+    (Stall::Bytes(4500), true),
+    (Stall::Bytes(5500), true),
+    (Stall::Bytes(7000), true),
+];
+
+#[test]
+fn postgres_server_going_silent_inside_tls_gives_exit_3() {
+    if crate::support::pg_skipped() {
+        return;
+    }
+    let workers: Vec<_> = [
+        &["ping"][..],
+        &["migrate", "up"],
+        &["seed", "--truncate"],
+        &["inspect", "--exact"],
+    ]
+    .into_iter()
+    .map(|args| thread::spawn(move || silent_server_runs(args, TLS_STALLS, true)))
+    .collect();
+    let (mut runs, mut exits_3) = (0, 0);
+    for w in workers {
+        let (n, e3) = w.join().expect("a command's stall runs");
+        runs += n;
+        exits_3 += e3;
+    }
+    eprintln!("silent server inside TLS: {runs} runs, {exits_3} exit 3");
+}
+
 /// Runs `args` once per stall point against its own database; returns (runs, exits 3).
-fn silent_server_runs(args: &'static [&'static str]) -> (usize, usize) {
+fn silent_server_runs(
+    args: &'static [&'static str],
+    stalls: &[(Stall, bool)],
+    tls: bool,
+) -> (usize, usize) {
     let Some(mut p) = Project::postgres() else {
         return (0, 0);
     };
@@ -287,13 +328,16 @@ fn silent_server_runs(args: &'static [&'static str]) -> (usize, usize) {
     p.run(["init"]).success();
     let db = p.pg_database().expect("database").to_string();
     let mut exits_3 = 0;
-    for &(stall, may_finish) in STALLS {
+    for &(stall, may_finish) in stalls {
         let proxy = StallProxy::start(stall);
         let mut cmd = p.command();
-        cmd.env("DATABASE_URL", proxy.url(&db))
+        cmd.env("DATABASE_URL", proxy.url(&db, tls))
             .env("DB_CONNECT_TIMEOUT", "1")
             .args(args);
-        let what = format!("{args:?} silent at {stall:?}");
+        let what = format!(
+            "{args:?} silent at {stall:?}{}",
+            if tls { " (TLS)" } else { "" }
+        );
         let started = Instant::now();
         let run = finish(spawn_cmd(cmd), Duration::from_secs(40), &what);
         let took = started.elapsed();
@@ -320,7 +364,7 @@ fn silent_server_runs(args: &'static [&'static str]) -> (usize, usize) {
         // The database is still usable directly, and not locked by the stalled session.
         p.run(["migrate", "status"]).success();
     }
-    (STALLS.len(), exits_3)
+    (stalls.len(), exits_3)
 }
 
 // ---------------------------------------------------------------------------------------------
