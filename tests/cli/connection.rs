@@ -15,6 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
 
 use crate::both_backends;
 use crate::reliability::{
@@ -962,3 +963,48 @@ fn sqlite_regexp_works_in_migrations_seeds_and_inspected_views() {
         .stderr_has("invalid regular expression `(`");
     assert_eq!(p.count("SELECT count(*) AS n FROM people"), 5);
 }
+
+// Ctrl-C while waiting for another run's lock (held here by the test itself: the advisory lock
+// on PostgreSQL, the file lock on SQLite): the waiter stops at once, having changed nothing.
+both_backends!(
+    sigint_while_waiting_for_the_lock_changes_nothing,
+    |mut p| {
+        let v = p.migration("t", "CREATE TABLE t (id INTEGER);", Some("DROP TABLE t;"));
+        p.run(["init", "--no-migrate"]).success();
+        let mut pg_holder = None;
+        let mut file_holder = None;
+        match p.backend {
+            Backend::Postgres => {
+                let mut conn = PgConnection::establish(p.url()).expect("connect");
+                conn.batch_execute("SELECT pg_advisory_lock(7233453303196903783)")
+                    .expect("take the run lock");
+                pg_holder = Some(conn);
+            }
+            Backend::Sqlite => {
+                let file = std::fs::File::open(p.path().join("test.db")).expect("open the file");
+                file.lock().expect("take the file lock");
+                file_holder = Some(file);
+            }
+        }
+        let mut waiter = spawn(&p, &["migrate", "up", "--lock-timeout", "60"]);
+        thread::sleep(Duration::from_millis(700));
+        assert!(
+            waiter.try_wait().expect("try_wait").is_none(),
+            "the waiter did not wait for the lock"
+        );
+        send(&waiter, libc::SIGINT);
+        let run = finish(waiter, Duration::from_secs(15), "the interrupted waiter");
+        clean_exit(&run, &[130], "the interrupted waiter");
+        let line = one_interrupted_line(&run, "SIGINT");
+        assert!(
+            line.contains("waiting for the migration lock: nothing was changed"),
+            "{line}"
+        );
+        assert!(!p.has_table("t"));
+        drop(pg_holder);
+        drop(file_holder);
+        assert!(applied(&p).is_empty());
+        p.run(["migrate", "up", "--lock-timeout", "5"]).success();
+        assert_eq!(applied(&p), [v]);
+    }
+);
