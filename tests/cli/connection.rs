@@ -1008,3 +1008,39 @@ both_backends!(
         assert_eq!(applied(&p), [v]);
     }
 );
+
+/// The watchdog asks the server about a statement that waits longer than the connect timeout;
+/// a statement the server reports active is a long one, never taken for a silent server.
+#[test]
+fn postgres_a_long_statement_is_not_taken_for_a_silent_server() {
+    let Some(mut p) = Project::postgres() else {
+        return;
+    };
+    let v = p.migration(
+        "long",
+        "CREATE TABLE long_t (id INTEGER);\nSELECT pg_sleep(4.5);\n\
+         CREATE TABLE big (id INTEGER PRIMARY KEY, name TEXT NOT NULL, note TEXT);\n",
+        Some("DROP TABLE big;\nDROP TABLE long_t;"),
+    );
+    p.env("DB_CONNECT_TIMEOUT", "1");
+    p.run(["init", "--no-migrate"]).success();
+    let run = finish(
+        spawn(&p, &["migrate", "up"]),
+        Duration::from_secs(60),
+        "a long migration",
+    );
+    clean_exit(&run, &[0], "a long migration");
+    assert_eq!(applied(&p), [v]);
+    // A long COPY too (the server reports it active while dbctl streams the rows).
+    let rows = 600_000;
+    crate::reliability::big_csv(&p, rows);
+    let started = Instant::now();
+    let run = finish(
+        spawn(&p, &["seed"]),
+        Duration::from_secs(300),
+        "a long seed",
+    );
+    clean_exit(&run, &[0], "a long seed");
+    eprintln!("a seed of {rows} rows took {:?}", started.elapsed());
+    assert_eq!(p.count("SELECT count(*) AS n FROM big"), rows as i64);
+}
