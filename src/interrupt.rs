@@ -187,12 +187,42 @@ pub(crate) fn exit_code(sig: i32) -> u8 {
     }
 }
 
-/// Prints `err` the way `main` would and exits with its code, from any thread.
+/// Prints `err` the way `main` would and exits with its code, from any thread. `_exit`, not
+/// `exit`: the main thread may be inside libpq or SQLite, and must not see their exit handlers
+/// run under it (what was printed is flushed already).
 pub(crate) fn abort(err: anyhow::Error) -> ! {
     let (format, quiet, verbose) = PRINTER
         .get()
         .copied()
         .unwrap_or((Format::Human, false, false));
     Output::new(format, quiet, verbose).error(&err);
-    std::process::exit(i32::from(error::exit_of(&err).code()))
+    // SAFETY: ends the process; nothing runs after it.
+    unsafe { libc::_exit(i32::from(error::exit_of(&err).code())) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_final_line_starts_with_the_signal_and_keeps_what_was_undone() {
+        let failed: anyhow::Result<Exit> = Err(anyhow::anyhow!("database said no")
+            .context("applying migration 1_a failed; it was rolled back"));
+        let err = outcome(libc::SIGINT, &failed).expect("an error");
+        assert_eq!(
+            error::render(&err),
+            "error: interrupted by SIGINT: applying migration 1_a failed; it was rolled back"
+        );
+        assert_eq!(error::exit_of(&err), Exit::Interrupted);
+        let stopped: anyhow::Result<Exit> = Err(anyhow::anyhow!(
+            "interrupted by SIGTERM (rolled back: the database is unchanged)"
+        ));
+        let err = outcome(libc::SIGTERM, &stopped).expect("an error");
+        assert_eq!(
+            error::render(&err),
+            "error: interrupted by SIGTERM (rolled back: the database is unchanged)"
+        );
+        assert_eq!(error::exit_of(&err), Exit::Terminated);
+        assert!(outcome(libc::SIGINT, &Ok(Exit::Success)).is_none());
+    }
 }

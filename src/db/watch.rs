@@ -349,3 +349,16 @@ pub(crate) fn cancel_all() {
             thread::sleep(Duration::from_millis(20));
         });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::summary;
+
+    #[test]
+    fn statements_are_shown_short_and_without_binds() {
+        assert_eq!(summary("SELECT 1 -- binds: []"), "SELECT 1");
+        assert_eq!(summary("\n  BEGIN;\nCREATE TABLE t (id int)"), "BEGIN;");
+        let long = format!("SELECT {}", "x".repeat(200));
+        assert_eq!(summary(&long).chars().count(), 83);
+    }
+}
