@@ -8,7 +8,9 @@ pub(crate) mod catalog;
 pub(crate) mod migrations;
 mod probe;
 pub(crate) mod seed;
+mod sqlite_ext;
 pub(crate) mod url;
+pub(crate) mod watch;
 
 use std::sync::{mpsc, Mutex};
 use std::thread;
@@ -18,7 +20,7 @@ use anyhow::Context as _;
 use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
 use diesel::prelude::*;
 use diesel::r2d2::{self, CustomizeConnection, ManageConnection, R2D2Connection};
-use diesel::sql_types::Text;
+use diesel::sql_types::{Integer, Text};
 
 use crate::error::{self, Exit, ResultExt as _};
 pub(crate) use url::{Backend, DbUrl, SqliteTarget};
@@ -83,7 +85,15 @@ impl Database {
         if let Some(SqliteTarget::File(path)) = url.sqlite_target() {
             prepare_sqlite_file(url, path, mode)?;
         }
-        let conn_str = url.connection_string(settings.connect_timeout.as_secs());
+        let session = SessionSetup {
+            backend: url.backend(),
+            conn_str: url.connection_string(settings.connect_timeout.as_secs()),
+            redacted: url.redacted(),
+            echo: settings.echo,
+            statement_timeout: settings.statement_timeout,
+            connect_timeout: settings.connect_timeout,
+            schema: settings.schema.clone(),
+        };
         let started = Instant::now();
         if url.backend() == Backend::Sqlite {
             // A file that is not a database opens fine and fails at its first read; left to the
@@ -91,7 +101,7 @@ impl Database {
             // busy retries) before the same message came out. The busy timeout comes first:
             // another process committing must be waited for, not reported as a failure to open.
             let busy = settings.statement_timeout.unwrap_or(DEFAULT_SQLITE_BUSY);
-            probe::probe(&conn_str, busy).map_err(|e| {
+            probe::probe(&session.conn_str, busy).map_err(|e| {
                 let msg = format!("cannot open {}: {}", url.redacted(), e.message);
                 if e.is_busy() {
                     anyhow::anyhow!(
@@ -103,15 +113,14 @@ impl Database {
                 }
             })?;
         }
-        let mut first = establish_within(url, &conn_str, settings.connect_timeout)?;
+        let mut first = establish_within(url, &session)?;
         if let (AnyConnection::Postgresql(_), Some(schema)) = (&mut first, &settings.schema) {
             use_schema(&mut first, schema, mode)?;
         }
         let connect_time = started.elapsed();
         let manager = AnyManager {
-            backend: url.backend(),
-            conn_str,
-            redacted: url.redacted(),
+            url: url.clone(),
+            session,
             first: Mutex::new(Some(first)),
         };
         let pool = r2d2::Pool::builder()
@@ -125,7 +134,6 @@ impl Database {
                 backend: url.backend(),
                 echo: settings.echo,
                 statement_timeout: settings.statement_timeout,
-                schema: settings.schema.clone(),
             }))
             .build_unchecked(manager);
         Ok(Database {
@@ -224,19 +232,16 @@ fn file_kind(meta: &std::fs::Metadata) -> &'static str {
     }
 }
 
-/// Connects on a helper thread and gives up after `timeout`: libpq's own connect_timeout does not
-/// bound name resolution, and a command must never hang on a dead host.
-fn establish_within(
-    url: &DbUrl,
-    conn_str: &str,
-    timeout: Duration,
-) -> anyhow::Result<AnyConnection> {
+/// Connects and sets the session up on a helper thread, and gives up after the connect timeout:
+/// libpq's own connect_timeout does not bound name resolution, nor the statements diesel and
+/// dbctl run once connected, and a command must never hang on a dead or silent server.
+fn establish_within(url: &DbUrl, session: &SessionSetup) -> anyhow::Result<AnyConnection> {
     let (tx, rx) = mpsc::channel();
-    let backend = url.backend();
-    let conn_str = conn_str.to_string();
+    let setup = session.clone();
     thread::spawn(move || {
-        let _ = tx.send(establish(backend, &conn_str));
+        let _ = tx.send(establish(&setup));
     });
+    let timeout = session.connect_timeout;
     // libpq rounds its timeout up to whole seconds; leave it room to report its own error first.
     match rx.recv_timeout(timeout + Duration::from_millis(1500)) {
         Ok(Ok(conn)) => Ok(conn),
@@ -249,18 +254,78 @@ fn establish_within(
     }
 }
 
-fn establish(backend: Backend, conn_str: &str) -> ConnectionResult<AnyConnection> {
-    if backend == Backend::Sqlite {
-        sqlite_probe::install();
+/// What every new connection is given, in the thread that opens it.
+#[derive(Clone)]
+struct SessionSetup {
+    backend: Backend,
+    /// Holds the password: never printed.
+    conn_str: String,
+    redacted: String,
+    echo: bool,
+    statement_timeout: Option<Duration>,
+    connect_timeout: Duration,
+    /// `DATABASE_SCHEMA`, put alone on the search path of every PostgreSQL session.
+    schema: Option<String>,
+}
+
+/// How often the server checks, during a statement, that dbctl is still there (PostgreSQL 14's
+/// `client_connection_check_interval`): a killed dbctl's statement is abandoned within this,
+/// and with it the migration lock.
+const CLIENT_CHECK_INTERVAL_MS: u32 = 2000;
+
+fn establish(setup: &SessionSetup) -> ConnectionResult<AnyConnection> {
+    match setup.backend {
+        Backend::Postgres => {
+            let mut conn = diesel::PgConnection::establish(&setup.conn_str)?;
+            let pid = pg_session_setup(&mut conn, setup.statement_timeout, setup.schema.as_deref())
+                .map_err(ConnectionError::CouldntSetupConfiguration)?;
+            conn.set_instrumentation(watch::Watch::register(
+                pid,
+                &setup.conn_str,
+                &setup.redacted,
+                setup.connect_timeout,
+                setup.echo,
+            ));
+            Ok(AnyConnection::Postgresql(conn))
+        }
+        Backend::Sqlite => {
+            sqlite_ext::install();
+            Ok(AnyConnection::Sqlite(diesel::SqliteConnection::establish(
+                &setup.conn_str,
+            )?))
+        }
     }
-    match backend {
-        Backend::Postgres => Ok(AnyConnection::Postgresql(diesel::PgConnection::establish(
-            conn_str,
-        )?)),
-        Backend::Sqlite => Ok(AnyConnection::Sqlite(diesel::SqliteConnection::establish(
-            conn_str,
-        )?)),
+}
+
+/// dbctl's PostgreSQL session: the time zone the server, the role, the database, `PGTZ` or the
+/// URL's `options` configure (diesel's establish forces UTC; `RESET` goes back to exactly what
+/// psql would have), the statement timeout, `DATABASE_SCHEMA` on the search path, and the
+/// server-side check for a vanished client
+/// (PostgreSQL 14 and later). Returns the backend's pid, for the watchdog and for cancelling.
+fn pg_session_setup(
+    conn: &mut diesel::PgConnection,
+    statement_timeout: Option<Duration>,
+    schema: Option<&str>,
+) -> QueryResult<i32> {
+    let mut sql = String::from("RESET TimeZone;");
+    if let Some(t) = statement_timeout {
+        sql.push_str(&format!(" SET statement_timeout = {};", t.as_millis()));
     }
+    if let Some(schema) = schema {
+        sql.push_str(&search_path_sql(schema));
+    }
+    conn.batch_execute(&sql)?;
+    #[derive(QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = Integer)]
+        pid: i32,
+    }
+    let row: Pid = diesel::sql_query(format!(
+        "SELECT pg_backend_pid() AS pid, CASE WHEN current_setting('server_version_num')::int >= 140000 \
+         THEN set_config('client_connection_check_interval', '{CLIENT_CHECK_INTERVAL_MS}', false) END AS checked"
+    ))
+    .get_result(conn)?;
+    Ok(row.pid)
 }
 
 /// A connection string is checked before it reaches the driver (`url`: dbctl's validator and
@@ -283,15 +348,14 @@ fn classify_connection_error(err: ConnectionError, url: &DbUrl) -> anyhow::Error
 /// The pool's connection manager: chooses the backend from the URL (never by trial) and hands out
 /// the pre-flight connection first.
 pub(crate) struct AnyManager {
-    backend: Backend,
-    conn_str: String,
-    redacted: String,
+    url: DbUrl,
+    session: SessionSetup,
     first: Mutex<Option<AnyConnection>>,
 }
 
 impl std::fmt::Debug for AnyManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AnyManager({})", self.redacted)
+        write!(f, "AnyManager({})", self.session.redacted)
     }
 }
 
@@ -303,7 +367,13 @@ impl ManageConnection for AnyManager {
         let first = self.first.lock().unwrap_or_else(|e| e.into_inner()).take();
         match first {
             Some(conn) => Ok(conn),
-            None => establish(self.backend, &self.conn_str).map_err(r2d2::Error::ConnectionError),
+            // Bounded like the first connection, so a server that goes silent cannot hang a
+            // pool worker (or `get`) for longer than the connect timeout.
+            None => establish_within(&self.url, &self.session).map_err(|e| {
+                let text = error::render(&e);
+                let text = text.trim_start_matches("error: ").to_string();
+                r2d2::Error::ConnectionError(ConnectionError::BadConnection(text))
+            }),
         }
     }
 
@@ -316,42 +386,28 @@ impl ManageConnection for AnyManager {
     }
 }
 
-/// Per-connection setup: SQL logging, foreign keys and busy timeout on SQLite, statement timeout
-/// on PostgreSQL.
+/// Per-connection setup of SQLite: SQL logging, foreign keys and busy timeout. (PostgreSQL
+/// sessions are set up where they are opened, within the connect timeout: `pg_session_setup`.)
 #[derive(Debug)]
 struct Setup {
     backend: Backend,
     echo: bool,
     statement_timeout: Option<Duration>,
-    schema: Option<String>,
 }
 
 impl CustomizeConnection<AnyConnection, r2d2::Error> for Setup {
     fn on_acquire(&self, conn: &mut AnyConnection) -> Result<(), r2d2::Error> {
+        if self.backend != Backend::Sqlite {
+            return Ok(());
+        }
         if self.echo {
             conn.set_instrumentation(EchoSql);
         }
-        let sql = match self.backend {
-            Backend::Sqlite => {
-                let busy = self.statement_timeout.unwrap_or(DEFAULT_SQLITE_BUSY);
-                format!(
-                    "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {};",
-                    busy.as_millis()
-                )
-            }
-            Backend::Postgres => {
-                let mut sql = self.statement_timeout.map_or(String::new(), |t| {
-                    format!("SET statement_timeout = {};", t.as_millis())
-                });
-                if let Some(schema) = &self.schema {
-                    sql.push_str(&search_path_sql(schema));
-                }
-                if sql.is_empty() {
-                    return Ok(());
-                }
-                sql
-            }
-        };
+        let busy = self.statement_timeout.unwrap_or(DEFAULT_SQLITE_BUSY);
+        let sql = format!(
+            "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {};",
+            busy.as_millis()
+        );
         conn.batch_execute(&sql).map_err(r2d2::Error::QueryError)
     }
 }
@@ -486,10 +542,23 @@ pub(crate) fn pg_database_exists(conn: &mut AnyConnection, name: &str) -> anyhow
     Ok(found.n > 0)
 }
 
-/// `CREATE DATABASE` with the name quoted (it cannot be a bound parameter).
-pub(crate) fn pg_create_database(conn: &mut AnyConnection, name: &str) -> anyhow::Result<()> {
-    conn.batch_execute(&format!("CREATE DATABASE {}", quote_ident(name)))
-        .with_context(|| format!("creating database `{name}`"))
+/// `CREATE DATABASE` with the name quoted (it cannot be a bound parameter). `Ok(false)` when
+/// another session created it meanwhile: the unique violation (23505) on `pg_database` that a
+/// concurrent creation gives, or any failure after which the database is there (that is
+/// `duplicate_database`, 42P04, which diesel does not tell apart by kind).
+pub(crate) fn pg_create_database(conn: &mut AnyConnection, name: &str) -> anyhow::Result<bool> {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match conn.batch_execute(&format!("CREATE DATABASE {}", quote_ident(name))) {
+        Ok(()) => Ok(true),
+        Err(Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => Ok(false),
+        Err(e) => {
+            if pg_database_exists(conn, name)? {
+                Ok(false)
+            } else {
+                Err(e).with_context(|| format!("creating database `{name}`"))
+            }
+        }
+    }
 }
 
 /// Whether the connection is still inside a transaction. Called after a statement failed, before
@@ -516,9 +585,11 @@ pub(crate) fn sqlite_transaction_is_open(sq: &mut diesel::SqliteConnection) -> Q
         #[diesel(sql_type = diesel::sql_types::Integer)]
         autocommit: i32,
     }
-    let row: Autocommit =
-        diesel::sql_query(format!("SELECT {}() AS autocommit", sqlite_probe::FUNCTION))
-            .get_result(sq)?;
+    let row: Autocommit = diesel::sql_query(format!(
+        "SELECT {}() AS autocommit",
+        sqlite_ext::IN_AUTOCOMMIT
+    ))
+    .get_result(sq)?;
     Ok(row.autocommit == 0)
 }
 
@@ -572,131 +643,11 @@ pub(crate) fn pg_transaction_is_open(pg: &mut diesel::PgConnection) -> QueryResu
     Ok(open)
 }
 
-/// Registers two functions on every SQLite connection opened afterwards (SQLite's
-/// auto-extension mechanism): `dbctl_in_autocommit()` returns `sqlite3_get_autocommit` for the
-/// calling connection, and `dbctl_transactions_ended()` how many transactions have ended on it
-/// (counted by its commit and rollback hooks), which tells one transaction from the next.
-mod sqlite_probe {
-    use std::ffi::{c_char, c_int, c_void};
-    use std::sync::atomic::{AtomicI64, Ordering};
-    use std::sync::Once;
-
-    use libsqlite3_sys as ffi;
-
-    pub(super) const FUNCTION: &str = "dbctl_in_autocommit";
-    pub(super) const ENDED: &str = "dbctl_transactions_ended";
-
-    /// SAFETY: called by SQLite with a live context of a function registered below.
-    unsafe extern "C" fn in_autocommit(
-        ctx: *mut ffi::sqlite3_context,
-        _argc: c_int,
-        _argv: *mut *mut ffi::sqlite3_value,
-    ) {
-        // SAFETY: `ctx` is valid for the duration of the call; its handle is the calling
-        // connection, open while it runs a statement.
-        unsafe {
-            let db = ffi::sqlite3_context_db_handle(ctx);
-            ffi::sqlite3_result_int(ctx, ffi::sqlite3_get_autocommit(db));
-        }
-    }
-
-    /// SAFETY: the user data is the connection's counter, alive until `free_counter`.
-    unsafe extern "C" fn transactions_ended(
-        ctx: *mut ffi::sqlite3_context,
-        _argc: c_int,
-        _argv: *mut *mut ffi::sqlite3_value,
-    ) {
-        // SAFETY: see above; the counter outlives every call on its connection.
-        unsafe {
-            let counter = &*(ffi::sqlite3_user_data(ctx) as *const AtomicI64);
-            ffi::sqlite3_result_int64(ctx, counter.load(Ordering::Relaxed));
-        }
-    }
-
-    /// SAFETY: `data` is the connection's counter (see `register`).
-    unsafe extern "C" fn on_commit(data: *mut c_void) -> c_int {
-        // SAFETY: the counter lives as long as the connection whose hook this is.
-        unsafe { (*(data as *const AtomicI64)).fetch_add(1, Ordering::Relaxed) };
-        0 // 0: let the commit go ahead
-    }
-
-    /// SAFETY: as `on_commit`.
-    unsafe extern "C" fn on_rollback(data: *mut c_void) {
-        // SAFETY: as `on_commit`.
-        unsafe { (*(data as *const AtomicI64)).fetch_add(1, Ordering::Relaxed) };
-    }
-
-    /// SAFETY: called by SQLite once, when the function holding the counter is dropped (the
-    /// connection closes), with the pointer `register` made from a `Box`.
-    unsafe extern "C" fn free_counter(data: *mut c_void) {
-        // SAFETY: made by `Box::into_raw` in `register`, freed only here.
-        drop(unsafe { Box::from_raw(data as *mut AtomicI64) });
-    }
-
-    /// SAFETY: called by SQLite once per new connection, with that connection's handle.
-    unsafe extern "C" fn register(
-        db: *mut ffi::sqlite3,
-        _err: *mut *mut c_char,
-        _api: *const ffi::sqlite3_api_routines,
-    ) -> c_int {
-        // DIRECTONLY: usable in dbctl's own statements, never from a trigger or a view.
-        let flags = ffi::SQLITE_UTF8 | ffi::SQLITE_DIRECTONLY;
-        let counter = Box::into_raw(Box::new(AtomicI64::new(0))) as *mut c_void;
-        // SAFETY: `db` is the connection being opened; the names are static C strings; the
-        // counter is freed by SQLite through `free_counter` when the function goes away, and
-        // the hooks cannot fire after the connection (and so the function) is closed.
-        unsafe {
-            let rc = ffi::sqlite3_create_function_v2(
-                db,
-                c"dbctl_in_autocommit".as_ptr(),
-                0,
-                flags,
-                std::ptr::null_mut(),
-                Some(in_autocommit),
-                None,
-                None,
-                None,
-            );
-            if rc != ffi::SQLITE_OK {
-                drop(Box::from_raw(counter as *mut AtomicI64));
-                return rc;
-            }
-            // On failure SQLite calls `free_counter` itself.
-            let rc = ffi::sqlite3_create_function_v2(
-                db,
-                c"dbctl_transactions_ended".as_ptr(),
-                0,
-                flags,
-                counter,
-                Some(transactions_ended),
-                None,
-                None,
-                Some(free_counter),
-            );
-            if rc != ffi::SQLITE_OK {
-                return rc;
-            }
-            ffi::sqlite3_commit_hook(db, Some(on_commit), counter);
-            ffi::sqlite3_rollback_hook(db, Some(on_rollback), counter);
-            ffi::SQLITE_OK
-        }
-    }
-
-    /// Installs the auto-extension once, before the first SQLite connection opens.
-    pub(super) fn install() {
-        static ONCE: Once = Once::new();
-        // SAFETY: `register` has the signature SQLite calls auto-extensions with.
-        ONCE.call_once(|| unsafe {
-            ffi::sqlite3_auto_extension(Some(register));
-        });
-    }
-}
-
 /// Registers the probe functions [`sqlite_transaction_is_open`] and [`sqlite_transactions_ended`]
 /// call on every SQLite connection opened from now on ([`establish`] does this itself).
 #[cfg(test)]
 pub(crate) fn install_sqlite_probe() {
-    sqlite_probe::install();
+    sqlite_ext::install();
 }
 
 /// How many transactions have ended on a SQLite connection (commits and rollbacks, including
@@ -707,8 +658,11 @@ pub(crate) fn sqlite_transactions_ended(sq: &mut diesel::SqliteConnection) -> Qu
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         ended: i64,
     }
-    let row: Ended =
-        diesel::sql_query(format!("SELECT {}() AS ended", sqlite_probe::ENDED)).get_result(sq)?;
+    let row: Ended = diesel::sql_query(format!(
+        "SELECT {}() AS ended",
+        sqlite_ext::TRANSACTIONS_ENDED
+    ))
+    .get_result(sq)?;
     Ok(row.ended)
 }
 

@@ -30,6 +30,7 @@ pub(super) struct RowStream<'a, R> {
 impl<R: std::io::BufRead> RowStream<'_, R> {
     /// Advances to the next data row; `Ok(false)` at the end of the file.
     fn next(&mut self) -> anyhow::Result<bool> {
+        crate::interrupt::check()?;
         let more = self
             .reader
             .read(&mut self.record)
@@ -94,7 +95,8 @@ pub(super) fn copy_into_pg<R: std::io::BufRead>(
         Err(e) => {
             let whole = || e.context(stream.path.display().to_string());
             // Nothing is sent on a connection whose transaction is gone; the caller says so.
-            if !db::pg_transaction_is_open(pg).unwrap_or(false) {
+            // After SIGINT/SIGTERM there is no bad row to look for either.
+            if crate::interrupt::requested() || !db::pg_transaction_is_open(pg).unwrap_or(false) {
                 return Err(whole());
             }
             // If the search itself fails (the connection dropped, say), the first error stands.
@@ -394,7 +396,11 @@ impl Replay<'_> {
         };
         // A transaction SQLite has ended must not see another statement: replayed rows would
         // each commit on their own.
-        if !db::sqlite_transaction_is_open(sq).unwrap_or(false) || first.0 == last.0 {
+        // After SIGINT/SIGTERM there is no bad row to look for, and nothing more may run.
+        if crate::interrupt::requested()
+            || !db::sqlite_transaction_is_open(sq).unwrap_or(false)
+            || first.0 == last.0
+        {
             return whole(failure);
         }
         let found = savepoint(sq, Savepoint::RollbackTo, SQLITE_SAVEPOINT)
