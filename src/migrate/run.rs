@@ -64,11 +64,8 @@ fn run(
         return run_without_transaction(conn, book, &file);
     }
     match conn {
-        // A file ending inside a quote or comment would swallow what follows it: it goes alone.
-        AnyConnection::Postgresql(_) if split::is_closed(sql, split::Dialect::Postgres) => {
-            run_as_one_query(conn, book, &file)
-        }
-        _ => run_statement_by_statement(conn, book, &file),
+        AnyConnection::Postgresql(_) => run_as_one_query(conn, book, &file),
+        AnyConnection::Sqlite(_) => run_statement_by_statement(conn, book, &file),
     }
 }
 
@@ -129,9 +126,20 @@ fn run_as_one_query(
         Direction::Down => book.pg_record_reverted_sql(&file.m.version),
     };
     let tail = pg_tail(&record);
-    let query = format!("{PG_HEAD}{}{tail}", file.sql);
+    // A file that ends inside a quote, a comment or a body would swallow what follows it: it
+    // goes in a query of its own (PostgreSQL then reports it), the rest in a second one.
+    let whole = split::is_closed(file.sql, split::Dialect::Postgres);
+    let query = if whole {
+        format!("{PG_HEAD}{}{tail}", file.sql)
+    } else {
+        format!("{PG_HEAD}{}", file.sql)
+    };
     let started = Instant::now();
-    match conn.batch_execute(&query) {
+    let mut result = conn.batch_execute(&query);
+    if result.is_ok() && !whole {
+        result = conn.batch_execute(&tail);
+    }
+    match result {
         Ok(()) => {
             if file.direction == Direction::Up {
                 book.applied_recorded();
@@ -442,8 +450,8 @@ fn ended(file: &File<'_>, err: Option<&diesel::result::Error>) -> anyhow::Error 
     }
 }
 
-/// SQLite (and a PostgreSQL file that does not end cleanly): the statements one by one in one
-/// transaction. SQLite has no round trips to save, and this names the failing statement.
+/// SQLite: the statements one by one in one transaction. SQLite has no round trips to save, and
+/// this names the failing statement.
 fn run_statement_by_statement(
     conn: &mut AnyConnection,
     book: &Bookkeeping,

@@ -5,6 +5,7 @@ mod support;
 
 mod corpus;
 mod diesel_cli;
+mod floor;
 mod hostile;
 mod init;
 mod inspect;
