@@ -49,6 +49,8 @@ pub(crate) struct PoolSettings {
     pub(crate) statement_timeout: Option<Duration>,
     /// Bound on each connection attempt (`DB_CONNECT_TIMEOUT`, `ping --timeout`).
     pub(crate) connect_timeout: Duration,
+    /// PostgreSQL: the schema put alone on each connection's search_path (`DATABASE_SCHEMA`).
+    pub(crate) schema: Option<String>,
 }
 
 /// SQLite's busy timeout when `DB_STATEMENT_TIMEOUT` is not set: long enough to wait out another
@@ -101,7 +103,10 @@ impl Database {
                 }
             })?;
         }
-        let first = establish_within(url, &conn_str, settings.connect_timeout)?;
+        let mut first = establish_within(url, &conn_str, settings.connect_timeout)?;
+        if let (AnyConnection::Postgresql(_), Some(schema)) = (&mut first, &settings.schema) {
+            use_schema(&mut first, schema, mode)?;
+        }
         let connect_time = started.elapsed();
         let manager = AnyManager {
             backend: url.backend(),
@@ -120,6 +125,7 @@ impl Database {
                 backend: url.backend(),
                 echo: settings.echo,
                 statement_timeout: settings.statement_timeout,
+                schema: settings.schema.clone(),
             }))
             .build_unchecked(manager);
         Ok(Database {
@@ -314,6 +320,7 @@ struct Setup {
     backend: Backend,
     echo: bool,
     statement_timeout: Option<Duration>,
+    schema: Option<String>,
 }
 
 impl CustomizeConnection<AnyConnection, r2d2::Error> for Setup {
@@ -329,13 +336,65 @@ impl CustomizeConnection<AnyConnection, r2d2::Error> for Setup {
                     busy.as_millis()
                 )
             }
-            Backend::Postgres => match self.statement_timeout {
-                Some(t) => format!("SET statement_timeout = {}", t.as_millis()),
-                None => return Ok(()),
-            },
+            Backend::Postgres => {
+                let mut sql = self.statement_timeout.map_or(String::new(), |t| {
+                    format!("SET statement_timeout = {};", t.as_millis())
+                });
+                if let Some(schema) = &self.schema {
+                    sql.push_str(&search_path_sql(schema));
+                }
+                if sql.is_empty() {
+                    return Ok(());
+                }
+                sql
+            }
         };
         conn.batch_execute(&sql).map_err(r2d2::Error::QueryError)
     }
+}
+
+/// `DATABASE_SCHEMA`: that schema alone on the search path, so that unqualified names (the
+/// migrations' tables, diesel's and dbctl's bookkeeping tables, seeded tables, inspect's default)
+/// all resolve in it, as they would in `public` without it.
+fn search_path_sql(schema: &str) -> String {
+    format!("SET search_path TO {};", quote_ident(schema))
+}
+
+/// Checks that `DATABASE_SCHEMA` exists (`init` creates it), then puts it on the first
+/// connection's search path. Without the check, a missing schema would leave no schema to create
+/// tables in (or, with `public` also on the path, put them in `public` silently).
+fn use_schema(conn: &mut AnyConnection, schema: &str, mode: OpenMode) -> anyhow::Result<()> {
+    if !pg_schema_exists(conn, schema)? {
+        if mode == OpenMode::Existing {
+            return Err(error::usage(format!(
+                "schema {} (DATABASE_SCHEMA) is missing from this database; `dbctl init` creates it",
+                quote_ident(schema)
+            )));
+        }
+        conn.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            quote_ident(schema)
+        ))
+        .with_context(|| format!("creating schema {} (DATABASE_SCHEMA)", quote_ident(schema)))?;
+    }
+    conn.batch_execute(&search_path_sql(schema))
+        .context("setting search_path to DATABASE_SCHEMA")?;
+    Ok(())
+}
+
+/// Whether a PostgreSQL schema of exactly this name exists.
+pub(crate) fn pg_schema_exists(conn: &mut AnyConnection, schema: &str) -> anyhow::Result<bool> {
+    #[derive(QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let found: Found =
+        diesel::sql_query("SELECT count(*) AS n FROM pg_catalog.pg_namespace WHERE nspname = $1")
+            .bind::<Text, _>(schema)
+            .get_result(conn)
+            .context("looking up DATABASE_SCHEMA")?;
+    Ok(found.n > 0)
 }
 
 /// `DB_ECHO`: every statement to stderr, redacted like everything else dbctl prints.
@@ -372,6 +431,43 @@ pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// A table (or view) a seed file loads: its name, and on PostgreSQL its schema when the file
+/// named one (`app.users.csv`); without a schema the name is looked up on the search path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TableName {
+    pub(crate) schema: Option<String>,
+    pub(crate) name: String,
+}
+
+impl TableName {
+    pub(crate) fn bare(name: impl Into<String>) -> TableName {
+        TableName {
+            schema: None,
+            name: name.into(),
+        }
+    }
+}
+
+impl TableName {
+    /// `"schema"."name"`, or `"name"`.
+    pub(crate) fn quoted(&self) -> String {
+        match &self.schema {
+            Some(schema) => format!("{}.{}", quote_ident(schema), quote_ident(&self.name)),
+            None => quote_ident(&self.name),
+        }
+    }
+}
+
+/// `schema.name`, or `name`, as people write it.
+impl std::fmt::Display for TableName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.schema {
+            Some(schema) => write!(f, "{schema}.{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
 /// Whether a PostgreSQL database exists, asked through a connection to another one.
 pub(crate) fn pg_database_exists(conn: &mut AnyConnection, name: &str) -> anyhow::Result<bool> {
     #[derive(QueryableByName)]
@@ -393,26 +489,33 @@ pub(crate) fn pg_create_database(conn: &mut AnyConnection, name: &str) -> anyhow
         .with_context(|| format!("creating database `{name}`"))
 }
 
-/// Whether a table exists (PostgreSQL: visible on the search path; SQLite: in `main`).
-pub(crate) fn table_exists(conn: &mut AnyConnection, name: &str) -> anyhow::Result<bool> {
+/// Whether a table exists (PostgreSQL: in its schema, else visible on the search path; SQLite:
+/// in `main`).
+pub(crate) fn table_exists(conn: &mut AnyConnection, table: &TableName) -> anyhow::Result<bool> {
     #[derive(QueryableByName)]
     struct Found {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         n: i64,
     }
     let query = match conn {
-        AnyConnection::Postgresql(_) => {
+        AnyConnection::Postgresql(_) => diesel::sql_query(
             "SELECT count(*)::bigint AS n FROM pg_catalog.pg_class c \
-             WHERE c.relname = $1 AND c.relkind IN ('r', 'p') AND pg_catalog.pg_table_is_visible(c.oid)"
-        }
-        AnyConnection::Sqlite(_) => {
-            "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = $1"
-        }
+             JOIN pg_catalog.pg_namespace s ON s.oid = c.relnamespace \
+             WHERE c.relname = $1 AND c.relkind IN ('r', 'p') \
+               AND CASE WHEN $2::text IS NULL THEN pg_catalog.pg_table_is_visible(c.oid) ELSE s.nspname = $2 END",
+        )
+        .into_boxed::<<AnyConnection as Connection>::Backend>()
+        .bind::<Text, _>(&table.name)
+        .bind::<diesel::sql_types::Nullable<Text>, _>(&table.schema),
+        AnyConnection::Sqlite(_) => diesel::sql_query(
+            "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = $1",
+        )
+        .into_boxed::<<AnyConnection as Connection>::Backend>()
+        .bind::<Text, _>(&table.name),
     };
-    let found: Found = diesel::sql_query(query)
-        .bind::<Text, _>(name)
+    let found: Found = query
         .get_result(conn)
-        .with_context(|| format!("looking for table {name}"))?;
+        .with_context(|| format!("looking for table {table}"))?;
     Ok(found.n > 0)
 }
 

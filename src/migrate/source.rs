@@ -220,6 +220,11 @@ fn read_migration(
     let (version, name) = parse_folder_name(folder_name)
         .map_err(|why| error::usage(format!("migration folder `{}`: {why}", folder.display())))?;
     let up_path = folder.join("up.sql");
+    for file in ["up.sql", "down.sql", "metadata.toml"] {
+        let path = folder.join(file);
+        crate::files::check_regular(&path)
+            .map_err(|e| error::usage(format!("`{}`: {e}", path.display())))?;
+    }
     if !up_path.is_file() {
         return Err(error::usage(format!(
             "migration folder `{}` has no up.sql",
@@ -265,8 +270,12 @@ pub(crate) fn dialect(backend: Backend) -> Dialect {
 }
 
 fn read_text(path: &Path) -> anyhow::Result<String> {
-    let bytes = fs::read(path)
-        .map_err(|e| error::usage(format!("cannot read `{}`: {e}", path.display())))?;
+    let bytes = crate::files::read_regular(path).map_err(|e| match e {
+        crate::files::OpenError::Io(e) => {
+            error::usage(format!("cannot read `{}`: {e}", path.display()))
+        }
+        e => error::usage(format!("`{}`: {e}", path.display())),
+    })?;
     let text = String::from_utf8(bytes).map_err(|e| {
         error::usage(format!(
             "`{}` is not valid UTF-8 (byte {})",
@@ -291,6 +300,7 @@ fn read_metadata(path: &Path, warnings: &mut Vec<String>) -> anyhow::Result<bool
         ))
     })?;
     let mut run_in_transaction = None;
+    let mut unknown = Vec::new();
     for (key, value) in &table {
         if key == "run_in_transaction" {
             match value.as_bool() {
@@ -303,11 +313,16 @@ fn read_metadata(path: &Path, warnings: &mut Vec<String>) -> anyhow::Result<bool
                 }
             }
         } else {
-            warnings.push(format!(
-                "`{}`: unknown key `{key}` ignored (the only key is run_in_transaction)",
-                path.display()
-            ));
+            unknown.push(key.as_str());
         }
+    }
+    // One warning per file, however many unknown keys it has (200,000 keys are one mistake).
+    if !unknown.is_empty() {
+        warnings.push(format!(
+            "`{}`: {} ignored (the only key is run_in_transaction)",
+            path.display(),
+            crate::output::quoted_list("unknown key", &unknown)
+        ));
     }
     match run_in_transaction {
         Some(b) => Ok(b),
