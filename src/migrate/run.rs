@@ -434,7 +434,7 @@ fn shorten(text: &str) -> String {
 /// transaction dbctl opened. `err` is the failure that revealed it, if there was one.
 fn ended(file: &File<'_>, err: Option<&diesel::result::Error>) -> anyhow::Error {
     let msg = format!(
-        "{} migration {}: the transaction dbctl opened for it was no longer open (a statement \
+        "{} migration {}: the transaction dbctl opened for it was no longer open afterwards (a statement \
          ended it: a COMMIT or ROLLBACK the statement splitter did not see, or a procedure that \
          commits), so dbctl cannot undo what ran before that point (it may have been committed) \
          and the migration was NOT recorded: look at the database by hand before running it \
@@ -834,5 +834,79 @@ mod tests {
             2
         );
         assert!(!crate::db::transaction_is_open(&mut conn).unwrap());
+    }
+
+    /// PostgreSQL: the one-query form's check. A COMMIT the splitter missed ends dbctl's block;
+    /// what follows it in the query runs in an implicit transaction, where the SAVEPOINT check
+    /// fails: the migration is not recorded, and what ran after the COMMIT is rolled back.
+    #[test]
+    fn postgres_a_transaction_ended_inside_the_query_is_never_recorded() {
+        if std::env::var("DBCTL_TEST_SKIP_PG").is_ok_and(|v| v == "1" || v == "true") {
+            eprintln!("skipping: DBCTL_TEST_SKIP_PG is set");
+            return;
+        }
+        let url = std::env::var("DBCTL_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+        let name = format!("dbctl_unit_ended_{}", std::process::id());
+        let mut admin = diesel::PgConnection::establish(&url).unwrap();
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        let base = url.rsplit_once('/').map(|(b, _)| b).unwrap();
+        let result = std::panic::catch_unwind(|| {
+            let mut conn = AnyConnection::Postgresql(
+                diesel::PgConnection::establish(&format!("{base}/{name}")).unwrap(),
+            );
+            let mut book = Bookkeeping::locate(&mut conn).unwrap();
+            book.ensure(&mut conn).unwrap();
+            book.read(&mut conn).unwrap();
+            let m =
+                migration("CREATE TABLE a (id INTEGER);\nCOMMIT;\nCREATE TABLE b (id INTEGER);\n");
+            let err = apply(&mut conn, &book, &m).unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.contains("was no longer open"), "{msg}");
+            assert!(msg.contains("NOT recorded"), "{msg}");
+            let n = |conn: &mut AnyConnection, sql: &str| count(conn, sql);
+            assert_eq!(
+                n(
+                    &mut conn,
+                    "SELECT count(*)::bigint AS n FROM __diesel_schema_migrations"
+                ),
+                0
+            );
+            assert_eq!(
+                n(
+                    &mut conn,
+                    "SELECT count(*)::bigint AS n FROM __dbctl_migrations"
+                ),
+                0
+            );
+            assert_eq!(
+                n(
+                    &mut conn,
+                    "SELECT count(*)::bigint AS n FROM pg_class WHERE relname = 'a'"
+                ),
+                1,
+                "committed by the migration's own COMMIT"
+            );
+            assert_eq!(
+                n(
+                    &mut conn,
+                    "SELECT count(*)::bigint AS n FROM pg_class WHERE relname = 'b'"
+                ),
+                0,
+                "rolled back with the failed check"
+            );
+            assert!(!crate::db::transaction_is_open(&mut conn).unwrap());
+        });
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .unwrap();
+        if let Err(panic) = result {
+            std::panic::resume_unwind(panic);
+        }
     }
 }
