@@ -648,19 +648,57 @@ impl RunLock {
 /// Statement-level session settings for a migration run: SQLite runs migrations with foreign keys
 /// off, as diesel_cli does (SQLite's own table-rebuild recipe needs it, and `PRAGMA foreign_keys`
 /// is a no-op inside the migration's transaction).
-pub(crate) fn begin_session(conn: &mut AnyConnection) -> anyhow::Result<()> {
+///
+/// SQLite in the default rollback-journal mode (`delete`) also switches this connection to
+/// `truncate` for the run: every migration's commit then empties the journal file instead of
+/// creating and deleting it, which spares a directory update per migration (measured: the larger
+/// part of a small migration's commit on this machine's file system) with the same durability (the
+/// truncation is synced as the deletion was). [`end_session`] switches back, which removes the
+/// journal file. Only this connection changes, and only from `delete`: a database in WAL mode, or a
+/// connection a migration switched itself, is left as it is.
+pub(crate) fn begin_session(conn: &mut AnyConnection) -> anyhow::Result<Session> {
+    let mut session = Session {
+        restore_delete_journal: false,
+    };
     if let AnyConnection::Sqlite(_) = conn {
         conn.batch_execute("PRAGMA foreign_keys = OFF")
             .context("turning foreign keys off for the migration run")?;
+        if sqlite_journal_mode(conn)? == "delete" {
+            conn.batch_execute("PRAGMA journal_mode = TRUNCATE")
+                .context("setting the journal mode for the migration run")?;
+            session.restore_delete_journal = sqlite_journal_mode(conn)? == "truncate";
+        }
     }
-    Ok(())
+    Ok(session)
+}
+
+/// What [`begin_session`] changed.
+pub(crate) struct Session {
+    restore_delete_journal: bool,
+}
+
+fn sqlite_journal_mode(conn: &mut AnyConnection) -> anyhow::Result<String> {
+    #[derive(QueryableByName)]
+    struct Mode {
+        #[diesel(sql_type = Text)]
+        journal_mode: String,
+    }
+    let mode: Mode = diesel::sql_query("PRAGMA journal_mode")
+        .get_result(conn)
+        .context("reading the journal mode")?;
+    Ok(mode.journal_mode.to_ascii_lowercase())
 }
 
 /// Undoes [`begin_session`].
-pub(crate) fn end_session(conn: &mut AnyConnection) -> anyhow::Result<()> {
+pub(crate) fn end_session(conn: &mut AnyConnection, session: &Session) -> anyhow::Result<()> {
     if let AnyConnection::Sqlite(_) = conn {
         conn.batch_execute("PRAGMA foreign_keys = ON")
             .context("turning foreign keys back on")?;
+        // A migration that switched the mode itself (to WAL, say) keeps its choice.
+        if session.restore_delete_journal && sqlite_journal_mode(conn)? == "truncate" {
+            conn.batch_execute("PRAGMA journal_mode = DELETE")
+                .context("setting the journal mode back to delete")?;
+        }
     }
     Ok(())
 }

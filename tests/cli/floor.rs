@@ -273,3 +273,40 @@ both_backends!(
         assert_eq!(companions(&p), 1);
     }
 );
+
+/// SQLite: the run commits each migration with the journal in `truncate` mode, then puts the
+/// connection back: no journal file is left, a fresh connection sees `delete`, a WAL database
+/// stays in WAL, and a non-transactional migration that switches to WAL keeps its choice.
+#[test]
+fn sqlite_the_journal_mode_is_left_as_it_was() {
+    let p = Project::sqlite();
+    p.run(["init", "--no-migrate"]).success();
+    mig(&p, "2024-01-01-000000_a", "CREATE TABLE ja (id INTEGER);\n");
+    mig(&p, "2024-01-02-000000_b", "CREATE TABLE jb (id INTEGER);\n");
+    p.run(["migrate", "up"]).success();
+    let journal = p.path().join("test.db-journal");
+    assert!(!journal.exists(), "a journal file was left behind");
+    let mode = || p.strings("SELECT journal_mode AS v FROM pragma_journal_mode");
+    assert_eq!(mode(), [Some("delete".to_string())]);
+    assert_eq!(applied(&p).len(), 2);
+
+    // A migration that switches to WAL (it must run outside a transaction) keeps WAL.
+    mig(
+        &p,
+        "2024-01-03-000000_wal",
+        "PRAGMA journal_mode = WAL;\nCREATE TABLE jc (id INTEGER);\n",
+    );
+    p.file(
+        "migrations/2024-01-03-000000_wal/metadata.toml",
+        "run_in_transaction = false\n",
+    );
+    mig(&p, "2024-01-04-000000_d", "CREATE TABLE jd (id INTEGER);\n");
+    p.run(["migrate", "up"]).success();
+    assert_eq!(mode(), [Some("wal".to_string())]);
+    // And a WAL database stays WAL through a later run.
+    mig(&p, "2024-01-05-000000_e", "CREATE TABLE je (id INTEGER);\n");
+    p.run(["migrate", "up"]).success();
+    assert_eq!(mode(), [Some("wal".to_string())]);
+    assert_eq!(applied(&p).len(), 5);
+    assert!(!journal.exists());
+}
