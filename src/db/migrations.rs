@@ -126,12 +126,6 @@ pub(crate) struct Bookkeeping {
 }
 
 #[derive(QueryableByName)]
-struct Name {
-    #[diesel(sql_type = Nullable<Text>)]
-    name: Option<String>,
-}
-
-#[derive(QueryableByName)]
 struct Count {
     #[diesel(sql_type = BigInt)]
     n: i64,
@@ -141,30 +135,55 @@ impl Bookkeeping {
     /// Finds the tables: on PostgreSQL the schema holding diesel's table if it is visible, else
     /// the current schema (where diesel_cli would create it).
     pub(crate) fn locate(conn: &mut AnyConnection) -> anyhow::Result<Bookkeeping> {
-        let (prefix, postgres) = match conn {
-            AnyConnection::Postgresql(_) => {
-                let found: Name = diesel::sql_query(
-                    "SELECT COALESCE((SELECT n.nspname::text FROM pg_catalog.pg_class c \
-                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE c.relname = $1 AND c.relkind IN ('r', 'p') \
-                     AND pg_catalog.pg_table_is_visible(c.oid)), current_schema()::text) AS name",
-                )
-                .bind::<Text, _>(DIESEL_TABLE)
-                .get_result(conn)
-                .context("finding the schema of the migration bookkeeping table")?;
-                let schema = found.name.ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "no current schema: search_path names no existing schema, so there is \
-                         nowhere to keep {DIESEL_TABLE}"
-                    )
-                })?;
-                (format!("{}.", quote_ident(&schema)), true)
+        if let AnyConnection::Postgresql(_) = conn {
+            // One round trip: the schema, and whether each table is there.
+            #[derive(QueryableByName)]
+            struct Found {
+                #[diesel(sql_type = Nullable<Text>)]
+                name: Option<String>,
+                #[diesel(sql_type = Bool)]
+                diesel: bool,
+                #[diesel(sql_type = Bool)]
+                dbctl: bool,
             }
-            AnyConnection::Sqlite(_) => ("main.".to_string(), false),
-        };
+            let exists = |bind: &str| {
+                format!(
+                    "EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
+                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE c.relname = {bind} AND n.nspname = s.name AND c.relkind IN ('r', 'p'))"
+                )
+            };
+            let found: Found = diesel::sql_query(format!(
+                "SELECT s.name AS name, {} AS diesel, {} AS dbctl FROM (SELECT COALESCE(\
+                 (SELECT n.nspname::text FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relname = $1 AND c.relkind IN ('r', 'p') \
+                 AND pg_catalog.pg_table_is_visible(c.oid)), current_schema()::text) AS name) s",
+                exists("$2"),
+                exists("$3")
+            ))
+            .bind::<Text, _>(DIESEL_TABLE)
+            .bind::<Text, _>(DIESEL_TABLE)
+            .bind::<Text, _>(DBCTL_TABLE)
+            .get_result(conn)
+            .context("finding the schema of the migration bookkeeping table")?;
+            let schema = found.name.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no current schema: search_path names no existing schema, so there is \
+                     nowhere to keep {DIESEL_TABLE}"
+                )
+            })?;
+            return Ok(Bookkeeping {
+                prefix: format!("{}.", quote_ident(&schema)),
+                postgres: true,
+                diesel_exists: found.diesel,
+                dbctl_exists: found.dbctl,
+                last_seq: Cell::new(0),
+            });
+        }
         let mut book = Bookkeeping {
-            prefix,
-            postgres,
+            prefix: "main.".to_string(),
+            postgres: false,
             diesel_exists: false,
             dbctl_exists: false,
             last_seq: Cell::new(0),
