@@ -23,6 +23,10 @@ pub(crate) enum Exit {
     Connect = 3,
     /// A check ran and found a problem (`migrate status --check`, `inspect --diff`, `--lint`).
     Check = 4,
+    /// Stopped by SIGINT (Ctrl-C) after undoing what was in progress.
+    Interrupted = 130,
+    /// Stopped by SIGTERM after undoing what was in progress.
+    Terminated = 143,
 }
 
 impl Exit {

@@ -276,8 +276,14 @@ fn create_database(
                 };
             }
             ctx.out.verbose(format_args!("creating database {name}"));
-            db::pg_create_database(&mut conn, &name)?;
-            Ok((Status::Created, name, None))
+            if db::pg_create_database(&mut conn, &name)? {
+                Ok((Status::Created, name, None))
+            } else {
+                ctx.out.verbose(format_args!(
+                    "database {name} was created meanwhile by another session"
+                ));
+                Ok((Status::Existed, name, None))
+            }
         }
     }
 }

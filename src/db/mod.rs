@@ -8,7 +8,9 @@ pub(crate) mod catalog;
 pub(crate) mod migrations;
 mod probe;
 pub(crate) mod seed;
+mod sqlite_ext;
 pub(crate) mod url;
+pub(crate) mod watch;
 
 use std::sync::{mpsc, Mutex};
 use std::thread;
@@ -18,7 +20,7 @@ use anyhow::Context as _;
 use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
 use diesel::prelude::*;
 use diesel::r2d2::{self, CustomizeConnection, ManageConnection, R2D2Connection};
-use diesel::sql_types::Text;
+use diesel::sql_types::{Integer, Text};
 
 use crate::error::{self, Exit, ResultExt as _};
 pub(crate) use url::{Backend, DbUrl, SqliteTarget};
@@ -83,7 +85,15 @@ impl Database {
         if let Some(SqliteTarget::File(path)) = url.sqlite_target() {
             prepare_sqlite_file(url, path, mode)?;
         }
-        let conn_str = url.connection_string(settings.connect_timeout.as_secs());
+        let session = SessionSetup {
+            backend: url.backend(),
+            conn_str: url.connection_string(settings.connect_timeout.as_secs()),
+            redacted: url.redacted(),
+            echo: settings.echo,
+            statement_timeout: settings.statement_timeout,
+            connect_timeout: settings.connect_timeout,
+            schema: settings.schema.clone(),
+        };
         let started = Instant::now();
         if url.backend() == Backend::Sqlite {
             // A file that is not a database opens fine and fails at its first read; left to the
@@ -91,7 +101,7 @@ impl Database {
             // busy retries) before the same message came out. The busy timeout comes first:
             // another process committing must be waited for, not reported as a failure to open.
             let busy = settings.statement_timeout.unwrap_or(DEFAULT_SQLITE_BUSY);
-            probe::probe(&conn_str, busy).map_err(|e| {
+            probe::probe(&session.conn_str, busy).map_err(|e| {
                 let msg = format!("cannot open {}: {}", url.redacted(), e.message);
                 if e.is_busy() {
                     anyhow::anyhow!(
@@ -103,15 +113,14 @@ impl Database {
                 }
             })?;
         }
-        let mut first = establish_within(url, &conn_str, settings.connect_timeout)?;
+        let mut first = establish_within(url, &session)?;
         if let (AnyConnection::Postgresql(_), Some(schema)) = (&mut first, &settings.schema) {
             use_schema(&mut first, schema, mode)?;
         }
         let connect_time = started.elapsed();
         let manager = AnyManager {
-            backend: url.backend(),
-            conn_str,
-            redacted: url.redacted(),
+            url: url.clone(),
+            session,
             first: Mutex::new(Some(first)),
         };
         let pool = r2d2::Pool::builder()
@@ -125,7 +134,6 @@ impl Database {
                 backend: url.backend(),
                 echo: settings.echo,
                 statement_timeout: settings.statement_timeout,
-                schema: settings.schema.clone(),
             }))
             .build_unchecked(manager);
         Ok(Database {
@@ -224,19 +232,16 @@ fn file_kind(meta: &std::fs::Metadata) -> &'static str {
     }
 }
 
-/// Connects on a helper thread and gives up after `timeout`: libpq's own connect_timeout does not
-/// bound name resolution, and a command must never hang on a dead host.
-fn establish_within(
-    url: &DbUrl,
-    conn_str: &str,
-    timeout: Duration,
-) -> anyhow::Result<AnyConnection> {
+/// Connects and sets the session up on a helper thread, and gives up after the connect timeout:
+/// libpq's own connect_timeout does not bound name resolution, nor the statements diesel and
+/// dbctl run once connected, and a command must never hang on a dead or silent server.
+fn establish_within(url: &DbUrl, session: &SessionSetup) -> anyhow::Result<AnyConnection> {
     let (tx, rx) = mpsc::channel();
-    let backend = url.backend();
-    let conn_str = conn_str.to_string();
+    let setup = session.clone();
     thread::spawn(move || {
-        let _ = tx.send(establish(backend, &conn_str));
+        let _ = tx.send(establish(&setup));
     });
+    let timeout = session.connect_timeout;
     // libpq rounds its timeout up to whole seconds; leave it room to report its own error first.
     match rx.recv_timeout(timeout + Duration::from_millis(1500)) {
         Ok(Ok(conn)) => Ok(conn),
@@ -249,15 +254,78 @@ fn establish_within(
     }
 }
 
-fn establish(backend: Backend, conn_str: &str) -> ConnectionResult<AnyConnection> {
-    match backend {
-        Backend::Postgres => Ok(AnyConnection::Postgresql(diesel::PgConnection::establish(
-            conn_str,
-        )?)),
-        Backend::Sqlite => Ok(AnyConnection::Sqlite(diesel::SqliteConnection::establish(
-            conn_str,
-        )?)),
+/// What every new connection is given, in the thread that opens it.
+#[derive(Clone)]
+struct SessionSetup {
+    backend: Backend,
+    /// Holds the password: never printed.
+    conn_str: String,
+    redacted: String,
+    echo: bool,
+    statement_timeout: Option<Duration>,
+    connect_timeout: Duration,
+    /// `DATABASE_SCHEMA`, put alone on the search path of every PostgreSQL session.
+    schema: Option<String>,
+}
+
+/// How often the server checks, during a statement, that dbctl is still there (PostgreSQL 14's
+/// `client_connection_check_interval`): a killed dbctl's statement is abandoned within this,
+/// and with it the migration lock.
+const CLIENT_CHECK_INTERVAL_MS: u32 = 2000;
+
+fn establish(setup: &SessionSetup) -> ConnectionResult<AnyConnection> {
+    match setup.backend {
+        Backend::Postgres => {
+            let mut conn = diesel::PgConnection::establish(&setup.conn_str)?;
+            let pid = pg_session_setup(&mut conn, setup.statement_timeout, setup.schema.as_deref())
+                .map_err(ConnectionError::CouldntSetupConfiguration)?;
+            conn.set_instrumentation(watch::Watch::register(
+                pid,
+                &setup.conn_str,
+                &setup.redacted,
+                setup.connect_timeout,
+                setup.echo,
+            ));
+            Ok(AnyConnection::Postgresql(conn))
+        }
+        Backend::Sqlite => {
+            sqlite_ext::install();
+            Ok(AnyConnection::Sqlite(diesel::SqliteConnection::establish(
+                &setup.conn_str,
+            )?))
+        }
     }
+}
+
+/// dbctl's PostgreSQL session: the time zone the server, the role, the database, `PGTZ` or the
+/// URL's `options` configure (diesel's establish forces UTC; `RESET` goes back to exactly what
+/// psql would have), the statement timeout, `DATABASE_SCHEMA` on the search path, and the
+/// server-side check for a vanished client
+/// (PostgreSQL 14 and later). Returns the backend's pid, for the watchdog and for cancelling.
+fn pg_session_setup(
+    conn: &mut diesel::PgConnection,
+    statement_timeout: Option<Duration>,
+    schema: Option<&str>,
+) -> QueryResult<i32> {
+    let mut sql = String::from("RESET TimeZone;");
+    if let Some(t) = statement_timeout {
+        sql.push_str(&format!(" SET statement_timeout = {};", t.as_millis()));
+    }
+    if let Some(schema) = schema {
+        sql.push_str(&search_path_sql(schema));
+    }
+    conn.batch_execute(&sql)?;
+    #[derive(QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = Integer)]
+        pid: i32,
+    }
+    let row: Pid = diesel::sql_query(format!(
+        "SELECT pg_backend_pid() AS pid, CASE WHEN current_setting('server_version_num')::int >= 140000 \
+         THEN set_config('client_connection_check_interval', '{CLIENT_CHECK_INTERVAL_MS}', false) END AS checked"
+    ))
+    .get_result(conn)?;
+    Ok(row.pid)
 }
 
 /// A connection string is checked before it reaches the driver (`url`: dbctl's validator and
@@ -280,15 +348,14 @@ fn classify_connection_error(err: ConnectionError, url: &DbUrl) -> anyhow::Error
 /// The pool's connection manager: chooses the backend from the URL (never by trial) and hands out
 /// the pre-flight connection first.
 pub(crate) struct AnyManager {
-    backend: Backend,
-    conn_str: String,
-    redacted: String,
+    url: DbUrl,
+    session: SessionSetup,
     first: Mutex<Option<AnyConnection>>,
 }
 
 impl std::fmt::Debug for AnyManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AnyManager({})", self.redacted)
+        write!(f, "AnyManager({})", self.session.redacted)
     }
 }
 
@@ -300,7 +367,13 @@ impl ManageConnection for AnyManager {
         let first = self.first.lock().unwrap_or_else(|e| e.into_inner()).take();
         match first {
             Some(conn) => Ok(conn),
-            None => establish(self.backend, &self.conn_str).map_err(r2d2::Error::ConnectionError),
+            // Bounded like the first connection, so a server that goes silent cannot hang a
+            // pool worker (or `get`) for longer than the connect timeout.
+            None => establish_within(&self.url, &self.session).map_err(|e| {
+                let text = error::render(&e);
+                let text = text.trim_start_matches("error: ").to_string();
+                r2d2::Error::ConnectionError(ConnectionError::BadConnection(text))
+            }),
         }
     }
 
@@ -313,42 +386,28 @@ impl ManageConnection for AnyManager {
     }
 }
 
-/// Per-connection setup: SQL logging, foreign keys and busy timeout on SQLite, statement timeout
-/// on PostgreSQL.
+/// Per-connection setup of SQLite: SQL logging, foreign keys and busy timeout. (PostgreSQL
+/// sessions are set up where they are opened, within the connect timeout: `pg_session_setup`.)
 #[derive(Debug)]
 struct Setup {
     backend: Backend,
     echo: bool,
     statement_timeout: Option<Duration>,
-    schema: Option<String>,
 }
 
 impl CustomizeConnection<AnyConnection, r2d2::Error> for Setup {
     fn on_acquire(&self, conn: &mut AnyConnection) -> Result<(), r2d2::Error> {
+        if self.backend != Backend::Sqlite {
+            return Ok(());
+        }
         if self.echo {
             conn.set_instrumentation(EchoSql);
         }
-        let sql = match self.backend {
-            Backend::Sqlite => {
-                let busy = self.statement_timeout.unwrap_or(DEFAULT_SQLITE_BUSY);
-                format!(
-                    "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {};",
-                    busy.as_millis()
-                )
-            }
-            Backend::Postgres => {
-                let mut sql = self.statement_timeout.map_or(String::new(), |t| {
-                    format!("SET statement_timeout = {};", t.as_millis())
-                });
-                if let Some(schema) = &self.schema {
-                    sql.push_str(&search_path_sql(schema));
-                }
-                if sql.is_empty() {
-                    return Ok(());
-                }
-                sql
-            }
-        };
+        let busy = self.statement_timeout.unwrap_or(DEFAULT_SQLITE_BUSY);
+        let sql = format!(
+            "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {};",
+            busy.as_millis()
+        );
         conn.batch_execute(&sql).map_err(r2d2::Error::QueryError)
     }
 }
@@ -483,88 +542,128 @@ pub(crate) fn pg_database_exists(conn: &mut AnyConnection, name: &str) -> anyhow
     Ok(found.n > 0)
 }
 
-/// `CREATE DATABASE` with the name quoted (it cannot be a bound parameter).
-pub(crate) fn pg_create_database(conn: &mut AnyConnection, name: &str) -> anyhow::Result<()> {
-    conn.batch_execute(&format!("CREATE DATABASE {}", quote_ident(name)))
-        .with_context(|| format!("creating database `{name}`"))
-}
-
-/// Whether a table exists (PostgreSQL: in its schema, else visible on the search path; SQLite:
-/// in `main`).
-pub(crate) fn table_exists(conn: &mut AnyConnection, table: &TableName) -> anyhow::Result<bool> {
-    #[derive(QueryableByName)]
-    struct Found {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let query = match conn {
-        AnyConnection::Postgresql(_) => diesel::sql_query(
-            "SELECT count(*)::bigint AS n FROM pg_catalog.pg_class c \
-             JOIN pg_catalog.pg_namespace s ON s.oid = c.relnamespace \
-             WHERE c.relname = $1 AND c.relkind IN ('r', 'p') \
-               AND CASE WHEN $2::text IS NULL THEN pg_catalog.pg_table_is_visible(c.oid) ELSE s.nspname = $2 END",
-        )
-        .into_boxed::<<AnyConnection as Connection>::Backend>()
-        .bind::<Text, _>(&table.name)
-        .bind::<diesel::sql_types::Nullable<Text>, _>(&table.schema),
-        AnyConnection::Sqlite(_) => diesel::sql_query(
-            "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = $1",
-        )
-        .into_boxed::<<AnyConnection as Connection>::Backend>()
-        .bind::<Text, _>(&table.name),
-    };
-    let found: Found = query
-        .get_result(conn)
-        .with_context(|| format!("looking for table {table}"))?;
-    Ok(found.n > 0)
-}
-
-/// Whether a transaction is open on `conn` (PostgreSQL: also one that failed and awaits ROLLBACK).
-/// Asked after any failed statement before anything else is done on the connection: SQLite ends
-/// the transaction itself on some errors (a trigger's `RAISE(ROLLBACK)`, a full disk, an I/O
-/// error), and a statement can end it too.
-///
-/// SQLite: `BEGIN` fails exactly when a transaction is open (and has no other effect then); when
-/// it succeeds, the transaction it opened is rolled back at once. PostgreSQL: `SAVEPOINT` (sent
-/// with its `RELEASE` as one simple query) succeeds exactly inside a healthy transaction block;
-/// when it fails, `SELECT 1` tells a failed block (refused) from no block (runs). Timestamps
-/// (`now()` against `statement_timestamp()`) cannot tell: diesel's prepared statements start the
-/// implicit transaction before the statement's own timestamp.
-pub(crate) fn transaction_is_open(conn: &mut AnyConnection) -> QueryResult<bool> {
+/// `CREATE DATABASE` with the name quoted (it cannot be a bound parameter). `Ok(false)` when
+/// another session created it meanwhile: the unique violation (23505) on `pg_database` that a
+/// concurrent creation gives, or any failure after which the database is there (that is
+/// `duplicate_database`, 42P04, which diesel does not tell apart by kind).
+pub(crate) fn pg_create_database(conn: &mut AnyConnection, name: &str) -> anyhow::Result<bool> {
     use diesel::result::{DatabaseErrorKind, Error};
-    let lost = |e: &Error| {
-        matches!(
+    match conn.batch_execute(&format!("CREATE DATABASE {}", quote_ident(name))) {
+        Ok(()) => Ok(true),
+        Err(Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => Ok(false),
+        Err(e) => {
+            if pg_database_exists(conn, name)? {
+                Ok(false)
+            } else {
+                Err(e).with_context(|| format!("creating database `{name}`"))
+            }
+        }
+    }
+}
+
+/// Whether the connection is still inside a transaction. Called after a statement failed, before
+/// anything else is sent on the connection: some failures end the transaction on their own.
+///
+/// SQLite rolls the whole transaction back itself on SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM,
+/// an interrupt or a trigger's `RAISE(ROLLBACK, ...)`; what follows then runs in autocommit mode.
+/// The answer is `sqlite3_get_autocommit`, read through a function registered on every SQLite
+/// connection dbctl opens (diesel does not hand out the raw handle); it reads no table.
+/// PostgreSQL: libpq's transaction status (`PQtransactionStatus`, as diesel's transaction manager
+/// keeps it), refreshed by an empty query. An aborted transaction is still open (it needs a
+/// ROLLBACK); a lost or broken connection is an error: its state is unknown.
+pub(crate) fn transaction_is_open(conn: &mut AnyConnection) -> QueryResult<bool> {
+    match conn {
+        AnyConnection::Sqlite(sq) => sqlite_transaction_is_open(sq),
+        AnyConnection::Postgresql(pg) => pg_transaction_is_open(pg),
+    }
+}
+
+/// [`transaction_is_open`] for a SQLite connection: `sqlite3_get_autocommit` is 0.
+pub(crate) fn sqlite_transaction_is_open(sq: &mut diesel::SqliteConnection) -> QueryResult<bool> {
+    #[derive(QueryableByName)]
+    struct Autocommit {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        autocommit: i32,
+    }
+    let row: Autocommit = diesel::sql_query(format!(
+        "SELECT {}() AS autocommit",
+        sqlite_ext::IN_AUTOCOMMIT
+    ))
+    .get_result(sq)?;
+    Ok(row.autocommit == 0)
+}
+
+/// [`transaction_is_open`] for a PostgreSQL connection: libpq's status is in a transaction block
+/// (idle or aborted); `Err` when the connection is broken.
+///
+/// diesel copies libpq's status into its transaction manager after each statement, but not after
+/// a COPY; so the server is asked first with an empty query string, which runs nothing (it is
+/// answered even in an aborted transaction) and leaves libpq's fresh status in diesel's manager.
+///
+/// diesel only keeps a depth for transactions it began; one opened by hand (the migration engine
+/// sends `BEGIN` with the first statement) would read as none in an aborted block, or break the
+/// manager. So when diesel knows of no transaction, it is told of one for the duration of the
+/// probe: libpq's status then either keeps it (a block is open) or clears it (no block), and the
+/// depth is put back as it was.
+pub(crate) fn pg_transaction_is_open(pg: &mut diesel::PgConnection) -> QueryResult<bool> {
+    use diesel::connection::{
+        AnsiTransactionManager, TransactionDepthChange, TransactionManager,
+        TransactionManagerStatus,
+    };
+    let lent = match AnsiTransactionManager::transaction_manager_status_mut(pg) {
+        TransactionManagerStatus::Valid(valid) if valid.transaction_depth().is_none() => {
+            valid.change_transaction_depth(TransactionDepthChange::IncreaseDepth)?;
+            true
+        }
+        // Broken (the last statement lost the connection, say): the probe still tells a lost
+        // connection from one that answers.
+        TransactionManagerStatus::Valid(_) | TransactionManagerStatus::InError => false,
+    };
+    // The answer is always "empty query", an error to diesel; only the status it leaves matters,
+    // unless the connection is gone: that error is the answer, kept for the caller to classify.
+    if let Err(e) = pg.batch_execute("") {
+        use diesel::result::{DatabaseErrorKind, Error};
+        if matches!(
             e,
             Error::DatabaseError(
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
                 _
             )
-        )
-    };
-    match conn {
-        AnyConnection::Sqlite(_) => match conn.batch_execute("BEGIN") {
-            Ok(()) => {
-                conn.batch_execute("ROLLBACK")?;
-                Ok(false)
-            }
-            Err(e) if lost(&e) => Err(e),
-            Err(Error::DatabaseError(_, _)) => Ok(true),
-            Err(e) => Err(e),
-        },
-        AnyConnection::Postgresql(_) => {
-            match conn.batch_execute("SAVEPOINT dbctl_probe; RELEASE SAVEPOINT dbctl_probe") {
-                Ok(()) => Ok(true),
-                Err(e) if lost(&e) => Err(e),
-                Err(Error::DatabaseError(_, _)) => match conn.batch_execute("SELECT 1") {
-                    Ok(()) => Ok(false),
-                    Err(e) if lost(&e) => Err(e),
-                    Err(Error::DatabaseError(_, _)) => Ok(true),
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            }
+        ) {
+            return Err(e);
         }
     }
+    let status = AnsiTransactionManager::transaction_manager_status_mut(pg);
+    let open = status.transaction_depth()?.is_some();
+    if lent && open {
+        if let TransactionManagerStatus::Valid(valid) = status {
+            valid.change_transaction_depth(TransactionDepthChange::DecreaseDepth)?;
+        }
+    }
+    Ok(open)
+}
+
+/// Registers the probe functions [`sqlite_transaction_is_open`] and [`sqlite_transactions_ended`]
+/// call on every SQLite connection opened from now on ([`establish`] does this itself).
+#[cfg(test)]
+pub(crate) fn install_sqlite_probe() {
+    sqlite_ext::install();
+}
+
+/// How many transactions have ended on a SQLite connection (commits and rollbacks, including
+/// those SQLite does itself): a different count means a different transaction.
+pub(crate) fn sqlite_transactions_ended(sq: &mut diesel::SqliteConnection) -> QueryResult<i64> {
+    #[derive(QueryableByName)]
+    struct Ended {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        ended: i64,
+    }
+    let row: Ended = diesel::sql_query(format!(
+        "SELECT {}() AS ended",
+        sqlite_ext::TRANSACTIONS_ENDED
+    ))
+    .get_result(sq)?;
+    Ok(row.ended)
 }
 
 #[cfg(test)]
@@ -585,6 +684,7 @@ mod tests {
         use super::{transaction_is_open, AnyConnection};
         use diesel::connection::SimpleConnection as _;
         use diesel::Connection as _;
+        super::install_sqlite_probe();
         let mut conn =
             AnyConnection::Sqlite(diesel::SqliteConnection::establish(":memory:").unwrap());
         assert!(!transaction_is_open(&mut conn).unwrap());

@@ -219,13 +219,23 @@ pub(crate) fn execute(
     }
 
     let lock_file = sqlite_file(&db);
-    let waited =
-        book::acquire_run_lock(&mut conn, lock_file.as_deref(), opts.lock_timeout, || {
-            out.info("waiting for another migration run on this database to finish ...")
-        })?;
+    let waited = book::acquire_run_lock(
+        &mut conn,
+        lock_file.as_deref(),
+        opts.lock_timeout,
+        |holder| {
+            let holder = holder.map_or(String::new(), |h| format!(" ({h})"));
+            out.info(format_args!(
+                "waiting for another migration run on this database to finish{holder} ..."
+            ))
+        },
+    )?;
     report.lock_wait_ms = output::ms_f64(waited.waited);
     let result = locked(out, &mut conn, source.as_ref(), action, opts, &mut report);
     let released = waited.lock.release(&mut conn);
+    if released.is_ok() {
+        crate::interrupt::undone("the migration lock was released");
+    }
     // Close every connection before the SQLite file lock goes (see RunLock::release).
     drop(conn);
     drop(db);
@@ -274,6 +284,18 @@ fn run_steps(
         "{spinner} [{bar:30}] {pos}/{len} {wide_msg}",
     );
     for (m, direction) in steps {
+        if let Err(err) = crate::interrupt::check() {
+            bar.abandon();
+            return Err(err.context(format!(
+                "stopped before {} {}: nothing of it ran; those before it stay done",
+                if *direction == Direction::Up {
+                    "applying"
+                } else {
+                    "reverting"
+                },
+                m.label()
+            )));
+        }
         bar.set_message(m.label());
         let started = Instant::now();
         let result = match direction {

@@ -208,7 +208,11 @@ fn one_query_failure(
                 line: statements[0].line,
                 column: None,
             };
-        } else if statements.len() > 1 && matches!(fate, Fate::RolledBack) {
+        } else if statements.len() > 1
+            && matches!(fate, Fate::RolledBack)
+            // After Ctrl-C or SIGTERM the run stops at once: no replay.
+            && crate::interrupt::check().is_ok()
+        {
             replayed = Some(replay(conn, &statements, record, took, err));
             place = match &replayed {
                 Some(Replay::Failed { index, error }) => {
@@ -616,10 +620,11 @@ impl Fate {
                  open transaction, so nothing of this migration was committed and it was not \
                  recorded; the migrations before it stay applied"
                 .to_string(),
-            Fate::Closed if !postgres && !is_lost(err) => "SQLite rolled the transaction back \
-                 itself when this statement failed (it does so for a trigger's RAISE(ROLLBACK), \
-                 a full disk, an I/O error, running out of memory): nothing of this migration \
-                 was committed and it was not recorded; the migrations before it stay applied"
+            Fate::Closed if !postgres && !is_lost(err) => "SQLite rolled back the transaction \
+                 itself when this statement failed (it does so for an interrupt, a trigger's \
+                 RAISE(ROLLBACK), a full disk, an I/O error, running out of memory): nothing of \
+                 this migration was committed and it was not recorded; the migrations before it \
+                 stay applied"
                 .to_string(),
             Fate::Closed => format!(
                 "dbctl's transaction was already closed when this statement failed (an earlier \
@@ -802,6 +807,7 @@ mod tests {
 
     #[test]
     fn a_transaction_ended_by_the_migration_is_never_recorded() {
+        crate::db::install_sqlite_probe();
         let mut conn = AnyConnection::Sqlite(
             diesel::SqliteConnection::establish(":memory:").expect("in-memory SQLite"),
         );

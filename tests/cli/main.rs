@@ -3,6 +3,7 @@
 
 mod support;
 
+mod connection;
 mod corpus;
 mod diesel_cli;
 mod floor;
@@ -16,6 +17,7 @@ mod reliability;
 mod revision;
 mod seed;
 mod seed_csv;
+mod seed_failures;
 mod seed_names;
 mod settings;
 mod transactions;
