@@ -265,9 +265,9 @@ fn locked(
     if steps.is_empty() {
         return Ok(());
     }
-    book::begin_session(conn)?;
+    let session = book::begin_session(conn)?;
     let result = run_steps(out, conn, &bk, &steps, report);
-    let ended = book::end_session(conn);
+    let ended = book::end_session(conn, &session);
     result?;
     ended
 }

@@ -47,11 +47,66 @@ impl Statement<'_> {
 
 /// Splits `sql` into statements. Pieces holding only white space and comments are dropped.
 pub(crate) fn split(sql: &str, dialect: Dialect) -> Vec<Statement<'_>> {
+    split_checked(sql, dialect).0
+}
+
+/// Whether text appended after `sql` (on a new line, after a `;`) would be read as statements of
+/// its own: false when the file ends inside a quoted string or identifier, a block comment, a
+/// dollar-quoted body, or a trigger or `BEGIN ATOMIC` body. Such a file is broken, and the server
+/// says so; it is only never sent with anything after it.
+pub(crate) fn is_closed(sql: &str, dialect: Dialect) -> bool {
+    split_checked(sql, dialect).1
+}
+
+/// Where `byte` (an offset into `sql`) is: its 1-based line and column (in characters).
+pub(crate) fn line_and_column(sql: &str, byte: usize) -> (usize, usize) {
+    let byte = floor_char_boundary(sql, byte.min(sql.len()));
+    let before = &sql[..byte];
+    let line = 1 + before.matches('\n').count();
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, 1 + before[line_start..].chars().count())
+}
+
+/// The text of line `line` (1-based) of `sql`, without its line break.
+pub(crate) fn line_text(sql: &str, line: usize) -> &str {
+    sql.split('\n')
+        .nth(line.saturating_sub(1))
+        .unwrap_or_default()
+        .trim_end_matches('\r')
+}
+
+/// The byte offset of the character with 0-based index `chars` in `sql` (PostgreSQL reports
+/// error positions in characters), or `None` past the end.
+pub(crate) fn char_to_byte(sql: &str, chars: usize) -> Option<usize> {
+    if chars == sql.chars().count() {
+        return Some(sql.len());
+    }
+    sql.char_indices().nth(chars).map(|(i, _)| i)
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// The index of the statement holding byte offset `byte` of the text they were split from
+/// (`base` is the text's start): the last one starting at or before it.
+pub(crate) fn statement_at(statements: &[Statement<'_>], base: &str, byte: usize) -> Option<usize> {
+    let origin = base.as_ptr() as usize;
+    statements
+        .iter()
+        .rposition(|s| (s.sql.as_ptr() as usize).saturating_sub(origin) <= byte)
+}
+
+fn split_checked(sql: &str, dialect: Dialect) -> (Vec<Statement<'_>>, bool) {
     let mut lexer = Lexer {
         src: sql.as_bytes(),
         pos: 0,
         line: 1,
         dialect,
+        unterminated: false,
     };
     let mut out = Vec::new();
     let mut stmt = StmtState::default();
@@ -84,6 +139,7 @@ pub(crate) fn split(sql: &str, dialect: Dialect) -> Vec<Statement<'_>> {
             }
         }
     }
+    let closed = !lexer.unterminated && stmt.depth == 0;
     if let Some((start, line)) = stmt.start {
         let rest = sql[start..].trim_end();
         if !rest.is_empty() {
@@ -94,7 +150,7 @@ pub(crate) fn split(sql: &str, dialect: Dialect) -> Vec<Statement<'_>> {
             });
         }
     }
-    out
+    (out, closed)
 }
 
 /// Refuses (exit 2, before anything runs) a file that runs inside a transaction dbctl opened and
@@ -264,6 +320,8 @@ struct Lexer<'a> {
     pos: usize,
     line: usize,
     dialect: Dialect,
+    /// The input ended inside a quote, a block comment or a dollar-quoted body.
+    unterminated: bool,
 }
 
 impl Lexer<'_> {
@@ -306,6 +364,7 @@ impl Lexer<'_> {
                 self.bump();
             }
         }
+        self.unterminated = true;
     }
 
     /// Consumes one token that is not white space, a comment or a `;`.
@@ -356,6 +415,7 @@ impl Lexer<'_> {
                 self.bump();
             }
         }
+        self.unterminated = true;
     }
 
     /// `$tag$ ... $tag$` (the tag may be empty); a `$` that starts no such quote (`$1`) is
@@ -385,6 +445,7 @@ impl Lexer<'_> {
             }
             self.bump();
         }
+        self.unterminated = true;
     }
 }
 

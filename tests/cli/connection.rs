@@ -437,7 +437,7 @@ fn signal_during_a_migration(mut p: Project, sig: i32, name: &str, code: i32) {
     p.run(["init", "--no-migrate"]).success();
     p.run(["migrate", "up", "--to", &first]).success();
     let mut child = spawn(&p, &["migrate", "up"]);
-    wait_started(&p, &mut child, "SELECT pg_sleep");
+    wait_started(&p, &mut child, "%SELECT pg_sleep");
     send(&child, sig);
     let run = finish(child, Duration::from_secs(30), "migrate up after a signal");
     clean_exit(&run, &[code], &format!("migrate up after {name}"));
@@ -448,7 +448,10 @@ fn signal_during_a_migration(mut p: Project, sig: i32, name: &str, code: i32) {
     if p.backend == Backend::Postgres {
         // Cancelled on the server, not left sleeping there.
         assert!(
-            wait_until(Duration::from_secs(5), || !pg_active(&p, "SELECT pg_sleep")),
+            wait_until(Duration::from_secs(5), || !pg_active(
+                &p,
+                "%SELECT pg_sleep"
+            )),
             "the statement still runs on the server"
         );
     } else {
@@ -532,14 +535,14 @@ fn postgres_sigkill_orphan_is_abandoned_and_the_next_run_is_not_blocked() {
     p.run(["init", "--no-migrate"]).success();
     p.run(["migrate", "up", "--to", &first]).success();
     let mut child = spawn(&p, &["migrate", "up"]);
-    wait_started(&p, &mut child, "SELECT pg_sleep");
+    wait_started(&p, &mut child, "%SELECT pg_sleep");
     child.kill().expect("SIGKILL dbctl");
     let killed = Instant::now();
     let _ = child.wait();
     assert!(
         wait_until(Duration::from_secs(15), || !pg_active(
             &p,
-            "SELECT pg_sleep"
+            "%SELECT pg_sleep"
         )),
         "the killed client's statement still runs on the server after 15 s"
     );
@@ -573,7 +576,7 @@ fn postgres_lock_wait_names_the_holder() {
     );
     p.run(["init", "--no-migrate"]).success();
     let mut holder = spawn(&p, &["migrate", "up"]);
-    wait_started(&p, &mut holder, "SELECT pg_sleep");
+    wait_started(&p, &mut holder, "%SELECT pg_sleep");
     let waiter = finish(
         spawn(&p, &["migrate", "up", "--lock-timeout", "60"]),
         Duration::from_secs(60),

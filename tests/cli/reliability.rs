@@ -352,7 +352,8 @@ pub(crate) fn big_csv(p: &Project, rows: usize) {
     p.file("seeds/big.csv", csv);
 }
 
-/// Whether a session other than the test's own is running a statement starting with `prefix`.
+/// Whether a session other than the test's own is running a statement starting with `prefix`
+/// (a LIKE pattern: a migration's statements travel in one query that starts with BEGIN).
 pub(crate) fn pg_active(p: &Project, prefix: &str) -> bool {
     let db = p.pg_database().expect("a PostgreSQL project");
     p.count(&format!(
@@ -427,7 +428,7 @@ both_backends!(
         p.run(["init", "--no-migrate"]).success();
         p.run(["migrate", "up", "--to", &first]).success();
         let child = spawn(&p, &["migrate", "up"]);
-        kill_midway(&p, child, "SELECT pg_sleep");
+        kill_midway(&p, child, "%SELECT pg_sleep");
         assert!(
             !p.has_table("slow_t"),
             "the killed migration left its table"
@@ -555,7 +556,10 @@ fn postgres_connection_cut_during_a_migration_applies_nothing() {
     .args(["migrate", "up"]);
     let child = spawn_cmd(cmd);
     assert!(
-        wait_until(Duration::from_secs(60), || pg_active(&p, "SELECT pg_sleep")),
+        wait_until(Duration::from_secs(60), || pg_active(
+            &p,
+            "%SELECT pg_sleep"
+        )),
         "the migration never started"
     );
     proxy.cut();
