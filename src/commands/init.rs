@@ -102,6 +102,7 @@ pub(crate) fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<InitReport> {
         Some(db) => db,
         None => ctx.open_url(&url, &settings, OpenMode::Create)?,
     };
+    db::topology::require_writable(&db)?;
 
     let (dir, source) = ctx.config.migrations_dir();
     ctx.out.verbose(format_args!(
@@ -230,6 +231,8 @@ fn create_database(
                     Err(_) => Err(target_err),
                 };
             }
+            // A standby has the same databases as its primary; a missing one cannot be created.
+            db::topology::require_writable(&admin)?;
             ctx.out.verbose(format_args!("creating database {name}"));
             db::pg_create_database(&mut conn, &name)?;
             Ok((Status::Created, name, None))

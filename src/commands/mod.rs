@@ -60,10 +60,16 @@ impl Context<'_> {
             settings.connect_timeout.as_secs_f64(),
         ));
         let db = Database::open(url, settings, mode)?;
-        self.out.verbose(format_args!(
-            "connected in {}",
-            crate::output::millis(db.connect_time())
-        ));
+        match db.server() {
+            Some(server) => self.out.verbose(format_args!(
+                "connected to {server} in {}",
+                crate::output::millis(db.connect_time())
+            )),
+            None => self.out.verbose(format_args!(
+                "connected in {}",
+                crate::output::millis(db.connect_time())
+            )),
+        }
         Ok(db)
     }
 }

@@ -8,6 +8,7 @@ pub(crate) mod catalog;
 pub(crate) mod migrations;
 mod probe;
 pub(crate) mod seed;
+pub(crate) mod topology;
 pub(crate) mod url;
 
 use std::sync::{mpsc, Mutex};
@@ -81,6 +82,7 @@ impl Database {
         if let Some(SqliteTarget::File(path)) = url.sqlite_target() {
             prepare_sqlite_file(url, path, mode)?;
         }
+        let url = &choose_server(url, settings.connect_timeout)?;
         let conn_str = url.connection_string(settings.connect_timeout.as_secs());
         let started = Instant::now();
         if url.backend() == Backend::Sqlite {
@@ -148,10 +150,51 @@ impl Database {
         &self.url
     }
 
+    /// The PostgreSQL server the connections go to, as `host:port` (for a URL naming several, the
+    /// one libpq chose); `None` for SQLite.
+    pub(crate) fn server(&self) -> Option<String> {
+        self.url.server()
+    }
+
     /// How long the first connection took to establish.
     pub(crate) fn connect_time(&self) -> Duration {
         self.connect_time
     }
+}
+
+/// For a URL naming several servers, lets libpq choose one by its own rules (order,
+/// `target_session_attrs`, `load_balance_hosts`) and pins the URL to it: every pooled connection
+/// then reaches the same server, and dbctl can say which one answered. Bounded by the connect
+/// timeout like any connection.
+fn choose_server(url: &DbUrl, timeout: Duration) -> anyhow::Result<DbUrl> {
+    if url.host_count() < 2 {
+        return Ok(url.clone());
+    }
+    let (tx, rx) = mpsc::channel();
+    let conn_str = url.connection_string(timeout.as_secs());
+    thread::spawn(move || {
+        let _ = tx.send(url::libpq::choose_host(&conn_str));
+    });
+    let chosen = match rx.recv_timeout(timeout + Duration::from_millis(1500)) {
+        Ok(Ok(chosen)) => chosen,
+        Ok(Err(why)) => {
+            return Err(error::connect(format!(
+                "cannot connect to {}: {}",
+                url.redacted(),
+                error::redact_driver(&why)
+            )))
+        }
+        Err(_) => {
+            return Err(error::connect(format!(
+                "cannot connect to {}: timed out after {:.1}s",
+                url.redacted(),
+                timeout.as_secs_f64()
+            )))
+        }
+    };
+    let mut pinned = url.clone();
+    pinned.pin(chosen);
+    Ok(pinned)
 }
 
 /// SQLite creates a missing file on open; only `init` may do that, and only where the URL clearly

@@ -81,6 +81,8 @@ pub(crate) struct DbUrl {
     pg: Option<PgParts>,
     /// What normalisation changed, for `--verbose`.
     notes: Vec<String>,
+    /// The one server connections go to, when the URL names several (see [`DbUrl::pin`]).
+    pin: Option<libpq::Chosen>,
 }
 
 impl fmt::Debug for DbUrl {
@@ -201,6 +203,7 @@ impl DbUrl {
             readings: None,
             pg: Some(pg),
             notes,
+            pin: None,
         };
         // The last word is libpq's own parser: what it cannot parse is a usage error by that
         // fact. Its message may quote the string, so only registered secrets are cut from it.
@@ -235,6 +238,7 @@ impl DbUrl {
                     readings,
                     pg: None,
                     notes,
+                    pin: None,
                 }
             }
         }
@@ -249,6 +253,7 @@ impl DbUrl {
             readings: None,
             pg: None,
             notes,
+            pin: None,
         }
     }
 
@@ -278,6 +283,7 @@ impl DbUrl {
             readings: None,
             pg: None,
             notes,
+            pin: None,
         })
     }
 
@@ -323,6 +329,22 @@ impl DbUrl {
             None => self.sqlite_conn.clone(),
             Some(pg) => {
                 let mut query = pg.query.clone();
+                let mut hosts_written = pg.hosts.as_str();
+                if let Some(pin) = &self.pin {
+                    // Every connection of the pool goes to the server the first one found.
+                    query.retain(|(k, _)| {
+                        !matches!(
+                            k.as_str(),
+                            "host" | "hostaddr" | "port" | "load_balance_hosts"
+                        )
+                    });
+                    query.push(("host".to_string(), percent_encode(&pin.host)));
+                    query.push(("port".to_string(), percent_encode(&pin.port)));
+                    if let Some(addr) = &pin.hostaddr {
+                        query.push(("hostaddr".to_string(), percent_encode(addr)));
+                    }
+                    hosts_written = "";
+                }
                 let mut add = |k: &str, v: String| {
                     if !query.iter().any(|(key, _)| key == k) {
                         query.push((k.to_string(), v));
@@ -330,9 +352,77 @@ impl DbUrl {
                 };
                 add("connect_timeout", connect_timeout_secs.max(1).to_string());
                 add("application_name", "dbctl".to_string());
+                let pg = PgParts {
+                    hosts: hosts_written.to_string(),
+                    ..pg.clone()
+                };
                 pg.build(pg.password.as_deref(), &query)
             }
         }
+    }
+
+    /// How many servers the URL names (libpq's comma-separated `host`, `hostaddr` and URL host
+    /// lists); 0 for SQLite.
+    pub(crate) fn host_count(&self) -> usize {
+        let Some(pg) = &self.pg else { return 0 };
+        let listed = |list: &str| list.split(',').count();
+        let mut n = if pg.hosts.is_empty() {
+            1
+        } else {
+            listed(&pg.hosts)
+        };
+        for (k, v) in &pg.query {
+            if k == "host" || k == "hostaddr" {
+                n = n.max(listed(v));
+            }
+        }
+        n
+    }
+
+    /// Sends every later connection to the server libpq chose first (a URL naming several hosts
+    /// would otherwise let each pooled connection choose again, possibly another server).
+    pub(crate) fn pin(&mut self, chosen: libpq::Chosen) {
+        if self.pg.is_some() {
+            self.pin = Some(chosen);
+        }
+    }
+
+    /// The server connections go to, as `host:port`: the pinned one, else the URL's only host
+    /// (or `PGHOST`, or libpq's default); `None` for SQLite.
+    pub(crate) fn server(&self) -> Option<String> {
+        let pg = self.pg.as_ref()?;
+        if let Some(pin) = &self.pin {
+            return Some(host_port(&pin.host, &pin.port));
+        }
+        let param = |key: &str| {
+            pg.query
+                .iter()
+                .find(|(k, _)| k == key)
+                .and_then(|(_, v)| percent_decode(v))
+        };
+        let first = pg.hosts.split(',').next().unwrap_or("");
+        let (url_host, url_port) = if let Some(rest) = first.strip_prefix('[') {
+            let (h, after) = rest.split_once(']').unwrap_or((rest, ""));
+            (
+                h.to_string(),
+                after.strip_prefix(':').unwrap_or("").to_string(),
+            )
+        } else {
+            let (h, p) = first.split_once(':').unwrap_or((first, ""));
+            (percent_decode(h).unwrap_or_default(), p.to_string())
+        };
+        let host = Some(url_host)
+            .filter(|h| !h.is_empty())
+            .or_else(|| param("host"))
+            .or_else(|| param("hostaddr"))
+            .or_else(|| std::env::var("PGHOST").ok().filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| "localhost".to_string());
+        let port = Some(url_port)
+            .filter(|p| !p.is_empty())
+            .or_else(|| param("port"))
+            .or_else(|| std::env::var("PGPORT").ok().filter(|p| !p.is_empty()))
+            .unwrap_or_else(|| "5432".to_string());
+        Some(host_port(&host, &port))
     }
 
     /// The URL as it may be shown: the password replaced by `***`, a SQLite file by its absolute
@@ -386,6 +476,15 @@ impl PgParts {
             url.push_str(v);
         }
         url
+    }
+}
+
+/// `host:port`, with an IPv6 address in brackets.
+fn host_port(host: &str, port: &str) -> String {
+    if host.contains(':') && !host.starts_with('/') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 

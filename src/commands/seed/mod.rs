@@ -158,6 +158,8 @@ pub(crate) fn run(ctx: &Context, args: SeedArgs) -> anyhow::Result<SeedReport> {
     }
 
     let database = ctx.open(OpenMode::Existing)?;
+    // Even a dry run loads into a transaction it then rolls back: a standby refuses that too.
+    db::topology::require_writable(&database)?;
     let mut conn = database.get()?;
     let edges = dbseed::foreign_keys(&mut conn)?;
     let (files, cyclic) = plan::order(files, &edges);

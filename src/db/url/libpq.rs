@@ -81,6 +81,54 @@ pub(crate) fn parse(conn_str: &str) -> Result<(), String> {
     }
 }
 
+/// The server libpq chose for a connection string naming several hosts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Chosen {
+    pub(crate) host: String,
+    pub(crate) port: String,
+    /// The address connected to, when the host was reached over TCP.
+    pub(crate) hostaddr: Option<String>,
+}
+
+/// Connects once by libpq's own rules (the host list in order, `target_session_attrs`,
+/// `load_balance_hosts`) and reads which server it settled on (`PQhost`, `PQport`,
+/// `PQhostaddr`), then closes that connection. The error is libpq's message, which may quote the
+/// string: the caller must redact it. A failure here is a failure to connect (`CONNECTION_BAD`).
+pub(crate) fn choose_host(conn_str: &str) -> Result<Chosen, String> {
+    let Ok(c_str) = CString::new(conn_str) else {
+        return Err("the connection string contains a NUL byte".to_string());
+    };
+    let text = |p: *const c_char| -> Option<String> {
+        // SAFETY: libpq returns NULL or a NUL-terminated string owned by the connection, read
+        // before the connection is finished.
+        (!p.is_null())
+            .then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+            .filter(|s| !s.is_empty())
+    };
+    // SAFETY: `c_str` outlives the call; PQconnectdb returns NULL (out of memory) or a connection
+    // that is finished exactly once below, after every string read from it was copied.
+    unsafe {
+        let conn = pq_sys::PQconnectdb(c_str.as_ptr());
+        if conn.is_null() {
+            return Err("libpq could not allocate a connection (out of memory)".to_string());
+        }
+        let result = if pq_sys::PQstatus(conn) == pq_sys::ConnStatusType::CONNECTION_OK {
+            Ok(Chosen {
+                host: text(pq_sys::PQhost(conn)).unwrap_or_default(),
+                port: text(pq_sys::PQport(conn)).unwrap_or_default(),
+                hostaddr: text(pq_sys::PQhostaddr(conn)),
+            })
+        } else {
+            Err(text(pq_sys::PQerrorMessage(conn))
+                .unwrap_or_else(|| "libpq could not connect".to_string())
+                .trim()
+                .to_string())
+        };
+        pq_sys::PQfinish(conn);
+        result
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
