@@ -232,7 +232,7 @@ fn create_database(
                 };
             }
             // A standby has the same databases as its primary; a missing one cannot be created.
-            db::topology::require_writable(&admin)?;
+            db::topology::check_writable(&admin, &mut conn)?;
             ctx.out.verbose(format_args!("creating database {name}"));
             db::pg_create_database(&mut conn, &name)?;
             Ok((Status::Created, name, None))

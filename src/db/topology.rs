@@ -111,7 +111,12 @@ pub(crate) fn server_role(conn: &mut AnyConnection) -> anyhow::Result<Option<Ser
 /// the server cannot take writes: one line naming the server and the way out, exit 5.
 pub(crate) fn require_writable(db: &Database) -> anyhow::Result<()> {
     let mut conn = db.get()?;
-    let Some(role) = server_role(&mut conn)? else {
+    check_writable(db, &mut conn)
+}
+
+/// [`require_writable`] on a connection already taken from `db`'s pool.
+pub(crate) fn check_writable(db: &Database, conn: &mut AnyConnection) -> anyhow::Result<()> {
+    let Some(role) = server_role(conn)? else {
         return Ok(());
     };
     if role.writable {

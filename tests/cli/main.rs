@@ -12,4 +12,5 @@ mod reliability;
 mod revision;
 mod seed;
 mod settings;
+mod topology;
 mod urls;
