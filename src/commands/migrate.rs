@@ -158,8 +158,20 @@ struct StatusArgs {
 #[derive(Serialize, Debug)]
 #[serde(untagged)]
 pub(crate) enum MigrateReport {
-    Run(RunReport),
+    Run(RunOutput),
     Status(StatusOutput),
+}
+
+#[derive(Serialize, Debug)]
+pub(crate) struct RunOutput {
+    #[serde(flatten)]
+    run: RunReport,
+    /// Show every step (`-v`, dry runs), not only the summary.
+    #[serde(skip)]
+    list_steps: bool,
+    /// What "nothing to do" means for the target asked for.
+    #[serde(skip)]
+    nothing: String,
 }
 
 #[derive(Serialize, Debug)]
@@ -178,6 +190,16 @@ pub(crate) fn run(ctx: &Context, args: MigrateArgs) -> anyhow::Result<MigrateRep
         "migrations folder {} ({source})",
         dir.display()
     ));
+    let nothing = match &args.command {
+        MigrateCommand::Up(UpArgs { to: Some(v), .. }) => {
+            format!("Nothing to apply: every migration up to {v} is applied.")
+        }
+        MigrateCommand::Up(_) => "Nothing to apply: every migration is applied.".to_string(),
+        MigrateCommand::Down(DownArgs { to: Some(v), .. }) => {
+            format!("Nothing to revert: no applied migration is newer than {v}.")
+        }
+        _ => "Nothing to revert: no migration is applied.".to_string(),
+    };
     let (action, opts) = match args.command {
         MigrateCommand::Status(a) => {
             let db = ctx.open(OpenMode::Existing)?;
@@ -210,9 +232,12 @@ pub(crate) fn run(ctx: &Context, args: MigrateArgs) -> anyhow::Result<MigrateRep
     if !opts.dry_run {
         crate::db::topology::require_writable(&db)?;
     }
-    Ok(MigrateReport::Run(migrate::execute(
-        ctx.out, db, &dir, &action, &opts,
-    )?))
+    let run = migrate::execute(ctx.out, db, &dir, &action, &opts)?;
+    Ok(MigrateReport::Run(RunOutput {
+        list_steps: ctx.out.is_verbose() || run.dry_run,
+        run,
+        nothing,
+    }))
 }
 
 fn to_usize(n: u64) -> usize {
@@ -259,32 +284,19 @@ impl Report for MigrateReport {
     }
 }
 
-fn human_run(r: &RunReport) -> String {
+fn human_run(o: &RunOutput) -> String {
+    let r = &o.run;
     if r.steps.is_empty() {
-        return match r.command {
-            "up" => "Nothing to apply: every migration is applied.".to_string(),
-            _ => "Nothing to revert: no migration is applied.".to_string(),
-        };
-    }
-    let mut table = output::table(["", "version", "name", "transaction", "duration"]);
-    for s in &r.steps {
-        table.add_row(vec![
-            match s.direction {
-                migrate::Direction::Up => "up".to_string(),
-                migrate::Direction::Down => "down".to_string(),
-            },
-            s.version.clone(),
-            s.name.clone(),
-            if s.transaction { "yes" } else { "no" }.to_string(),
-            s.duration_ms
-                .map_or("-".to_string(), |ms| format!("{ms:.1} ms")),
-        ]);
+        return o.nothing.clone();
     }
     let mut text = String::new();
     if r.dry_run {
         text.push_str("Dry run: nothing was changed. Plan:\n");
     }
-    text.push_str(&table.to_string());
+    if o.list_steps {
+        text.push_str(&steps_table(r).to_string());
+        text.push('\n');
+    }
     if r.dry_run {
         for s in &r.steps {
             let file = match s.direction {
@@ -292,25 +304,91 @@ fn human_run(r: &RunReport) -> String {
                 migrate::Direction::Down => "down.sql",
             };
             text.push_str(&format!(
-                "\n\n-- {}_{} ({file})\n{}",
+                "\n-- {}_{} ({file})\n{}\n",
                 s.version,
                 s.name,
                 s.sql.as_deref().unwrap_or_default().trim_end()
             ));
         }
-    } else {
-        let (verb, n) = match r.command {
-            "down" => ("Reverted", r.steps.len()),
-            "redo" => ("Reverted and re-applied", r.steps.len() / 2),
-            _ => ("Applied", r.steps.len()),
-        };
-        text.push_str(&format!(
-            "\n{verb} {n} migration{} in {:.0} ms.",
-            if n == 1 { "" } else { "s" },
-            r.duration_ms
-        ));
+        return text.trim_end().to_string();
     }
+    text.push_str(&summary(r));
     text
+}
+
+/// Every step, one row each (`-v` and dry runs).
+fn steps_table(r: &RunReport) -> comfy_table::Table {
+    let mut table = output::table(["", "version", "name", "transaction", "duration"]);
+    for s in &r.steps {
+        table.add_row(vec![
+            direction(s).to_string(),
+            s.version.clone(),
+            s.name.clone(),
+            if s.transaction { "yes" } else { "no" }.to_string(),
+            s.duration_ms
+                .map_or("-".to_string(), |ms| format!("{ms:.1} ms")),
+        ]);
+    }
+    table
+}
+
+fn direction(s: &migrate::Step) -> &'static str {
+    match s.direction {
+        migrate::Direction::Up => "up",
+        migrate::Direction::Down => "down",
+    }
+}
+
+/// How many, how long, and which: every one when there are at most 3, else the first, the last
+/// and the 3 slowest (the full list is `-v` or `--format json`).
+fn summary(r: &RunReport) -> String {
+    let (verb, n) = match r.command {
+        "down" => ("Reverted", r.steps.len()),
+        "redo" => ("Reverted and re-applied", r.steps.len() / 2),
+        _ => ("Applied", r.steps.len()),
+    };
+    let label = |s: &migrate::Step| {
+        let ms = s
+            .duration_ms
+            .map_or(String::new(), |ms| format!(" ({})", ms_text(ms)));
+        let dir = if r.command == "redo" {
+            format!("{} ", direction(s))
+        } else {
+            String::new()
+        };
+        format!("{dir}{}_{}{ms}", s.version, s.name)
+    };
+    let mut text = format!(
+        "{verb} {n} migration{} in {}",
+        if n == 1 { "" } else { "s" },
+        ms_text(r.duration_ms)
+    );
+    if r.steps.len() <= 3 {
+        let all: Vec<String> = r.steps.iter().map(label).collect();
+        text.push_str(&format!(": {}.", all.join(", ")));
+        return text;
+    }
+    let (first, last) = (&r.steps[0], &r.steps[r.steps.len() - 1]);
+    text.push_str(&format!(
+        ", from {}_{} to {}_{}.",
+        first.version, first.name, last.version, last.name
+    ));
+    let mut slowest: Vec<&migrate::Step> = r.steps.iter().collect();
+    slowest.sort_by(|a, b| {
+        b.duration_ms
+            .unwrap_or(0.0)
+            .total_cmp(&a.duration_ms.unwrap_or(0.0))
+    });
+    let top: Vec<String> = slowest.into_iter().take(3).map(label).collect();
+    text.push_str(&format!(
+        "\nSlowest: {}. Every migration: -v or --format json.",
+        top.join(", ")
+    ));
+    text
+}
+
+fn ms_text(ms: f64) -> String {
+    output::millis(Duration::from_secs_f64(ms.max(0.0) / 1000.0))
 }
 
 fn human_status(s: &StatusOutput) -> String {

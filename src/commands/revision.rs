@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::commands::Context;
 use crate::error::{self, Exit, ResultExt as _};
-use crate::migrate::source;
+use crate::migrate::source::{self, UP_PLACEHOLDER};
 use crate::output::{self, Report};
 
 /// Create a new migration folder with up.sql and down.sql.
@@ -63,7 +63,6 @@ impl Report for RevisionReport {
     }
 }
 
-const UP_PLACEHOLDER: &str = "-- Write the SQL that applies this migration here.\n";
 const DOWN_PLACEHOLDER: &str = "-- Write the SQL that undoes up.sql here. While this file holds \
 no statement, dbctl refuses to revert the migration.\n";
 

@@ -49,6 +49,67 @@ pub(crate) struct AppliedRow {
     pub(crate) applied_at: Option<String>,
     #[diesel(sql_type = Nullable<BigInt>)]
     pub(crate) seq: Option<i64>,
+    /// SQLite: the rowid of diesel's row. New rows get a rowid above every row present, so it
+    /// orders rows both tools wrote within one second (diesel_cli's `run_on` has whole seconds).
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub(crate) rowid: Option<i64>,
+}
+
+/// How `applied_at` is shown, whichever tool applied the migration: RFC 3339, UTC, milliseconds.
+const APPLIED_AT_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3fZ";
+
+fn parse_run_on(text: &str) -> Option<chrono::NaiveDateTime> {
+    chrono::NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S%.f").ok()
+}
+
+fn parse_applied_at(text: &str) -> Option<chrono::NaiveDateTime> {
+    chrono::NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%dT%H:%M:%S%.fZ").ok()
+}
+
+/// Whole milliseconds since the epoch: the precision both tools' times share.
+fn millis(t: chrono::NaiveDateTime) -> i64 {
+    t.and_utc().timestamp_millis()
+}
+
+impl AppliedRow {
+    /// Drops a stale companion row and gives `applied_at` its one format.
+    ///
+    /// dbctl writes its companion row in the same transaction as diesel's row, with `applied_at`
+    /// the same instant as `run_on`. A companion row that describes an *earlier* application is
+    /// left behind when diesel_cli reverts the migration (it deletes only its own row) and
+    /// applies it again, maybe after up.sql was edited: its checksum says nothing about what
+    /// diesel_cli ran. It is recognised by diesel's row being newer: on SQLite diesel_cli writes
+    /// `run_on` in whole seconds and dbctl never does; on PostgreSQL diesel_cli's `run_on` is
+    /// later than the companion's `applied_at`.
+    fn settle(&mut self, postgres: bool) {
+        let run_on = self.run_on.as_deref().and_then(parse_run_on);
+        let applied_at = self.applied_at.as_deref().and_then(parse_applied_at);
+        if self.applied_at.is_some() || self.checksum.is_some() {
+            let stale = if postgres {
+                match (run_on, applied_at) {
+                    (Some(r), Some(a)) => millis(r) > millis(a),
+                    _ => false,
+                }
+            } else {
+                self.run_on.as_deref().is_some_and(|r| !r.contains('.'))
+            };
+            if stale {
+                self.checksum = None;
+                self.duration_ms = None;
+                self.seq = None;
+                self.applied_at = None;
+            }
+        }
+        let shown = match (self.applied_at.as_deref(), run_on) {
+            (Some(_), _) => applied_at,
+            (None, r) => r,
+        };
+        if let Some(t) = shown {
+            self.applied_at = Some(t.format(APPLIED_AT_FORMAT).to_string());
+        } else if self.applied_at.is_none() {
+            self.applied_at = self.run_on.clone();
+        }
+    }
 }
 
 /// Where the bookkeeping tables are, and whether they exist yet.
@@ -182,16 +243,25 @@ impl Bookkeeping {
         if !self.diesel_exists {
             return Ok(Vec::new());
         }
+        // PostgreSQL: `run_on` is a TIMESTAMP written from CURRENT_TIMESTAMP in the session's time
+        // zone (diesel_cli's default, and dbctl's): turned into UTC with microseconds. SQLite:
+        // the stored text, UTC already (whole seconds when diesel_cli wrote it).
         let run_on = if self.postgres {
-            "d.run_on::text"
+            "to_char(d.run_on AT TIME ZONE current_setting('TimeZone') AT TIME ZONE 'UTC', \
+             'YYYY-MM-DD HH24:MI:SS.US')"
         } else {
             "CAST(d.run_on AS TEXT)"
+        };
+        let rowid = if self.postgres {
+            "CAST(NULL AS BIGINT)"
+        } else {
+            "d.rowid"
         };
         let sql = if self.dbctl_exists {
             format!(
                 "SELECT d.version AS version, {run_on} AS run_on, m.name AS name, \
                  m.checksum AS checksum, m.duration_ms AS duration_ms, \
-                 m.applied_at AS applied_at, m.seq AS seq \
+                 m.applied_at AS applied_at, m.seq AS seq, {rowid} AS rowid \
                  FROM {} d LEFT JOIN {} m ON m.version = d.version",
                 self.table(DIESEL_TABLE),
                 self.table(DBCTL_TABLE)
@@ -199,14 +269,17 @@ impl Bookkeeping {
         } else {
             format!(
                 "SELECT d.version AS version, {run_on} AS run_on, NULL AS name, \
-                 NULL AS checksum, NULL AS duration_ms, NULL AS applied_at, NULL AS seq \
-                 FROM {} d",
+                 NULL AS checksum, NULL AS duration_ms, NULL AS applied_at, NULL AS seq, \
+                 {rowid} AS rowid FROM {} d",
                 self.table(DIESEL_TABLE)
             )
         };
-        let rows: Vec<AppliedRow> = diesel::sql_query(sql)
+        let mut rows: Vec<AppliedRow> = diesel::sql_query(sql)
             .load(conn)
             .context("reading the applied migrations")?;
+        for row in &mut rows {
+            row.settle(self.postgres);
+        }
         if self.dbctl_exists {
             #[derive(QueryableByName)]
             struct Max {
@@ -233,9 +306,10 @@ impl Bookkeeping {
         checksum: &str,
         duration_ms: f64,
     ) -> anyhow::Result<()> {
-        let applied_at = chrono::Utc::now()
-            .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-            .to_string();
+        // One instant for both rows, so that a later run can tell whether the companion row
+        // still describes diesel's row (see AppliedRow::settle).
+        let now = chrono::Utc::now();
+        let applied_at = now.format(APPLIED_AT_FORMAT).to_string();
         // The run holds the lock, so the next sequence number is known without asking.
         let seq = self.last_seq.get() + 1;
         let diesel = self.table(DIESEL_TABLE);
@@ -248,19 +322,19 @@ impl Bookkeeping {
                 name,
                 checksum,
                 duration_ms,
-                applied_at: &applied_at,
                 seq,
             }
             .execute(pg)
             .with_context(|| format!("recording {version} as applied"))?;
         } else {
             // SQLite's CURRENT_TIMESTAMP has whole seconds; milliseconds keep `run_on` usable as
-            // the order of application (diesel_cli never reads it).
+            // the order of application (diesel_cli never reads it) and tell dbctl's rows from
+            // diesel_cli's.
             diesel::sql_query(format!(
-                "INSERT INTO {diesel} (version, run_on) \
-                 VALUES ($1, strftime('%Y-%m-%d %H:%M:%f', 'now'))"
+                "INSERT INTO {diesel} (version, run_on) VALUES ($1, $2)"
             ))
             .bind::<Text, _>(version)
+            .bind::<Text, _>(now.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
             .execute(conn)
             .with_context(|| format!("recording {version} in {DIESEL_TABLE}"))?;
             diesel::sql_query(format!(
@@ -313,7 +387,6 @@ struct PgRecordApplied<'a> {
     name: &'a str,
     checksum: &'a str,
     duration_ms: f64,
-    applied_at: &'a str,
     seq: i64,
 }
 
@@ -339,9 +412,11 @@ impl QueryFragment<Pg> for PgRecordApplied<'_> {
         out.push_bind_param::<Text, _>(self.checksum)?;
         out.push_sql(", ");
         out.push_bind_param::<Double, _>(&self.duration_ms)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(self.applied_at)?;
-        out.push_sql(", ");
+        // The instant diesel's row gets as `run_on` (CURRENT_TIMESTAMP is the transaction's
+        // start), in UTC: the two rows name one application.
+        out.push_sql(
+            ", to_char(CURRENT_TIMESTAMP AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), ",
+        );
         out.push_bind_param::<BigInt, _>(&self.seq)?;
         out.push_sql(" FROM d ");
         out.push_sql(UPSERT);

@@ -459,6 +459,54 @@ pub(crate) fn table_exists(conn: &mut AnyConnection, name: &str) -> anyhow::Resu
     Ok(found.n > 0)
 }
 
+/// Whether a transaction is open on `conn` (PostgreSQL: also one that failed and awaits ROLLBACK).
+/// Asked after any failed statement before anything else is done on the connection: SQLite ends
+/// the transaction itself on some errors (a trigger's `RAISE(ROLLBACK)`, a full disk, an I/O
+/// error), and a statement can end it too.
+///
+/// SQLite: `BEGIN` fails exactly when a transaction is open (and has no other effect then); when
+/// it succeeds, the transaction it opened is rolled back at once. PostgreSQL: `SAVEPOINT` (sent
+/// with its `RELEASE` as one simple query) succeeds exactly inside a healthy transaction block;
+/// when it fails, `SELECT 1` tells a failed block (refused) from no block (runs). Timestamps
+/// (`now()` against `statement_timestamp()`) cannot tell: diesel's prepared statements start the
+/// implicit transaction before the statement's own timestamp.
+pub(crate) fn transaction_is_open(conn: &mut AnyConnection) -> QueryResult<bool> {
+    use diesel::result::{DatabaseErrorKind, Error};
+    let lost = |e: &Error| {
+        matches!(
+            e,
+            Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _
+            )
+        )
+    };
+    match conn {
+        AnyConnection::Sqlite(_) => match conn.batch_execute("BEGIN") {
+            Ok(()) => {
+                conn.batch_execute("ROLLBACK")?;
+                Ok(false)
+            }
+            Err(e) if lost(&e) => Err(e),
+            Err(Error::DatabaseError(_, _)) => Ok(true),
+            Err(e) => Err(e),
+        },
+        AnyConnection::Postgresql(_) => {
+            match conn.batch_execute("SAVEPOINT dbctl_probe; RELEASE SAVEPOINT dbctl_probe") {
+                Ok(()) => Ok(true),
+                Err(e) if lost(&e) => Err(e),
+                Err(Error::DatabaseError(_, _)) => match conn.batch_execute("SELECT 1") {
+                    Ok(()) => Ok(false),
+                    Err(e) if lost(&e) => Err(e),
+                    Err(Error::DatabaseError(_, _)) => Ok(true),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::quote_ident;
@@ -470,5 +518,67 @@ mod tests {
             quote_ident("a\"; DROP TABLE x; --"),
             "\"a\"\"; DROP TABLE x; --\""
         );
+    }
+
+    #[test]
+    fn transaction_state_is_read_from_sqlite() {
+        use super::{transaction_is_open, AnyConnection};
+        use diesel::connection::SimpleConnection as _;
+        use diesel::Connection as _;
+        let mut conn =
+            AnyConnection::Sqlite(diesel::SqliteConnection::establish(":memory:").unwrap());
+        assert!(!transaction_is_open(&mut conn).unwrap());
+        assert!(
+            !transaction_is_open(&mut conn).unwrap(),
+            "the probe left nothing open"
+        );
+        conn.batch_execute("CREATE TABLE t (id INTEGER); BEGIN; INSERT INTO t VALUES (1)")
+            .unwrap();
+        assert!(transaction_is_open(&mut conn).unwrap());
+        assert!(conn.batch_execute("INSERT INTO nosuch VALUES (1)").is_err());
+        assert!(
+            transaction_is_open(&mut conn).unwrap(),
+            "a plain error keeps it"
+        );
+        conn.batch_execute(
+            "CREATE TRIGGER tr BEFORE INSERT ON t BEGIN SELECT RAISE(ROLLBACK, 'no'); END",
+        )
+        .unwrap();
+        assert!(conn.batch_execute("INSERT INTO t VALUES (2)").is_err());
+        assert!(
+            !transaction_is_open(&mut conn).unwrap(),
+            "RAISE(ROLLBACK) ended it"
+        );
+        conn.batch_execute("BEGIN; COMMIT").unwrap();
+        assert!(!transaction_is_open(&mut conn).unwrap());
+    }
+
+    /// PostgreSQL (`DBCTL_TEST_PG_URL`, skipped with a line when `DBCTL_TEST_SKIP_PG=1`).
+    #[test]
+    fn transaction_state_is_read_from_postgres() {
+        use super::{transaction_is_open, AnyConnection};
+        use diesel::connection::SimpleConnection as _;
+        use diesel::Connection as _;
+        if std::env::var("DBCTL_TEST_SKIP_PG").is_ok_and(|v| v == "1" || v == "true") {
+            eprintln!("skipping: DBCTL_TEST_SKIP_PG is set");
+            return;
+        }
+        let url = std::env::var("DBCTL_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+        let mut conn = AnyConnection::Postgresql(diesel::PgConnection::establish(&url).unwrap());
+        for _ in 0..20 {
+            assert!(!transaction_is_open(&mut conn).unwrap(), "no block");
+        }
+        conn.batch_execute("BEGIN; SELECT 1").unwrap();
+        for _ in 0..3 {
+            assert!(transaction_is_open(&mut conn).unwrap(), "in a block");
+        }
+        assert!(conn.batch_execute("SELECT 1/0").is_err());
+        assert!(transaction_is_open(&mut conn).unwrap(), "a failed block");
+        conn.batch_execute("ROLLBACK").unwrap();
+        assert!(!transaction_is_open(&mut conn).unwrap());
+        conn.batch_execute("BEGIN; CREATE TEMP TABLE probe_t (id int); COMMIT")
+            .unwrap();
+        assert!(!transaction_is_open(&mut conn).unwrap(), "after COMMIT");
     }
 }

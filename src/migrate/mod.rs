@@ -25,7 +25,10 @@ use crate::output::{self, Output};
 pub(crate) use book::DIESEL_TABLE;
 pub(crate) use plan::{DownTarget, State, StatusRow, UpTarget};
 pub(crate) use run::Direction;
-use source::{Migration, Source};
+use source::{Migration, Source, Unwritten};
+
+/// A migration that takes this long gets its own progress line even without `-v`.
+const SLOW_STEP: Duration = Duration::from_secs(1);
 
 /// The default for `--lock-timeout`.
 pub(crate) const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -283,7 +286,9 @@ fn run_steps(
         }
         let took = started.elapsed();
         bar.inc(1);
-        if out.writes_progress_lines() {
+        // The per-migration list is for `-v` (and JSON); without it only a slow migration gets a
+        // line, so that a long CI run shows where it is.
+        if out.writes_progress_lines() && (out.is_verbose() || took >= SLOW_STEP) {
             let verb = match direction {
                 Direction::Up => "applied",
                 Direction::Down => "reverted",
@@ -313,8 +318,10 @@ fn step(m: &Migration, direction: Direction, ms: Option<f64>, sql: Option<String
     }
 }
 
-/// The ordered steps for `action`, after every check that must pass before anything is touched.
-/// The steps of a run, refusing (exit 2, before anything is touched) to apply an empty up.sql.
+/// The ordered steps for `action`, after every check that must pass before anything is touched:
+/// an up.sql with no bytes at all (refused by diesel_cli too) or still holding `dbctl revision`'s
+/// placeholder is refused (exit 2); one holding only comments or white space runs as a no-op and is
+/// recorded.
 fn decide<'a>(
     out: &Output,
     source: &'a Source,
@@ -324,17 +331,39 @@ fn decide<'a>(
     warnings: &mut Vec<String>,
 ) -> anyhow::Result<Vec<(&'a Migration, Direction)>> {
     let steps = plan_steps(out, source, applied, action, opts, warnings)?;
-    let empty: Vec<String> = steps
+    let unwritten: Vec<String> = steps
         .iter()
-        .filter(|(m, d)| *d == Direction::Up && m.up_is_empty)
-        .map(|(m, _)| m.up_path().display().to_string())
+        .filter(|(_, d)| *d == Direction::Up)
+        .filter_map(|(m, _)| {
+            let why = match m.unwritten? {
+                Unwritten::Empty => "is an empty file",
+                Unwritten::Placeholder => "still holds only the placeholder `dbctl revision` wrote",
+            };
+            Some(format!("{} {why}", m.up_path().display()))
+        })
         .collect();
-    if !empty.is_empty() {
+    if !unwritten.is_empty() {
         return Err(error::usage(format!(
-            "refusing to apply an empty migration: {} holds no statement (write its SQL, or delete \
-             the folder); no migration was applied",
-            empty.join(", ")
+            "refusing to apply an unwritten migration: {} (write its SQL, or a comment saying why \
+             this backend needs none; or delete the folder); no migration was applied",
+            unwritten.join(", ")
         )));
+    }
+    for (m, direction) in &steps {
+        if !m.run_in_transaction {
+            continue;
+        }
+        let (path, sql) = match direction {
+            Direction::Up => (m.up_path(), m.up.as_str()),
+            Direction::Down => (m.down_path(), m.down.as_deref().unwrap_or_default()),
+        };
+        split::refuse_transaction_control(
+            &path,
+            sql,
+            source.dialect,
+            "remove it, or, if the migration manages its own transactions, add \
+             `run_in_transaction = false` to its metadata.toml; no migration was applied",
+        )?;
     }
     Ok(steps)
 }

@@ -104,19 +104,23 @@ fn applied_at(a: &AppliedRow) -> Option<String> {
     a.applied_at.clone().or_else(|| a.run_on.clone())
 }
 
-/// Applied versions, oldest application first: by diesel's `run_on` (dbctl writes it with
-/// milliseconds on SQLite, microseconds on PostgreSQL), then dbctl's sequence number, then
-/// version. Rows diesel_cli wrote on SQLite have whole seconds: one of them written in the same
-/// second as a dbctl row counts as the older.
+/// Applied versions, oldest application first: by diesel's `run_on` to the second (the
+/// precision both tools share), then, on SQLite, by the rowid of diesel's row (rows written within
+/// one second, where diesel_cli's whole-second `run_on` cannot tell), then by the full `run_on`,
+/// dbctl's sequence number and the version.
 pub(crate) fn application_order(applied: &[AppliedRow]) -> Vec<&AppliedRow> {
+    let key = |a: &AppliedRow| {
+        let run_on = a.run_on.as_deref().unwrap_or_default();
+        (
+            run_on.get(..19).unwrap_or(run_on).to_string(),
+            a.rowid,
+            run_on.to_string(),
+            a.seq.unwrap_or(0),
+            a.version.clone(),
+        )
+    };
     let mut rows: Vec<&AppliedRow> = applied.iter().collect();
-    rows.sort_by(|a, b| {
-        (a.run_on.as_deref(), a.seq.unwrap_or(0), a.version.as_str()).cmp(&(
-            b.run_on.as_deref(),
-            b.seq.unwrap_or(0),
-            b.version.as_str(),
-        ))
-    });
+    rows.sort_by_cached_key(|a| key(a));
     rows
 }
 
@@ -198,6 +202,7 @@ mod tests {
             duration_ms: None,
             applied_at: None,
             seq,
+            rowid: None,
         }
     }
 

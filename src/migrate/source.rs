@@ -26,9 +26,10 @@ pub(crate) struct Migration {
     pub(crate) name: String,
     pub(crate) folder: PathBuf,
     pub(crate) up: String,
-    /// up.sql holds no statement (only white space or comments): applying it is refused, as
-    /// diesel_cli does, since it is almost always a `revision` not filled in yet.
-    pub(crate) up_is_empty: bool,
+    /// Why up.sql is not written yet, if it is not: applying it is refused. One holding only white
+    /// space or comments is a deliberate no-op (a backend that needs no change, as in vaultwarden's
+    /// SQLite folder): it is applied and recorded.
+    pub(crate) unwritten: Option<Unwritten>,
     /// `None` when down.sql is missing or holds no statement: the migration cannot be reverted.
     pub(crate) down: Option<String>,
     pub(crate) run_in_transaction: bool,
@@ -51,6 +52,29 @@ impl Migration {
     }
 }
 
+/// An up.sql that is not written yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unwritten {
+    /// No bytes at all (a byte-order mark aside): diesel_cli refuses it too.
+    Empty,
+    /// Still exactly the placeholder `dbctl revision` wrote.
+    Placeholder,
+}
+
+/// What `dbctl revision` writes into up.sql when no `--sql` is given. A file still holding only
+/// this is an unfinished revision, not a deliberate no-op, and is refused.
+pub(crate) const UP_PLACEHOLDER: &str = "-- Write the SQL that applies this migration here.\n";
+
+fn unwritten(up: &str) -> Option<Unwritten> {
+    if up.is_empty() {
+        Some(Unwritten::Empty)
+    } else if up.trim() == UP_PLACEHOLDER.trim() {
+        Some(Unwritten::Placeholder)
+    } else {
+        None
+    }
+}
+
 /// `version_name`, or the version alone when the name is unknown.
 pub(crate) fn label(version: &str, name: &str) -> String {
     if name.is_empty() {
@@ -66,6 +90,8 @@ pub(crate) struct Source {
     pub(crate) dir: PathBuf,
     pub(crate) migrations: Vec<Migration>,
     pub(crate) warnings: Vec<String>,
+    /// The SQL dialect of the backend the folder was read for.
+    pub(crate) dialect: Dialect,
 }
 
 /// The names a per-backend folder may have.
@@ -163,6 +189,7 @@ pub(crate) fn load(dir: &Path, backend: Backend) -> anyhow::Result<Source> {
         // A BTreeMap over strings gives diesel's order (versions compare as strings).
         migrations: by_version.into_values().collect(),
         warnings,
+        dialect: dialect(backend),
     })
 }
 
@@ -220,7 +247,7 @@ fn read_migration(
     };
     Ok(Migration {
         checksum: checksum(&up),
-        up_is_empty: split::split(&up, dialect).is_empty(),
+        unwritten: unwritten(&up),
         version,
         name,
         folder: folder.to_path_buf(),

@@ -14,11 +14,23 @@ pub(crate) enum Dialect {
     Postgres,
 }
 
+impl Dialect {
+    /// The dialect of the backend `conn` talks to.
+    pub(crate) fn of(conn: &crate::db::AnyConnection) -> Dialect {
+        match conn {
+            crate::db::AnyConnection::Postgresql(_) => Dialect::Postgres,
+            crate::db::AnyConnection::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+}
+
 /// One statement of a file: its text (without the closing `;`) and its first line (1-based).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Statement<'a> {
     pub(crate) sql: &'a str,
     pub(crate) line: usize,
+    /// Its first words, upper-cased, comments and quoted text skipped (at most 4).
+    pub(crate) first_words: Vec<String>,
 }
 
 impl Statement<'_> {
@@ -58,6 +70,7 @@ pub(crate) fn split(sql: &str, dialect: Dialect) -> Vec<Statement<'_>> {
                     out.push(Statement {
                         sql: &sql[start..lexer.pos],
                         line,
+                        first_words: std::mem::take(&mut stmt.first_words),
                     });
                 }
                 stmt = StmtState::default();
@@ -74,10 +87,111 @@ pub(crate) fn split(sql: &str, dialect: Dialect) -> Vec<Statement<'_>> {
     if let Some((start, line)) = stmt.start {
         let rest = sql[start..].trim_end();
         if !rest.is_empty() {
-            out.push(Statement { sql: rest, line });
+            out.push(Statement {
+                sql: rest,
+                line,
+                first_words: stmt.first_words,
+            });
         }
     }
     out
+}
+
+/// Refuses (exit 2, before anything runs) a file that runs inside a transaction dbctl opened and
+/// holds a statement that would end that transaction or cannot run in one: names the file, the
+/// line and the statement, and `way_out`.
+pub(crate) fn refuse_transaction_control(
+    path: &std::path::Path,
+    sql: &str,
+    dialect: Dialect,
+    way_out: &str,
+) -> anyhow::Result<()> {
+    let found: Vec<String> = split(sql, dialect)
+        .iter()
+        .filter_map(|stmt| {
+            transaction_control(stmt, dialect)
+                .map(|why| format!("line {}: `{}` {why}", stmt.line, stmt.summary()))
+        })
+        .collect();
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(crate::error::usage(format!(
+        "{}: {} ({}); the file runs inside a transaction dbctl opens, which such a statement \
+         would end or break: {way_out}",
+        path.display(),
+        found.first().map(String::as_str).unwrap_or_default(),
+        if found.len() == 1 {
+            "the only such statement".to_string()
+        } else {
+            format!("and {} more", found.len() - 1)
+        }
+    )))
+}
+
+/// [`refuse_transaction_control`] for a seed `.sql` file, read inside the seed's transaction
+/// before any of its statements runs.
+pub(crate) fn refuse_in_seed(
+    path: &std::path::Path,
+    sql: &str,
+    conn: &crate::db::AnyConnection,
+) -> anyhow::Result<()> {
+    refuse_transaction_control(
+        path,
+        sql,
+        Dialect::of(conn),
+        "remove it: a seed loads every file in one transaction, all or nothing",
+    )
+}
+
+/// Why `stmt` cannot run inside a transaction dbctl opened, if it cannot: it starts, ends or
+/// nests a transaction itself (`BEGIN`, `COMMIT`, `END`, `ROLLBACK`, `SAVEPOINT`, `RELEASE`,
+/// `START TRANSACTION`, `ABORT`, `PREPARE TRANSACTION`, `COMMIT AND CHAIN`, ...), or it refuses to
+/// run inside one (`VACUUM`). Decided from the statement's first words, so `BEGIN` inside a
+/// trigger body, a `BEGIN ATOMIC` body, a `DO` block or a function body never counts. PostgreSQL
+/// refuses `COMMIT` in a procedure called inside a transaction block, so `CALL` is left to the
+/// run-time check.
+pub(crate) fn transaction_control(stmt: &Statement<'_>, dialect: Dialect) -> Option<&'static str> {
+    let first = stmt.first_words.first()?.as_str();
+    let second = stmt.first_words.get(1).map(String::as_str);
+    let pg = dialect == Dialect::Postgres;
+    match first {
+        "BEGIN" | "COMMIT" | "END" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" => {
+            Some("controls the transaction itself")
+        }
+        "START" if pg && second == Some("TRANSACTION") => Some("controls the transaction itself"),
+        "ABORT" if pg => Some("controls the transaction itself"),
+        "PREPARE" if pg && second == Some("TRANSACTION") => Some("controls the transaction itself"),
+        "VACUUM" => Some(OUTSIDE),
+        // SQLite refuses to switch to or from WAL inside a transaction, and silently ignores
+        // any other journal mode change there.
+        "PRAGMA"
+            if !pg
+                && stmt.first_words.iter().any(|w| w == "JOURNAL_MODE")
+                && stmt.sql.contains(['=', '(']) =>
+        {
+            Some("cannot take effect inside a transaction")
+        }
+        _ if pg && refused_in_a_block(&stmt.first_words) => Some(OUTSIDE),
+        _ => None,
+    }
+}
+
+const OUTSIDE: &str = "cannot run inside a transaction";
+
+/// PostgreSQL statements that refuse to run inside a transaction block.
+fn refused_in_a_block(words: &[String]) -> bool {
+    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    let concurrently = w.contains(&"CONCURRENTLY");
+    match w.as_slice() {
+        ["CREATE" | "DROP", "DATABASE" | "TABLESPACE", ..] => true,
+        ["CREATE" | "DROP", "INDEX", ..] | ["CREATE", "UNIQUE", "INDEX", ..] => concurrently,
+        ["REINDEX", ..] => {
+            concurrently || w.get(1).is_some_and(|k| *k == "SYSTEM" || *k == "DATABASE")
+        }
+        ["ALTER", "SYSTEM", ..] | ["DISCARD", "ALL", ..] => true,
+        _ => false,
+    }
 }
 
 /// What the lexer knows about the statement it is in.
@@ -92,6 +206,8 @@ struct StmtState {
     /// Nesting of BEGIN/CASE ... END inside a trigger or BEGIN ATOMIC body; `;` ends the statement
     /// only at depth 0.
     depth: usize,
+    /// Inside a SQLite trigger's `UPDATE OF` column list.
+    in_column_list: bool,
 }
 
 impl StmtState {
@@ -103,9 +219,38 @@ impl StmtState {
         }
         let is_trigger = self.first_words.first().is_some_and(|w| w == "CREATE")
             && self.first_words.iter().any(|w| w == "TRIGGER");
+        if is_trigger && self.depth == 0 {
+            // `UPDATE OF col, ... ON`: SQLite lets a column be named `begin`.
+            match upper.as_str() {
+                "OF" => self.in_column_list = true,
+                "ON" => self.in_column_list = false,
+                _ => {}
+            }
+        }
         match upper.as_str() {
-            "BEGIN" if dialect == Dialect::Sqlite && is_trigger => self.depth += 1,
-            "ATOMIC" if dialect == Dialect::Postgres && self.previous == "BEGIN" => self.depth += 1,
+            // The body's BEGIN; inside the body (no nested blocks in SQLite triggers) or in the
+            // column list, `begin` is a name.
+            "BEGIN"
+                if dialect == Dialect::Sqlite
+                    && is_trigger
+                    && self.depth == 0
+                    && !self.in_column_list =>
+            {
+                self.depth += 1
+            }
+            // Only a routine has a `BEGIN ATOMIC` body (`SELECT begin atomic FROM t` is a
+            // column and its alias).
+            "ATOMIC"
+                if dialect == Dialect::Postgres
+                    && self.previous == "BEGIN"
+                    && self.first_words.first().is_some_and(|w| w == "CREATE")
+                    && self
+                        .first_words
+                        .iter()
+                        .any(|w| w == "FUNCTION" || w == "PROCEDURE") =>
+            {
+                self.depth += 1
+            }
             "CASE" if self.depth > 0 => self.depth += 1,
             "END" if self.depth > 0 => self.depth -= 1,
             _ => {}
@@ -311,6 +456,129 @@ mod tests {
         let got = texts(sql, Dialect::Postgres);
         assert_eq!(got.len(), 2, "{got:?}");
         assert_eq!(got[1].0, "BEGIN");
+    }
+
+    fn control(sql: &str, d: Dialect) -> Vec<(usize, &'static str)> {
+        split(sql, d)
+            .iter()
+            .filter_map(|s| transaction_control(s, d).map(|why| (s.line, why)))
+            .collect()
+    }
+
+    #[test]
+    fn transaction_control_statements_are_found() {
+        for d in [Dialect::Sqlite, Dialect::Postgres] {
+            for sql in [
+                "COMMIT",
+                "commit;",
+                "  Begin Transaction",
+                "BEGIN IMMEDIATE",
+                "END",
+                "end transaction;",
+                "ROLLBACK",
+                "rollback to savepoint a",
+                "SAVEPOINT a",
+                "RELEASE a",
+                "release savepoint a",
+                "/* hidden */ COMMIT",
+                "-- a comment\nCOMMIT",
+                "COMMIT /* in between */ ; SELECT 1",
+                "VACUUM",
+            ] {
+                assert_eq!(control(sql, d).len(), 1, "{sql:?} in {d:?}");
+            }
+        }
+        for sql in [
+            "COMMIT AND CHAIN",
+            "START TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "ABORT",
+            "PREPARE TRANSACTION 'x'",
+            "COMMIT PREPARED 'x'",
+            "BEGIN WORK",
+        ] {
+            assert_eq!(control(sql, Dialect::Postgres).len(), 1, "{sql:?}");
+        }
+        for sql in [
+            "CREATE INDEX CONCURRENTLY i ON t (x)",
+            "create unique index concurrently i on t (x)",
+            "DROP INDEX CONCURRENTLY i",
+            "REINDEX TABLE CONCURRENTLY t",
+            "CREATE DATABASE x",
+            "ALTER SYSTEM SET work_mem = '1MB'",
+        ] {
+            assert_eq!(control(sql, Dialect::Postgres), [(1, OUTSIDE)], "{sql:?}");
+        }
+        for sql in [
+            "CREATE INDEX i ON t (x)",
+            "REFRESH MATERIALIZED VIEW CONCURRENTLY v",
+            "ALTER DATABASE x SET work_mem = '1MB'",
+        ] {
+            assert!(control(sql, Dialect::Postgres).is_empty(), "{sql:?}");
+        }
+        for sql in [
+            "PRAGMA journal_mode = WAL",
+            "pragma main.journal_mode(truncate)",
+        ] {
+            assert_eq!(control(sql, Dialect::Sqlite).len(), 1, "{sql:?}");
+        }
+        for sql in [
+            "PRAGMA journal_mode",
+            "PRAGMA foreign_keys = OFF",
+            "PRAGMA defer_foreign_keys = ON",
+        ] {
+            assert!(control(sql, Dialect::Sqlite).is_empty(), "{sql:?}");
+        }
+        let got = control(
+            "CREATE TABLE a (id INT);\n\nCOMMIT;\nBEGIN;\n",
+            Dialect::Sqlite,
+        );
+        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [3, 4]);
+    }
+
+    #[test]
+    fn begin_that_is_not_transaction_control() {
+        let sqlite = "CREATE TRIGGER tr AFTER INSERT ON t BEGIN\n  UPDATE t SET x = 1;\nEND;\n\
+                      CREATE TEMP TRIGGER IF NOT EXISTS t2 BEFORE DELETE ON t BEGIN SELECT RAISE(ROLLBACK, 'no'); END;\n\
+                      INSERT OR ROLLBACK INTO t VALUES (1);\n\
+                      SELECT 'COMMIT; BEGIN;', \"end\" FROM t;\n\
+                      PREPARE;";
+        assert!(control(sqlite, Dialect::Sqlite).is_empty());
+        let pg = "DO $$ BEGIN COMMIT; END $$;\n\
+                  CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;\n\
+                  CREATE PROCEDURE p() LANGUAGE plpgsql AS $b$ BEGIN COMMIT; ROLLBACK; END $b$;\n\
+                  CALL p();\n\
+                  PREPARE q AS SELECT 1;\n\
+                  SELECT E'\\'; COMMIT;';\n\
+                  START_x;";
+        assert!(
+            control(pg, Dialect::Postgres).is_empty(),
+            "{:?}",
+            control(pg, Dialect::Postgres)
+        );
+    }
+
+    #[test]
+    fn begin_atomic_outside_a_routine_is_a_column_and_its_alias() {
+        let sql = "SELECT begin atomic FROM t;\nCOMMIT;\nCREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;";
+        let got = texts(sql, Dialect::Postgres);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(
+            control(sql, Dialect::Postgres),
+            [(2, "controls the transaction itself")]
+        );
+    }
+
+    #[test]
+    fn a_column_named_begin_does_not_open_a_trigger_body() {
+        // SQLite lets `begin` name a column; only the body's BEGIN opens the body.
+        let sql = "CREATE TRIGGER tr AFTER UPDATE OF begin, x ON t BEGIN UPDATE t SET begin = 1; END;\nCOMMIT;";
+        let got = texts(sql, Dialect::Sqlite);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[1], ("COMMIT".to_string(), 2));
+        assert_eq!(
+            control(sql, Dialect::Sqlite),
+            [(2, "controls the transaction itself")]
+        );
     }
 
     #[test]

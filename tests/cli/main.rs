@@ -3,6 +3,8 @@
 
 mod support;
 
+mod corpus;
+mod diesel_cli;
 mod hostile;
 mod init;
 mod inspect;
@@ -13,4 +15,5 @@ mod revision;
 mod seed;
 mod settings;
 mod topology;
+mod transactions;
 mod urls;

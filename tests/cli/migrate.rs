@@ -75,17 +75,82 @@ both_backends!(up_applies_everything_once_and_records_it, |p: Project| {
 });
 
 both_backends!(
-    up_prints_one_line_per_migration_when_not_a_terminal,
+    up_prints_a_summary_and_lists_every_migration_only_with_verbose,
     |p: Project| {
-        three(&p);
+        for i in 1..=12 {
+            mig(
+                &p,
+                &format!("2024-01-01-{i:06}_t{i}"),
+                &format!("CREATE TABLE t{i} (id INTEGER);"),
+                Some(&format!("DROP TABLE t{i};")),
+            );
+        }
         init(&p);
-        p.run(["migrate", "up"])
-            .success()
-            .stderr_has("applied 20240101000000_create_a (")
-            .stderr_has("applied 20240103000000_create_c (")
-            .stdout_has("Applied 3 migrations");
+        let run = p.run(["migrate", "up"]);
+        run.success()
+            .stdout_has("Applied 12 migrations in ")
+            .stdout_has("from 20240101000001_t1 to 20240101000012_t12.")
+            .stdout_has("Slowest: ");
+        assert!(
+            run.stdout.lines().count() <= 3,
+            "a summary, not a row per migration:\n{}",
+            run.stdout
+        );
+        assert!(
+            !run.stderr.contains("applied 2024"),
+            "no line per migration without -v:\n{}",
+            run.stderr
+        );
+        // The slowest three are named, with their times.
+        let slowest = run
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("Slowest"))
+            .unwrap();
+        assert_eq!(slowest.matches(" ms)").count(), 3, "{slowest}");
+
+        // -v: a line per migration on stderr and the table on stdout.
+        p.run(["migrate", "down", "--all"]).success();
+        let run = p.run(["migrate", "up", "-v"]);
+        run.success()
+            .stderr_has("applied 20240101000001_t1 (")
+            .stderr_has("applied 20240101000012_t12 (")
+            .stdout_has("20240101000012")
+            .stdout_has("Applied 12 migrations");
+        assert!(run.stdout.lines().count() > 12, "{}", run.stdout);
+        // JSON always has every step.
+        p.run(["migrate", "down", "--step", "5"]).success();
+        let run = p.run(["migrate", "up", "--format", "json"]);
+        run.success();
+        assert_eq!(run.json()["steps"].as_array().unwrap().len(), 5);
+        // A few: each named.
+        let run = p.run(["migrate", "down", "--step", "2"]);
+        run.success().stdout_has("Reverted 2 migrations in ");
+        assert!(
+            run.stdout.contains(": 20240101000012_t12 (")
+                && run.stdout.contains(", 20240101000011_t11 ("),
+            "{}",
+            run.stdout
+        );
     }
 );
+
+both_backends!(down_to_with_nothing_newer_says_so, |p: Project| {
+    three(&p);
+    init(&p);
+    p.run(["migrate", "up"]).success();
+    p.run(["migrate", "down", "--to", "20240103000000"])
+        .success()
+        .stdout_has("Nothing to revert: no applied migration is newer than 20240103000000.");
+    p.run(["migrate", "up", "--to", "20240102000000"])
+        .success()
+        .stdout_has("Nothing to apply: every migration up to 20240102000000 is applied.");
+    assert_eq!(applied(&p).len(), 3);
+    p.run(["migrate", "down", "--all"]).success();
+    p.run(["migrate", "down"])
+        .success()
+        .stdout_has("Nothing to revert: no migration is applied.");
+});
 
 both_backends!(up_step_and_to, |p: Project| {
     three(&p);
@@ -663,11 +728,14 @@ fn postgres_concurrently_in_a_transaction_says_how_to_fix_it() {
         None,
     );
     init(&p);
+    // Refused before anything runs, not half-way through the run.
     p.run(["migrate", "up"])
-        .code(1)
-        .stderr_has("cannot run inside a transaction block")
+        .code(2)
+        .stderr_has(
+            "up.sql: line 1: `CREATE INDEX CONCURRENTLY t_id ON t (id)` cannot run inside a transaction",
+        )
         .stderr_has("run_in_transaction = false");
-    assert_eq!(applied(&p), ["20240101000000"]);
+    assert!(applied(&p).is_empty());
 }
 
 #[test]
@@ -796,7 +864,7 @@ both_backends!(
 );
 
 both_backends!(
-    an_empty_up_sql_is_refused_before_anything_runs,
+    an_empty_or_placeholder_up_sql_is_refused_before_anything_runs,
     |p: Project| {
         mig(
             &p,
@@ -804,17 +872,12 @@ both_backends!(
             "CREATE TABLE first (id INTEGER);",
             Some("DROP TABLE first;"),
         );
-        mig(
-            &p,
-            "2024-01-01-000002_unfinished",
-            "-- nothing yet\n\n",
-            Some("SELECT 1;"),
-        );
+        mig(&p, "2024-01-01-000002_unfinished", "", Some("SELECT 1;"));
         init(&p);
-        let out = p.run(["migrate", "up"]);
-        out.code(2)
-            .stderr_has("refusing to apply an empty migration")
-            .stderr_has("unfinished");
+        p.run(["migrate", "up"])
+            .code(2)
+            .stderr_has("refusing to apply an unwritten migration")
+            .stderr_has("2024-01-01-000002_unfinished/up.sql is an empty file");
         assert!(
             applied(&p).is_empty(),
             "the run stopped before applying anything"
@@ -823,5 +886,183 @@ both_backends!(
         // `--to` the migration before it still works.
         p.run(["migrate", "up", "--to", "20240101000001"]).success();
         assert!(p.has_table("first"));
+        // A byte-order mark alone is no content either.
+        p.file("migrations/2024-01-01-000002_unfinished/up.sql", "\u{feff}");
+        p.run(["migrate", "up"])
+            .code(2)
+            .stderr_has("is an empty file");
+        // What `dbctl revision` writes when no SQL is given is an unfinished revision too.
+        p.run(["revision", "later"]).success();
+        std::fs::remove_dir_all(p.path().join("migrations/2024-01-01-000002_unfinished")).unwrap();
+        p.run(["migrate", "up"])
+            .code(2)
+            .stderr_has("still holds only the placeholder `dbctl revision` wrote");
+        assert_eq!(applied(&p), ["20240101000001"]);
     }
 );
+
+both_backends!(
+    a_comment_or_white_space_only_up_sql_is_applied_and_recorded,
+    |p: Project| {
+        // vaultwarden's SQLite folder has such migrations: the other backends needed a change,
+        // SQLite needed none. diesel_cli applies them on SQLite (and fails on PostgreSQL with
+        // "Received an empty query"); dbctl applies and records them on both.
+        mig(
+            &p,
+            "2024-01-01-000001_comment_only",
+            "-- Integer size in SQLite is already i64, so we don't need to do anything\n",
+            None,
+        );
+        mig(
+            &p,
+            "2024-01-01-000002_white_space_only",
+            "  \n\t\r\n",
+            Some("-- nothing to undo either\n"),
+        );
+        mig(
+            &p,
+            "2024-01-01-000003_comments_and_semicolons",
+            "/* block */ ;\n-- line\n;;\n",
+            None,
+        );
+        mig(
+            &p,
+            "2024-01-01-000004_after",
+            "CREATE TABLE after_them (id INTEGER);",
+            Some("DROP TABLE after_them;"),
+        );
+        init(&p);
+        let run = p.run(["migrate", "up", "--format", "json"]);
+        run.success();
+        assert_eq!(run.json()["steps"].as_array().unwrap().len(), 4);
+        assert_eq!(
+            applied(&p),
+            [
+                "20240101000001",
+                "20240101000002",
+                "20240101000003",
+                "20240101000004"
+            ]
+        );
+        assert_eq!(p.count("SELECT count(*) AS n FROM __dbctl_migrations"), 4);
+        assert!(p.has_table("after_them"));
+        p.run(["migrate", "status", "--check"]).success();
+        // A down.sql with no statement still makes the migration irreversible: reverting it would
+        // silently leave whatever up.sql did.
+        p.run(["migrate", "down", "--step", "2"])
+            .code(2)
+            .stderr_has("no down.sql");
+        assert_eq!(applied(&p).len(), 4);
+    }
+);
+
+/// `applied_at` as dbctl shows it: RFC 3339, UTC, milliseconds.
+fn is_rfc3339_utc(s: &str) -> bool {
+    let b = s.as_bytes();
+    s.len() == 24
+        && s.ends_with('Z')
+        && b[10] == b'T'
+        && b[19] == b'.'
+        && s.chars()
+            .enumerate()
+            .all(|(i, c)| matches!(i, 4 | 7 | 10 | 13 | 16 | 19 | 23) || c.is_ascii_digit())
+}
+
+/// diesel's `run_on` of `version` in dbctl's format, read straight from the database.
+fn diesel_run_on(p: &Project, version: &str) -> String {
+    let sql = match p.backend {
+        Backend::Sqlite => format!(
+            "SELECT strftime('%Y-%m-%dT%H:%M:%fZ', run_on) AS v FROM __diesel_schema_migrations \
+             WHERE version = '{version}'"
+        ),
+        Backend::Postgres => format!(
+            "SELECT to_char(run_on AT TIME ZONE current_setting('TimeZone') AT TIME ZONE 'UTC', \
+             'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS v FROM __diesel_schema_migrations \
+             WHERE version = '{version}'"
+        ),
+    };
+    p.strings(&sql)[0].clone().unwrap()
+}
+
+both_backends!(
+    a_companion_row_older_than_diesels_row_is_ignored,
+    |p: Project| stale_companion_row(p)
+);
+
+/// The same where the server's time zone is not UTC: `run_on` is written in local time, and
+/// `applied_at` must still be the same instant, in UTC.
+#[test]
+fn a_companion_row_older_than_diesels_row_is_ignored_in_another_time_zone_postgres() {
+    let Some(p) = Project::postgres() else { return };
+    p.execute(&format!(
+        "ALTER DATABASE \"{}\" SET timezone TO 'Asia/Kolkata'",
+        p.pg_database().unwrap()
+    ));
+    stale_companion_row(p);
+}
+
+fn stale_companion_row(p: Project) {
+    {
+        three(&p);
+        init(&p);
+        p.run(["migrate", "up"]).success();
+        // dbctl's own rows: applied_at is the instant of diesel's run_on, in UTC.
+        let json = p.run(["migrate", "status", "--format", "json"]).json();
+        assert_eq!(
+            json["migrations"][0]["applied_at"].as_str().unwrap(),
+            diesel_run_on(&p, "20240101000000")
+        );
+        // What `diesel migration revert` does: down.sql, then delete its own row only (dbctl's
+        // companion row stays).
+        p.execute("DROP TABLE c");
+        p.execute("DELETE FROM __diesel_schema_migrations WHERE version = '20240103000000'");
+        // The user edits up.sql, then `diesel migration run`: up.sql, and a fresh row whose run_on
+        // is CURRENT_TIMESTAMP (whole seconds on SQLite; here in the same second as dbctl's).
+        p.file(
+            "migrations/2024-01-03-000000_create_c/up.sql",
+            "CREATE TABLE c (id INTEGER PRIMARY KEY, added TEXT);\n",
+        );
+        p.execute("CREATE TABLE c (id INTEGER PRIMARY KEY, added TEXT)");
+        p.execute("INSERT INTO __diesel_schema_migrations (version) VALUES ('20240103000000')");
+        assert_eq!(
+            p.count("SELECT count(*) AS n FROM __dbctl_migrations"),
+            3,
+            "the stale companion row is there"
+        );
+
+        p.run(["migrate", "status", "--check"]).success();
+        p.run(["migrate", "up"])
+            .success()
+            .stdout_has("Nothing to apply");
+        let json = p.run(["migrate", "status", "--format", "json"]).json();
+        let rows = json["migrations"].as_array().unwrap();
+        assert_eq!(rows[2]["state"], "applied");
+        assert!(
+            rows[2]["duration_ms"].is_null(),
+            "the stale duration is not shown"
+        );
+        for r in rows {
+            let at = r["applied_at"].as_str().unwrap();
+            assert!(is_rfc3339_utc(at), "applied_at {at:?} is not RFC 3339 UTC");
+        }
+        assert_eq!(
+            rows[2]["applied_at"].as_str().unwrap(),
+            diesel_run_on(&p, "20240103000000"),
+            "diesel's time of the new application"
+        );
+        // dbctl's own rows keep their checksums: a change to a's up.sql is still caught.
+        p.file(
+            "migrations/2024-01-01-000000_create_a/up.sql",
+            "CREATE TABLE a (id INTEGER PRIMARY KEY, other TEXT);\n",
+        );
+        p.run(["migrate", "status", "--check"]).code(4);
+        p.run(["migrate", "up"])
+            .code(4)
+            .stderr_has("20240101000000_create_a");
+        // Reverting goes through diesel's row as through dbctl's.
+        p.run(["migrate", "down"]).success();
+        assert!(!p.has_table("c"));
+        p.run(["migrate", "up", "--allow-modified"]).success();
+        assert!(p.has_table("c"));
+    }
+}

@@ -348,6 +348,7 @@ impl Loader<'_> {
         let path = &file.path;
         let sql = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
+        crate::migrate::split::refuse_in_seed(path, &sql, conn)?;
         // An empty statement is an error to PostgreSQL; an empty file is simply nothing to do.
         if sql.trim().is_empty() {
             return Ok(sql.len() as u64);
