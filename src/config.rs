@@ -184,12 +184,37 @@ impl Config {
             pre_ping: self.flag("DB_POOL_PRE_PING")?.unwrap_or(true),
             echo: self.flag("DB_ECHO")?.unwrap_or(false),
             statement_timeout: self.seconds_allow_zero("DB_STATEMENT_TIMEOUT")?,
+            pgbouncer: self.pgbouncer()?,
+            lock_expiry: match self.seconds("DB_LOCK_EXPIRY")? {
+                Some(t) if t >= Duration::from_secs(1) => t,
+                Some(_) => {
+                    let (raw, source) = self
+                        .lookup("DB_LOCK_EXPIRY")
+                        .unwrap_or((String::new(), Source::Default));
+                    return Err(bad_value(
+                        "DB_LOCK_EXPIRY",
+                        &raw,
+                        &source,
+                        "a number of seconds of at least 1",
+                    ));
+                }
+                None => crate::db::lease::DEFAULT_EXPIRY,
+            },
             connect_timeout: if connect_timeout.is_zero() {
                 Duration::from_secs(1)
             } else {
                 connect_timeout
             },
         })
+    }
+
+    /// `DB_PGBOUNCER`: `true` or `false` says whether a transaction-pooling proxy stands between
+    /// dbctl and the server; `auto` (or unset) lets dbctl find out.
+    fn pgbouncer(&self) -> anyhow::Result<Option<bool>> {
+        match self.lookup("DB_PGBOUNCER") {
+            Some((raw, _)) if raw.trim().eq_ignore_ascii_case("auto") => Ok(None),
+            _ => self.flag("DB_PGBOUNCER"),
+        }
     }
 
     fn pool_size(&self) -> anyhow::Result<u32> {

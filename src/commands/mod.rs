@@ -60,6 +60,20 @@ impl Context<'_> {
             settings.connect_timeout.as_secs_f64(),
         ));
         let db = Database::open(url, settings, mode)?;
+        if db.backend() == crate::db::Backend::Postgres {
+            let pooling = db.pooling();
+            self.out.verbose(format_args!(
+                "transaction pooling {} ({}){}",
+                if pooling.on { "on" } else { "off" },
+                pooling.why,
+                if pooling.on {
+                    ": no prepared statements kept, settings per transaction, migration lock \
+                     held as a lease row"
+                } else {
+                    ""
+                }
+            ));
+        }
         match db.server() {
             Some(server) => self.out.verbose(format_args!(
                 "connected to {server} in {}",

@@ -122,6 +122,9 @@ pub(crate) struct Bookkeeping {
     pub(crate) dbctl_exists: bool,
     /// The highest `seq` recorded (set by [`Bookkeeping::read`]).
     last_seq: Cell<i64>,
+    /// Transaction-pooling mode: each transactional migration checks in its own transaction that
+    /// it is still to be done ([`Bookkeeping::still_to_do`]).
+    pooled: bool,
 }
 
 #[derive(QueryableByName)]
@@ -167,10 +170,50 @@ impl Bookkeeping {
             diesel_exists: false,
             dbctl_exists: false,
             last_seq: Cell::new(0),
+            pooled: false,
         };
         book.diesel_exists = book.table_exists(conn, DIESEL_TABLE)?;
         book.dbctl_exists = book.table_exists(conn, DBCTL_TABLE)?;
         Ok(book)
+    }
+
+    /// `"schema".` on PostgreSQL, `main.` on SQLite.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub(crate) fn set_pooled(&mut self, pooled: bool) {
+        self.pooled = pooled;
+    }
+
+    pub(crate) fn pooled(&self) -> bool {
+        self.pooled
+    }
+
+    /// Pooled mode, at the start of a migration's transaction: waits for the transaction-level
+    /// advisory lock (held by any other run's migration transaction until it ends), applies the
+    /// per-transaction settings, then says whether `version` is still to be applied (`up`) or
+    /// reverted. The lock goes with the transaction, on whatever server connection it ran.
+    pub(crate) fn still_to_do(
+        &self,
+        conn: &mut AnyConnection,
+        version: &str,
+        up: bool,
+    ) -> anyhow::Result<bool> {
+        conn.batch_execute(&format!(
+            "SELECT pg_catalog.pg_advisory_xact_lock({})",
+            super::lease::XACT_KEY
+        ))
+        .context("taking the migration's transaction lock (pg_advisory_xact_lock)")?;
+        super::pooled_transaction_setup(conn).context("setting the transaction's timeout")?;
+        let found: Count = diesel::sql_query(format!(
+            "SELECT count(*)::bigint AS n FROM {} WHERE version = $1",
+            self.table(DIESEL_TABLE)
+        ))
+        .bind::<Text, _>(version)
+        .get_result(conn)
+        .with_context(|| format!("checking whether {version} is applied"))?;
+        Ok((found.n == 0) == up)
     }
 
     fn table(&self, name: &str) -> String {

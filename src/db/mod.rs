@@ -5,6 +5,7 @@
 //! backend-specific they call a function here rather than matching on the backend themselves.
 
 pub(crate) mod catalog;
+pub(crate) mod lease;
 pub(crate) mod migrations;
 mod probe;
 pub(crate) mod seed;
@@ -50,6 +51,12 @@ pub(crate) struct PoolSettings {
     pub(crate) statement_timeout: Option<Duration>,
     /// Bound on each connection attempt (`DB_CONNECT_TIMEOUT`, `ping --timeout`).
     pub(crate) connect_timeout: Duration,
+    /// Whether a transaction-pooling proxy (PgBouncer) stands in between (`DB_PGBOUNCER`; the
+    /// URL's `pgbouncer=` wins); `None`: find out.
+    pub(crate) pgbouncer: Option<bool>,
+    /// How long a pooled-mode migration lock outlives its holder's last heartbeat
+    /// (`DB_LOCK_EXPIRY`).
+    pub(crate) lock_expiry: Duration,
 }
 
 /// SQLite's busy timeout when `DB_STATEMENT_TIMEOUT` is not set: long enough to wait out another
@@ -68,6 +75,19 @@ pub(crate) struct Database {
     url: DbUrl,
     pool: r2d2::Pool<AnyManager>,
     connect_time: Duration,
+    /// Whether a transaction-pooling proxy stands in between, and how that was decided.
+    pooling: Pooling,
+    lock_expiry: Duration,
+    connect_timeout: Duration,
+}
+
+/// Whether dbctl works in transaction-pooling mode (PgBouncer and the like): no named prepared
+/// statements, no session settings, and the migration lock is a lease row (`db::lease`).
+#[derive(Clone, Debug)]
+pub(crate) struct Pooling {
+    pub(crate) on: bool,
+    /// Why, in words, for `-v`.
+    pub(crate) why: String,
 }
 
 impl Database {
@@ -103,13 +123,18 @@ impl Database {
                 }
             })?;
         }
-        let first = establish_within(url, &conn_str, settings.connect_timeout)?;
+        let mut first = establish_within(url, &conn_str, settings.connect_timeout)?;
         let connect_time = started.elapsed();
+        let pooling = pooling(url, settings, &mut first)?;
+        if pooling.on {
+            set_pooled(&mut first, settings.statement_timeout);
+        }
         let manager = AnyManager {
             backend: url.backend(),
             conn_str,
             redacted: url.redacted(),
             first: Mutex::new(Some(first)),
+            pooled: pooling.on,
         };
         let pool = r2d2::Pool::builder()
             .max_size(settings.size)
@@ -122,13 +147,37 @@ impl Database {
                 backend: url.backend(),
                 echo: settings.echo,
                 statement_timeout: settings.statement_timeout,
+                pooled: pooling.on,
             }))
             .build_unchecked(manager);
         Ok(Database {
             url: url.clone(),
             pool,
             connect_time,
+            pooling,
+            lock_expiry: settings.lock_expiry,
+            connect_timeout: settings.connect_timeout,
         })
+    }
+
+    /// Whether dbctl works in transaction-pooling mode, and why.
+    pub(crate) fn pooling(&self) -> &Pooling {
+        &self.pooling
+    }
+
+    /// How long a pooled-mode migration lock outlives its holder's heartbeat.
+    pub(crate) fn lock_expiry(&self) -> Duration {
+        self.lock_expiry
+    }
+
+    /// A new connection of its own, outside the pool (the lock heartbeat's).
+    pub(crate) fn dedicated(&self) -> anyhow::Result<AnyConnection> {
+        let conn_str = self.url.connection_string(self.connect_timeout.as_secs());
+        let mut conn = establish_within(&self.url, &conn_str, self.connect_timeout)?;
+        if self.pooling.on {
+            conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+        }
+        Ok(conn)
     }
 
     /// A connection from the pool (the first call gets the one `open` made).
@@ -195,6 +244,74 @@ fn choose_server(url: &DbUrl, timeout: Duration) -> anyhow::Result<DbUrl> {
     let mut pinned = url.clone();
     pinned.pin(chosen);
     Ok(pinned)
+}
+
+/// Decides transaction-pooling mode: the URL's `pgbouncer=`, then `DB_PGBOUNCER`, then a look at
+/// the server: when the port the server itself listens on (`inet_server_port()`) is not the port
+/// dbctl connected to, something stands in between (PgBouncer's 6432, or a port mapping: then the
+/// pooled mode costs a little speed and stays correct). A pooler on the server's own port, or
+/// reached over a Unix socket, is not seen: say so with `pgbouncer=true`.
+fn pooling(
+    url: &DbUrl,
+    settings: &PoolSettings,
+    conn: &mut AnyConnection,
+) -> anyhow::Result<Pooling> {
+    let said = |on: bool, why: &str| Pooling {
+        on,
+        why: why.to_string(),
+    };
+    if url.backend() != Backend::Postgres {
+        return Ok(said(false, "SQLite"));
+    }
+    if let Some(on) = url.pgbouncer() {
+        return Ok(said(on, "the URL's pgbouncer= parameter"));
+    }
+    if let Some(on) = settings.pgbouncer {
+        return Ok(said(on, "DB_PGBOUNCER"));
+    }
+    #[derive(QueryableByName)]
+    struct Port {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Integer>)]
+        port: Option<i32>,
+    }
+    let row: Port = diesel::sql_query("SELECT inet_server_port() AS port")
+        .get_result(conn)
+        .context("asking the server which port it listens on")?;
+    let connected = url
+        .server()
+        .and_then(|s| s.rsplit_once(':').and_then(|(_, p)| p.parse::<i32>().ok()));
+    Ok(match (row.port, connected) {
+        (Some(server), Some(ours)) if server != ours => Pooling {
+            on: true,
+            why: format!(
+ "detected: connected to port {ours}, the server listens on {server} (a pooler or proxy in between; pgbouncer=false or DB_PGBOUNCER=false turns this off)"
+            ),
+        },
+        _ => said(false, "nothing between dbctl and the server was detected"),
+    })
+}
+
+/// The statement PostgreSQL sessions in pooled mode run at the start of each of dbctl's
+/// transactions instead of once per session (a session setting would stay on the pool's server
+/// connection, for other clients, and be missing on the next one).
+static POOLED_TX_SETUP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Pooled mode on a connection: no named (cached) prepared statements, which live on one server
+/// connection of the pool only.
+fn set_pooled(conn: &mut AnyConnection, statement_timeout: Option<Duration>) {
+    conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+    if let Some(t) = statement_timeout {
+        let _ = POOLED_TX_SETUP.set(format!("SET LOCAL statement_timeout = {}", t.as_millis()));
+    }
+}
+
+/// At the start of one of dbctl's own transactions: in pooled mode, the settings a direct session
+/// gets once (`DB_STATEMENT_TIMEOUT`), for this transaction only.
+pub(crate) fn pooled_transaction_setup(conn: &mut AnyConnection) -> QueryResult<()> {
+    match POOLED_TX_SETUP.get() {
+        Some(sql) if matches!(conn, AnyConnection::Postgresql(_)) => conn.batch_execute(sql),
+        _ => Ok(()),
+    }
 }
 
 /// SQLite creates a missing file on open; only `init` may do that, and only where the URL clearly
@@ -321,6 +438,7 @@ pub(crate) struct AnyManager {
     conn_str: String,
     redacted: String,
     first: Mutex<Option<AnyConnection>>,
+    pooled: bool,
 }
 
 impl std::fmt::Debug for AnyManager {
@@ -337,7 +455,14 @@ impl ManageConnection for AnyManager {
         let first = self.first.lock().unwrap_or_else(|e| e.into_inner()).take();
         match first {
             Some(conn) => Ok(conn),
-            None => establish(self.backend, &self.conn_str).map_err(r2d2::Error::ConnectionError),
+            None => {
+                let mut conn = establish(self.backend, &self.conn_str)
+                    .map_err(r2d2::Error::ConnectionError)?;
+                if self.pooled {
+                    conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+                }
+                Ok(conn)
+            }
         }
     }
 
@@ -357,6 +482,8 @@ struct Setup {
     backend: Backend,
     echo: bool,
     statement_timeout: Option<Duration>,
+    /// Transaction pooling: no session settings (see `pooled_transaction_setup`).
+    pooled: bool,
 }
 
 impl CustomizeConnection<AnyConnection, r2d2::Error> for Setup {
@@ -372,7 +499,7 @@ impl CustomizeConnection<AnyConnection, r2d2::Error> for Setup {
                     busy.as_millis()
                 )
             }
-            Backend::Postgres => match self.statement_timeout {
+            Backend::Postgres => match self.statement_timeout.filter(|_| !self.pooled) {
                 Some(t) => format!("SET statement_timeout = {}", t.as_millis()),
                 None => return Ok(()),
             },

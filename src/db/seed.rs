@@ -50,7 +50,11 @@ pub(crate) fn write_transaction<T>(
         }
     }
     type Manager = <AnyConnection as Connection>::TransactionManager;
-    match f(conn) {
+    let work = |conn: &mut AnyConnection| {
+        super::pooled_transaction_setup(conn).context("setting the transaction's timeout")?;
+        f(conn)
+    };
+    match work(conn) {
         Ok(value) => {
             Manager::commit_transaction(conn)?;
             Ok(value)

@@ -67,6 +67,8 @@ struct PgParts {
     hosts: String,
     dbname: String,
     query: Vec<(String, String)>,
+    /// `pgbouncer=true|false`: dbctl's own parameter (Prisma's name), never passed to libpq.
+    pgbouncer: Option<bool>,
 }
 
 /// A parsed database URL. Its `Debug` and `Display` never show the password.
@@ -162,6 +164,7 @@ impl DbUrl {
             hosts: String::new(),
             dbname: String::new(),
             query: Vec::new(),
+            pgbouncer: None,
         };
         for (key, value) in pairs {
             let encoded = percent_encode(&value);
@@ -183,6 +186,8 @@ impl DbUrl {
             let pw = pg.password.take().unwrap_or_default();
             pg.query.push(("password".to_string(), pw));
         }
+        pg.pgbouncer = take_pgbouncer(&mut pg.query)
+            .map_err(|why| error::usage(format!("invalid libpq connection string: {why}")))?;
         check_query(&pg.query)
             .map_err(|why| error::usage(format!("invalid libpq connection string: {why}")))?;
         let notes = vec!["read a libpq key=value connection string".to_string()];
@@ -377,6 +382,11 @@ impl DbUrl {
             }
         }
         n
+    }
+
+    /// The URL's `pgbouncer=true|false`, if it has one.
+    pub(crate) fn pgbouncer(&self) -> Option<bool> {
+        self.pg.as_ref().and_then(|pg| pg.pgbouncer)
     }
 
     /// Sends every later connection to the server libpq chose first (a URL naming several hosts
@@ -689,6 +699,7 @@ fn parse_pg(after: &str, notes: &mut Vec<String>) -> anyhow::Result<PgParts> {
             query.push((k.to_string(), v.to_string()));
         }
     }
+    let pgbouncer = take_pgbouncer(&mut query).map_err(|why| bad(&why))?;
     check_query(&query).map_err(|why| bad(&why))?;
     Ok(PgParts {
         user,
@@ -696,7 +707,33 @@ fn parse_pg(after: &str, notes: &mut Vec<String>) -> anyhow::Result<PgParts> {
         hosts: hosts.to_string(),
         dbname: dbname.to_string(),
         query,
+        pgbouncer,
     })
+}
+
+/// Takes dbctl's own `pgbouncer=` parameter out of the query (libpq would refuse it).
+fn take_pgbouncer(query: &mut Vec<(String, String)>) -> Result<Option<bool>, String> {
+    let mut found = None;
+    let mut bad = None;
+    query.retain(|(k, v)| {
+        if k != "pgbouncer" {
+            return true;
+        }
+        match percent_decode(v)
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "true" | "1" | "yes" | "on" => found = Some(true),
+            "false" | "0" | "no" | "off" => found = Some(false),
+            _ => bad = Some("the value of parameter `pgbouncer` is not true or false".to_string()),
+        }
+        false
+    });
+    match bad {
+        Some(why) => Err(why),
+        None => Ok(found),
+    }
 }
 
 /// libpq's integer parameters.

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde::Serialize;
 
+use crate::db::lease::{self, Lease};
 use crate::db::migrations::{self as book, AppliedRow, Bookkeeping};
 use crate::db::{AnyConnection, Database, SqliteTarget};
 use crate::error::{self, Exit};
@@ -218,18 +219,85 @@ pub(crate) fn execute(
         return Ok(report);
     }
 
+    if db.pooling().on {
+        return pooled_run(
+            out,
+            &db,
+            conn,
+            source.as_ref(),
+            action,
+            opts,
+            report,
+            started,
+        );
+    }
     let lock_file = sqlite_file(&db);
     let waited =
         book::acquire_run_lock(&mut conn, lock_file.as_deref(), opts.lock_timeout, || {
             out.info("waiting for another migration run on this database to finish ...")
         })?;
     report.lock_wait_ms = output::ms_f64(waited.waited);
-    let result = locked(out, &mut conn, source.as_ref(), action, opts, &mut report);
+    let result = locked(
+        out,
+        &mut conn,
+        source.as_ref(),
+        action,
+        opts,
+        &mut report,
+        None,
+    );
     let released = waited.lock.release(&mut conn);
     // Close every connection before the SQLite file lock goes (see RunLock::release).
     drop(conn);
     drop(db);
     drop(waited.lock);
+    result?;
+    released?;
+    report.duration_ms = output::ms_f64(started.elapsed());
+    Ok(report)
+}
+
+/// A run in transaction-pooling mode (PgBouncer): a lease row instead of the session lock, and
+/// each transactional migration guarded inside its own transaction (see `db::lease`).
+#[allow(clippy::too_many_arguments)]
+fn pooled_run(
+    out: &Output,
+    db: &Database,
+    mut conn: crate::db::Pooled,
+    source: Option<&Source>,
+    action: &Action,
+    opts: &Options,
+    mut report: RunReport,
+    started: Instant,
+) -> anyhow::Result<RunReport> {
+    let prefix = Bookkeeping::locate(&mut conn)?.prefix().to_string();
+    let table = lease::ensure_table(&mut conn, &prefix)?;
+    let (lease, waited) = lease::acquire(
+        &mut conn,
+        table,
+        db.lock_expiry(),
+        opts.lock_timeout,
+        || db.dedicated(),
+        |holder| {
+            out.info(format_args!(
+ "waiting for another migration run on this database to finish ({}, last heartbeat {:.0}s ago; its lock expires {:.0}s after its last heartbeat) ...",
+                holder.owner,
+                holder.heartbeat_age_s,
+                db.lock_expiry().as_secs_f64()
+            ))
+        },
+    )?;
+    report.lock_wait_ms = output::ms_f64(waited);
+    let result = locked(
+        out,
+        &mut conn,
+        source,
+        action,
+        opts,
+        &mut report,
+        Some(&lease),
+    );
+    let released = lease.release(&mut conn);
     result?;
     released?;
     report.duration_ms = output::ms_f64(started.elapsed());
@@ -244,8 +312,10 @@ fn locked(
     action: &Action,
     opts: &Options,
     report: &mut RunReport,
+    lease: Option<&Lease>,
 ) -> anyhow::Result<()> {
     let mut bk = Bookkeeping::locate(conn)?;
+    bk.set_pooled(lease.is_some());
     report.bookkeeping_created = bk.ensure(conn)?;
     let Some(source) = source else {
         return Ok(());
@@ -256,7 +326,7 @@ fn locked(
         return Ok(());
     }
     book::begin_session(conn)?;
-    let result = run_steps(out, conn, &bk, &steps, report);
+    let result = run_steps(out, conn, &bk, &steps, report, lease);
     let ended = book::end_session(conn);
     result?;
     ended
@@ -268,6 +338,7 @@ fn run_steps(
     bk: &Bookkeeping,
     steps: &[(&Migration, Direction)],
     report: &mut RunReport,
+    lease: Option<&Lease>,
 ) -> anyhow::Result<()> {
     let bar = out.progress_bar(
         steps.len() as u64,
@@ -275,14 +346,32 @@ fn run_steps(
     );
     for (m, direction) in steps {
         bar.set_message(m.label());
+        if lease.is_some_and(Lease::is_lost) {
+            bar.abandon();
+            return Err(anyhow::anyhow!(
+ "the migration lock was taken over by another run (this run went without a heartbeat for longer than DB_LOCK_EXPIRY); stopped before {}: the migrations before it stay applied",
+                m.label()
+            ));
+        }
         let started = Instant::now();
         let result = match direction {
             Direction::Up => run::apply(conn, bk, m),
             Direction::Down => run::revert(conn, bk, m),
         };
-        if let Err(err) = result {
-            bar.abandon();
-            return Err(err);
+        let done = match result {
+            Ok(done) => done,
+            Err(err) => {
+                bar.abandon();
+                return Err(err);
+            }
+        };
+        if done.is_none() {
+            bar.inc(1);
+            out.verbose(format_args!(
+                "{} was already done by another run: skipped",
+                m.label()
+            ));
+            continue;
         }
         let took = started.elapsed();
         bar.inc(1);

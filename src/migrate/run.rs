@@ -26,13 +26,14 @@ pub(crate) enum Direction {
     Down,
 }
 
-/// Applies `m` and records it; returns how long its SQL took.
+/// Applies `m` and records it; returns how long its SQL took, or `None` when another run did it
+/// first (found inside the migration's own transaction, in pooled mode).
 pub(crate) fn apply(
     conn: &mut AnyConnection,
     book: &Bookkeeping,
     m: &Migration,
-) -> anyhow::Result<Duration> {
-    run(conn, book, m, Direction::Up)
+) -> anyhow::Result<Option<Duration>> {
+    guarded(conn, book, m, Direction::Up)
 }
 
 /// Reverts `m` and forgets it. The caller has checked that it has a down.sql.
@@ -40,8 +41,36 @@ pub(crate) fn revert(
     conn: &mut AnyConnection,
     book: &Bookkeeping,
     m: &Migration,
-) -> anyhow::Result<Duration> {
-    run(conn, book, m, Direction::Down)
+) -> anyhow::Result<Option<Duration>> {
+    guarded(conn, book, m, Direction::Down)
+}
+
+/// In transaction-pooling mode a transactional migration opens its transaction first, takes the
+/// transaction-level advisory lock and checks there that it is still to be done: exactly once,
+/// whatever server connection the pooler hands out, even if the run's lease was taken over.
+fn guarded(
+    conn: &mut AnyConnection,
+    book: &Bookkeeping,
+    m: &Migration,
+    direction: Direction,
+) -> anyhow::Result<Option<Duration>> {
+    if !(book.pooled() && m.run_in_transaction) {
+        return run(conn, book, m, direction, false).map(Some);
+    }
+    conn.batch_execute("BEGIN")
+        .map_err(|e| anyhow::Error::new(e).context("BEGIN"))?;
+    match book.still_to_do(conn, &m.version, direction == Direction::Up) {
+        Ok(true) => run(conn, book, m, direction, true).map(Some),
+        Ok(false) => {
+            conn.batch_execute("ROLLBACK")
+                .map_err(|e| anyhow::Error::new(e).context("ROLLBACK"))?;
+            Ok(None)
+        }
+        Err(e) => {
+            let _ = conn.batch_execute("ROLLBACK");
+            Err(e)
+        }
+    }
 }
 
 fn run(
@@ -49,6 +78,7 @@ fn run(
     book: &Bookkeeping,
     m: &Migration,
     direction: Direction,
+    begun: bool,
 ) -> anyhow::Result<Duration> {
     let (sql, path) = match direction {
         Direction::Up => (m.up.as_str(), m.up_path()),
@@ -71,12 +101,12 @@ fn run(
         // round trip less per migration on PostgreSQL).
         let started = Instant::now();
         let result = (|| -> Result<Duration, TxFailure> {
-            if statements.is_empty() {
+            if statements.is_empty() && !begun {
                 conn.batch_execute("BEGIN")
                     .map_err(|e| TxFailure::Finish(anyhow::Error::new(e).context("BEGIN")))?;
             }
             for (i, stmt) in statements.iter().enumerate() {
-                let sql = if i == 0 {
+                let sql = if i == 0 && !begun {
                     Cow::Owned(format!("BEGIN;\n{}", stmt.sql))
                 } else {
                     Cow::Borrowed(stmt.sql)

@@ -124,12 +124,13 @@ fn base_dir() -> &'static Path {
             pid = std::process::id(),
             script = script.display()
         );
+        // `setsid -f` forks the watcher off and returns at once.
         Command::new("setsid")
-            .args(["sh", "-c", &watcher])
+            .args(["-f", "sh", "-c", &watcher])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
+            .status()
             .expect("start the topology cleanup watcher");
         dir
     })
