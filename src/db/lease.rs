@@ -34,9 +34,13 @@ pub(crate) const DEFAULT_EXPIRY: Duration = Duration::from_secs(30);
 /// dbctl's lock table.
 pub(crate) const LOCK_TABLE: &str = "__dbctl_lock";
 
-/// The advisory key that serialises creating the lock table, and each pooled-mode migration's
-/// transaction ("dbctllck").
+/// The transaction-level advisory key each pooled-mode migration's transaction holds
+/// ("dbctllck").
 pub(crate) const XACT_KEY: i64 = 0x6462_6374_6c6c_636b;
+
+/// The transaction-level advisory key that serialises creating the lock table ("dbctltbl"): not
+/// [`XACT_KEY`], which a stalled run's migration transaction may hold for long.
+const TABLE_KEY: i64 = 0x6462_6374_6c74_626c;
 
 /// The lock's name in the table (one lock per database and schema).
 const NAME: &str = "migrate";
@@ -74,7 +78,7 @@ fn owner_name() -> String {
 pub(crate) fn ensure_table(conn: &mut AnyConnection, prefix: &str) -> anyhow::Result<String> {
     let table = format!("{prefix}{}", super::quote_ident(LOCK_TABLE));
     conn.batch_execute(&format!(
-        "BEGIN; SELECT pg_catalog.pg_advisory_xact_lock({XACT_KEY}); \
+        "BEGIN; SELECT pg_catalog.pg_advisory_xact_lock({TABLE_KEY}); \
          CREATE TABLE IF NOT EXISTS {table} (
              name TEXT PRIMARY KEY,
              owner TEXT NOT NULL,
@@ -107,7 +111,8 @@ fn try_take(
 ) -> anyhow::Result<Option<Holder>> {
     let taken: Vec<Owner> = diesel::sql_query(format!(
         "INSERT INTO {table} AS l (name, owner, acquired_at, heartbeat_at, expires_at) \
-         VALUES ($1, $2, now(), now(), now() + make_interval(secs => $3)) \
+         SELECT $1, $2, now(), now(), now() + make_interval(secs => $3) \
+         WHERE pg_catalog.pg_try_advisory_xact_lock($4) \
          ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
          acquired_at = excluded.acquired_at, heartbeat_at = excluded.heartbeat_at, \
          expires_at = excluded.expires_at WHERE l.expires_at < now() \
@@ -116,6 +121,8 @@ fn try_take(
     .bind::<Text, _>(NAME)
     .bind::<Text, _>(owner)
     .bind::<Double, _>(expiry.as_secs_f64())
+    // A direct run holds the session lock on this key for its whole run: not while it does.
+    .bind::<diesel::sql_types::BigInt, _>(super::migrations::PG_LOCK_KEY)
     .load(conn)
     .context("taking the migration lock (a row in __dbctl_lock)")?;
     if !taken.is_empty() {
@@ -142,7 +149,8 @@ fn try_take(
         owner: row
             .as_ref()
             .and_then(|r| r.owner.clone())
-            .unwrap_or_else(|| "(released meanwhile)".to_string()),
+            .filter(|_| row.as_ref().and_then(|r| r.left).is_some_and(|l| l >= 0.0))
+            .unwrap_or_else(|| "a run connected directly, holding the session lock".to_string()),
         heartbeat_age_s: row.as_ref().and_then(|r| r.age).unwrap_or(0.0),
         expires_in_s: row.as_ref().and_then(|r| r.left).unwrap_or(0.0),
     }))
@@ -237,10 +245,39 @@ fn heartbeat(
     }
 }
 
+/// The error of a run whose lease was taken over.
+pub(crate) fn taken_over(before: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the migration lock was taken over by another run (this run went without a heartbeat \
+         for longer than DB_LOCK_EXPIRY); stopped before {before}: the migrations before it stay \
+         applied"
+    )
+}
+
 impl Lease {
-    /// Whether another run took the lease over (this one stalled past the expiry).
+    /// Whether another run took the lease over (this one stalled past the expiry), as the
+    /// heartbeat last saw it.
     pub(crate) fn is_lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)
+    }
+
+    /// The lock table and this run's owner name, for checks made inside a transaction.
+    pub(crate) fn row(&self) -> (&str, &str) {
+        (&self.table, &self.owner)
+    }
+
+    /// Asks the server whether the lease is still this run's (before a migration that runs
+    /// outside a transaction, where no transaction lock backs it up).
+    pub(crate) fn still_ours(&self, conn: &mut AnyConnection) -> anyhow::Result<bool> {
+        let rows: Vec<Owner> = diesel::sql_query(format!(
+            "SELECT owner FROM {} WHERE name = $1 AND owner = $2",
+            self.table
+        ))
+        .bind::<Text, _>(NAME)
+        .bind::<Text, _>(&self.owner)
+        .load(conn)
+        .context("checking that the migration lock is still held")?;
+        Ok(!rows.is_empty())
     }
 
     fn stop_heartbeat(&mut self) {
@@ -262,6 +299,57 @@ impl Lease {
         .execute(conn)
         .context("releasing the migration lock (the row in __dbctl_lock)")?;
         Ok(())
+    }
+}
+
+/// A direct run, holding the session lock: waits (until `timeout`) while a pooled run's lease is
+/// live, so that runs through a pooler and runs connected directly exclude each other too.
+pub(crate) fn wait_for_live_lease(
+    conn: &mut AnyConnection,
+    prefix: &str,
+    timeout: Duration,
+    mut on_wait: impl FnMut(&str),
+) -> anyhow::Result<()> {
+    #[derive(QueryableByName)]
+    struct Live {
+        #[diesel(sql_type = Nullable<Text>)]
+        owner: Option<String>,
+    }
+    let table = format!("{prefix}{}", super::quote_ident(LOCK_TABLE));
+    let started = Instant::now();
+    let mut told = false;
+    loop {
+        let exists: Vec<Live> = diesel::sql_query(
+            "SELECT NULL::text AS owner WHERE pg_catalog.to_regclass($1) IS NOT NULL",
+        )
+        .bind::<Text, _>(&table)
+        .load(conn)
+        .context("looking for the pooled-mode lock table")?;
+        if exists.is_empty() {
+            return Ok(());
+        }
+        let live: Vec<Live> = diesel::sql_query(format!(
+            "SELECT owner FROM {table} WHERE name = $1 AND expires_at >= now()"
+        ))
+        .bind::<Text, _>(NAME)
+        .load(conn)
+        .context("looking for a pooled run's migration lock")?;
+        let Some(holder) = live.into_iter().next() else {
+            return Ok(());
+        };
+        let owner = holder.owner.unwrap_or_default();
+        if started.elapsed() >= timeout {
+            return Err(anyhow::anyhow!(
+                "another migration run (through a pooler: {owner}) holds the lock on this \
+                 database; gave up after {:.0}s (raise --lock-timeout to wait longer)",
+                timeout.as_secs_f64()
+            ));
+        }
+        if !told {
+            on_wait(&owner);
+            told = true;
+        }
+        thread::sleep(Duration::from_millis(200));
     }
 }
 

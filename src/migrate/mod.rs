@@ -315,7 +315,17 @@ fn locked(
     lease: Option<&Lease>,
 ) -> anyhow::Result<()> {
     let mut bk = Bookkeeping::locate(conn)?;
-    bk.set_pooled(lease.is_some());
+    if lease.is_none() && matches!(conn, AnyConnection::Postgresql(_)) {
+        lease::wait_for_live_lease(conn, bk.prefix(), opts.lock_timeout, |owner| {
+            out.info(format_args!(
+                "waiting for a migration run through a pooler ({owner}) to finish ..."
+            ))
+        })?;
+    }
+    if let Some(lease) = lease {
+        let (table, owner) = lease.row();
+        bk.set_lease(table, owner);
+    }
     report.bookkeeping_created = bk.ensure(conn)?;
     let Some(source) = source else {
         return Ok(());
@@ -346,12 +356,14 @@ fn run_steps(
     );
     for (m, direction) in steps {
         bar.set_message(m.label());
-        if lease.is_some_and(Lease::is_lost) {
-            bar.abandon();
-            return Err(anyhow::anyhow!(
- "the migration lock was taken over by another run (this run went without a heartbeat for longer than DB_LOCK_EXPIRY); stopped before {}: the migrations before it stay applied",
-                m.label()
-            ));
+        if let Some(lease) = lease {
+            // A transactional migration checks inside its own transaction; one outside a
+            // transaction asks first.
+            let lost = lease.is_lost() || (!m.run_in_transaction && !lease.still_ours(conn)?);
+            if lost {
+                bar.abandon();
+                return Err(lease::taken_over(&m.label()));
+            }
         }
         let started = Instant::now();
         let result = match direction {
