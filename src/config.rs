@@ -5,13 +5,28 @@
 //! variable always wins and `--verbose` can say which source each value came from. Values are
 //! parsed only when a command asks for them: `revision` must not fail on a bad `DB_POOL_SIZE`.
 
+pub(crate) mod numbers;
+mod parts;
+
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::db::url::{DRIVER_PARAMS, SQLITE_DRIVER_PARAMS};
 use crate::db::{DbUrl, PoolSettings};
 use crate::error;
+use crate::output;
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Each setting's names, first present wins: dbctl's own, then the seed documents' spellings.
+const URL: &[&str] = &["DATABASE_URL", "DATABASE_URI"];
+const POOL_SIZE: &[&str] = &["DB_POOL_SIZE", "DATABASE_POOL_SIZE"];
+const MAX_OVERFLOW: &[&str] = &["DB_MAX_OVERFLOW", "DATABASE_MAX_OVERFLOW"];
+const ECHO: &[&str] = &["DB_ECHO", "DATABASE_ECHO"];
+const SCHEMA: &str = "DATABASE_SCHEMA";
 
 /// The database used when nothing else names one (diesel and sqlx users expect a local file).
 pub(crate) const DEFAULT_DATABASE_URL: &str = "sqlite://dev.db";
@@ -25,6 +40,8 @@ const DEFAULT_DIESEL_TOML: &str = "diesel.toml";
 pub(crate) enum Source {
     Flag(&'static str),
     Env(String),
+    /// Built from `DATABASE_HOST`, `DATABASE_NAME`, ... (the names listed).
+    Built(String),
     DotEnv(String, PathBuf),
     DieselToml(PathBuf),
     Default,
@@ -35,6 +52,7 @@ impl fmt::Display for Source {
         match self {
             Source::Flag(flag) => write!(f, "from {flag}"),
             Source::Env(key) => write!(f, "from the environment variable {key}"),
+            Source::Built(names) => write!(f, "built from {names}"),
             Source::DotEnv(key, path) => write!(f, "from {key} in {}", path.display()),
             Source::DieselToml(path) => write!(f, "from {}", path.display()),
             Source::Default => f.write_str("the default"),
@@ -56,6 +74,12 @@ pub(crate) struct Config {
     dotenv_path: Option<PathBuf>,
     /// diesel.toml's `[migrations_directory] dir`, resolved against the file's folder.
     diesel_migrations_dir: Option<(PathBuf, PathBuf)>,
+    /// The driver parameters [`Config::database_url`] took out of the URL, decoded.
+    driver_params: RefCell<Vec<(String, String)>>,
+    /// Where the URL came from, once resolved (for [`Config::explain`]).
+    url_source: RefCell<Option<Source>>,
+    /// Whether that URL is SQLite's (its `?timeout=` is pysqlite's busy timeout).
+    sqlite_url: std::cell::Cell<bool>,
 }
 
 impl fmt::Debug for Config {
@@ -84,6 +108,9 @@ impl Config {
             dotenv,
             dotenv_path,
             diesel_migrations_dir: None,
+            driver_params: RefCell::new(Vec::new()),
+            url_source: RefCell::new(None),
+            sqlite_url: std::cell::Cell::new(false),
         };
         let (toml_path, named) = match config.lookup("DIESEL_CONFIG_FILE") {
             Some((path, _)) => (PathBuf::from(path), true),
@@ -94,16 +121,23 @@ impl Config {
                 read_diesel_toml(&toml_path)?.map(|dir| (dir, toml_path));
         }
         for (key, value) in &config.dotenv {
-            if key == "DATABASE_URL" {
+            if URL.contains(&key.as_str()) {
                 DbUrl::parse(value).ok(); // registers its password for redaction, nothing more
+            } else if key == "DATABASE_PASSWORD" {
+                error::register_secret(value);
             }
+        }
+        if let Some((password, _)) = config.lookup("DATABASE_PASSWORD") {
+            error::register_secret(&password);
         }
         Ok(config)
     }
 
     /// A setting from the environment, else from `.env`.
     pub(crate) fn lookup(&self, key: &str) -> Option<(String, Source)> {
-        if let Ok(value) = std::env::var(key) {
+        if let Some(value) = std::env::var_os(key) {
+            // A value that is not UTF-8 is kept (lossily) so that it fails as a bad value.
+            let value = value.to_string_lossy().into_owned();
             return Some((value, Source::Env(key.to_string())));
         }
         let path = self.dotenv_path.clone()?;
@@ -112,26 +146,204 @@ impl Config {
             .map(|v| (v.clone(), Source::DotEnv(key.to_string(), path)))
     }
 
-    /// The database URL: `--database-url`, `DATABASE_URL`, `.env`, then `sqlite://dev.db`.
+    /// The first of `names` that is set (environment, then `.env`), and which name it was.
+    pub(crate) fn lookup_any<'n>(&self, names: &[&'n str]) -> Option<(String, Source, &'n str)> {
+        names
+            .iter()
+            .find_map(|name| self.lookup(name).map(|(v, s)| (v, s, *name)))
+    }
+
+    /// The database URL: `--database-url`, `DATABASE_URL` (or `DATABASE_URI`), built from
+    /// `DATABASE_HOST`, `DATABASE_NAME`, ... when any of those is set, then `sqlite://dev.db`.
+    /// Driver parameters libpq would refuse are taken out (see [`DRIVER_PARAMS`]).
     pub(crate) fn database_url(&self) -> anyhow::Result<(DbUrl, Source)> {
         let (raw, source) = match &self.overrides.database_url {
             Some(url) => (url.clone(), Source::Flag("--database-url")),
-            None => match self.lookup("DATABASE_URL") {
-                Some((value, source)) => {
+            None => match self.lookup_any(URL) {
+                Some((value, source, name)) => {
                     if value.trim().is_empty() {
                         // An empty DATABASE_URL is usually a missing CI secret: falling back to a
                         // local file would "succeed" against the wrong database.
                         return Err(error::usage(format!(
-                            "DATABASE_URL is set but empty ({source}); unset it to use the default {DEFAULT_DATABASE_URL}"
+                            "{name} is set but empty ({source}); unset it to use the default {DEFAULT_DATABASE_URL}"
                         )));
                     }
                     (value, source)
                 }
-                None => (DEFAULT_DATABASE_URL.to_string(), Source::Default),
+                None => match parts::url_from_parts(self)? {
+                    Some(built) => built,
+                    None => (DEFAULT_DATABASE_URL.to_string(), Source::Default),
+                },
             },
         };
-        let url = DbUrl::parse(&raw)?;
+        let mut url = DbUrl::parse(&raw)?;
+        let sqlite = url.backend() == crate::db::Backend::Sqlite;
+        *self.driver_params.borrow_mut() = url.take_query_params(if sqlite {
+            SQLITE_DRIVER_PARAMS
+        } else {
+            DRIVER_PARAMS
+        });
+        self.sqlite_url.set(sqlite);
+        *self.url_source.borrow_mut() = Some(source.clone());
         Ok((url, source))
+    }
+
+    /// For `-v`: every `DB_*` and `DATABASE_*` name that is set (environment or `.env`), where it
+    /// came from and what it does, including those that have no effect and why. Call after
+    /// [`Config::database_url`]. Values are shown except passwords and URLs (shown redacted
+    /// elsewhere).
+    pub(crate) fn explain(&self, backend: crate::db::Backend) -> Vec<String> {
+        let mut names: Vec<(String, bool)> = std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .filter(|k| is_setting_name(k))
+            .map(|k| (k, true))
+            .collect();
+        for key in self.dotenv.keys().filter(|k| is_setting_name(k)) {
+            names.push((key.clone(), false));
+        }
+        names.sort();
+        names.dedup();
+        let url_source = self.url_source.borrow().clone();
+        let built = matches!(url_source, Some(Source::Built(_)));
+        let mut lines = Vec::new();
+        for (name, in_env) in &names {
+            let value = if *in_env {
+                std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+            } else {
+                self.dotenv.get(name).cloned()
+            };
+            // Only the values of known, non-secret settings are shown: an unknown `DB_PASSWORD`
+            // or `DATABASE_TOKEN` may hold a secret dbctl was never told about.
+            let shown = match name.as_str() {
+                "DATABASE_PASSWORD" => "***".to_string(),
+                n if URL.contains(&n) => "(the URL)".to_string(),
+                n if is_known(n) => output::quote(value.as_deref().unwrap_or_default()),
+                _ => "(value not shown)".to_string(),
+            };
+            let source = match (in_env, &self.dotenv_path) {
+                (true, _) => "the environment".to_string(),
+                (false, Some(path)) => path.display().to_string(),
+                (false, None) => ".env".to_string(),
+            };
+            let effect = if !*in_env && std::env::var_os(name).is_some() {
+                "no effect: the environment variable of the same name wins".to_string()
+            } else {
+                self.effect(name, backend, url_source.as_ref(), built)
+            };
+            lines.push(format!("setting {name}={shown} (from {source}): {effect}"));
+        }
+        for (key, value) in self.driver_params.borrow().iter() {
+            let sqlite = self.sqlite_url.get();
+            let effect = match key.as_str() {
+                "timeout" if sqlite && self.lookup("DB_STATEMENT_TIMEOUT").is_some() => {
+                    "no effect: DB_STATEMENT_TIMEOUT is set and wins".to_string()
+                }
+                "timeout" if sqlite => "used as the busy timeout (DB_STATEMENT_TIMEOUT)".into(),
+                _ if sqlite => {
+                    "accepted, no effect: a Python sqlite3 option that SQLite has no counterpart for"
+                        .to_string()
+                }
+                "command_timeout" if self.lookup("DB_STATEMENT_TIMEOUT").is_some() => {
+                    "no effect: DB_STATEMENT_TIMEOUT is set and wins".to_string()
+                }
+                "command_timeout" => "used as the statement timeout (DB_STATEMENT_TIMEOUT)".into(),
+                "timeout" if self.lookup("DB_CONNECT_TIMEOUT").is_some() => {
+                    "no effect: DB_CONNECT_TIMEOUT is set and wins".to_string()
+                }
+                "timeout" => "used as the connect timeout (DB_CONNECT_TIMEOUT)".into(),
+                _ => "accepted, no effect: an asyncpg/SQLAlchemy option that libpq has no counterpart for"
+                    .to_string(),
+            };
+            lines.push(format!(
+                "URL parameter {key}={}: {effect}",
+                output::quote(value)
+            ));
+        }
+        lines
+    }
+
+    /// Warnings about settings that are probably not meant as dbctl reads them (printed even
+    /// without `-v`). Call after [`Config::database_url`].
+    pub(crate) fn warnings(&self, backend: crate::db::Backend) -> Vec<String> {
+        let mut out = Vec::new();
+        let built = matches!(*self.url_source.borrow(), Some(Source::Built(_)));
+        let schema = self.lookup(SCHEMA).filter(|(v, _)| !v.trim().is_empty());
+        if let (true, crate::db::Backend::Postgres, Some((schema, _)), None) =
+            (built, backend, schema, self.lookup("DATABASE_NAME"))
+        {
+            out.push(format!(
+                "DATABASE_SCHEMA={} is used as the PostgreSQL schema, and no DATABASE_NAME is set, so \
+                 the database is libpq's default (the user name); projects that use DATABASE_SCHEMA \
+                 as the database name (fastapi-best-architecture) should also set DATABASE_NAME={}",
+                output::quote(&schema),
+                output::quote(&schema)
+            ));
+        }
+        out
+    }
+
+    fn effect(
+        &self,
+        name: &str,
+        backend: crate::db::Backend,
+        url_source: Option<&Source>,
+        built: bool,
+    ) -> String {
+        let sqlite = backend == crate::db::Backend::Sqlite;
+        let shadowed = |group: &[&str]| {
+            let winner = group.iter().find(|n| self.lookup(n).is_some())?;
+            (*winner != name).then(|| format!("no effect: {winner} is also set and wins"))
+        };
+        let meaning = match name {
+            "DATABASE_URL" | "DATABASE_URI" => {
+                if let Some(Source::Flag(flag)) = url_source {
+                    return format!("no effect: {flag} wins");
+                }
+                if let Some(note) = shadowed(URL) {
+                    return note;
+                }
+                "the database URL"
+            }
+            n if parts::PARTS.contains(&n) => {
+                if !built {
+                    return match url_source {
+                        Some(source) => format!("no effect: the URL comes {source}"),
+                        None => "no effect: this command uses no database".to_string(),
+                    };
+                }
+                if sqlite && parts::SERVER_PARTS.contains(&n) {
+                    return "no effect on a SQLite file".to_string();
+                }
+                "part of the database URL"
+            }
+            SCHEMA if sqlite => return "no effect on SQLite (PostgreSQL only)".to_string(),
+            SCHEMA => "the PostgreSQL schema (first on search_path): migrations, bookkeeping tables, seeds and inspect use it",
+            n if POOL_SIZE.contains(&n) => {
+                if let Some(note) = shadowed(POOL_SIZE) {
+                    return note;
+                }
+                "the pool size (r2d2 max_size, together with the overflow)"
+            }
+            n if MAX_OVERFLOW.contains(&n) => {
+                if let Some(note) = shadowed(MAX_OVERFLOW) {
+                    return note;
+                }
+                "added to the pool size: r2d2 has one limit (-1: up to 1000)"
+            }
+            n if ECHO.contains(&n) => {
+                if let Some(note) = shadowed(ECHO) {
+                    return note;
+                }
+                "log each SQL statement to stderr (debug: statements only, not result rows)"
+            }
+            "DB_POOL_TIMEOUT" => "seconds to wait for a free pooled connection",
+            "DB_POOL_RECYCLE" => "seconds before a connection is replaced",
+            "DB_POOL_PRE_PING" => "test each connection when it is taken from the pool",
+            "DB_STATEMENT_TIMEOUT" => "PostgreSQL's statement_timeout and SQLite's busy timeout",
+            "DB_CONNECT_TIMEOUT" => "bound on each connection attempt",
+            _ => return "no effect: not a setting dbctl knows".to_string(),
+        };
+        meaning.to_string()
     }
 
     /// The migrations folder: `--migrations-dir`, `MIGRATION_DIRECTORY` (diesel_cli's variable),
@@ -161,50 +373,57 @@ impl Config {
     }
 
     /// Pool and connection settings; `connect_timeout` (from `ping --timeout`) overrides
-    /// `DB_CONNECT_TIMEOUT`.
+    /// `DB_CONNECT_TIMEOUT`. Call after [`Config::database_url`]: asyncpg's `?command_timeout=`
+    /// and `?timeout=` in the URL count too.
     pub(crate) fn pool_settings(
         &self,
         connect_timeout: Option<Duration>,
     ) -> anyhow::Result<PoolSettings> {
         let connect_timeout = match connect_timeout {
             Some(t) => t,
-            None => self
-                .seconds("DB_CONNECT_TIMEOUT")?
-                .unwrap_or(Duration::from_secs(5)),
+            None => match self.seconds(&["DB_CONNECT_TIMEOUT"], numbers::CONNECT_TIMEOUT)? {
+                Some(t) => t.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+                None if self.sqlite_url.get() => DEFAULT_CONNECT_TIMEOUT,
+                None => self
+                    .driver_seconds("timeout", numbers::CONNECT_TIMEOUT)?
+                    .flatten()
+                    .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            },
         };
-        let recycle = self
-            .seconds_or_off("DB_POOL_RECYCLE")?
-            .unwrap_or(Some(Duration::from_secs(3600)));
+        let statement_timeout =
+            match self.seconds(&["DB_STATEMENT_TIMEOUT"], numbers::STATEMENT_TIMEOUT)? {
+                // 0 is "no limit": PostgreSQL's statement_timeout = 0, SQLite never waits for a lock.
+                Some(t) => Some(t.unwrap_or(Duration::ZERO)),
+                None => {
+                    // asyncpg's command_timeout; pysqlite's timeout is SQLite's busy timeout.
+                    let key = if self.sqlite_url.get() {
+                        "timeout"
+                    } else {
+                        "command_timeout"
+                    };
+                    self.driver_seconds(key, numbers::STATEMENT_TIMEOUT)?
+                        .map(|t| t.unwrap_or(Duration::ZERO))
+                }
+            };
         Ok(PoolSettings {
             size: self.pool_size()?,
             timeout: self
-                .seconds("DB_POOL_TIMEOUT")?
+                .seconds(&["DB_POOL_TIMEOUT"], numbers::POOL_TIMEOUT)?
+                .flatten()
                 .unwrap_or(Duration::from_secs(30)),
-            recycle,
-            pre_ping: self.flag("DB_POOL_PRE_PING")?.unwrap_or(true),
-            echo: self.flag("DB_ECHO")?.unwrap_or(false),
-            statement_timeout: self.seconds_allow_zero("DB_STATEMENT_TIMEOUT")?,
+            recycle: self
+                .seconds(&["DB_POOL_RECYCLE"], numbers::POOL_RECYCLE)?
+                .unwrap_or(Some(Duration::from_secs(3600))),
+            pre_ping: self.flag(&["DB_POOL_PRE_PING"])?.unwrap_or(true),
+            echo: self.flag(ECHO)?.unwrap_or(false),
+            statement_timeout,
+            connect_timeout,
+            schema: self.schema()?,
             pgbouncer: self.pgbouncer()?,
-            lock_expiry: match self.seconds("DB_LOCK_EXPIRY")? {
-                Some(t) if t >= Duration::from_secs(1) => t,
-                Some(_) => {
-                    let (raw, source) = self
-                        .lookup("DB_LOCK_EXPIRY")
-                        .unwrap_or((String::new(), Source::Default));
-                    return Err(bad_value(
-                        "DB_LOCK_EXPIRY",
-                        &raw,
-                        &source,
-                        "a number of seconds of at least 1",
-                    ));
-                }
-                None => crate::db::lease::DEFAULT_EXPIRY,
-            },
-            connect_timeout: if connect_timeout.is_zero() {
-                Duration::from_secs(1)
-            } else {
-                connect_timeout
-            },
+            lock_expiry: self
+                .seconds(&["DB_LOCK_EXPIRY"], numbers::LOCK_EXPIRY)?
+                .flatten()
+                .unwrap_or(crate::db::lease::DEFAULT_EXPIRY),
         })
     }
 
@@ -213,87 +432,130 @@ impl Config {
     fn pgbouncer(&self) -> anyhow::Result<Option<bool>> {
         match self.lookup("DB_PGBOUNCER") {
             Some((raw, _)) if raw.trim().eq_ignore_ascii_case("auto") => Ok(None),
-            _ => self.flag("DB_PGBOUNCER"),
+            _ => self.flag(&["DB_PGBOUNCER"]),
         }
     }
 
+    /// r2d2 has one limit where SQLAlchemy has two: the pool size plus the overflow.
     fn pool_size(&self) -> anyhow::Result<u32> {
-        match self.lookup("DB_POOL_SIZE") {
-            None => Ok(5),
-            Some((raw, source)) => match raw.trim().parse::<u32>() {
-                Ok(n) if n >= 1 => Ok(n),
-                _ => Err(bad_value(
-                    "DB_POOL_SIZE",
-                    &raw,
-                    &source,
-                    "a whole number of at least 1",
-                )),
-            },
-        }
+        let size = self.count(POOL_SIZE, numbers::POOL_SIZE)?.unwrap_or(5);
+        let overflow = self
+            .count(MAX_OVERFLOW, numbers::MAX_OVERFLOW)?
+            .unwrap_or(0);
+        // Both are range-checked, so the sum is small; -1 is SQLAlchemy's "no limit".
+        let total = if overflow < 0 {
+            size.max(numbers::POOL_SIZE.max())
+        } else {
+            size + overflow
+        };
+        Ok(u32::try_from(total).unwrap_or(1).max(1))
     }
 
-    fn parse_seconds(&self, key: &str, allow_zero: bool) -> anyhow::Result<Option<(f64, Source)>> {
-        let Some((raw, source)) = self.lookup(key) else {
+    /// `DATABASE_SCHEMA`: the PostgreSQL schema put first on each connection's search_path.
+    pub(crate) fn schema(&self) -> anyhow::Result<Option<String>> {
+        let Some((raw, source)) = self.lookup(SCHEMA) else {
             return Ok(None);
         };
-        match raw.trim().parse::<f64>() {
-            Ok(s) if s.is_finite() && (s > 0.0 || (allow_zero && s >= 0.0)) && s < 1e9 => {
-                Ok(Some((s, source)))
-            }
-            _ => {
-                let want = if allow_zero {
-                    "a number of seconds, 0 or more"
-                } else {
-                    "a number of seconds greater than 0"
-                };
-                Err(bad_value(key, &raw, &source, want))
-            }
+        if self.sqlite_url.get() {
+            return Ok(None); // no effect on SQLite, and `-v` says so
         }
-    }
-
-    fn seconds(&self, key: &str) -> anyhow::Result<Option<Duration>> {
-        Ok(self
-            .parse_seconds(key, false)?
-            .map(|(s, _)| Duration::from_secs_f64(s)))
-    }
-
-    fn seconds_allow_zero(&self, key: &str) -> anyhow::Result<Option<Duration>> {
-        Ok(self
-            .parse_seconds(key, true)?
-            .map(|(s, _)| Duration::from_secs_f64(s)))
-    }
-
-    /// Seconds where 0 or a negative number (SQLAlchemy's -1) turns the feature off.
-    fn seconds_or_off(&self, key: &str) -> anyhow::Result<Option<Option<Duration>>> {
-        let Some((raw, source)) = self.lookup(key) else {
+        let name = raw.trim();
+        if name.is_empty() {
             return Ok(None);
-        };
-        match raw.trim().parse::<f64>() {
-            Ok(s) if s.is_finite() && s <= 0.0 => Ok(Some(None)),
-            Ok(s) if s.is_finite() && s < 1e9 => Ok(Some(Some(Duration::from_secs_f64(s)))),
-            _ => Err(bad_value(
-                key,
+        }
+        if name.len() > 63 || name.contains('\0') {
+            return Err(bad_value(
+                SCHEMA,
                 &raw,
                 &source,
-                "a number of seconds (0 or -1 turns it off)",
-            )),
+                "a schema name of 1 to 63 bytes (PostgreSQL keeps only 63)",
+            ));
         }
+        Ok(Some(name.to_string()))
     }
 
-    fn flag(&self, key: &str) -> anyhow::Result<Option<bool>> {
-        let Some((raw, source)) = self.lookup(key) else {
+    fn seconds(
+        &self,
+        names: &[&str],
+        spec: numbers::Seconds,
+    ) -> anyhow::Result<Option<Option<Duration>>> {
+        let Some((raw, source, name)) = self.lookup_any(names) else {
+            return Ok(None);
+        };
+        spec.parse(&raw)
+            .map(Some)
+            .map_err(|want| bad_value(name, &raw, &source, &want))
+    }
+
+    /// A driver parameter taken out of the URL (asyncpg's `command_timeout`, `timeout`).
+    fn driver_seconds(
+        &self,
+        key: &str,
+        spec: numbers::Seconds,
+    ) -> anyhow::Result<Option<Option<Duration>>> {
+        let params = self.driver_params.borrow();
+        let Some((_, raw)) = params.iter().rev().find(|(k, _)| k == key) else {
+            return Ok(None);
+        };
+        spec.parse(raw).map(Some).map_err(|want| {
+            error::usage(format!(
+                "invalid URL parameter {key}={} (read by dbctl): {want}",
+                output::quote(raw)
+            ))
+        })
+    }
+
+    fn count(&self, names: &[&str], spec: numbers::Count) -> anyhow::Result<Option<i64>> {
+        let Some((raw, source, name)) = self.lookup_any(names) else {
+            return Ok(None);
+        };
+        spec.parse(&raw)
+            .map(Some)
+            .map_err(|want| bad_value(name, &raw, &source, &want))
+    }
+
+    /// A boolean; SQLAlchemy's `echo="debug"` (statements and result rows) counts as true: dbctl
+    /// logs the statements.
+    fn flag(&self, names: &[&str]) -> anyhow::Result<Option<bool>> {
+        let Some((raw, source, name)) = self.lookup_any(names) else {
             return Ok(None);
         };
         match raw.trim().to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => Ok(Some(true)),
+            "debug" if names == ECHO => Ok(Some(true)),
             "0" | "false" | "no" | "off" | "" => Ok(Some(false)),
-            _ => Err(bad_value(key, &raw, &source, "true or false")),
+            _ if names == ECHO => Err(bad_value(name, &raw, &source, "true, false or debug")),
+            _ => Err(bad_value(name, &raw, &source, "true or false")),
         }
     }
 }
 
+/// Whether dbctl reads this name (its value can then be shown by `-v`).
+fn is_known(name: &str) -> bool {
+    const OTHERS: &[&str] = &[
+        "DB_POOL_TIMEOUT",
+        "DB_POOL_RECYCLE",
+        "DB_POOL_PRE_PING",
+        "DB_STATEMENT_TIMEOUT",
+        "DB_CONNECT_TIMEOUT",
+        SCHEMA,
+    ];
+    [URL, POOL_SIZE, MAX_OVERFLOW, ECHO, parts::PARTS, OTHERS]
+        .iter()
+        .any(|group| group.contains(&name))
+}
+
+/// The names `-v` reports on: dbctl's `DB_*` settings and the seed documents' `DATABASE_*` ones.
+fn is_setting_name(name: &str) -> bool {
+    name.starts_with("DB_") || name.starts_with("DATABASE_")
+}
+
 fn bad_value(key: &str, raw: &str, source: &Source, want: &str) -> anyhow::Error {
-    error::usage(format!("invalid {key} `{raw}` ({source}): expected {want}"))
+    let want = want.strip_prefix("expected ").unwrap_or(want);
+    error::usage(format!(
+        "invalid {key} {} ({source}): expected {want}",
+        output::quote(raw)
+    ))
 }
 
 fn read_env_file(path: &Path) -> anyhow::Result<HashMap<String, String>> {

@@ -13,25 +13,27 @@ mod output;
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
 fn main() -> ExitCode {
-    let cli = match cli::Cli::try_parse() {
+    let cli = match cli::parse() {
         Ok(cli) => cli,
         Err(err) => return clap_exit(&err),
     };
     let out = output::Output::new(cli.global.format, cli.global.quiet, cli.global.verbose);
-    match commands::run(cli, &out) {
-        Ok(exit) => ExitCode::from(exit.code()),
+    let code = match commands::run(cli, &out) {
+        Ok(exit) => exit.code(),
         Err(err) => {
             out.error(&err);
-            ExitCode::from(error::exit_of(&err).code())
+            error::exit_of(&err).code()
         }
-    }
+    };
+    out.finish();
+    ExitCode::from(code)
 }
 
 /// Help and version go to stdout with exit 0; usage errors to stderr with exit 2, redacted (a URL
-/// given where a flag was expected would otherwise be echoed with its password).
+/// given where a flag was expected would otherwise be echoed with its password). With
+/// `--format json` (or `DBCTL_FORMAT=json`) a usage error is also one JSON error document on
+/// stdout, as every other failure is.
 fn clap_exit(err: &clap::Error) -> ExitCode {
     let mut text = err.render().to_string();
     for arg in std::env::args_os()
@@ -43,12 +45,28 @@ fn clap_exit(err: &clap::Error) -> ExitCode {
             text = text.replace(&arg, &shown);
         }
     }
-    let text = error::redact(&text);
-    if err.use_stderr() {
-        eprint!("{text}");
-        ExitCode::from(error::Exit::Usage.code())
-    } else {
+    let text = output::clip_lines(&error::redact(&text));
+    if !err.use_stderr() {
         print!("{text}");
-        ExitCode::SUCCESS
+        return ExitCode::SUCCESS;
     }
+    eprint!("{text}");
+    if cli::json_requested(std::env::args_os()) {
+        // The message and clap's tips; not the usage lines, which are for people.
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("error:") || l.trim_start().starts_with("tip:"))
+            .map(str::to_string)
+            .collect();
+        if lines.is_empty() {
+            // A command group given without its subcommand prints its help as the error.
+            let usage = text.lines().find_map(|l| l.strip_prefix("Usage: "));
+            lines.push(format!(
+                "a subcommand is required: {}",
+                usage.unwrap_or("see --help")
+            ));
+        }
+        output::print_json_error(&lines.join("\n"), error::Exit::Usage);
+    }
+    ExitCode::from(error::Exit::Usage.code())
 }

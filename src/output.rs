@@ -35,11 +35,23 @@ pub(crate) trait Report: Serialize {
     }
 }
 
+/// Most warnings printed by one run; the rest are counted and summed up in one line at the end
+/// (200,000 unknown metadata.toml keys must not print 23 MB).
+const MAX_WARNINGS: usize = 20;
+
+/// Longest single line written to stderr; the rest is cut with a note of how much (a 50 MB CSV
+/// header quoted in an error would otherwise be a 50 MB line).
+const MAX_LINE: usize = 2_000;
+
+/// Longest piece of user input quoted into a message by [`quote`].
+const MAX_QUOTED: usize = 120;
+
 pub(crate) struct Output {
     format: Format,
     quiet: bool,
     verbose: bool,
     stderr_tty: bool,
+    warnings: std::cell::Cell<usize>,
 }
 
 impl Output {
@@ -49,6 +61,7 @@ impl Output {
             quiet,
             verbose,
             stderr_tty: std::io::stderr().is_terminal(),
+            warnings: std::cell::Cell::new(0),
         }
     }
 
@@ -105,21 +118,36 @@ impl Output {
     /// A status line for people on stderr (not with `--quiet`).
     pub(crate) fn info(&self, msg: impl std::fmt::Display) {
         if !self.quiet {
-            eprintln!("{}", redact(&msg.to_string()));
+            eprintln!("{}", clip_lines(&redact(&msg.to_string())));
         }
     }
 
     /// A line of the `--verbose` log on stderr.
     pub(crate) fn verbose(&self, msg: impl std::fmt::Display) {
         if self.verbose {
-            eprintln!("{}", redact(&format!("dbctl: {msg}")));
+            eprintln!("{}", clip_lines(&redact(&format!("dbctl: {msg}"))));
         }
     }
 
-    /// A warning on stderr (not with `--quiet`).
+    /// A warning on stderr (not with `--quiet`). After [`MAX_WARNINGS`] they are only counted;
+    /// [`Output::finish`] says how many were left out.
     pub(crate) fn warn(&self, msg: impl std::fmt::Display) {
-        if !self.quiet {
-            eprintln!("{}", redact(&format!("warning: {msg}")));
+        let n = self.warnings.get() + 1;
+        self.warnings.set(n);
+        if !self.quiet && n <= MAX_WARNINGS {
+            eprintln!("{}", clip_lines(&redact(&format!("warning: {msg}"))));
+        }
+    }
+
+    /// Ends the run's output: the count of warnings that were not printed.
+    pub(crate) fn finish(&self) {
+        let n = self.warnings.get();
+        if !self.quiet && n > MAX_WARNINGS {
+            eprintln!(
+                "warning: and {} more warnings not shown ({} in all)",
+                thousands(n - MAX_WARNINGS),
+                thousands(n)
+            );
         }
     }
 
@@ -149,24 +177,10 @@ impl Output {
     /// Prints a failure: one line (and its causes) on stderr, and with `--format json` a JSON
     /// document on stdout as well, so that a script always gets one document.
     pub(crate) fn error(&self, err: &anyhow::Error) {
-        let text = error::render(err);
+        let text = clip_lines(&error::render(err));
         eprintln!("{text}");
         if self.format == Format::Json {
-            let mut lines = text.lines().map(|l| {
-                l.trim_start()
-                    .trim_start_matches("error: ")
-                    .trim_start_matches("caused by: ")
-                    .to_string()
-            });
-            let doc = serde_json::json!({
-                "error": {
-                    "message": lines.next().unwrap_or_default(),
-                    "causes": lines.collect::<Vec<_>>(),
-                    "exit_code": error::exit_of(err).code(),
-                }
-            });
-            // Built from the redacted lines above: printed as it is, so it stays valid JSON.
-            let _ = print_stdout_unchanged(&format!("{doc:#}\n"));
+            print_json_error(&text, error::exit_of(err));
         }
     }
 }
@@ -214,6 +228,29 @@ fn redact_json(doc: &str) -> String {
     out
 }
 
+/// The JSON error document on stdout: `{"error": {"message", "causes", "exit_code"}}`, from the
+/// printed error text (its first line is the message, each further non-empty line a cause).
+pub(crate) fn print_json_error(text: &str, exit: Exit) {
+    let mut lines = text
+        .lines()
+        .map(|l| {
+            l.trim_start()
+                .trim_start_matches("error: ")
+                .trim_start_matches("caused by: ")
+                .to_string()
+        })
+        .filter(|l| !l.is_empty());
+    let doc = serde_json::json!({
+        "error": {
+            "message": lines.next().unwrap_or_default(),
+            "causes": lines.collect::<Vec<_>>(),
+            "exit_code": exit.code(),
+        }
+    });
+    // Built from redacted text: printed as it is, so it stays valid JSON.
+    let _ = print_stdout_unchanged(&format!("{doc:#}\n"));
+}
+
 fn print_stdout(text: &str) -> anyhow::Result<()> {
     print_stdout_unchanged(&redact(text))
 }
@@ -231,6 +268,96 @@ fn print_stdout_unchanged(text: &str) -> anyhow::Result<()> {
     }
 }
 
+/// User input quoted into a message: in backticks, cut to [`MAX_QUOTED`] characters with a note
+/// of how much was left out, control characters shown escaped. Every message that repeats what
+/// a user gave (a setting's value, a CSV header field, a file's key) goes through here.
+pub(crate) fn quote(text: &str) -> String {
+    let mut out = String::from("`");
+    for (shown, (at, c)) in text.char_indices().enumerate() {
+        if shown == MAX_QUOTED {
+            let rest = text.len() - at;
+            out.push_str(&format!("...` ({} more bytes)", thousands(rest)));
+            return out;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('`');
+    out
+}
+
+/// User input cut to [`MAX_QUOTED`] characters, with a note of how much was left out, for a
+/// message that quotes it its own way (an SQL identifier, say).
+pub(crate) fn clip(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(MAX_QUOTED) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((at, _)) => std::borrow::Cow::Owned(format!(
+            "{}... ({} more bytes)",
+            &text[..at],
+            thousands(text.len() - at)
+        )),
+    }
+}
+
+/// `unknown key `a``, or `3 unknown keys `a`, `b`, `c``, or for a long list the first few and
+/// `and 199,997 more`: a list of user input quoted into one message, bounded.
+pub(crate) fn quoted_list(what: &str, items: &[&str]) -> String {
+    const SHOWN: usize = 5;
+    let shown: Vec<String> = items.iter().take(SHOWN).map(|i| quote(i)).collect();
+    let mut text = match items.len() {
+        1 => format!("{what} {}", shown[0]),
+        n => format!("{} {what}s {}", thousands(n), shown.join(", ")),
+    };
+    if items.len() > SHOWN {
+        text.push_str(&format!(" and {} more", thousands(items.len() - SHOWN)));
+    }
+    text
+}
+
+/// Cuts every line of `text` to [`MAX_LINE`] bytes (at a character boundary), saying how much
+/// was cut: the safety net for a message that quotes input without [`quote`].
+pub(crate) fn clip_lines(text: &str) -> String {
+    if text.len() <= MAX_LINE {
+        return text.to_string();
+    }
+    let mut out = String::new();
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        if line.len() <= MAX_LINE {
+            out.push_str(line);
+            continue;
+        }
+        let mut end = MAX_LINE;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.push_str(&line[..end]);
+        out.push_str(&format!(
+            "... ({} more bytes cut)",
+            thousands(line.len() - end)
+        ));
+    }
+    out
+}
+
+/// `199980` -> `199,980`.
+pub(crate) fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// A table in dbctl's house style.
 pub(crate) fn table<I, S>(header: I) -> Table
 where
@@ -238,19 +365,31 @@ where
     S: Into<comfy_table::Cell>,
 {
     let mut table = Table::new();
+    let fit = arrangement(&table);
     table
         .load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_content_arrangement(fit)
         .set_header(header);
     table
+}
+
+/// Fit the table to the terminal's width, unless the terminal reports a width of 0 (some CI and
+/// docker ptys report 0x0): fitting to 0 would squeeze every column to one character, so such a
+/// table gets no width limit, as when stdout is not a terminal.
+fn arrangement(table: &Table) -> ContentArrangement {
+    match table.width() {
+        Some(0) => ContentArrangement::Disabled,
+        _ => ContentArrangement::Dynamic,
+    }
 }
 
 /// A two-column table of labels and values, without a header.
 pub(crate) fn key_value_table<K: ToString, V: ToString>(rows: &[(K, V)]) -> Table {
     let mut table = Table::new();
+    let fit = arrangement(&table);
     table
         .load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic);
+        .set_content_arrangement(fit);
     for (k, v) in rows {
         table.add_row(vec![k.to_string(), v.to_string()]);
     }

@@ -45,6 +45,18 @@ pub(crate) enum Status {
     Skipped,
 }
 
+impl Status {
+    /// The word both the table and JSON use (JSON through serde's lowercase names).
+    fn word(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Existed => "existed",
+            Status::Applied => "applied",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
 #[derive(Serialize, Debug)]
 pub(crate) struct Step {
     item: String,
@@ -64,13 +76,11 @@ impl Report for InitReport {
     fn human(&self) -> String {
         let mut table = output::table(["item", "status", "detail"]);
         for step in &self.steps {
-            let status = match step.status {
-                Status::Created => "created",
-                Status::Existed => "exists",
-                Status::Applied => "applied",
-                Status::Skipped => "skipped",
-            };
-            table.add_row(vec![step.item.as_str(), status, step.detail.as_str()]);
+            table.add_row(vec![
+                step.item.as_str(),
+                step.status.word(),
+                step.detail.as_str(),
+            ]);
         }
         format!("{table}")
     }
@@ -96,11 +106,39 @@ pub(crate) fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<InitReport> {
         applied: Vec::new(),
     };
 
-    let (status, detail, opened) = create_database(ctx, &url, &settings)?;
+    // The database is looked for (and created) without DATABASE_SCHEMA, which may not exist yet.
+    let probe = db::PoolSettings {
+        schema: None,
+        ..settings.clone()
+    };
+    let (status, detail, opened) = create_database(ctx, &url, &probe)?;
     report.step("database", status, detail);
-    let db = match opened {
-        Some(db) => db,
-        None => ctx.open_url(&url, &settings, OpenMode::Create)?,
+    let schema = settings
+        .schema
+        .clone()
+        .filter(|_| url.backend() == Backend::Postgres);
+    let db = match (schema, opened) {
+        (None, Some(db)) => db,
+        (None, None) => ctx.open_url(&url, &settings, OpenMode::Create)?,
+        (Some(schema), opened) => {
+            let existed = {
+                let probe_db = match opened {
+                    Some(db) => db,
+                    None => ctx.open_url(&url, &probe, OpenMode::Create)?,
+                };
+                let mut conn = probe_db.get()?;
+                db::pg_schema_exists(&mut conn, &schema)?
+            };
+            // Opening in Create mode creates the schema and puts it on every search path.
+            let db = ctx.open_url(&url, &settings, OpenMode::Create)?;
+            let status = if existed {
+                Status::Existed
+            } else {
+                Status::Created
+            };
+            report.step("schema", status, format!("{schema} (DATABASE_SCHEMA)"));
+            db
+        }
     };
     db::topology::require_writable(&db)?;
 
@@ -147,7 +185,14 @@ pub(crate) fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<InitReport> {
     } else {
         Status::Existed
     };
-    report.step("bookkeeping table", status, migrate::DIESEL_TABLE);
+    // Say where the bookkeeping lives when DATABASE_SCHEMA moved it out of the default schema.
+    let table = match settings.schema.as_deref() {
+        Some(schema) if url.backend() == Backend::Postgres => {
+            format!("{schema}.{}", migrate::DIESEL_TABLE)
+        }
+        _ => migrate::DIESEL_TABLE.to_string(),
+    };
+    report.step("bookkeeping table", status, table);
 
     if args.no_migrate {
         report.step("migrations", Status::Skipped, "--no-migrate");
@@ -249,6 +294,7 @@ fn open_maintenance(
 ) -> Option<db::Database> {
     let mut settings = settings.clone();
     settings.size = 1;
+    settings.schema = None;
     ["postgres", "template1"]
         .into_iter()
         .find_map(|maintenance| {

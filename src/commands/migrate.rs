@@ -45,8 +45,8 @@ struct RunArgs {
     dry_run: bool,
 
     /// Seconds to wait for another migration run on the same database to finish
-    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
-    lock_timeout: f64,
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = crate::config::numbers::lock_timeout_flag)]
+    lock_timeout: Duration,
 }
 
 /// Apply pending migrations, each in its own transaction.
@@ -254,17 +254,11 @@ fn down_target(step: Option<u64>, to: Option<String>, all: bool) -> DownTarget {
 }
 
 fn options(run: &RunArgs, strict: bool, allow_modified: bool) -> anyhow::Result<Options> {
-    if !run.lock_timeout.is_finite() || run.lock_timeout < 0.0 {
-        return Err(crate::error::usage(format!(
-            "--lock-timeout must be a number of seconds, not {}",
-            run.lock_timeout
-        )));
-    }
     Ok(Options {
         dry_run: run.dry_run,
         strict,
         allow_modified,
-        lock_timeout: Duration::from_secs_f64(run.lock_timeout),
+        lock_timeout: run.lock_timeout,
     })
 }
 

@@ -7,6 +7,7 @@ pub(crate) mod migrate;
 pub(crate) mod ping;
 pub(crate) mod revision;
 pub(crate) mod seed;
+pub(crate) mod shell;
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
@@ -31,6 +32,12 @@ impl Context<'_> {
         ));
         for note in url.notes() {
             self.out.verbose(note);
+        }
+        for line in self.config.explain(url.backend()) {
+            self.out.verbose(line);
+        }
+        for warning in self.config.warnings(url.backend()) {
+            self.out.warn(warning);
         }
         Ok(url)
     }
@@ -59,6 +66,15 @@ impl Context<'_> {
             settings.pre_ping,
             settings.connect_timeout.as_secs_f64(),
         ));
+        if let Some(t) = settings.statement_timeout {
+            self.out
+                .verbose(format_args!("statement timeout {:.3}s", t.as_secs_f64()));
+        }
+        if let Some(schema) = &settings.schema {
+            self.out.verbose(format_args!(
+                "PostgreSQL schema {schema}: search_path is set to it on every connection"
+            ));
+        }
         let db = Database::open(url, settings, mode)?;
         if db.backend() == crate::db::Backend::Postgres {
             let pooling = db.pooling();
@@ -95,6 +111,12 @@ pub(crate) fn run(cli: Cli, out: &Output) -> anyhow::Result<Exit> {
             "--format mermaid and --format dot are only for `dbctl inspect`",
         ));
     }
+    // These two read no settings: a broken .env must not stop them.
+    match &cli.command {
+        Command::Completions(args) => return shell::completions(args).map(|_| Exit::Success),
+        Command::Man(_) => return shell::man().map(|_| Exit::Success),
+        _ => {}
+    }
     let ctx = Context {
         config: Config::load(cli.global.overrides())?,
         out,
@@ -106,5 +128,6 @@ pub(crate) fn run(cli: Cli, out: &Output) -> anyhow::Result<Exit> {
         Command::Revision(args) => out.emit(&revision::run(&ctx, args)?),
         Command::Seed(args) => out.emit(&seed::run(&ctx, args)?),
         Command::Inspect(args) => inspect::run(&ctx, args)?.print(out),
+        Command::Completions(_) | Command::Man(_) => Ok(Exit::Success),
     }
 }

@@ -26,28 +26,21 @@ use crate::output::{self, millis, ms_f64, Report};
 #[command(verbatim_doc_comment)]
 pub(crate) struct PingArgs {
     /// Keep trying until the database answers or SECONDS have passed (for CI and containers)
-    #[arg(long, value_name = "SECONDS", value_parser = positive_seconds)]
-    wait: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = crate::config::numbers::ping_wait_flag)]
+    wait: Option<Duration>,
 
     /// Number of round trips to time, like ping(8)'s -c
     #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     count: u32,
 
     /// Bound on each connection attempt [default: $DB_CONNECT_TIMEOUT, then 5]
-    #[arg(long, value_name = "SECONDS", value_parser = positive_seconds)]
-    timeout: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = crate::config::numbers::connect_timeout_flag)]
+    timeout: Option<Duration>,
 
     /// Exit 5 unless the server takes writes (a primary, not a read-only standby); with --wait,
     /// keep waiting until one does
     #[arg(long, visible_alias = "primary")]
     writable: bool,
-}
-
-fn positive_seconds(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 && v < 1e7 => Ok(v),
-        _ => Err(format!("`{s}` is not a number of seconds greater than 0")),
-    }
 }
 
 #[derive(Serialize, Debug)]
@@ -150,18 +143,13 @@ fn stats(samples: &[Duration]) -> (Duration, Duration, Duration) {
 
 pub(crate) fn run(ctx: &Context, args: PingArgs) -> anyhow::Result<PingReport> {
     let url = ctx.url()?;
-    let settings = ctx
-        .config
-        .pool_settings(args.timeout.map(Duration::from_secs_f64))?;
+    let mut settings = ctx.config.pool_settings(args.timeout)?;
+    // Whether the server answers does not depend on DATABASE_SCHEMA (`ping --wait` may run
+    // before `init` creates it).
+    settings.schema = None;
     let (db, attempts) = match args.wait {
         None => (ctx.open_url(&url, &settings, OpenMode::Existing)?, 1),
-        Some(wait) => wait_for(
-            ctx,
-            &url,
-            &settings,
-            Duration::from_secs_f64(wait),
-            args.writable,
-        )?,
+        Some(wait) => wait_for(ctx, &url, &settings, wait, args.writable)?,
     };
     let mut conn = db.get()?;
     let server_version = db::server_version(&mut conn)?;

@@ -57,6 +57,8 @@ pub(crate) struct PoolSettings {
     /// How long a pooled-mode migration lock outlives its holder's last heartbeat
     /// (`DB_LOCK_EXPIRY`).
     pub(crate) lock_expiry: Duration,
+    /// PostgreSQL: the schema put alone on each connection's search_path (`DATABASE_SCHEMA`).
+    pub(crate) schema: Option<String>,
 }
 
 /// SQLite's busy timeout when `DB_STATEMENT_TIMEOUT` is not set: long enough to wait out another
@@ -124,10 +126,13 @@ impl Database {
             })?;
         }
         let mut first = establish_within(url, &conn_str, settings.connect_timeout)?;
-        let connect_time = started.elapsed();
         let pooling = pooling(url, settings, &mut first)?;
+        if let (AnyConnection::Postgresql(_), Some(schema)) = (&mut first, &settings.schema) {
+            use_schema(&mut first, schema, mode, pooling.on)?;
+        }
+        let connect_time = started.elapsed();
         if pooling.on {
-            set_pooled(&mut first, settings.statement_timeout);
+            set_pooled(&mut first, settings);
         }
         let manager = AnyManager {
             backend: url.backend(),
@@ -148,6 +153,7 @@ impl Database {
                 echo: settings.echo,
                 statement_timeout: settings.statement_timeout,
                 pooled: pooling.on,
+                schema: settings.schema.clone(),
             }))
             .build_unchecked(manager);
         Ok(Database {
@@ -298,10 +304,20 @@ static POOLED_TX_SETUP: std::sync::OnceLock<String> = std::sync::OnceLock::new()
 
 /// Pooled mode on a connection: no named (cached) prepared statements, which live on one server
 /// connection of the pool only.
-fn set_pooled(conn: &mut AnyConnection, statement_timeout: Option<Duration>) {
+fn set_pooled(conn: &mut AnyConnection, settings: &PoolSettings) {
     conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
-    if let Some(t) = statement_timeout {
-        let _ = POOLED_TX_SETUP.set(format!("SET LOCAL statement_timeout = {}", t.as_millis()));
+    let mut sql = String::new();
+    if let Some(t) = settings.statement_timeout {
+        sql.push_str(&format!("SET LOCAL statement_timeout = {};", t.as_millis()));
+    }
+    if let Some(schema) = &settings.schema {
+        sql.push_str(&format!(
+            "SET LOCAL search_path TO {};",
+            quote_ident(schema)
+        ));
+    }
+    if !sql.is_empty() {
+        let _ = POOLED_TX_SETUP.set(sql);
     }
 }
 
@@ -484,6 +500,7 @@ struct Setup {
     statement_timeout: Option<Duration>,
     /// Transaction pooling: no session settings (see `pooled_transaction_setup`).
     pooled: bool,
+    schema: Option<String>,
 }
 
 impl CustomizeConnection<AnyConnection, r2d2::Error> for Setup {
@@ -499,13 +516,78 @@ impl CustomizeConnection<AnyConnection, r2d2::Error> for Setup {
                     busy.as_millis()
                 )
             }
-            Backend::Postgres => match self.statement_timeout.filter(|_| !self.pooled) {
-                Some(t) => format!("SET statement_timeout = {}", t.as_millis()),
-                None => return Ok(()),
-            },
+            Backend::Postgres => {
+                // Pooled: session settings would stay on the pool's server connection; they are
+                // applied per transaction instead (`pooled_transaction_setup`).
+                if self.pooled {
+                    return Ok(());
+                }
+                let mut sql = self.statement_timeout.map_or(String::new(), |t| {
+                    format!("SET statement_timeout = {};", t.as_millis())
+                });
+                if let Some(schema) = &self.schema {
+                    sql.push_str(&search_path_sql(schema));
+                }
+                if sql.is_empty() {
+                    return Ok(());
+                }
+                sql
+            }
         };
         conn.batch_execute(&sql).map_err(r2d2::Error::QueryError)
     }
+}
+
+/// `DATABASE_SCHEMA`: that schema alone on the search path, so that unqualified names (the
+/// migrations' tables, diesel's and dbctl's bookkeeping tables, seeded tables, inspect's default)
+/// all resolve in it, as they would in `public` without it.
+fn search_path_sql(schema: &str) -> String {
+    format!("SET search_path TO {};", quote_ident(schema))
+}
+
+/// Checks that `DATABASE_SCHEMA` exists (`init` creates it), then puts it on the first
+/// connection's search path. Without the check, a missing schema would leave no schema to create
+/// tables in (or, with `public` also on the path, put them in `public` silently).
+fn use_schema(
+    conn: &mut AnyConnection,
+    schema: &str,
+    mode: OpenMode,
+    pooled: bool,
+) -> anyhow::Result<()> {
+    if !pg_schema_exists(conn, schema)? {
+        if mode == OpenMode::Existing {
+            return Err(error::usage(format!(
+                "schema {} (DATABASE_SCHEMA) is missing from this database; `dbctl init` creates it",
+                quote_ident(schema)
+            )));
+        }
+        conn.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            quote_ident(schema)
+        ))
+        .with_context(|| format!("creating schema {} (DATABASE_SCHEMA)", quote_ident(schema)))?;
+    }
+    // Pooled: per transaction instead (`pooled_transaction_setup`).
+    if !pooled {
+        conn.batch_execute(&search_path_sql(schema))
+            .context("setting search_path to DATABASE_SCHEMA")?;
+    }
+    Ok(())
+}
+
+/// Whether a PostgreSQL schema of exactly this name exists.
+pub(crate) fn pg_schema_exists(conn: &mut AnyConnection, schema: &str) -> anyhow::Result<bool> {
+    #[derive(QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let found: Found =
+        diesel::sql_query("SELECT count(*) AS n FROM pg_catalog.pg_namespace WHERE nspname = $1")
+            .bind::<Text, _>(schema)
+            .get_result(conn)
+            .context("looking up DATABASE_SCHEMA")?;
+    Ok(found.n > 0)
 }
 
 /// `DB_ECHO`: every statement to stderr, redacted like everything else dbctl prints.

@@ -58,6 +58,35 @@ pub(crate) enum SqliteTarget {
     Memory,
 }
 
+/// SQLAlchemy/asyncpg options written as URL query parameters. libpq refuses unknown
+/// parameters, so these are taken out of the URL: `command_timeout` and `timeout` are used as the
+/// statement and connect timeouts, the others are accepted and reported in `-v` as without effect.
+pub(crate) const DRIVER_PARAMS: &[&str] = &[
+    "command_timeout",
+    "timeout",
+    "prepared_statement_cache_size",
+    "prepared_statement_name_func",
+    "statement_cache_size",
+    "max_cached_statement_lifetime",
+    "max_cacheable_statement_size",
+    "async_fallback",
+    "direct_tls",
+    "server_settings",
+];
+
+/// pysqlite's options in a SQLite URL (`sqlite:///app.db?timeout=20&check_same_thread=false`):
+/// SQLite itself would ignore them silently. `timeout` is the busy timeout
+/// (`DB_STATEMENT_TIMEOUT`); the others have no effect, said by `-v`.
+pub(crate) const SQLITE_DRIVER_PARAMS: &[&str] = &[
+    "timeout",
+    "check_same_thread",
+    "cached_statements",
+    "detect_types",
+    "isolation_level",
+    "factory",
+    "uri",
+];
+
 /// The parts of a PostgreSQL URL, kept percent-encoded as written so that the URL can be rebuilt.
 #[derive(Clone)]
 struct PgParts {
@@ -69,6 +98,9 @@ struct PgParts {
     query: Vec<(String, String)>,
     /// `pgbouncer=true|false`: dbctl's own parameter (Prisma's name), never passed to libpq.
     pgbouncer: Option<bool>,
+    /// Driver options ([`DRIVER_PARAMS`]) set aside before libpq sees the query: libpq refuses
+    /// names it does not know.
+    driver: Vec<(String, String)>,
 }
 
 /// A parsed database URL. Its `Debug` and `Display` never show the password.
@@ -165,6 +197,7 @@ impl DbUrl {
             dbname: String::new(),
             query: Vec::new(),
             pgbouncer: None,
+            driver: Vec::new(),
         };
         for (key, value) in pairs {
             let encoded = percent_encode(&value);
@@ -435,6 +468,49 @@ impl DbUrl {
         Some(host_port(&host, &port))
     }
 
+    /// Takes the named query parameters out of the URL (driver options the driver would refuse
+    /// or silently ignore) and returns them percent-decoded, in the order written. For SQLite
+    /// they come out of the `file:` URI's query.
+    pub(crate) fn take_query_params(&mut self, names: &[&str]) -> Vec<(String, String)> {
+        let mut taken = Vec::new();
+        let mut take = |k: &str, v: &str| {
+            if !names.contains(&k) {
+                return true;
+            }
+            taken.push((
+                k.to_string(),
+                percent_decode(v).unwrap_or_else(|| v.to_string()),
+            ));
+            false
+        };
+        match self.pg.as_mut() {
+            Some(pg) => {
+                for (k, v) in std::mem::take(&mut pg.driver) {
+                    take(&k, &v);
+                }
+                pg.query.retain(|(k, v)| take(k, v));
+            }
+            None => {
+                let Some((uri, query)) = self.sqlite_conn.split_once('?') else {
+                    return taken;
+                };
+                let kept: Vec<&str> = query
+                    .split('&')
+                    .filter(|pair| {
+                        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                        take(k, v)
+                    })
+                    .collect();
+                self.sqlite_conn = if kept.is_empty() {
+                    uri.to_string()
+                } else {
+                    format!("{uri}?{}", kept.join("&"))
+                };
+            }
+        }
+        taken
+    }
+
     /// The URL as it may be shown: the password replaced by `***`, a SQLite file by its absolute
     /// path.
     pub(crate) fn redacted(&self) -> String {
@@ -670,6 +746,7 @@ fn parse_pg(after: &str, notes: &mut Vec<String>) -> anyhow::Result<PgParts> {
         ));
     }
     let mut query = Vec::new();
+    let mut driver = Vec::new();
     let mut after_password = false;
     for (i, pair) in query_str.split('&').filter(|p| !p.is_empty()).enumerate() {
         // After a `password=`, a raw `&` in the password would make the rest look like parameters:
@@ -695,6 +772,8 @@ fn parse_pg(after: &str, notes: &mut Vec<String>) -> anyhow::Result<PgParts> {
                 "translated asyncpg's `ssl={v}` to libpq's `sslmode={v}`"
             ));
             query.push(("sslmode".to_string(), v.to_string()));
+        } else if DRIVER_PARAMS.contains(&k) {
+            driver.push((k.to_string(), v.to_string()));
         } else {
             query.push((k.to_string(), v.to_string()));
         }
@@ -708,6 +787,7 @@ fn parse_pg(after: &str, notes: &mut Vec<String>) -> anyhow::Result<PgParts> {
         dbname: dbname.to_string(),
         query,
         pgbouncer,
+        driver,
     })
 }
 
@@ -986,7 +1066,8 @@ pub(crate) fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn percent_encode(s: &str) -> String {
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub(crate) fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

@@ -291,6 +291,7 @@ fn read_metadata(path: &Path, warnings: &mut Vec<String>) -> anyhow::Result<bool
         ))
     })?;
     let mut run_in_transaction = None;
+    let mut unknown = Vec::new();
     for (key, value) in &table {
         if key == "run_in_transaction" {
             match value.as_bool() {
@@ -303,11 +304,16 @@ fn read_metadata(path: &Path, warnings: &mut Vec<String>) -> anyhow::Result<bool
                 }
             }
         } else {
-            warnings.push(format!(
-                "`{}`: unknown key `{key}` ignored (the only key is run_in_transaction)",
-                path.display()
-            ));
+            unknown.push(key.as_str());
         }
+    }
+    // One warning per file, however many unknown keys it has (200,000 keys are one mistake).
+    if !unknown.is_empty() {
+        warnings.push(format!(
+            "`{}`: {} ignored (the only key is run_in_transaction)",
+            path.display(),
+            crate::output::quoted_list("unknown key", &unknown)
+        ));
     }
     match run_in_transaction {
         Some(b) => Ok(b),

@@ -395,7 +395,10 @@ fn init_creates_only_the_exact_hostile_database() {
     // The project is only for its folder. The name stays within PostgreSQL's 63 bytes (longer
     // ones are refused, see the table).
     let p = Project::sqlite();
-    let base = crate::support::unique_name("i");
+    // unique_name grows with the process id and the clock: its last 17 characters (the counter
+    // and the nanoseconds) keep it unique and the whole name within 63 bytes.
+    let unique = crate::support::unique_name("i");
+    let base = format!("i{}", &unique[unique.len().saturating_sub(17)..]);
     let name = format!("{base}\"; CREATE DATABASE {base}e; --");
     assert!(name.len() <= 63);
     let encoded = crate::support::percent_encode(&name);

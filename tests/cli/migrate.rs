@@ -7,26 +7,10 @@ use std::process::Stdio;
 use crate::both_backends;
 use crate::support::{Backend, Project};
 
-/// Writes `migrations/<folder>/up.sql` (and down.sql when given).
-fn mig(p: &Project, folder: &str, up: &str, down: Option<&str>) {
-    p.file(&format!("migrations/{folder}/up.sql"), up);
-    if let Some(down) = down {
-        p.file(&format!("migrations/{folder}/down.sql"), down);
-    }
-}
-
-fn applied(p: &Project) -> Vec<String> {
-    p.strings("SELECT version AS v FROM __diesel_schema_migrations ORDER BY version")
-        .into_iter()
-        .flatten()
-        .collect()
-}
-
 /// Three reversible migrations: tables a, b, c.
 fn three(p: &Project) {
     for (i, t) in ["a", "b", "c"].iter().enumerate() {
-        mig(
-            p,
+        p.migration_folder(
             &format!("2024-01-0{}-000000_create_{t}", i + 1),
             &format!("CREATE TABLE {t} (\n  id INTEGER PRIMARY KEY\n);\n"),
             Some(&format!("DROP TABLE {t};")),
@@ -54,7 +38,7 @@ both_backends!(up_applies_everything_once_and_records_it, |p: Project| {
     assert!(steps[0]["duration_ms"].as_f64().unwrap() >= 0.0);
     assert!(p.has_table("a") && p.has_table("b") && p.has_table("c"));
     assert_eq!(
-        applied(&p),
+        p.applied(),
         ["20240101000000", "20240102000000", "20240103000000"]
     );
     // The companion table: name, a SHA-256 checksum, and the order of application.
@@ -78,8 +62,7 @@ both_backends!(
     up_prints_a_summary_and_lists_every_migration_only_with_verbose,
     |p: Project| {
         for i in 1..=12 {
-            mig(
-                &p,
+            p.migration_folder(
                 &format!("2024-01-01-{i:06}_t{i}"),
                 &format!("CREATE TABLE t{i} (id INTEGER);"),
                 Some(&format!("DROP TABLE t{i};")),
@@ -145,7 +128,7 @@ both_backends!(down_to_with_nothing_newer_says_so, |p: Project| {
     p.run(["migrate", "up", "--to", "20240102000000"])
         .success()
         .stdout_has("Nothing to apply: every migration up to 20240102000000 is applied.");
-    assert_eq!(applied(&p).len(), 3);
+    assert_eq!(p.applied().len(), 3);
     p.run(["migrate", "down", "--all"]).success();
     p.run(["migrate", "down"])
         .success()
@@ -156,16 +139,16 @@ both_backends!(up_step_and_to, |p: Project| {
     three(&p);
     init(&p);
     p.run(["migrate", "up", "--step", "1"]).success();
-    assert_eq!(applied(&p), ["20240101000000"]);
+    assert_eq!(p.applied(), ["20240101000000"]);
     p.run(["migrate", "up", "--to", "2024-01-02-000000"])
         .success();
-    assert_eq!(applied(&p), ["20240101000000", "20240102000000"]);
+    assert_eq!(p.applied(), ["20240101000000", "20240102000000"]);
     p.run(["migrate", "up", "--to", "20991231000000"])
         .code(2)
         .stderr_has("no migration in the folder has that version");
     p.run(["migrate", "up", "--step", "0"]).code(2);
     p.run(["migrate", "up"]).success();
-    assert_eq!(applied(&p).len(), 3);
+    assert_eq!(p.applied().len(), 3);
 });
 
 both_backends!(down_step_to_and_all, |p: Project| {
@@ -178,7 +161,7 @@ both_backends!(down_step_to_and_all, |p: Project| {
     assert_eq!(json["steps"][0]["version"], "20240103000000");
     assert_eq!(json["steps"][0]["direction"], "down");
     assert!(!p.has_table("c"));
-    assert_eq!(applied(&p).len(), 2);
+    assert_eq!(p.applied().len(), 2);
     assert_eq!(
         p.count("SELECT count(*) AS n FROM __dbctl_migrations"),
         2,
@@ -188,15 +171,15 @@ both_backends!(down_step_to_and_all, |p: Project| {
     p.run(["migrate", "up"]).success();
     p.run(["migrate", "down", "--to", "20240101000000"])
         .success();
-    assert_eq!(applied(&p), ["20240101000000"], "--to keeps that version");
+    assert_eq!(p.applied(), ["20240101000000"], "--to keeps that version");
     assert!(p.has_table("a") && !p.has_table("b"));
 
     p.run(["migrate", "up"]).success();
     p.run(["migrate", "down", "--step", "2"]).success();
-    assert_eq!(applied(&p), ["20240101000000"]);
+    assert_eq!(p.applied(), ["20240101000000"]);
 
     p.run(["migrate", "down", "--all"]).success();
-    assert!(applied(&p).is_empty());
+    assert!(p.applied().is_empty());
     assert!(!p.has_table("a"));
     p.run(["migrate", "down"])
         .success()
@@ -209,20 +192,13 @@ both_backends!(down_step_to_and_all, |p: Project| {
 both_backends!(
     down_refuses_before_touching_anything_without_down_sql,
     |p: Project| {
-        mig(
-            &p,
+        p.migration_folder(
             "2024-01-01-000000_a",
             "CREATE TABLE a (id INTEGER);",
             Some("DROP TABLE a;"),
         );
-        mig(
-            &p,
-            "2024-01-02-000000_b",
-            "CREATE TABLE b (id INTEGER);",
-            None,
-        );
-        mig(
-            &p,
+        p.migration_folder("2024-01-02-000000_b", "CREATE TABLE b (id INTEGER);", None);
+        p.migration_folder(
             "2024-01-03-000000_c",
             "CREATE TABLE c (id INTEGER);",
             Some("-- nothing here yet\n"),
@@ -235,7 +211,7 @@ both_backends!(
             .stderr_has("no down.sql")
             .stderr_has("20240103000000_c")
             .stderr_has("nothing was changed");
-        assert_eq!(applied(&p).len(), 3);
+        assert_eq!(p.applied().len(), 3);
         assert!(p.has_table("c"), "c must not be reverted either");
     }
 );
@@ -268,7 +244,7 @@ both_backends!(redo_reverts_and_reapplies, |p: Project| {
     let run = p.run(["migrate", "redo", "--all", "--format", "json"]);
     run.success();
     assert_eq!(run.json()["steps"].as_array().unwrap().len(), 6);
-    assert_eq!(applied(&p).len(), 3);
+    assert_eq!(p.applied().len(), 3);
     let run = p.run(["migrate", "redo", "--step", "2", "--format", "json"]);
     run.success();
     assert_eq!(run.json()["steps"].as_array().unwrap().len(), 4);
@@ -302,20 +278,17 @@ both_backends!(status_lists_states_and_check_gates, |p: Project| {
 both_backends!(
     a_failing_migration_stops_the_run_and_leaves_the_one_before,
     |p: Project| {
-        mig(
-            &p,
+        p.migration_folder(
             "2024-01-01-000000_good",
             "CREATE TABLE good (id INTEGER);",
             Some("DROP TABLE good;"),
         );
-        mig(
-            &p,
+        p.migration_folder(
             "2024-01-02-000000_bad",
             "CREATE TABLE half (id INTEGER);\n\n-- the typo:\nCREATE TABLEX oops (id INTEGER);\n",
             Some("DROP TABLE half;"),
         );
-        mig(
-            &p,
+        p.migration_folder(
             "2024-01-03-000000_after",
             "CREATE TABLE after (id INTEGER);",
             Some("DROP TABLE after;"),
@@ -328,7 +301,7 @@ both_backends!(
             .stderr_has("CREATE TABLEX oops")
             .stderr_has("rolled back")
             .stderr_has("TABLEX");
-        assert_eq!(applied(&p), ["20240101000000"]);
+        assert_eq!(p.applied(), ["20240101000000"]);
         assert!(p.has_table("good"));
         assert!(
             !p.has_table("half"),
@@ -347,8 +320,7 @@ both_backends!(
 both_backends!(
     a_failing_non_transactional_migration_is_not_recorded,
     |p: Project| {
-        mig(
-        &p,
+        p.migration_folder(
         "2024-01-01-000000_notx",
         "CREATE TABLE first_one (id INTEGER);\nCREATE TABLEX oops (id INTEGER);\nCREATE TABLE third (id INTEGER);\n",
         Some("DROP TABLE first_one;"),
@@ -369,7 +341,7 @@ both_backends!(
             "statement 1 ran outside a transaction"
         );
         assert!(!p.has_table("third"));
-        assert!(applied(&p).is_empty());
+        assert!(p.applied().is_empty());
         assert_eq!(p.count("SELECT count(*) AS n FROM __dbctl_migrations"), 0);
     }
 );
@@ -391,8 +363,7 @@ both_backends!(
             "migrations/2024-01-02-000000_create_b/up.sql",
             "CREATE TABLE b (id INTEGER PRIMARY KEY, extra TEXT);",
         );
-        mig(
-            &p,
+        p.migration_folder(
             "2024-01-04-000000_create_d",
             "CREATE TABLE d (id INTEGER);",
             Some("DROP TABLE d;"),
@@ -434,7 +405,7 @@ both_backends!(missing_migrations_are_reported, |p: Project| {
     p.run(["migrate", "down", "--step", "2"])
         .code(2)
         .stderr_has("not in the folder");
-    assert_eq!(applied(&p).len(), 3);
+    assert_eq!(p.applied().len(), 3);
 });
 
 both_backends!(dry_runs_change_nothing, |p: Project| {
@@ -467,13 +438,12 @@ both_backends!(dry_runs_change_nothing, |p: Project| {
     p.run(["migrate", "redo", "--dry-run"])
         .success()
         .stdout_has("DROP TABLE c");
-    assert_eq!(applied(&p).len(), 3);
+    assert_eq!(p.applied().len(), 3);
     assert!(p.has_table("c"));
 });
 
 both_backends!(out_of_order_migrations, |p: Project| {
-    mig(
-        &p,
+    p.migration_folder(
         "2024-01-02-000000_newer",
         "CREATE TABLE newer (id INTEGER);",
         Some("DROP TABLE newer;"),
@@ -481,8 +451,7 @@ both_backends!(out_of_order_migrations, |p: Project| {
     init(&p);
     p.run(["migrate", "up"]).success();
     // An older migration merged late.
-    mig(
-        &p,
+    p.migration_folder(
         "2024-01-01-000000_older",
         "CREATE TABLE older (id INTEGER);",
         Some("DROP TABLE older;"),
@@ -515,14 +484,14 @@ both_backends!(malformed_folders_are_usage_errors, |p: Project| {
         .stderr_has("no up.sql");
     std::fs::remove_dir_all(p.path().join("migrations/2024-01-01-000000_no_up")).unwrap();
 
-    mig(&p, "2024-01-01-000000_one", "SELECT 1;", None);
-    mig(&p, "20240101000000_two", "SELECT 1;", None);
+    p.migration_folder("2024-01-01-000000_one", "SELECT 1;", None);
+    p.migration_folder("20240101000000_two", "SELECT 1;", None);
     p.run(["migrate", "status"])
         .code(2)
         .stderr_has("two migrations have version 20240101000000");
     std::fs::remove_dir_all(p.path().join("migrations/20240101000000_two")).unwrap();
 
-    mig(&p, "version1_bad", "SELECT 1;", None);
+    p.migration_folder("version1_bad", "SELECT 1;", None);
     p.run(["migrate", "up"])
         .code(2)
         .stderr_has("version1_bad")
@@ -562,7 +531,7 @@ both_backends!(malformed_folders_are_usage_errors, |p: Project| {
         .success()
         .stderr_has("unknown key `run_in_transactoin`")
         .stderr_has("diesel_cli would run it without one");
-    assert_eq!(applied(&p).len(), 2);
+    assert_eq!(p.applied().len(), 2);
 
     let missing = p.run(["migrate", "status", "--migrations-dir", "nope"]);
     missing.code(2).stderr_has("does not exist");
@@ -621,9 +590,9 @@ both_backends!(a_held_lock_is_waited_for_then_reported, |p: Project| {
             drop(file);
         }
     }
-    assert!(applied(&p).is_empty());
+    assert!(p.applied().is_empty());
     p.run(["migrate", "up", "--lock-timeout", "5"]).success();
-    assert_eq!(applied(&p).len(), 3);
+    assert_eq!(p.applied().len(), 3);
 });
 
 /// Migrations slow enough that two runs started together overlap.
@@ -635,8 +604,7 @@ fn slow_migrations(p: &Project, n: usize) {
             .to_string(),
     };
     for i in 0..n {
-        mig(
-            p,
+        p.migration_folder(
             &format!("2024-02-01-{i:06}_t{i}"),
             &format!("{burn}\nCREATE TABLE t{i} (id INTEGER);"),
             Some(&format!("DROP TABLE t{i};")),
@@ -662,7 +630,7 @@ fn two_concurrent_ups(p: &Project) {
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         total += json["steps"].as_array().unwrap().len();
     }
-    let expected = applied(p).len();
+    let expected = p.applied().len();
     assert_eq!(total, expected, "every migration applied exactly once");
 }
 
@@ -672,7 +640,7 @@ both_backends!(
         slow_migrations(&p, 12);
         init(&p);
         two_concurrent_ups(&p);
-        assert_eq!(applied(&p).len(), 12);
+        assert_eq!(p.applied().len(), 12);
         assert_eq!(p.count("SELECT count(*) AS n FROM __dbctl_migrations"), 12);
     }
 );
@@ -683,15 +651,13 @@ fn postgres_concurrent_runs_with_create_index_concurrently() {
         return;
     };
     let _ = &mut p;
-    mig(&p, "2024-01-01-000000_t", "CREATE TABLE t (id INTEGER, v TEXT);\nINSERT INTO t SELECT g, g::text FROM generate_series(1, 20000) g;", Some("DROP TABLE t;"));
-    mig(
-        &p,
+    p.migration_folder( "2024-01-01-000000_t", "CREATE TABLE t (id INTEGER, v TEXT);\nINSERT INTO t SELECT g, g::text FROM generate_series(1, 20000) g;", Some("DROP TABLE t;"));
+    p.migration_folder(
         "2024-01-02-000000_slow",
         "SELECT pg_sleep(0.3);",
         Some("SELECT 1;"),
     );
-    mig(
-        &p,
+    p.migration_folder(
         "2024-01-03-000000_idx",
         "CREATE INDEX CONCURRENTLY t_v ON t (v);\nCREATE INDEX CONCURRENTLY t_id ON t (id);",
         Some("DROP INDEX CONCURRENTLY t_v;\nDROP INDEX CONCURRENTLY t_id;"),
@@ -702,7 +668,7 @@ fn postgres_concurrent_runs_with_create_index_concurrently() {
     );
     init(&p);
     two_concurrent_ups(&p);
-    assert_eq!(applied(&p).len(), 3);
+    assert_eq!(p.applied().len(), 3);
     assert_eq!(
         p.count("SELECT count(*)::bigint AS n FROM pg_indexes WHERE tablename = 't' AND indexname IN ('t_v', 't_id')"),
         2
@@ -715,14 +681,8 @@ fn postgres_concurrently_in_a_transaction_says_how_to_fix_it() {
     let Some(p) = Project::postgres() else {
         return;
     };
-    mig(
-        &p,
-        "2024-01-01-000000_t",
-        "CREATE TABLE t (id INTEGER);",
-        None,
-    );
-    mig(
-        &p,
+    p.migration_folder("2024-01-01-000000_t", "CREATE TABLE t (id INTEGER);", None);
+    p.migration_folder(
         "2024-01-02-000000_idx",
         "CREATE INDEX CONCURRENTLY t_id ON t (id);",
         None,
@@ -735,7 +695,7 @@ fn postgres_concurrently_in_a_transaction_says_how_to_fix_it() {
             "up.sql: line 1: `CREATE INDEX CONCURRENTLY t_id ON t (id)` cannot run inside a transaction",
         )
         .stderr_has("run_in_transaction = false");
-    assert!(applied(&p).is_empty());
+    assert!(p.applied().is_empty());
 }
 
 #[test]
@@ -743,14 +703,12 @@ fn postgres_search_path_changes_do_not_move_the_bookkeeping() {
     let Some(p) = Project::postgres() else {
         return;
     };
-    mig(
-        &p,
+    p.migration_folder(
         "2024-01-01-000000_elsewhere",
         "CREATE SCHEMA app;\nSET search_path = app;\nCREATE TABLE inside (id INTEGER);",
         Some("SET search_path = public;\nDROP SCHEMA app CASCADE;"),
     );
-    mig(
-        &p,
+    p.migration_folder(
         "2024-01-02-000000_next",
         "CREATE TABLE next_one (id INTEGER);",
         None,
@@ -776,8 +734,7 @@ fn postgres_functions_and_dollar_quotes_run_whole() {
     let Some(p) = Project::postgres() else {
         return;
     };
-    mig(
-        &p,
+    p.migration_folder(
         "2024-01-01-000000_fn",
         "CREATE FUNCTION add_one(i integer) RETURNS integer AS $$\nBEGIN\n  RETURN i + 1;\nEND;\n$$ LANGUAGE plpgsql;\n\
          CREATE FUNCTION two() RETURNS integer LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END;\n\
@@ -794,8 +751,7 @@ fn postgres_functions_and_dollar_quotes_run_whole() {
 #[test]
 fn sqlite_triggers_run_whole() {
     let p = Project::sqlite();
-    mig(
-        &p,
+    p.migration_folder(
         "2024-01-01-000000_trigger",
         "CREATE TABLE t (id INTEGER, n INTEGER);\nCREATE TABLE log (msg TEXT);\n\
          CREATE TRIGGER t_ins AFTER INSERT ON t BEGIN\n  INSERT INTO log VALUES (CASE WHEN NEW.n > 1 THEN 'big;' ELSE 'small' END);\n  UPDATE t SET n = n + 1 WHERE id = NEW.id;\nEND;\n",
@@ -816,14 +772,12 @@ fn sqlite_migrations_run_with_foreign_keys_off_like_diesel() {
     // SQLite's table-rebuild recipe (used by real projects) drops a referenced table; with
     // foreign keys on, that would delete or refuse the referencing rows.
     let p = Project::sqlite();
-    mig(
-        &p,
+    p.migration_folder(
         "2024-01-01-000000_base",
         "CREATE TABLE parent (id INTEGER PRIMARY KEY);\nCREATE TABLE child (pid INTEGER REFERENCES parent(id) ON DELETE CASCADE);\nINSERT INTO parent VALUES (1);\nINSERT INTO child VALUES (1);",
         None,
     );
-    mig(
-        &p,
+    p.migration_folder(
         "2024-01-02-000000_rebuild",
         "CREATE TABLE new_parent (id INTEGER PRIMARY KEY, extra TEXT);\nINSERT INTO new_parent (id) SELECT id FROM parent;\nDROP TABLE parent;\nALTER TABLE new_parent RENAME TO parent;",
         None,
@@ -852,34 +806,33 @@ both_backends!(
             "from run_on"
         );
         p.run(["migrate", "up"]).success();
-        assert_eq!(applied(&p).len(), 3);
+        assert_eq!(p.applied().len(), 3);
         // Reverting goes newest application first, across both tools' rows.
         let run = p.run(["migrate", "down", "--step", "2", "--format", "json"]);
         run.success();
         let json = run.json();
         assert_eq!(json["steps"][0]["version"], "20240103000000");
         assert_eq!(json["steps"][1]["version"], "20240102000000");
-        assert_eq!(applied(&p), ["20240101000000"]);
+        assert_eq!(p.applied(), ["20240101000000"]);
     }
 );
 
 both_backends!(
     an_empty_or_placeholder_up_sql_is_refused_before_anything_runs,
     |p: Project| {
-        mig(
-            &p,
+        p.migration_folder(
             "2024-01-01-000001_first",
             "CREATE TABLE first (id INTEGER);",
             Some("DROP TABLE first;"),
         );
-        mig(&p, "2024-01-01-000002_unfinished", "", Some("SELECT 1;"));
+        p.migration_folder("2024-01-01-000002_unfinished", "", Some("SELECT 1;"));
         init(&p);
         p.run(["migrate", "up"])
             .code(2)
             .stderr_has("refusing to apply an unwritten migration")
             .stderr_has("2024-01-01-000002_unfinished/up.sql is an empty file");
         assert!(
-            applied(&p).is_empty(),
+            p.applied().is_empty(),
             "the run stopped before applying anything"
         );
         assert!(!p.has_table("first"));
@@ -897,7 +850,7 @@ both_backends!(
         p.run(["migrate", "up"])
             .code(2)
             .stderr_has("still holds only the placeholder `dbctl revision` wrote");
-        assert_eq!(applied(&p), ["20240101000001"]);
+        assert_eq!(p.applied(), ["20240101000001"]);
     }
 );
 
@@ -907,26 +860,22 @@ both_backends!(
         // vaultwarden's SQLite folder has such migrations: the other backends needed a change,
         // SQLite needed none. diesel_cli applies them on SQLite (and fails on PostgreSQL with
         // "Received an empty query"); dbctl applies and records them on both.
-        mig(
-            &p,
+        p.migration_folder(
             "2024-01-01-000001_comment_only",
             "-- Integer size in SQLite is already i64, so we don't need to do anything\n",
             None,
         );
-        mig(
-            &p,
+        p.migration_folder(
             "2024-01-01-000002_white_space_only",
             "  \n\t\r\n",
             Some("-- nothing to undo either\n"),
         );
-        mig(
-            &p,
+        p.migration_folder(
             "2024-01-01-000003_comments_and_semicolons",
             "/* block */ ;\n-- line\n;;\n",
             None,
         );
-        mig(
-            &p,
+        p.migration_folder(
             "2024-01-01-000004_after",
             "CREATE TABLE after_them (id INTEGER);",
             Some("DROP TABLE after_them;"),
@@ -936,7 +885,7 @@ both_backends!(
         run.success();
         assert_eq!(run.json()["steps"].as_array().unwrap().len(), 4);
         assert_eq!(
-            applied(&p),
+            p.applied(),
             [
                 "20240101000001",
                 "20240101000002",
@@ -952,7 +901,7 @@ both_backends!(
         p.run(["migrate", "down", "--step", "2"])
             .code(2)
             .stderr_has("no down.sql");
-        assert_eq!(applied(&p).len(), 4);
+        assert_eq!(p.applied().len(), 4);
     }
 );
 

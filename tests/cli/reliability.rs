@@ -102,13 +102,6 @@ fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     false
 }
 
-fn applied(p: &Project) -> Vec<String> {
-    p.strings("SELECT version AS v FROM __diesel_schema_migrations ORDER BY version")
-        .into_iter()
-        .flatten()
-        .collect()
-}
-
 fn companion(p: &Project) -> Vec<String> {
     p.strings("SELECT version AS v FROM __dbctl_migrations ORDER BY version")
         .into_iter()
@@ -142,7 +135,7 @@ fn table_migrations(p: &mut Project, n: usize) -> Vec<String> {
 /// recorded ones. Returns how many are applied.
 #[track_caller]
 fn consistent(p: &Project, versions: &[String]) -> usize {
-    let applied = applied(p);
+    let applied = p.applied();
     assert_eq!(
         applied,
         companion(p),
@@ -290,7 +283,7 @@ fn seed_racing_up(backend: Backend) {
         let seed = finish(seed, Duration::from_secs(120), "seed");
         clean_exit(&up, &[0, 1], "migrate up racing seed");
         clean_exit(&seed, &[0, 1], "seed racing migrate up");
-        let recorded = applied(p);
+        let recorded = p.applied();
         assert_eq!(recorded, companion(p), "round {round}");
         let mut versions = vec![first.clone()];
         versions.extend(rest.iter().cloned());
@@ -439,7 +432,7 @@ both_backends!(
             !p.has_table("slow_t"),
             "the killed migration left its table"
         );
-        assert_eq!(applied(&p), std::slice::from_ref(&first));
+        assert_eq!(p.applied(), std::slice::from_ref(&first));
         assert_eq!(companion(&p), std::slice::from_ref(&first));
         if p.backend == Backend::Sqlite {
             let ok = p.strings("SELECT integrity_check AS v FROM pragma_integrity_check");
@@ -457,7 +450,7 @@ both_backends!(
         clean_exit(&run, &[0], "migrate up after SIGKILL");
         eprintln!("{:?}: {}", p.backend, run.stderr.trim());
         assert!(p.has_table("slow_t"));
-        assert_eq!(applied(&p), [first, second]);
+        assert_eq!(p.applied(), [first, second]);
     }
 );
 
@@ -580,7 +573,7 @@ fn postgres_connection_cut_during_a_migration_applies_nothing() {
     );
     assert!(run.stderr.contains("error:"), "{}", run.stderr);
     assert!(!p.has_table("cut_t") && !p.has_table("cut_u"));
-    assert_eq!(applied(&p), std::slice::from_ref(&first));
+    assert_eq!(p.applied(), std::slice::from_ref(&first));
     assert_eq!(companion(&p), std::slice::from_ref(&first));
     // Directly, the migration applies (once the orphaned session gives up its lock).
     let run = finish(
@@ -589,7 +582,7 @@ fn postgres_connection_cut_during_a_migration_applies_nothing() {
         "migrate up after the cut",
     );
     clean_exit(&run, &[0], "migrate up after the cut");
-    assert_eq!(applied(&p), [first, second]);
+    assert_eq!(p.applied(), [first, second]);
 }
 
 #[test]
@@ -670,7 +663,7 @@ both_backends!(
             .stderr_has("look at the database by hand")
             .stderr_has("not recorded");
         assert!(p.has_table("nt_a") && p.has_table("nt_b") && !p.has_table("nt_c"));
-        assert_eq!(applied(&p), std::slice::from_ref(&first));
+        assert_eq!(p.applied(), std::slice::from_ref(&first));
         assert_eq!(companion(&p), [first]);
         let status = p.run(["migrate", "status", "--format", "json"]);
         status.success();
@@ -730,7 +723,7 @@ fn sqlite_locked_by_another_writer_waits_then_fails_cleanly() {
             "{args:?} gave up after {waited:?}, before the busy timeout"
         );
     }
-    assert_eq!(applied(&p), [w]);
+    assert_eq!(p.applied(), [w]);
     assert_eq!(p.count("SELECT count(*) AS n FROM w"), 0);
     holder.batch_execute("COMMIT").expect("release the lock");
     drop(holder);

@@ -9,20 +9,6 @@ use std::process::Command;
 use crate::both_backends;
 use crate::support::{Backend, Project};
 
-fn mig(p: &Project, folder: &str, up: &str, down: Option<&str>) {
-    p.file(&format!("migrations/{folder}/up.sql"), up);
-    if let Some(down) = down {
-        p.file(&format!("migrations/{folder}/down.sql"), down);
-    }
-}
-
-fn applied(p: &Project) -> Vec<String> {
-    p.strings("SELECT version AS v FROM __diesel_schema_migrations ORDER BY version")
-        .into_iter()
-        .flatten()
-        .collect()
-}
-
 /// Statements that end, nest or cannot run in dbctl's transaction, as people write them.
 fn controls(backend: Backend) -> Vec<&'static str> {
     let mut v = vec![
@@ -58,16 +44,14 @@ fn controls(backend: Backend) -> Vec<&'static str> {
 both_backends!(
     transaction_control_in_a_migration_is_refused_before_anything_runs,
     |p: Project| {
-        mig(
-            &p,
+        p.migration_folder(
             "2024-01-01-000001_first",
             "CREATE TABLE first (id INTEGER);",
             Some("DROP TABLE first;"),
         );
         p.run(["init", "--no-migrate"]).success();
         for control in controls(p.backend) {
-            mig(
-                &p,
+            p.migration_folder(
                 "2024-01-01-000002_second",
                 &format!(
                     "CREATE TABLE v (id INTEGER);\n\n-- then:\n{control};\nCREATE TABLE w (id INTEGER);\n"
@@ -80,7 +64,7 @@ both_backends!(
                 .stderr_has("run_in_transaction = false")
                 .stderr_has("no migration was applied");
             assert!(
-                applied(&p).is_empty(),
+                p.applied().is_empty(),
                 "{control}: nothing was applied, not even the first migration"
             );
             assert!(!p.has_table("first") && !p.has_table("v") && !p.has_table("w"));
@@ -89,8 +73,7 @@ both_backends!(
         }
 
         // down.sql is checked too, before anything is reverted.
-        mig(
-            &p,
+        p.migration_folder(
             "2024-01-01-000002_second",
             "CREATE TABLE v (id INTEGER);",
             Some("DROP TABLE v;\nCOMMIT;"),
@@ -99,12 +82,11 @@ both_backends!(
         p.run(["migrate", "down", "--all"])
             .code(2)
             .stderr_has("down.sql: line 2: `COMMIT`");
-        assert_eq!(applied(&p).len(), 2);
+        assert_eq!(p.applied().len(), 2);
         assert!(p.has_table("v") && p.has_table("first"));
 
         // The way out: a migration that manages its own transactions says so.
-        mig(
-            &p,
+        p.migration_folder(
             "2024-01-01-000003_own_transactions",
             "BEGIN;\nCREATE TABLE own (id INTEGER);\nCOMMIT;\n",
             None,
@@ -115,15 +97,14 @@ both_backends!(
         );
         p.run(["migrate", "up"]).success();
         assert!(p.has_table("own"));
-        assert_eq!(applied(&p).len(), 3);
+        assert_eq!(p.applied().len(), 3);
     }
 );
 
 #[test]
 fn begin_in_bodies_and_strings_is_not_transaction_control_sqlite() {
     let p = Project::sqlite();
-    mig(
-        &p,
+    p.migration_folder(
         "2024-01-01-000001_trigger",
         "CREATE TABLE t (id INTEGER, \"begin\" TEXT);\n\
          CREATE TRIGGER tr AFTER UPDATE OF begin ON t BEGIN\n  UPDATE t SET begin = 'COMMIT;' WHERE id = NEW.id;\nEND;\n\
@@ -137,8 +118,7 @@ fn begin_in_bodies_and_strings_is_not_transaction_control_sqlite() {
 #[test]
 fn begin_in_bodies_and_strings_is_not_transaction_control_postgres() {
     let Some(p) = Project::postgres() else { return };
-    mig(
-        &p,
+    p.migration_folder(
         "2024-01-01-000001_bodies",
         "DO $$ BEGIN RAISE NOTICE 'COMMIT;'; END $$;\n\
          CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;\n\
@@ -152,8 +132,7 @@ fn begin_in_bodies_and_strings_is_not_transaction_control_postgres() {
 both_backends!(
     transaction_control_in_a_seed_sql_file_is_refused,
     |p: Project| {
-        mig(
-            &p,
+        p.migration_folder(
             "2024-01-01-000001_t",
             "CREATE TABLE t (id INTEGER PRIMARY KEY);",
             None,
@@ -180,15 +159,13 @@ both_backends!(
 #[test]
 fn a_trigger_that_rolls_back_is_reported_as_sqlite_did_it() {
     let p = Project::sqlite();
-    mig(
-        &p,
+    p.migration_folder(
         "2024-01-01-000001_guard",
         "CREATE TABLE t (id INTEGER);\n\
          CREATE TRIGGER no_twos BEFORE INSERT ON t WHEN NEW.id = 2 BEGIN\n  SELECT RAISE(ROLLBACK, 'no twos');\nEND;\n",
         None,
     );
-    mig(
-        &p,
+    p.migration_folder(
         "2024-01-01-000002_insert",
         "CREATE TABLE m2 (id INTEGER);\nINSERT INTO t VALUES (1);\nINSERT INTO t VALUES (2);\nCREATE TABLE m2b (id INTEGER);\n",
         None,
@@ -205,7 +182,7 @@ fn a_trigger_that_rolls_back_is_reported_as_sqlite_did_it() {
         "dbctl did not roll it back: {}",
         run.stderr
     );
-    assert_eq!(applied(&p), ["20240101000001"]);
+    assert_eq!(p.applied(), ["20240101000001"]);
     assert!(!p.has_table("m2") && !p.has_table("m2b"));
     assert_eq!(p.count("SELECT count(*) AS n FROM t"), 0);
     assert_eq!(p.count("SELECT count(*) AS n FROM __dbctl_migrations"), 1);
@@ -216,15 +193,13 @@ fn a_trigger_that_rolls_back_is_reported_as_sqlite_did_it() {
 #[test]
 fn a_procedure_that_commits_is_rolled_back_postgres() {
     let Some(p) = Project::postgres() else { return };
-    mig(
-        &p,
+    p.migration_folder(
         "2024-01-01-000001_proc",
         "CREATE TABLE t (id INTEGER);\n\
          CREATE PROCEDURE sneaky() LANGUAGE plpgsql AS $$ BEGIN INSERT INTO t VALUES (1); COMMIT; END $$;\n",
         None,
     );
-    mig(
-        &p,
+    p.migration_folder(
         "2024-01-01-000002_call",
         "CREATE TABLE m2 (id INTEGER);\nCALL sneaky();\n",
         None,
@@ -235,7 +210,7 @@ fn a_procedure_that_commits_is_rolled_back_postgres() {
         .stderr_has("up.sql line 2")
         .stderr_has("it was rolled back")
         .stderr_has("invalid transaction termination");
-    assert_eq!(applied(&p), ["20240101000001"]);
+    assert_eq!(p.applied(), ["20240101000001"]);
     assert!(!p.has_table("m2"));
     assert_eq!(p.count("SELECT count(*)::bigint AS n FROM t"), 0);
 }
@@ -283,14 +258,12 @@ fn a_full_disk_during_a_migration_is_reported_truthfully_sqlite() {
     let mut p = Project::sqlite();
     let url = disk.0.join("full.db").display().to_string();
     p.env("DATABASE_URL", &url);
-    mig(
-        &p,
+    p.migration_folder(
         "2024-01-01-000001_small",
         "CREATE TABLE small (id INTEGER);",
         None,
     );
-    mig(
-        &p,
+    p.migration_folder(
         "2024-01-01-000002_big",
         "CREATE TABLE big (b BLOB);\n\
          INSERT INTO big SELECT randomblob(4096) FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) SELECT i FROM n);\n",
@@ -339,7 +312,7 @@ both_backends!(a_column_named_begin_does_not_hide_a_commit, |p: Project| {
                  CREATE TABLE after_commit (id INTEGER);\n"
         }
     };
-    mig(&p, "2024-01-01-000001_tricky", up, None);
+    p.migration_folder("2024-01-01-000001_tricky", up, None);
     p.run(["init"])
         .code(2)
         .stderr_has("up.sql: line 3: `COMMIT`");

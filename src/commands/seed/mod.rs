@@ -452,7 +452,7 @@ fn match_header(
                 header.line,
                 i + 1,
                 db::quote_ident(table),
-                db::quote_ident(name),
+                db::quote_ident(&crate::output::clip(name)),
                 columns
                     .iter()
                     .map(|c| c.name.as_str())

@@ -191,7 +191,16 @@ pub(crate) struct ReadOptions {
 pub(crate) fn read(conn: &mut AnyConnection, opts: &ReadOptions) -> anyhow::Result<Schema> {
     let mut schema = match conn {
         AnyConnection::Postgresql(pg) => pg::read(pg, &opts.schemas)?,
-        AnyConnection::Sqlite(sq) => sqlite::read(sq)?,
+        AnyConnection::Sqlite(sq) => {
+            // SQLite's one schema is `main`: any other name asked for is a mistake to say so.
+            if let Some(other) = opts.schemas.iter().find(|s| s.as_str() != "main") {
+                return Err(crate::error::usage(format!(
+                    "schema {} does not exist in this SQLite database; its schemas: main",
+                    crate::output::quote(other)
+                )));
+            }
+            sqlite::read(sq)?
+        }
     };
     schema.sort();
     Ok(schema)

@@ -259,15 +259,34 @@ fn resolve_schemas(conn: &mut PgConnection, wanted: &[String]) -> anyhow::Result
     let found: Vec<String> = found.into_iter().map(|r| r.value).collect();
     if let Some(missing) = wanted.iter().find(|w| !found.contains(w)) {
         return Err(crate::error::usage(format!(
-            "schema `{missing}` does not exist in this database (found: {})",
-            if found.is_empty() {
-                "none of those asked for".to_string()
-            } else {
-                found.join(", ")
-            }
+            "schema {} does not exist in this database; its schemas: {}",
+            crate::output::quote(missing),
+            existing_schemas(conn)?
         )));
     }
     Ok(found)
+}
+
+/// The database's own schemas (not PostgreSQL's internal ones), for an error message: the first
+/// few by name, and how many more.
+fn existing_schemas(conn: &mut PgConnection) -> anyhow::Result<String> {
+    const SHOWN: usize = 20;
+    let all: Vec<NameRow> = diesel::sql_query(
+        "SELECT nspname::text AS value FROM pg_catalog.pg_namespace \
+         WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') \
+           AND nspname NOT LIKE 'pg\\_temp\\_%' AND nspname NOT LIKE 'pg\\_toast\\_temp\\_%' \
+         ORDER BY nspname",
+    )
+    .load(conn)
+    .context("listing the schemas from pg_namespace")?;
+    let mut names: Vec<String> = all.iter().take(SHOWN).map(|r| r.value.clone()).collect();
+    if all.is_empty() {
+        names.push("none".to_string());
+    }
+    if all.len() > SHOWN {
+        names.push(format!("and {} more", all.len() - SHOWN));
+    }
+    Ok(names.join(", "))
 }
 
 fn assemble(

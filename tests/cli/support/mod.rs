@@ -200,12 +200,24 @@ impl Project {
     pub fn migration(&mut self, name: &str, up: &str, down: Option<&str>) -> String {
         self.version_counter += 1;
         let version = format!("2024-01-01-{:06}", self.version_counter);
-        let folder = format!("migrations/{version}_{name}");
-        self.file(&format!("{folder}/up.sql"), up);
-        if let Some(down) = down {
-            self.file(&format!("{folder}/down.sql"), down);
-        }
+        self.migration_folder(&format!("{version}_{name}"), up, down);
         version.replace('-', "")
+    }
+
+    /// Writes `migrations/<folder>/up.sql` (and down.sql when given), the folder named exactly.
+    pub fn migration_folder(&self, folder: &str, up: &str, down: Option<&str>) {
+        self.file(&format!("migrations/{folder}/up.sql"), up);
+        if let Some(down) = down {
+            self.file(&format!("migrations/{folder}/down.sql"), down);
+        }
+    }
+
+    /// The versions recorded in diesel's table, in order.
+    pub fn applied(&self) -> Vec<String> {
+        self.strings("SELECT version AS v FROM __diesel_schema_migrations ORDER BY version")
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// Copies a folder of the repository's example app (`migrations`, `seeds`) into the project.
@@ -358,7 +370,7 @@ impl Conn {
 pub fn dbctl() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dbctl"));
     for (key, _) in std::env::vars() {
-        if key == "DATABASE_URL"
+        if key.starts_with("DATABASE_")
             || key.starts_with("DB_")
             || key.starts_with("DBCTL_")
             || key == "MIGRATION_DIRECTORY"
