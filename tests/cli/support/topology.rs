@@ -22,7 +22,25 @@ use diesel::prelude::*;
 
 use super::pg_server_url;
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The newest PostgreSQL server binaries installed (Debian's layout), 15 by default.
+fn pg_bin() -> String {
+    let mut found: Vec<(u32, String)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb")
+                .exists()
+                .then(|| (v, bin.display().to_string()))
+        })
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .map_or_else(|| "/usr/lib/postgresql/15/bin".to_string(), |(_, b)| b)
+}
 const PGBOUNCER: &str = "/usr/sbin/pgbouncer";
 /// The server pool size per database and user: small, so that concurrent runs share connections.
 pub const BOUNCER_POOL_SIZE: u32 = 4;
@@ -346,7 +364,7 @@ pub fn pair() -> Option<&'static Pair> {
 }
 
 fn start_pair() -> Pair {
-    let initdb = format!("{PG_BIN}/initdb");
+    let initdb = format!("{}/initdb", pg_bin());
     assert!(
         Path::new(&initdb).exists(),
         "{initdb} is missing: install PostgreSQL 15's server binaries, or set DBCTL_TEST_SKIP_TOPOLOGY=1"
@@ -361,7 +379,7 @@ fn start_pair() -> Pair {
         .stdout(Stdio::null());
     run_ok(init, "initdb");
     let primary_port = start_server(&primary, "primary");
-    let mut backup = as_server_user(&format!("{PG_BIN}/pg_basebackup"));
+    let mut backup = as_server_user(&format!("{}/pg_basebackup", pg_bin()));
     backup
         .args(["-h", "127.0.0.1", "-p", &primary_port.to_string()])
         .args(["-U", "postgres", "-D"])
@@ -388,7 +406,7 @@ fn start_server(data: &Path, name: &str) -> u16 {
             dir = dir.display()
         );
         let log = dir.join(format!("{name}.log"));
-        let out = as_server_user(&format!("{PG_BIN}/pg_ctl"))
+        let out = as_server_user(&format!("{}/pg_ctl", pg_bin()))
             .arg("-D")
             .arg(data)
             .args(["-o", &options, "-l"])
