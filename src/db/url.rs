@@ -411,7 +411,7 @@ impl DbUrl {
         };
         for (k, v) in &pg.query {
             if k == "host" || k == "hostaddr" {
-                n = n.max(listed(v));
+                n = n.max(listed(&percent_decode(v).unwrap_or_default()));
             }
         }
         n

@@ -227,6 +227,15 @@ fn several_hosts_reach_the_writable_server_for_every_command() {
     p.run(["seed"]).success();
     p.run(["migrate", "status", "--check"]).success();
     p.run(["inspect", "items"]).success();
+    // The libpq key=value form of the same list.
+    p.use_url(&format!(
+        "host=127.0.0.1,127.0.0.1,127.0.0.1 port={closed},{},{} user=postgres dbname={name} \
+         target_session_attrs=read-write",
+        pair.standby_port, pair.primary_port
+    ));
+    let json = p.run(["ping", "--format", "json"]).success().json();
+    assert_eq!(json["host"], primary.as_str(), "{json}");
+    p.run(["seed", "--dry-run", "--truncate"]).success();
     p.use_url(&pair.primary_url(&name));
     assert_eq!(p.count("SELECT count(*) AS n FROM items"), 3);
 
