@@ -8,6 +8,7 @@ mod commands;
 mod config;
 mod db;
 mod error;
+mod files;
 mod migrate;
 mod output;
 

@@ -624,6 +624,43 @@ pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// A table (or view) a seed file loads: its name, and on PostgreSQL its schema when the file
+/// named one (`app.users.csv`); without a schema the name is looked up on the search path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TableName {
+    pub(crate) schema: Option<String>,
+    pub(crate) name: String,
+}
+
+impl TableName {
+    pub(crate) fn bare(name: impl Into<String>) -> TableName {
+        TableName {
+            schema: None,
+            name: name.into(),
+        }
+    }
+}
+
+impl TableName {
+    /// `"schema"."name"`, or `"name"`.
+    pub(crate) fn quoted(&self) -> String {
+        match &self.schema {
+            Some(schema) => format!("{}.{}", quote_ident(schema), quote_ident(&self.name)),
+            None => quote_ident(&self.name),
+        }
+    }
+}
+
+/// `schema.name`, or `name`, as people write it.
+impl std::fmt::Display for TableName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.schema {
+            Some(schema) => write!(f, "{schema}.{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
 /// Whether a PostgreSQL database exists, asked through a connection to another one.
 pub(crate) fn pg_database_exists(conn: &mut AnyConnection, name: &str) -> anyhow::Result<bool> {
     #[derive(QueryableByName)]
@@ -645,26 +682,33 @@ pub(crate) fn pg_create_database(conn: &mut AnyConnection, name: &str) -> anyhow
         .with_context(|| format!("creating database `{name}`"))
 }
 
-/// Whether a table exists (PostgreSQL: visible on the search path; SQLite: in `main`).
-pub(crate) fn table_exists(conn: &mut AnyConnection, name: &str) -> anyhow::Result<bool> {
+/// Whether a table exists (PostgreSQL: in its schema, else visible on the search path; SQLite:
+/// in `main`).
+pub(crate) fn table_exists(conn: &mut AnyConnection, table: &TableName) -> anyhow::Result<bool> {
     #[derive(QueryableByName)]
     struct Found {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         n: i64,
     }
     let query = match conn {
-        AnyConnection::Postgresql(_) => {
+        AnyConnection::Postgresql(_) => diesel::sql_query(
             "SELECT count(*)::bigint AS n FROM pg_catalog.pg_class c \
-             WHERE c.relname = $1 AND c.relkind IN ('r', 'p') AND pg_catalog.pg_table_is_visible(c.oid)"
-        }
-        AnyConnection::Sqlite(_) => {
-            "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = $1"
-        }
+             JOIN pg_catalog.pg_namespace s ON s.oid = c.relnamespace \
+             WHERE c.relname = $1 AND c.relkind IN ('r', 'p') \
+               AND CASE WHEN $2::text IS NULL THEN pg_catalog.pg_table_is_visible(c.oid) ELSE s.nspname = $2 END",
+        )
+        .into_boxed::<<AnyConnection as Connection>::Backend>()
+        .bind::<Text, _>(&table.name)
+        .bind::<diesel::sql_types::Nullable<Text>, _>(&table.schema),
+        AnyConnection::Sqlite(_) => diesel::sql_query(
+            "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = $1",
+        )
+        .into_boxed::<<AnyConnection as Connection>::Backend>()
+        .bind::<Text, _>(&table.name),
     };
-    let found: Found = diesel::sql_query(query)
-        .bind::<Text, _>(name)
+    let found: Found = query
         .get_result(conn)
-        .with_context(|| format!("looking for table {name}"))?;
+        .with_context(|| format!("looking for table {table}"))?;
     Ok(found.n > 0)
 }
 

@@ -18,7 +18,7 @@ use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sql_types::{Integer, Nullable, Text};
 use diesel::sqlite::Sqlite;
 
-use super::{quote_ident, AnyConnection};
+use super::{quote_ident, AnyConnection, TableName};
 
 /// Runs `f` in the seed's one transaction, committed when `f` succeeds and rolled back otherwise.
 ///
@@ -96,12 +96,18 @@ struct EdgeRow {
 pub(crate) fn foreign_keys(conn: &mut AnyConnection) -> anyhow::Result<Vec<(String, String)>> {
     let sql = match conn {
         AnyConnection::Postgresql(_) => {
-            "SELECT DISTINCT c.relname::text AS child, p.relname::text AS parent \
+            // Tables off the search path are named `schema.table`, as seed files name them.
+            "SELECT DISTINCT \
+               CASE WHEN pg_catalog.pg_table_is_visible(c.oid) THEN c.relname::text \
+                    ELSE cn.nspname || '.' || c.relname END AS child, \
+               CASE WHEN pg_catalog.pg_table_is_visible(p.oid) THEN p.relname::text \
+                    ELSE pn.nspname || '.' || p.relname END AS parent \
              FROM pg_catalog.pg_constraint k \
              JOIN pg_catalog.pg_class c ON c.oid = k.conrelid \
+             JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace \
              JOIN pg_catalog.pg_class p ON p.oid = k.confrelid \
-             WHERE k.contype = 'f' AND pg_catalog.pg_table_is_visible(c.oid) \
-               AND pg_catalog.pg_table_is_visible(p.oid)"
+             JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace \
+             WHERE k.contype = 'f'"
         }
         AnyConnection::Sqlite(_) => {
             "SELECT DISTINCT m.name AS child, f.\"table\" AS parent \
@@ -117,24 +123,30 @@ pub(crate) fn foreign_keys(conn: &mut AnyConnection) -> anyhow::Result<Vec<(Stri
 /// The columns of a table, or `None` when there is no such table.
 pub(crate) fn columns(
     conn: &mut AnyConnection,
-    table: &str,
+    table: &TableName,
 ) -> anyhow::Result<Option<Vec<Column>>> {
     if !super::table_exists(conn, table)? {
         return Ok(None);
     }
-    let sql = match conn {
-        AnyConnection::Postgresql(_) => {
+    let query = match conn {
+        AnyConnection::Postgresql(_) => diesel::sql_query(
             "SELECT a.attname::text AS name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS sql_type \
              FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
-             WHERE c.relname = $1 AND c.relkind IN ('r', 'p') AND pg_catalog.pg_table_is_visible(c.oid) \
-               AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
-        }
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relname = $1 AND c.relkind IN ('r', 'p') \
+               AND CASE WHEN $2::text IS NULL THEN pg_catalog.pg_table_is_visible(c.oid) ELSE n.nspname = $2 END \
+               AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        )
+        .into_boxed::<<AnyConnection as Connection>::Backend>()
+        .bind::<Text, _>(&table.name)
+        .bind::<Nullable<Text>, _>(&table.schema),
         AnyConnection::Sqlite(_) => {
-            "SELECT name, type AS sql_type FROM pragma_table_info($1) ORDER BY cid"
+            diesel::sql_query("SELECT name, type AS sql_type FROM pragma_table_info($1) ORDER BY cid")
+        .into_boxed::<<AnyConnection as Connection>::Backend>()
+        .bind::<Text, _>(&table.name)
         }
     };
-    let rows: Vec<ColumnRow> = diesel::sql_query(sql)
-        .bind::<Text, _>(table)
+    let rows: Vec<ColumnRow> = query
         .load(conn)
         .with_context(|| format!("reading the columns of table {table}"))?;
     Ok(Some(
@@ -150,16 +162,19 @@ pub(crate) fn columns(
 /// Empties tables, given children first. PostgreSQL: one `TRUNCATE` (it refuses when a table
 /// outside the list still references one of them, rather than silently cascading). SQLite: a
 /// `DELETE` per table, children first so foreign keys hold at each step.
-pub(crate) fn empty_tables(conn: &mut AnyConnection, tables: &[String]) -> anyhow::Result<()> {
+pub(crate) fn empty_tables(conn: &mut AnyConnection, tables: &[TableName]) -> anyhow::Result<()> {
     if tables.is_empty() {
         return Ok(());
     }
-    let quoted: Vec<String> = tables.iter().map(|t| quote_ident(t)).collect();
+    let quoted: Vec<String> = tables.iter().map(TableName::quoted).collect();
     match conn {
         AnyConnection::Postgresql(_) => conn
             .batch_execute(&format!("TRUNCATE TABLE {}", quoted.join(", ")))
             .map_err(|e| anyhow::anyhow!("{}", database_message(&e)))
-            .with_context(|| format!("emptying {} (--truncate)", tables.join(", "))),
+            .with_context(|| {
+                let names: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
+                format!("emptying {} (--truncate)", names.join(", "))
+            }),
         AnyConnection::Sqlite(_) => {
             for (name, table) in tables.iter().zip(&quoted) {
                 conn.batch_execute(&format!("DELETE FROM {table}"))
@@ -320,9 +335,9 @@ impl Drop for TargetGuard {
 }
 
 /// `"table" ("a", "b")`: the quoted target of a COPY or an INSERT.
-fn quoted_target(table: &str, columns: &[String]) -> String {
+fn quoted_target(table: &TableName, columns: &[String]) -> String {
     let columns: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
-    format!("{} ({})", quote_ident(table), columns.join(", "))
+    format!("{} ({})", table.quoted(), columns.join(", "))
 }
 
 /// `COPY "table" ("col", ...) FROM STDIN (FORMAT csv)`, fed by `fill`, which writes CSV rows in
@@ -333,7 +348,7 @@ fn quoted_target(table: &str, columns: &[String]) -> String {
 /// database's message.
 pub(crate) fn copy_csv(
     pg: &mut PgConnection,
-    table: &str,
+    table: &TableName,
     columns: &[String],
     fill: impl FnMut(&mut dyn Write) -> anyhow::Result<()>,
 ) -> anyhow::Result<u64> {
@@ -371,7 +386,7 @@ pub(crate) fn copy_csv(
 /// Returns the sequences it moved.
 pub(crate) fn pg_reset_sequences(
     pg: &mut PgConnection,
-    table: &str,
+    table: &TableName,
     columns: &[String],
 ) -> anyhow::Result<Vec<String>> {
     #[derive(QueryableByName)]
@@ -383,7 +398,7 @@ pub(crate) fn pg_reset_sequences(
     for column in columns {
         let found: Seq =
             diesel::sql_query("SELECT pg_catalog.pg_get_serial_sequence($1, $2) AS seq")
-                .bind::<Text, _>(quote_ident(table))
+                .bind::<Text, _>(table.quoted())
                 .bind::<Text, _>(column)
                 .get_result(pg)
                 .with_context(|| format!("looking up the sequence of {table}.{column}"))?;
@@ -391,7 +406,7 @@ pub(crate) fn pg_reset_sequences(
         let sql = format!(
             "SELECT pg_catalog.setval($1::regclass, m) FROM (SELECT max({col})::bigint AS m FROM {tab}) x WHERE m IS NOT NULL",
             col = quote_ident(column),
-            tab = quote_ident(table)
+            tab = table.quoted()
         );
         diesel::sql_query(sql)
             .bind::<Text, _>(&seq)
@@ -417,9 +432,10 @@ pub(crate) struct SqliteBatch {
 /// the per-statement cost stops mattering.
 const SQLITE_MAX_VALUES: usize = 32_000;
 const SQLITE_BATCH_ROWS: usize = 256;
+const SQLITE_BATCH_BYTES: usize = 64 * 1024 * 1024;
 
 impl SqliteBatch {
-    pub(crate) fn new(table: &str, columns: &[String]) -> Self {
+    pub(crate) fn new(table: &TableName, columns: &[String]) -> Self {
         let head = format!("INSERT INTO {} VALUES ", quoted_target(table, columns));
         let capacity = (SQLITE_MAX_VALUES / columns.len().max(1)).clamp(1, SQLITE_BATCH_ROWS);
         SqliteBatch {
@@ -447,7 +463,8 @@ impl SqliteBatch {
     }
 
     pub(crate) fn is_full(&self) -> bool {
-        self.rows() >= self.capacity
+        // Large rows flush early, so that a batch's memory stays bounded (64 MiB and one row).
+        self.rows() >= self.capacity || self.text.len() >= SQLITE_BATCH_BYTES
     }
 
     /// Inserts the buffered rows. On failure, finds the row at fault by inserting them one at a
@@ -522,4 +539,51 @@ impl QueryFragment<Sqlite> for InsertRows<'_> {
         }
         Ok(())
     }
+}
+
+/// A relation a CSV file may name: its schema (PostgreSQL) and name, and whether it is on the
+/// search path (always on SQLite).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Relation {
+    pub(crate) schema: Option<String>,
+    pub(crate) name: String,
+    pub(crate) visible: bool,
+}
+
+/// The tables, views and foreign tables a seed file's name may be matched against (the file
+/// names a table the way a header names columns: exactly, else ignoring case when unambiguous).
+pub(crate) fn relations(conn: &mut AnyConnection) -> anyhow::Result<Vec<Relation>> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Nullable<Text>)]
+        schema: Option<String>,
+        #[diesel(sql_type = Text)]
+        name: String,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        visible: bool,
+    }
+    let sql = match conn {
+        AnyConnection::Postgresql(_) => {
+            "SELECT n.nspname::text AS schema, c.relname::text AS name, \
+                    pg_catalog.pg_table_is_visible(c.oid) AS visible \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p', 'v', 'f') \
+               AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'"
+        }
+        AnyConnection::Sqlite(_) => {
+            "SELECT NULL AS schema, name, 1 AS visible FROM sqlite_master \
+             WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+        }
+    };
+    let rows: Vec<Row> = diesel::sql_query(sql)
+        .load(conn)
+        .context("listing the tables seed files can name")?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Relation {
+            schema: r.schema,
+            name: r.name,
+            visible: r.visible,
+        })
+        .collect())
 }

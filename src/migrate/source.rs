@@ -220,6 +220,11 @@ fn read_migration(
     let (version, name) = parse_folder_name(folder_name)
         .map_err(|why| error::usage(format!("migration folder `{}`: {why}", folder.display())))?;
     let up_path = folder.join("up.sql");
+    for file in ["up.sql", "down.sql", "metadata.toml"] {
+        let path = folder.join(file);
+        crate::files::check_regular(&path)
+            .map_err(|e| error::usage(format!("`{}`: {e}", path.display())))?;
+    }
     if !up_path.is_file() {
         return Err(error::usage(format!(
             "migration folder `{}` has no up.sql",
@@ -265,8 +270,12 @@ pub(crate) fn dialect(backend: Backend) -> Dialect {
 }
 
 fn read_text(path: &Path) -> anyhow::Result<String> {
-    let bytes = fs::read(path)
-        .map_err(|e| error::usage(format!("cannot read `{}`: {e}", path.display())))?;
+    let bytes = crate::files::read_regular(path).map_err(|e| match e {
+        crate::files::OpenError::Io(e) => {
+            error::usage(format!("cannot read `{}`: {e}", path.display()))
+        }
+        e => error::usage(format!("`{}`: {e}", path.display())),
+    })?;
     let text = String::from_utf8(bytes).map_err(|e| {
         error::usage(format!(
             "`{}` is not valid UTF-8 (byte {})",

@@ -76,7 +76,7 @@ fn cases() -> Vec<Case> {
         Case { name: "migrations folder is a file", backend: Sq, setup: |p| { db(p); p.file("mfile", "x"); }, args: &["--migrations-dir", "mfile", "migrate", "up"], code: 2, stderr: "mfile" },
         Case { name: "migrations folder is a dangling symlink", backend: Sq, setup: |p| { db(p); symlink("gone", &p.path().join("mlink")); }, args: &["--migrations-dir", "mlink", "migrate", "up"], code: 2, stderr: "mlink" },
         Case { name: "migration without up.sql", backend: Sq, setup: |p| { db(p); p.file(&format!("{M}/down.sql"), "SELECT 1;"); }, args: &["migrate", "up"], code: 2, stderr: "has no up.sql" },
-        Case { name: "up.sql is a directory", backend: Sq, setup: |p| { db(p); p.file(&format!("{M}/up.sql/inner"), ""); }, args: &["migrate", "up"], code: 2, stderr: "has no up.sql" },
+        Case { name: "up.sql is a directory", backend: Sq, setup: |p| { db(p); p.file(&format!("{M}/up.sql/inner"), ""); }, args: &["migrate", "up"], code: 2, stderr: "up.sql`: it is a folder, not a regular file" },
         Case { name: "up.sql is a dangling symlink", backend: Sq, setup: |p| { db(p); symlink("missing.sql", &p.path().join(M).join("up.sql")); }, args: &["migrate", "up"], code: 2, stderr: "has no up.sql" },
         Case { name: "folder name without a version", backend: Sq, setup: |p| { db(p); p.file("migrations/create_users/up.sql", "SELECT 1;"); }, args: &["migrate", "up"], code: 2, stderr: "is not a version" },
         Case { name: "folder name starting with _", backend: Sq, setup: |p| { db(p); p.file("migrations/_x/up.sql", "SELECT 1;"); }, args: &["migrate", "up"], code: 2, stderr: "is not a version" },
@@ -96,7 +96,7 @@ fn cases() -> Vec<Case> {
         // ---- seeds -------------------------------------------------------------------------------
         Case { name: "seed file missing", backend: Sq, setup: db, args: &["seed", "nope.csv"], code: 2, stderr: "nope.csv" },
         Case { name: "seeds folder missing", backend: Sq, setup: db, args: &["seed", "--seeds-dir", "nowhere"], code: 2, stderr: "nowhere" },
-        Case { name: "seed file is a directory", backend: Sq, setup: |p| { db(p); p.file("seeds/users.csv/x", ""); }, args: &["seed", "seeds/users.csv"], code: 1, stderr: "Is a directory" },
+        Case { name: "seed file is a directory", backend: Sq, setup: |p| { db(p); p.file("seeds/users.csv/x", ""); }, args: &["seed", "seeds/users.csv"], code: 2, stderr: "users.csv`: it is a folder, not a regular file" },
         Case { name: "seed file of unknown kind", backend: Sq, setup: |p| { db(p); p.file("seeds/users.json", "[]"); }, args: &["seed", "seeds/users.json"], code: 2, stderr: "users.json" },
         Case { name: "CSV row with too many fields", backend: Sq, setup: |p| { db(p); p.file("seeds/users.csv", "id,name\n3,cy\n4,di,extra\n"); }, args: &["seed"], code: 1, stderr: "line 3" },
         Case { name: "CSV row with too few fields", backend: Sq, setup: |p| { db(p); p.file("seeds/users.csv", "id,name\n3\n"); }, args: &["seed"], code: 1, stderr: "line 2" },

@@ -14,6 +14,7 @@ mod ping;
 mod reliability;
 mod revision;
 mod seed;
+mod seed_csv;
 mod seed_names;
 mod settings;
 mod topology;

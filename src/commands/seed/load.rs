@@ -3,8 +3,7 @@
 //! is in `db::seed`; this module turns CSV records into what those functions take and maps
 //! failures back to the file's rows and lines.
 
-use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -12,11 +11,14 @@ use indicatif::ProgressBar;
 
 use super::csv::{self, CsvReader, Record};
 use crate::db::seed::{self as dbseed, savepoint, Savepoint};
+use crate::db::TableName;
 
 /// The data rows of one CSV file, checked for width, with progress.
 pub(super) struct RowStream<'a, R> {
     pub(super) path: &'a Path,
     pub(super) reader: CsvReader<R>,
+    /// The file's delimiter and encoding, to read it again when looking for a refused row.
+    pub(super) dialect: csv::Dialect,
     pub(super) record: Record,
     pub(super) width: usize,
     /// Data rows read so far (1 = the first row after the header).
@@ -28,20 +30,10 @@ pub(super) struct RowStream<'a, R> {
 impl<R: std::io::BufRead> RowStream<'_, R> {
     /// Advances to the next data row; `Ok(false)` at the end of the file.
     fn next(&mut self) -> anyhow::Result<bool> {
-        let more = self.reader.read(&mut self.record).map_err(|e| match e {
-            csv::ReadError::NotUtf8 { line, field } => anyhow::anyhow!(
-                "{} row {} (line {line}), column {}: not valid UTF-8 (save the file as UTF-8)",
-                self.path.display(),
-                self.row + 1,
-                field + 1
-            ),
-            csv::ReadError::UnclosedQuote { line } => anyhow::anyhow!(
-                "{} row {} (line {line}): a quoted field is never closed (a `\"` is missing)",
-                self.path.display(),
-                self.row + 1
-            ),
-            csv::ReadError::Io(e) => anyhow::anyhow!("cannot read {}: {e}", self.path.display()),
-        })?;
+        let more = self
+            .reader
+            .read(&mut self.record)
+            .map_err(|e| anyhow::anyhow!("{} {}", self.path.display(), e.at_row(self.row + 1)))?;
         if !more {
             return Ok(false);
         }
@@ -81,7 +73,7 @@ impl<R: std::io::BufRead> RowStream<'_, R> {
 /// the file is replayed in checked pieces to find the row: slower, but only on the way to an error.
 pub(super) fn copy_into_pg<R: std::io::BufRead>(
     pg: &mut diesel::PgConnection,
-    table: &str,
+    table: &TableName,
     columns: &[String],
     stream: &mut RowStream<'_, R>,
 ) -> anyhow::Result<u64> {
@@ -102,7 +94,7 @@ pub(super) fn copy_into_pg<R: std::io::BufRead>(
         Err(e) => {
             // If the search itself fails (the connection dropped, say), the first error stands.
             let located = savepoint(pg, Savepoint::RollbackTo, PG_SAVEPOINT)
-                .and_then(|()| locate_pg_failure(pg, stream.path, table, columns));
+                .and_then(|()| locate_pg_failure(pg, stream.path, stream.dialect, table, columns));
             Err(match located {
                 Ok(Some(found)) => anyhow::anyhow!("{} {found}", stream.path.display()),
                 _ => anyhow::anyhow!("{}: {e:#}", stream.path.display()),
@@ -116,6 +108,8 @@ const PG_PROBE: &str = "dbctl_seed_probe";
 
 /// Rows replayed per COPY while looking for the one PostgreSQL refused.
 const PROBE_CHUNK: usize = 10_000;
+/// ... or fewer, so that the replayed chunk's memory stays bounded whatever the rows' size.
+const PROBE_BYTES: usize = csv::MAX_ROW_BYTES;
 
 /// Replays the file (from the savepoint taken before it) in chunks, each in its own savepoint,
 /// then halves the failing chunk until one row is left. Returns `row N (line L)[, column c]:
@@ -123,7 +117,8 @@ const PROBE_CHUNK: usize = 10_000;
 fn locate_pg_failure(
     pg: &mut diesel::PgConnection,
     path: &Path,
-    table: &str,
+    dialect: csv::Dialect,
+    table: &TableName,
     columns: &[String],
 ) -> anyhow::Result<Option<String>> {
     let probe = |pg: &mut diesel::PgConnection, data: &[u8]| -> anyhow::Result<Option<String>> {
@@ -139,8 +134,8 @@ fn locate_pg_failure(
             }
         }
     };
-    let opened = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut reader = CsvReader::new(BufReader::with_capacity(256 * 1024, opened));
+    let mut reader = CsvReader::open(path, dialect)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let mut record = Record::default();
     if !reader.read(&mut record).unwrap_or(false) {
         return Ok(None);
@@ -152,7 +147,10 @@ fn locate_pg_failure(
     loop {
         data.clear();
         rows.clear();
-        while rows.len() < PROBE_CHUNK && reader.read(&mut record).unwrap_or(false) {
+        while rows.len() < PROBE_CHUNK
+            && data.len() < PROBE_BYTES
+            && reader.read(&mut record).unwrap_or(false)
+        {
             row += 1;
             write_pg_csv_row(&mut data, &record)?;
             rows.push((data.len(), row, record.line));
@@ -176,7 +174,7 @@ fn locate_pg_failure(
             return Ok(None);
         };
         let (_, row, line) = rows[lo];
-        let column = refused_column(path, row, &message, columns);
+        let column = refused_column(path, dialect, row, &message, columns);
         let column = column.map_or(String::new(), |c| format!(", column {c}"));
         return Ok(Some(format!("row {row} (line {line}){column}: {message}")));
     }
@@ -184,10 +182,15 @@ fn locate_pg_failure(
 
 /// The column holding the value a type error quotes (`invalid input syntax for type integer:
 /// "x"`), when exactly one field of that row holds it.
-fn refused_column(path: &Path, row: u64, message: &str, columns: &[String]) -> Option<String> {
+fn refused_column(
+    path: &Path,
+    dialect: csv::Dialect,
+    row: u64,
+    message: &str,
+    columns: &[String],
+) -> Option<String> {
     let value = message.strip_suffix('"')?.rsplit_once(": \"")?.1;
-    let opened = File::open(path).ok()?;
-    let mut reader = CsvReader::new(BufReader::new(opened));
+    let mut reader = CsvReader::open(path, dialect).ok()?;
     let mut record = Record::default();
     for _ in 0..=row {
         if !reader.read(&mut record).ok()? {
@@ -239,7 +242,7 @@ fn write_pg_csv_row(out: &mut dyn Write, record: &Record) -> std::io::Result<()>
 /// diesel and PostgreSQL read them.
 pub(super) fn insert_into_sqlite<R: std::io::BufRead>(
     sq: &mut diesel::SqliteConnection,
-    table: &str,
+    table: &TableName,
     columns: &[String],
     booleans: &[bool],
     stream: &mut RowStream<'_, R>,

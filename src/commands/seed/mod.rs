@@ -9,8 +9,7 @@ mod csv;
 mod load;
 mod plan;
 
-use std::fs::File;
-use std::io::BufReader;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -20,7 +19,7 @@ use serde::Serialize;
 
 use crate::commands::Context;
 use crate::db::seed as dbseed;
-use crate::db::{self, AnyConnection, OpenMode};
+use crate::db::{self, AnyConnection, OpenMode, TableName};
 use crate::output::{self, millis, ms_f64, Report};
 use csv::{CsvReader, Record};
 use load::{copy_into_pg, insert_into_sqlite, RowStream};
@@ -28,14 +27,16 @@ use plan::{Kind, SeedFile};
 
 /// Load seed data in one transaction: every row of every file, or nothing.
 ///
-/// Loads every .csv and .sql file in the seeds folder, or just the FILEs given. A CSV file's header
-/// names the columns; it loads into the table named by the file (`010_users.csv` loads `users`).
-/// An empty unquoted field is NULL, `""` is an empty string. Files load parents first, following
-/// the foreign keys in the database; a .sql file runs after every file named before it.
+/// Loads every .csv, .tsv and .sql file in the seeds folder, or just the FILEs given. A CSV file's
+/// header names the columns; it loads into the table named by the file (`010_users.csv` loads
+/// `users`, `app.users.csv` loads `app.users`). An empty unquoted field is NULL, `""` is an empty
+/// string. Files load parents first, following the foreign keys in the database; a .sql file runs
+/// after every file named before it.
 ///
 /// Examples:
 ///   dbctl seed
 ///   dbctl seed --dry-run --verbose
+///   dbctl seed --delimiter ';' --encoding latin1 seeds/export.csv
 ///   dbctl seed --truncate seeds/users.csv seeds/posts.csv
 ///   dbctl seed --seeds-dir fixtures/ci --format json
 #[derive(clap::Args, Debug)]
@@ -56,6 +57,15 @@ pub(crate) struct SeedArgs {
     /// Empty the CSV files' tables first (children before parents), in the same transaction
     #[arg(long)]
     truncate: bool,
+
+    /// Field separator of the .csv files: one ASCII punctuation character, a space, or `tab`
+    /// (.tsv files are always tab-separated)
+    #[arg(long, value_name = "CHAR", default_value = ",", value_parser = csv::parse_delimiter)]
+    delimiter: u8,
+
+    /// Character encoding of the CSV files: UTF8, LATIN1 (ISO-8859-1) or WIN1252 (Windows-1252)
+    #[arg(long, value_name = "NAME", default_value = "UTF8", value_parser = csv::Encoding::parse)]
+    encoding: csv::Encoding,
 }
 
 #[derive(Serialize, Debug)]
@@ -151,7 +161,7 @@ pub(crate) fn run(ctx: &Context, args: SeedArgs) -> anyhow::Result<SeedReport> {
             duration_ms: 0.0,
             duration: Duration::ZERO,
             empty_note: Some(format!(
-                "nothing to seed: no .csv or .sql files in `{}`",
+                "nothing to seed: no .csv, .tsv or .sql files in `{}`",
                 dir.display()
             )),
         });
@@ -161,6 +171,10 @@ pub(crate) fn run(ctx: &Context, args: SeedArgs) -> anyhow::Result<SeedReport> {
     // Even a dry run loads into a transaction it then rolls back: a standby refuses that too.
     db::topology::require_writable(&database)?;
     let mut conn = database.get()?;
+    let mut files = files;
+    for note in plan::resolve_tables(&mut files, &dbseed::relations(&mut conn)?)? {
+        ctx.out.verbose(format_args!("{note}"));
+    }
     let edges = dbseed::foreign_keys(&mut conn)?;
     let (files, cyclic) = plan::order(files, &edges);
     announce_order(ctx, &files, &cyclic, args.dry_run);
@@ -183,6 +197,10 @@ pub(crate) fn run(ctx: &Context, args: SeedArgs) -> anyhow::Result<SeedReport> {
         ctx,
         bar: &bar,
         bytes_before: 0,
+        dialect: csv::Dialect {
+            delimiter: args.delimiter,
+            encoding: args.encoding,
+        },
     };
     let outcome = dbseed::write_transaction(&mut conn, |c| -> anyhow::Result<Vec<FileReport>> {
         if !cyclic.is_empty() {
@@ -190,7 +208,7 @@ pub(crate) fn run(ctx: &Context, args: SeedArgs) -> anyhow::Result<SeedReport> {
         }
         if !truncated.is_empty() {
             ctx.out
-                .verbose(format_args!("emptying {}", truncated.join(", ")));
+                .verbose(format_args!("emptying {}", names(&truncated).join(", ")));
             dbseed::empty_tables(c, &truncated)?;
         }
         let mut reports = Vec::with_capacity(files.len());
@@ -219,7 +237,7 @@ pub(crate) fn run(ctx: &Context, args: SeedArgs) -> anyhow::Result<SeedReport> {
     Ok(SeedReport {
         committed,
         dry_run: args.dry_run,
-        truncated,
+        truncated: names(&truncated),
         files: reports,
         total_rows,
         duration_ms: ms_f64(duration),
@@ -246,8 +264,9 @@ fn select_files(
     }
     let (files, skipped) = plan::discover(dir)?;
     for name in skipped {
-        ctx.out
-            .verbose(format_args!("skipping {name} (not a .csv or .sql file)"));
+        ctx.out.verbose(format_args!(
+            "skipping {name} (not a .csv, .tsv or .sql file)"
+        ));
     }
     Ok(files)
 }
@@ -287,12 +306,18 @@ fn rolled_back(err: anyhow::Error) -> anyhow::Error {
     }
 }
 
+/// Tables as people write them (`users`, `app.users`).
+fn names(tables: &[TableName]) -> Vec<String> {
+    tables.iter().map(|t| t.to_string()).collect()
+}
+
 /// The distinct tables of the CSV files, children first (the reverse of the load order).
-fn truncate_order(files: &[SeedFile]) -> Vec<String> {
-    let mut tables: Vec<String> = Vec::new();
+fn truncate_order(files: &[SeedFile]) -> Vec<TableName> {
+    let mut tables: Vec<TableName> = Vec::new();
     for file in files.iter().rev() {
         if let Some(t) = &file.table {
-            if !tables.iter().any(|x| x.eq_ignore_ascii_case(t)) {
+            // Names were matched to the catalog: "Users" and "users" are two tables here.
+            if !tables.iter().any(|x| x == t) {
                 tables.push(t.clone());
             }
         }
@@ -305,6 +330,8 @@ struct Loader<'a> {
     ctx: &'a Context<'a>,
     bar: &'a ProgressBar,
     bytes_before: u64,
+    /// How the .csv files are written (`--delimiter`, `--encoding`).
+    dialect: csv::Dialect,
 }
 
 impl Loader<'_> {
@@ -336,7 +363,7 @@ impl Loader<'_> {
         Ok(FileReport {
             file: file.path.display().to_string(),
             kind: file.kind,
-            table: file.table.clone(),
+            table: file.table.as_ref().map(|t| t.to_string()),
             rows,
             bytes,
             duration_ms: ms_f64(duration),
@@ -346,7 +373,15 @@ impl Loader<'_> {
 
     fn load_sql(&mut self, conn: &mut AnyConnection, file: &SeedFile) -> anyhow::Result<u64> {
         let path = &file.path;
-        let sql = std::fs::read_to_string(path)
+        let mut sql = String::new();
+        crate::files::open_regular(path)
+            .map_err(|e| match e {
+                crate::files::OpenError::NotRegular(_) => {
+                    crate::error::usage(format!("{}: {e}", path.display()))
+                }
+                e => anyhow::anyhow!("cannot read {}: {e}", path.display()),
+            })?
+            .read_to_string(&mut sql)
             .with_context(|| format!("cannot read {}", path.display()))?;
         crate::migrate::split::refuse_in_seed(path, &sql, conn)?;
         // An empty statement is an error to PostgreSQL; an empty file is simply nothing to do.
@@ -366,9 +401,16 @@ impl Loader<'_> {
         file: &SeedFile,
     ) -> anyhow::Result<(u64, u64)> {
         let path = &file.path;
-        let table = file.table.as_deref().unwrap_or_default();
-        let opened = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let mut reader = CsvReader::new(BufReader::with_capacity(256 * 1024, opened));
+        let bare = TableName::default();
+        let table = file.table.as_ref().unwrap_or(&bare);
+        let dialect = csv::Dialect {
+            delimiter: file.delimiter.unwrap_or(self.dialect.delimiter),
+            ..self.dialect
+        };
+        let mut reader = CsvReader::open(path, dialect).map_err(|e| match e {
+            csv::ReadError::NotRegular(_) => crate::error::usage(e),
+            e => anyhow::anyhow!("cannot read {}: {e}", path.display()),
+        })?;
         let mut record = Record::default();
         let has_header = reader
             .read(&mut record)
@@ -383,7 +425,7 @@ impl Loader<'_> {
             anyhow::anyhow!(
                 "{}: table {} does not exist (the table is named by the file name)",
                 path.display(),
-                db::quote_ident(table)
+                table.quoted()
             )
         })?;
         let header = match_header(path, table, &record, &columns)?;
@@ -391,6 +433,7 @@ impl Loader<'_> {
         let mut stream = RowStream {
             path,
             reader,
+            dialect,
             record,
             width: header.len(),
             row: 0,
@@ -423,7 +466,7 @@ impl Loader<'_> {
 /// unambiguous. Unknown, empty and repeated names are errors.
 fn match_header(
     path: &Path,
-    table: &str,
+    table: &TableName,
     header: &Record,
     columns: &[dbseed::Column],
 ) -> anyhow::Result<Vec<dbseed::Column>> {
@@ -451,7 +494,7 @@ fn match_header(
                 path.display(),
                 header.line,
                 i + 1,
-                db::quote_ident(table),
+                table.quoted(),
                 db::quote_ident(&crate::output::clip(name)),
                 columns
                     .iter()

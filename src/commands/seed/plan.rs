@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::db::seed::Relation;
+use crate::db::TableName;
 use crate::error;
 
 #[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +28,9 @@ pub(crate) struct SeedFile {
     pub(crate) name: String,
     pub(crate) kind: Kind,
     /// The target table of a CSV file.
-    pub(crate) table: Option<String>,
+    pub(crate) table: Option<TableName>,
+    /// The delimiter the file's extension implies (`.tsv`: tab); `None` for `--delimiter`'s.
+    pub(crate) delimiter: Option<u8>,
 }
 
 /// The table a CSV file loads into: its stem without a numeric ordering prefix
@@ -43,7 +47,7 @@ pub(crate) fn table_for(stem: &str) -> String {
 fn kind_of(path: &Path) -> Option<Kind> {
     let ext = path.extension()?.to_str()?.to_ascii_lowercase();
     match ext.as_str() {
-        "csv" => Some(Kind::Csv),
+        "csv" | "tsv" => Some(Kind::Csv),
         "sql" => Some(Kind::Sql),
         _ => None,
     }
@@ -55,19 +59,23 @@ fn seed_file(path: PathBuf, kind: Kind) -> SeedFile {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string());
     let table = match kind {
-        Kind::Csv => Some(table_for(
+        Kind::Csv => Some(TableName::bare(table_for(
             &path
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-        )),
+        ))),
         Kind::Sql => None,
     };
+    let tsv = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
     SeedFile {
         path,
         name,
         kind,
         table,
+        delimiter: tsv.then_some(b'\t'),
     }
 }
 
@@ -90,19 +98,25 @@ pub(crate) fn discover(dir: &Path) -> anyhow::Result<(Vec<SeedFile>, Vec<String>
             ))
         })?;
         let path = entry.path();
-        // A directory is skipped; a broken link or unreadable file is kept, and fails when read.
-        if path.is_dir() {
-            skipped.push(entry.file_name().to_string_lossy().into_owned());
-            continue;
-        }
         match kind_of(&path) {
-            Some(kind) => files.push(seed_file(path, kind)),
+            Some(kind) => {
+                ensure_regular(&path)?;
+                files.push(seed_file(path, kind));
+            }
             None => skipped.push(entry.file_name().to_string_lossy().into_owned()),
         }
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
     skipped.sort();
     Ok((files, skipped))
+}
+
+/// Refuses (exit 2) a seed file that is a folder, a FIFO, a device or a socket, before anything
+/// is opened or started: reading a FIFO would wait forever, `/dev/zero` never ends. Links are
+/// followed; a link to nothing is left to fail when the file is read.
+fn ensure_regular(path: &Path) -> anyhow::Result<()> {
+    crate::files::check_regular(path)
+        .map_err(|e| error::usage(format!("seed file `{}`: {e}", path.display())))
 }
 
 /// The files named on the command line: as given, or else inside the seeds folder.
@@ -122,10 +136,11 @@ pub(crate) fn named(args: &[PathBuf], dir: &Path) -> anyhow::Result<Vec<SeedFile
         };
         let kind = kind_of(&path).ok_or_else(|| {
             error::usage(format!(
-                "`{}` is neither a .csv nor a .sql file",
+                "`{}` is not a .csv, .tsv or .sql file",
                 path.display()
             ))
         })?;
+        ensure_regular(&path)?;
         if files.iter().any(|f: &SeedFile| f.path == path) {
             continue;
         }
@@ -133,6 +148,101 @@ pub(crate) fn named(args: &[PathBuf], dir: &Path) -> anyhow::Result<Vec<SeedFile
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(files)
+}
+
+/// Matches each CSV file's table name to the catalog the way a header's names are matched to
+/// columns: exactly first, else the one relation whose name is the same ignoring (ASCII) case.
+/// On PostgreSQL a name may carry a schema (`app.users.csv` loads `app.users`); a bare name is
+/// looked up on the search path, as psql would. `Users.csv` loads `users`, `lower_t.csv` loads
+/// `"Lower_T"`. Several matches ignoring case are a usage error; no match leaves the name as it
+/// is, to fail as a missing table. Returns a note for each file not matched exactly by its name.
+pub(crate) fn resolve_tables(
+    files: &mut [SeedFile],
+    relations: &[Relation],
+) -> anyhow::Result<Vec<String>> {
+    let mut notes = Vec::new();
+    for file in files.iter_mut() {
+        let Some(wanted) = file.table.as_ref().map(|t| t.name.clone()) else {
+            continue;
+        };
+        match resolve(&wanted, relations) {
+            Ok(None) => {}
+            Ok(Some((found, folded))) => {
+                // A relation on the search path is reached by its bare name: the same one.
+                let table = TableName {
+                    schema: (!found.visible).then(|| found.schema.clone()).flatten(),
+                    name: found.name.clone(),
+                };
+                if folded {
+                    notes.push(format!(
+                        "{} loads {} (the name matched ignoring case)",
+                        file.name,
+                        table.quoted()
+                    ));
+                }
+                file.table = Some(table);
+            }
+            Err(several) => {
+                let mut names: Vec<String> = several
+                    .iter()
+                    .map(|r| match (&r.schema, r.visible) {
+                        (Some(schema), false) => format!(
+                            "{}.{}",
+                            crate::db::quote_ident(schema),
+                            crate::db::quote_ident(&r.name)
+                        ),
+                        _ => crate::db::quote_ident(&r.name),
+                    })
+                    .collect();
+                names.sort();
+                return Err(error::usage(format!(
+                    "seed file `{}`: its name matches several tables that differ only in case ({}): \
+                     name the file exactly as one of them",
+                    file.path.display(),
+                    names.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(notes)
+}
+
+/// The relation `wanted` names: exactly on the search path, exactly as `schema.name`, then the
+/// same two ignoring case (then `true` comes with it). `Err` holds the relations that match
+/// equally well.
+fn resolve<'r>(
+    wanted: &str,
+    relations: &'r [Relation],
+) -> Result<Option<(&'r Relation, bool)>, Vec<&'r Relation>> {
+    let bare = |r: &Relation, fold: bool| r.visible && same_name(&r.name, wanted, fold);
+    // Schema and table names may both hold dots: every split is tried.
+    let qualified = |r: &Relation, fold: bool| {
+        let Some(schema) = &r.schema else {
+            return false;
+        };
+        wanted.match_indices('.').any(|(i, _)| {
+            same_name(schema, &wanted[..i], fold) && same_name(&r.name, &wanted[i + 1..], fold)
+        })
+    };
+    for fold in [false, true] {
+        for matches in [&bare as &dyn Fn(&Relation, bool) -> bool, &qualified] {
+            let found: Vec<&Relation> = relations.iter().filter(|r| matches(r, fold)).collect();
+            match found.as_slice() {
+                [] => {}
+                [one] => return Ok(Some((one, fold))),
+                several => return Err(several.to_vec()),
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn same_name(a: &str, b: &str, fold: bool) -> bool {
+    if fold {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        a == b
+    }
 }
 
 /// The load order, and the tables caught in a foreign-key cycle (loaded in name order).
@@ -166,7 +276,11 @@ fn order_segment(
     cyclic: &mut BTreeSet<String>,
 ) {
     let n = files.len();
-    let table = |i: usize| files[i].table.as_deref().unwrap_or("");
+    let keys: Vec<String> = files
+        .iter()
+        .map(|f| f.table.as_ref().map(|t| t.to_string()).unwrap_or_default())
+        .collect();
+    let table = |i: usize| keys[i].as_str();
     // waits_for[i] = the files that must load before file i.
     let waits_for: Vec<Vec<usize>> = (0..n)
         .map(|i| {
@@ -212,7 +326,8 @@ fn order_segment(
 fn table_of(slots: &[Option<SeedFile>], i: usize) -> String {
     slots[i]
         .as_ref()
-        .and_then(|f| f.table.clone())
+        .and_then(|f| f.table.as_ref())
+        .map(|t| t.to_string())
         .unwrap_or_default()
 }
 
@@ -283,5 +398,48 @@ mod tests {
         // c only references itself, so it is ready first; a and b wait for each other.
         assert_eq!(names(&ordered), ["c.csv", "a.csv", "b.csv"]);
         assert_eq!(cyclic, ["a", "b"]);
+    }
+
+    fn rel(schema: &str, name: &str, visible: bool) -> Relation {
+        Relation {
+            schema: Some(schema.to_string()),
+            name: name.to_string(),
+            visible,
+        }
+    }
+
+    fn target(wanted: &str, relations: &[Relation]) -> Result<Option<String>, usize> {
+        let mut files = vec![csv(&format!("{wanted}.csv"))];
+        match resolve_tables(&mut files, relations) {
+            Ok(_) => Ok(files[0].table.as_ref().map(|t| t.quoted())),
+            Err(_) => Err(resolve(wanted, relations).err().map_or(0, |v| v.len())),
+        }
+    }
+
+    #[test]
+    fn file_names_resolve_exactly_then_ignoring_case_then_with_a_schema() {
+        let catalog = [
+            rel("public", "users", true),
+            rel("public", "Users", true),
+            rel("public", "lower_t", true),
+            rel("app", "users", false),
+            rel("app", "Posts", false),
+            rel("my.schema", "t.x", false),
+        ];
+        let ok = |s: &str| Ok(Some(s.to_string()));
+        assert_eq!(target("users", &catalog), ok("\"users\""));
+        assert_eq!(target("Users", &catalog), ok("\"Users\""));
+        assert_eq!(target("USERS", &catalog), Err(2));
+        assert_eq!(target("Lower_T", &catalog), ok("\"lower_t\""));
+        assert_eq!(target("app.users", &catalog), ok("\"app\".\"users\""));
+        assert_eq!(target("APP.posts", &catalog), ok("\"app\".\"Posts\""));
+        assert_eq!(target("public.lower_t", &catalog), ok("\"lower_t\""));
+        assert_eq!(
+            target("my.schema.t.x", &catalog),
+            ok("\"my.schema\".\"t.x\"")
+        );
+        // No match: the name stays as the file gives it, to fail as a missing table.
+        assert_eq!(target("ghosts", &catalog), ok("\"ghosts\""));
+        assert_eq!(target("010_users", &catalog), ok("\"users\""));
     }
 }
