@@ -1089,6 +1089,53 @@ mod tests {
         url
     }
 
+    #[test]
+    fn several_hosts_are_counted_pinned_and_named() {
+        assert_eq!(pg("postgres://u@h1:5432/db").host_count(), 1);
+        assert_eq!(pg("postgres://u@h1:5432,h2:5433/db").host_count(), 2);
+        assert_eq!(pg("host=a,b,c port=1,2,3 dbname=db").host_count(), 3);
+        assert_eq!(pg("postgres://u@h1:5432/db").server().unwrap(), "h1:5432");
+        assert_eq!(
+            pg("postgres://u@[::1]:6000/db").server().unwrap(),
+            "[::1]:6000"
+        );
+        let mut url = pg("postgres://u:pw@h1:5432,h2:5433/db?target_session_attrs=read-write&load_balance_hosts=random");
+        url.pin(libpq::Chosen {
+            host: "h2".into(),
+            port: "5433".into(),
+            hostaddr: Some("10.0.0.2".into()),
+        });
+        assert_eq!(url.server().unwrap(), "h2:5433");
+        let conn = url.connection_string(5);
+        assert!(conn.starts_with("postgresql://u:pw@/db?"), "{conn}");
+        assert!(
+            conn.contains("host=h2&port=5433&hostaddr=10.0.0.2"),
+            "{conn}"
+        );
+        assert!(conn.contains("target_session_attrs=read-write"), "{conn}");
+        assert!(!conn.contains("load_balance_hosts"), "{conn}");
+        // What is shown stays the URL as written.
+        assert!(url.redacted().contains("h1:5432,h2:5433"));
+    }
+
+    #[test]
+    fn pgbouncer_is_dbctls_own_parameter() {
+        assert_eq!(
+            pg("postgres://u@h/db?pgbouncer=true").pgbouncer(),
+            Some(true)
+        );
+        assert_eq!(
+            pg("postgres://u@h/db?pgbouncer=0&sslmode=disable").pgbouncer(),
+            Some(false)
+        );
+        assert_eq!(pg("host=h dbname=db pgbouncer=yes").pgbouncer(), Some(true));
+        assert_eq!(pg("postgres://u@h/db").pgbouncer(), None);
+        assert!(!pg("postgres://u@h/db?pgbouncer=true")
+            .connection_string(5)
+            .contains("pgbouncer"));
+        assert!(DbUrl::parse("postgres://u@h/db?pgbouncer=maybe").is_err());
+    }
+
     fn sqlite(raw: &str) -> SqliteTarget {
         let url = DbUrl::parse(raw).unwrap_or_else(|e| panic!("{raw}: {e:#}"));
         url.sqlite_target().cloned().expect("sqlite")
