@@ -535,6 +535,12 @@ fn pgbouncer_vaultwarden_corpus_applies_with_every_migration_recorded_once() {
     .success();
     recorded_once(&p, &versions);
     assert_eq!(lock_rows(&p), 0);
+    let schema = p.run(["--migrations-dir", &dir_arg, "inspect", "--format", "json"]);
+    assert!(
+        schema.success().stdout.contains("\"users\""),
+        "{}",
+        schema.stdout
+    );
 }
 
 /// Waits until a statement holding `needle` runs on the project's database.
