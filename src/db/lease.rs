@@ -190,7 +190,7 @@ pub(crate) fn acquire(
             told = true;
         }
         thread::sleep(pause.min(timeout.saturating_sub(started.elapsed())));
-        pause = (pause * 2).min(Duration::from_millis(500));
+        pause = (pause * 2).min(Duration::from_millis(250));
     }
     let waited = started.elapsed();
     let lost = Arc::new(AtomicBool::new(false));
