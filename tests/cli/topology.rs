@@ -643,9 +643,19 @@ fn pgbouncer_stalled_runner_loses_its_lease_and_nothing_runs_twice() {
         .status()
         .unwrap();
     assert!(stop.success());
-    std::thread::sleep(Duration::from_millis(2500));
+    let owner = |p: &Project| p.strings("SELECT owner AS v FROM __dbctl_lock");
+    let stalled_owner = owner(&p);
     let other = spawn(&p, &["migrate", "up", "--format", "json"], &expiry);
-    std::thread::sleep(Duration::from_millis(2500));
+    // Resumed only once the other run holds the lease (after the 2 s expiry, however loaded the
+    // machine is).
+    let started = Instant::now();
+    while owner(&p) == stalled_owner || owner(&p).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the lease was never taken over"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     std::process::Command::new("kill")
         .args(["-CONT", &pid])
         .status()
