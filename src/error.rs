@@ -26,6 +26,10 @@ pub(crate) enum Exit {
     /// The server takes no writes (a hot standby, or read-only sessions): a writing command
     /// stopped before doing anything, or `ping --writable` found it so.
     ReadOnly = 5,
+    /// Stopped by SIGINT (Ctrl-C) after undoing what was in progress.
+    Interrupted = 130,
+    /// Stopped by SIGTERM after undoing what was in progress.
+    Terminated = 143,
 }
 
 impl Exit {

@@ -9,6 +9,7 @@ mod config;
 mod db;
 mod error;
 mod files;
+mod interrupt;
 mod migrate;
 mod output;
 
@@ -19,13 +20,25 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return clap_exit(&err),
     };
-    let out = output::Output::new(cli.global.format, cli.global.quiet, cli.global.verbose);
-    let code = match commands::run(cli, &out) {
-        Ok(exit) => exit.code(),
-        Err(err) => {
-            out.error(&err);
-            error::exit_of(&err).code()
-        }
+    let (format, quiet, verbose) = (cli.global.format, cli.global.quiet, cli.global.verbose);
+    interrupt::install(format, quiet, verbose);
+    let out = output::Output::new(format, quiet, verbose);
+    let result = commands::run(cli, &out);
+    let code = match interrupt::received() {
+        Some(sig) => match interrupt::outcome(sig, &result) {
+            Some(err) => {
+                out.error(&err);
+                error::exit_of(&err).code()
+            }
+            None => interrupt::exit_code(sig),
+        },
+        None => match result {
+            Ok(exit) => exit.code(),
+            Err(err) => {
+                out.error(&err);
+                error::exit_of(&err).code()
+            }
+        },
     };
     out.finish();
     ExitCode::from(code)

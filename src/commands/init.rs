@@ -279,8 +279,14 @@ fn create_database(
             // A standby has the same databases as its primary; a missing one cannot be created.
             db::topology::check_writable(&admin, &mut conn)?;
             ctx.out.verbose(format_args!("creating database {name}"));
-            db::pg_create_database(&mut conn, &name)?;
-            Ok((Status::Created, name, None))
+            if db::pg_create_database(&mut conn, &name)? {
+                Ok((Status::Created, name, None))
+            } else {
+                ctx.out.verbose(format_args!(
+                    "database {name} was created meanwhile by another session"
+                ));
+                Ok((Status::Existed, name, None))
+            }
         }
     }
 }

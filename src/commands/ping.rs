@@ -240,6 +240,7 @@ fn wait_for(
             ));
             last_said = Some(Instant::now());
         }
+        crate::interrupt::check()?;
         std::thread::sleep(Duration::from_millis(250).min(left));
     }
 }

@@ -174,6 +174,8 @@ pub(crate) fn acquire(
         let Some(holder) = try_take(conn, &table, &owner, expiry)? else {
             break;
         };
+        crate::interrupt::check()
+            .context("stopped while waiting for the migration lock: nothing was changed")?;
         if started.elapsed() >= timeout {
             return Err(anyhow::anyhow!(
                 "another migration run holds the lock on this database ({}, last heartbeat \

@@ -304,12 +304,12 @@ impl Bookkeeping {
         if !self.diesel_exists {
             return Ok(Vec::new());
         }
-        // PostgreSQL: `run_on` is a TIMESTAMP written from CURRENT_TIMESTAMP in the session's time
-        // zone (diesel_cli's default, and dbctl's): turned into UTC with microseconds. SQLite:
-        // the stored text, UTC already (whole seconds when diesel_cli wrote it).
+        // PostgreSQL: `run_on` is a TIMESTAMP written from CURRENT_TIMESTAMP in the writer's
+        // session time zone, which is UTC for both tools (diesel forces it; dbctl migrates in
+        // UTC, see `begin_session`), whatever the reading session's zone: shown as it is, with
+        // microseconds. SQLite: the stored text, UTC already (whole seconds from diesel_cli).
         let run_on = if self.postgres {
-            "to_char(d.run_on AT TIME ZONE current_setting('TimeZone') AT TIME ZONE 'UTC', \
-             'YYYY-MM-DD HH24:MI:SS.US')"
+            "to_char(d.run_on, 'YYYY-MM-DD HH24:MI:SS.US')"
         } else {
             "CAST(d.run_on AS TEXT)"
         };
@@ -509,7 +509,7 @@ pub(crate) fn acquire_run_lock(
     conn: &mut AnyConnection,
     sqlite_file: Option<&Path>,
     timeout: Duration,
-    mut on_wait: impl FnMut(),
+    mut on_wait: impl FnMut(Option<&str>),
 ) -> anyhow::Result<LockWait> {
     let started = Instant::now();
     let mut pause = Duration::from_millis(20);
@@ -558,20 +558,88 @@ pub(crate) fn acquire_run_lock(
                 waited: started.elapsed(),
             });
         }
+        crate::interrupt::check()
+            .context("stopped while waiting for the migration lock: nothing was changed")?;
         if started.elapsed() >= timeout {
+            let holder = pg_lock_holder(conn).map_or(String::new(), |h| format!(" ({h})"));
             anyhow::bail!(
-                "another migration run holds the lock on this database; gave up after {:.0}s \
-                 (raise --lock-timeout to wait longer)",
+                "another migration run holds the lock on this database{holder}; gave up after \
+                 {:.0}s (raise --lock-timeout to wait longer)",
                 timeout.as_secs_f64()
             );
         }
         if !told {
-            on_wait();
+            on_wait(pg_lock_holder(conn).as_deref());
             told = true;
         }
         std::thread::sleep(pause.min(timeout.saturating_sub(started.elapsed())));
         pause = (pause * 2).min(Duration::from_millis(250));
     }
+}
+
+/// Who holds the PostgreSQL run lock: pid, application, since when, what it runs. `None` on
+/// SQLite, or when it cannot be told (the holder just left, or the role may not see it).
+fn pg_lock_holder(conn: &mut AnyConnection) -> Option<String> {
+    #[derive(QueryableByName)]
+    struct Holder {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+        #[diesel(sql_type = Nullable<Text>)]
+        application: Option<String>,
+        #[diesel(sql_type = Nullable<Text>)]
+        client: Option<String>,
+        #[diesel(sql_type = Nullable<Double>)]
+        connected_s: Option<f64>,
+        #[diesel(sql_type = Nullable<Text>)]
+        state: Option<String>,
+        #[diesel(sql_type = Nullable<Double>)]
+        state_s: Option<f64>,
+        #[diesel(sql_type = Nullable<Text>)]
+        query: Option<String>,
+    }
+    if !matches!(conn, AnyConnection::Postgresql(_)) {
+        return None;
+    }
+    // A bigint advisory key is kept as two 32-bit halves: classid (high) and objid (low).
+    let holder: Holder = diesel::sql_query(
+        "SELECT a.pid, a.application_name::text AS application, \
+                COALESCE(host(a.client_addr), 'local socket') AS client, \
+                extract(epoch FROM now() - a.backend_start)::float8 AS connected_s, \
+                a.state::text AS state, \
+                extract(epoch FROM now() - a.state_change)::float8 AS state_s, \
+                a.query::text AS query \
+         FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+           AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()) \
+           AND l.classid::bigint = ($1 >> 32) AND l.objid::bigint = ($1 & 4294967295) \
+         LIMIT 1",
+    )
+    .bind::<BigInt, _>(PG_LOCK_KEY)
+    .get_result(conn)
+    .ok()?;
+    let app = match holder.application.as_deref() {
+        None | Some("") => "no application_name".to_string(),
+        Some(a) => a.to_string(),
+    };
+    let secs = |s: Option<f64>| s.map_or("?".to_string(), |s| format!("{s:.0}s"));
+    let query: String = holder
+        .query
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut query_short: String = query.chars().take(80).collect();
+    if query_short.len() < query.len() {
+        query_short.push_str("...");
+    }
+    Some(format!(
+        "held by pid {} ({app}, from {}, connected {} ago), {} for {}: `{query_short}`",
+        holder.pid,
+        holder.client.unwrap_or_default(),
+        secs(holder.connected_s),
+        holder.state.unwrap_or_else(|| "state unknown".to_string()),
+        secs(holder.state_s),
+    ))
 }
 
 impl RunLock {
@@ -592,19 +660,24 @@ impl RunLock {
 /// Statement-level session settings for a migration run: SQLite runs migrations with foreign keys
 /// off, as diesel_cli does (SQLite's own table-rebuild recipe needs it, and `PRAGMA foreign_keys`
 /// is a no-op inside the migration's transaction).
+/// PostgreSQL runs migrations in UTC, as diesel_cli's sessions do, so that a time literal in a
+/// migration (a default, a row) means the same instant whoever applies it; dbctl's other work
+/// uses the time zone the server and URL configure.
 pub(crate) fn begin_session(conn: &mut AnyConnection) -> anyhow::Result<()> {
-    if let AnyConnection::Sqlite(_) = conn {
-        conn.batch_execute("PRAGMA foreign_keys = OFF")
-            .context("turning foreign keys off for the migration run")?;
-    }
-    Ok(())
+    let sql = match conn {
+        AnyConnection::Sqlite(_) => "PRAGMA foreign_keys = OFF",
+        AnyConnection::Postgresql(_) => "SET TIME ZONE 'UTC'",
+    };
+    conn.batch_execute(sql)
+        .context("setting up the session for the migration run")
 }
 
 /// Undoes [`begin_session`].
 pub(crate) fn end_session(conn: &mut AnyConnection) -> anyhow::Result<()> {
-    if let AnyConnection::Sqlite(_) = conn {
-        conn.batch_execute("PRAGMA foreign_keys = ON")
-            .context("turning foreign keys back on")?;
-    }
-    Ok(())
+    let sql = match conn {
+        AnyConnection::Sqlite(_) => "PRAGMA foreign_keys = ON",
+        AnyConnection::Postgresql(_) => "RESET TimeZone",
+    };
+    conn.batch_execute(sql)
+        .context("restoring the session after the migration run")
 }

@@ -9,8 +9,10 @@ pub(crate) mod lease;
 pub(crate) mod migrations;
 mod probe;
 pub(crate) mod seed;
+mod sqlite_ext;
 pub(crate) mod topology;
 pub(crate) mod url;
+pub(crate) mod watch;
 
 use std::sync::{mpsc, Mutex};
 use std::thread;
@@ -20,7 +22,7 @@ use anyhow::Context as _;
 use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
 use diesel::prelude::*;
 use diesel::r2d2::{self, CustomizeConnection, ManageConnection, R2D2Connection};
-use diesel::sql_types::Text;
+use diesel::sql_types::{Integer, Text};
 
 use crate::error::{self, Exit, ResultExt as _};
 pub(crate) use url::{Backend, DbUrl, SqliteTarget};
@@ -80,7 +82,7 @@ pub(crate) struct Database {
     /// Whether a transaction-pooling proxy stands in between, and how that was decided.
     pooling: Pooling,
     lock_expiry: Duration,
-    connect_timeout: Duration,
+    session: SessionSetup,
 }
 
 /// Whether dbctl works in transaction-pooling mode (PgBouncer and the like): no named prepared
@@ -105,7 +107,31 @@ impl Database {
             prepare_sqlite_file(url, path, mode)?;
         }
         let url = &choose_server(url, settings.connect_timeout)?;
-        let conn_str = url.connection_string(settings.connect_timeout.as_secs());
+        let explicit = match (url.pgbouncer(), settings.pgbouncer) {
+            (Some(on), _) => Some(Pooling {
+                on,
+                why: "the URL's pgbouncer= parameter".to_string(),
+            }),
+            (None, Some(on)) => Some(Pooling {
+                on,
+                why: "DB_PGBOUNCER".to_string(),
+            }),
+            (None, None) => None,
+        };
+        let session = SessionSetup {
+            backend: url.backend(),
+            conn_str: url.connection_string(settings.connect_timeout.as_secs()),
+            redacted: url.redacted(),
+            echo: settings.echo,
+            statement_timeout: settings.statement_timeout,
+            connect_timeout: settings.connect_timeout,
+            schema: settings.schema.clone(),
+            pooling: std::sync::Arc::new(std::sync::OnceLock::new()),
+            explicit_pooling: explicit,
+            connected_port: url
+                .server()
+                .and_then(|s| s.rsplit_once(':').and_then(|(_, p)| p.parse::<i32>().ok())),
+        };
         let started = Instant::now();
         if url.backend() == Backend::Sqlite {
             // A file that is not a database opens fine and fails at its first read; left to the
@@ -113,7 +139,7 @@ impl Database {
             // busy retries) before the same message came out. The busy timeout comes first:
             // another process committing must be waited for, not reported as a failure to open.
             let busy = settings.statement_timeout.unwrap_or(DEFAULT_SQLITE_BUSY);
-            probe::probe(&conn_str, busy).map_err(|e| {
+            probe::probe(&session.conn_str, busy).map_err(|e| {
                 let msg = format!("cannot open {}: {}", url.redacted(), e.message);
                 if e.is_busy() {
                     anyhow::anyhow!(
@@ -125,21 +151,22 @@ impl Database {
                 }
             })?;
         }
-        let mut first = establish_within(url, &conn_str, settings.connect_timeout)?;
-        let pooling = pooling(url, settings, &mut first)?;
+        let mut first = establish_within(url, &session)?;
+        let pooling = session.pooling.get().cloned().unwrap_or(Pooling {
+            on: false,
+            why: "SQLite".to_string(),
+        });
         if let (AnyConnection::Postgresql(_), Some(schema)) = (&mut first, &settings.schema) {
             use_schema(&mut first, schema, mode, pooling.on)?;
         }
         let connect_time = started.elapsed();
         if pooling.on {
-            set_pooled(&mut first, settings);
+            set_pooled(settings);
         }
         let manager = AnyManager {
-            backend: url.backend(),
-            conn_str,
-            redacted: url.redacted(),
+            url: url.clone(),
+            session: session.clone(),
             first: Mutex::new(Some(first)),
-            pooled: pooling.on,
         };
         let pool = r2d2::Pool::builder()
             .max_size(settings.size)
@@ -152,8 +179,6 @@ impl Database {
                 backend: url.backend(),
                 echo: settings.echo,
                 statement_timeout: settings.statement_timeout,
-                pooled: pooling.on,
-                schema: settings.schema.clone(),
             }))
             .build_unchecked(manager);
         Ok(Database {
@@ -162,7 +187,7 @@ impl Database {
             connect_time,
             pooling,
             lock_expiry: settings.lock_expiry,
-            connect_timeout: settings.connect_timeout,
+            session,
         })
     }
 
@@ -178,12 +203,7 @@ impl Database {
 
     /// A new connection of its own, outside the pool (the lock heartbeat's).
     pub(crate) fn dedicated(&self) -> anyhow::Result<AnyConnection> {
-        let conn_str = self.url.connection_string(self.connect_timeout.as_secs());
-        let mut conn = establish_within(&self.url, &conn_str, self.connect_timeout)?;
-        if self.pooling.on {
-            conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
-        }
-        Ok(conn)
+        establish_within(&self.url, &self.session)
     }
 
     /// A connection from the pool (the first call gets the one `open` made).
@@ -257,43 +277,28 @@ fn choose_server(url: &DbUrl, timeout: Duration) -> anyhow::Result<DbUrl> {
 /// dbctl connected to, something stands in between (PgBouncer's 6432, or a port mapping: then the
 /// pooled mode costs a little speed and stays correct). A pooler on the server's own port, or
 /// reached over a Unix socket, is not seen: say so with `pgbouncer=true`.
-fn pooling(
-    url: &DbUrl,
-    settings: &PoolSettings,
-    conn: &mut AnyConnection,
-) -> anyhow::Result<Pooling> {
-    let said = |on: bool, why: &str| Pooling {
-        on,
-        why: why.to_string(),
-    };
-    if url.backend() != Backend::Postgres {
-        return Ok(said(false, "SQLite"));
-    }
-    if let Some(on) = url.pgbouncer() {
-        return Ok(said(on, "the URL's pgbouncer= parameter"));
-    }
-    if let Some(on) = settings.pgbouncer {
-        return Ok(said(on, "DB_PGBOUNCER"));
+fn pooling(setup: &SessionSetup, conn: &mut diesel::PgConnection) -> QueryResult<Pooling> {
+    if let Some(explicit) = &setup.explicit_pooling {
+        return Ok(explicit.clone());
     }
     #[derive(QueryableByName)]
     struct Port {
         #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Integer>)]
         port: Option<i32>,
     }
-    let row: Port = diesel::sql_query("SELECT inet_server_port() AS port")
-        .get_result(conn)
-        .context("asking the server which port it listens on")?;
-    let connected = url
-        .server()
-        .and_then(|s| s.rsplit_once(':').and_then(|(_, p)| p.parse::<i32>().ok()));
-    Ok(match (row.port, connected) {
+    let row: Port = diesel::sql_query("SELECT inet_server_port() AS port").get_result(conn)?;
+    Ok(match (row.port, setup.connected_port) {
         (Some(server), Some(ours)) if server != ours => Pooling {
             on: true,
             why: format!(
- "detected: connected to port {ours}, the server listens on {server} (a pooler or proxy in between; pgbouncer=false or DB_PGBOUNCER=false turns this off)"
+                "detected: connected to port {ours}, the server listens on {server} (a pooler or \
+                 proxy in between; pgbouncer=false or DB_PGBOUNCER=false turns this off)"
             ),
         },
-        _ => said(false, "nothing between dbctl and the server was detected"),
+        _ => Pooling {
+            on: false,
+            why: "nothing between dbctl and the server was detected".to_string(),
+        },
     })
 }
 
@@ -304,8 +309,7 @@ static POOLED_TX_SETUP: std::sync::OnceLock<String> = std::sync::OnceLock::new()
 
 /// Pooled mode on a connection: no named (cached) prepared statements, which live on one server
 /// connection of the pool only.
-fn set_pooled(conn: &mut AnyConnection, settings: &PoolSettings) {
-    conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+fn set_pooled(settings: &PoolSettings) {
     let mut sql = String::new();
     if let Some(t) = settings.statement_timeout {
         sql.push_str(&format!("SET LOCAL statement_timeout = {};", t.as_millis()));
@@ -394,19 +398,16 @@ fn file_kind(meta: &std::fs::Metadata) -> &'static str {
     }
 }
 
-/// Connects on a helper thread and gives up after `timeout`: libpq's own connect_timeout does not
-/// bound name resolution, and a command must never hang on a dead host.
-fn establish_within(
-    url: &DbUrl,
-    conn_str: &str,
-    timeout: Duration,
-) -> anyhow::Result<AnyConnection> {
+/// Connects and sets the session up on a helper thread, and gives up after the connect timeout:
+/// libpq's own connect_timeout does not bound name resolution, nor the statements diesel and
+/// dbctl run once connected, and a command must never hang on a dead or silent server.
+fn establish_within(url: &DbUrl, session: &SessionSetup) -> anyhow::Result<AnyConnection> {
     let (tx, rx) = mpsc::channel();
-    let backend = url.backend();
-    let conn_str = conn_str.to_string();
+    let setup = session.clone();
     thread::spawn(move || {
-        let _ = tx.send(establish(backend, &conn_str));
+        let _ = tx.send(establish(&setup));
     });
+    let timeout = session.connect_timeout;
     // libpq rounds its timeout up to whole seconds; leave it room to report its own error first.
     match rx.recv_timeout(timeout + Duration::from_millis(1500)) {
         Ok(Ok(conn)) => Ok(conn),
@@ -419,15 +420,109 @@ fn establish_within(
     }
 }
 
-fn establish(backend: Backend, conn_str: &str) -> ConnectionResult<AnyConnection> {
-    match backend {
-        Backend::Postgres => Ok(AnyConnection::Postgresql(diesel::PgConnection::establish(
-            conn_str,
-        )?)),
-        Backend::Sqlite => Ok(AnyConnection::Sqlite(diesel::SqliteConnection::establish(
-            conn_str,
-        )?)),
+/// What every new connection is given, in the thread that opens it.
+#[derive(Clone)]
+struct SessionSetup {
+    backend: Backend,
+    /// Holds the password: never printed.
+    conn_str: String,
+    redacted: String,
+    echo: bool,
+    statement_timeout: Option<Duration>,
+    connect_timeout: Duration,
+    /// `DATABASE_SCHEMA`, put alone on the search path of every PostgreSQL session.
+    schema: Option<String>,
+    /// Transaction-pooling mode, decided on the first PostgreSQL connection and shared by the
+    /// later ones.
+    pooling: std::sync::Arc<std::sync::OnceLock<Pooling>>,
+    /// The URL's `pgbouncer=` or `DB_PGBOUNCER`, when set.
+    explicit_pooling: Option<Pooling>,
+    /// The port dbctl connects to, for detecting a pooler.
+    connected_port: Option<i32>,
+}
+
+/// How often the server checks, during a statement, that dbctl is still there (PostgreSQL 14's
+/// `client_connection_check_interval`): a killed dbctl's statement is abandoned within this,
+/// and with it the migration lock.
+const CLIENT_CHECK_INTERVAL_MS: u32 = 2000;
+
+fn establish(setup: &SessionSetup) -> ConnectionResult<AnyConnection> {
+    match setup.backend {
+        Backend::Postgres => {
+            let mut conn = diesel::PgConnection::establish(&setup.conn_str)?;
+            let pooled = match setup.pooling.get() {
+                Some(p) => p.on,
+                None => {
+                    let decided = pooling(setup, &mut conn)
+                        .map_err(ConnectionError::CouldntSetupConfiguration)?;
+                    let on = decided.on;
+                    let _ = setup.pooling.set(decided);
+                    on
+                }
+            };
+            if pooled {
+                // No named prepared statements (they live on one server connection of the pool),
+                // no session settings (they would stay there for other clients: per transaction
+                // instead, `pooled_transaction_setup`), and no watchdog or cancel by backend pid
+                // (the next statement may run on another server connection). The time zone is a
+                // parameter the pooler carries itself.
+                conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+                conn.batch_execute("RESET TimeZone")
+                    .map_err(ConnectionError::CouldntSetupConfiguration)?;
+                if setup.echo {
+                    conn.set_instrumentation(EchoSql);
+                }
+                return Ok(AnyConnection::Postgresql(conn));
+            }
+            let pid = pg_session_setup(&mut conn, setup.statement_timeout, setup.schema.as_deref())
+                .map_err(ConnectionError::CouldntSetupConfiguration)?;
+            conn.set_instrumentation(watch::Watch::register(
+                pid,
+                &setup.conn_str,
+                &setup.redacted,
+                setup.connect_timeout,
+                setup.echo,
+            ));
+            Ok(AnyConnection::Postgresql(conn))
+        }
+        Backend::Sqlite => {
+            sqlite_ext::install();
+            Ok(AnyConnection::Sqlite(diesel::SqliteConnection::establish(
+                &setup.conn_str,
+            )?))
+        }
     }
+}
+
+/// dbctl's PostgreSQL session: the time zone the server, the role, the database, `PGTZ` or the
+/// URL's `options` configure (diesel's establish forces UTC; `RESET` goes back to exactly what
+/// psql would have), the statement timeout, `DATABASE_SCHEMA` on the search path, and the
+/// server-side check for a vanished client
+/// (PostgreSQL 14 and later). Returns the backend's pid, for the watchdog and for cancelling.
+fn pg_session_setup(
+    conn: &mut diesel::PgConnection,
+    statement_timeout: Option<Duration>,
+    schema: Option<&str>,
+) -> QueryResult<i32> {
+    let mut sql = String::from("RESET TimeZone;");
+    if let Some(t) = statement_timeout {
+        sql.push_str(&format!(" SET statement_timeout = {};", t.as_millis()));
+    }
+    if let Some(schema) = schema {
+        sql.push_str(&search_path_sql(schema));
+    }
+    conn.batch_execute(&sql)?;
+    #[derive(QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = Integer)]
+        pid: i32,
+    }
+    let row: Pid = diesel::sql_query(format!(
+        "SELECT pg_backend_pid() AS pid, CASE WHEN current_setting('server_version_num')::int >= 140000 \
+         THEN set_config('client_connection_check_interval', '{CLIENT_CHECK_INTERVAL_MS}', false) END AS checked"
+    ))
+    .get_result(conn)?;
+    Ok(row.pid)
 }
 
 /// A connection string is checked before it reaches the driver (`url`: dbctl's validator and
@@ -450,16 +545,14 @@ fn classify_connection_error(err: ConnectionError, url: &DbUrl) -> anyhow::Error
 /// The pool's connection manager: chooses the backend from the URL (never by trial) and hands out
 /// the pre-flight connection first.
 pub(crate) struct AnyManager {
-    backend: Backend,
-    conn_str: String,
-    redacted: String,
+    url: DbUrl,
+    session: SessionSetup,
     first: Mutex<Option<AnyConnection>>,
-    pooled: bool,
 }
 
 impl std::fmt::Debug for AnyManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AnyManager({})", self.redacted)
+        write!(f, "AnyManager({})", self.session.redacted)
     }
 }
 
@@ -471,14 +564,13 @@ impl ManageConnection for AnyManager {
         let first = self.first.lock().unwrap_or_else(|e| e.into_inner()).take();
         match first {
             Some(conn) => Ok(conn),
-            None => {
-                let mut conn = establish(self.backend, &self.conn_str)
-                    .map_err(r2d2::Error::ConnectionError)?;
-                if self.pooled {
-                    conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
-                }
-                Ok(conn)
-            }
+            // Bounded like the first connection, so a server that goes silent cannot hang a
+            // pool worker (or `get`) for longer than the connect timeout.
+            None => establish_within(&self.url, &self.session).map_err(|e| {
+                let text = error::render(&e);
+                let text = text.trim_start_matches("error: ").to_string();
+                r2d2::Error::ConnectionError(ConnectionError::BadConnection(text))
+            }),
         }
     }
 
@@ -491,49 +583,28 @@ impl ManageConnection for AnyManager {
     }
 }
 
-/// Per-connection setup: SQL logging, foreign keys and busy timeout on SQLite, statement timeout
-/// on PostgreSQL.
+/// Per-connection setup of SQLite: SQL logging, foreign keys and busy timeout. (PostgreSQL
+/// sessions are set up where they are opened, within the connect timeout: `pg_session_setup`.)
 #[derive(Debug)]
 struct Setup {
     backend: Backend,
     echo: bool,
     statement_timeout: Option<Duration>,
-    /// Transaction pooling: no session settings (see `pooled_transaction_setup`).
-    pooled: bool,
-    schema: Option<String>,
 }
 
 impl CustomizeConnection<AnyConnection, r2d2::Error> for Setup {
     fn on_acquire(&self, conn: &mut AnyConnection) -> Result<(), r2d2::Error> {
+        if self.backend != Backend::Sqlite {
+            return Ok(());
+        }
         if self.echo {
             conn.set_instrumentation(EchoSql);
         }
-        let sql = match self.backend {
-            Backend::Sqlite => {
-                let busy = self.statement_timeout.unwrap_or(DEFAULT_SQLITE_BUSY);
-                format!(
-                    "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {};",
-                    busy.as_millis()
-                )
-            }
-            Backend::Postgres => {
-                // Pooled: session settings would stay on the pool's server connection; they are
-                // applied per transaction instead (`pooled_transaction_setup`).
-                if self.pooled {
-                    return Ok(());
-                }
-                let mut sql = self.statement_timeout.map_or(String::new(), |t| {
-                    format!("SET statement_timeout = {};", t.as_millis())
-                });
-                if let Some(schema) = &self.schema {
-                    sql.push_str(&search_path_sql(schema));
-                }
-                if sql.is_empty() {
-                    return Ok(());
-                }
-                sql
-            }
-        };
+        let busy = self.statement_timeout.unwrap_or(DEFAULT_SQLITE_BUSY);
+        let sql = format!(
+            "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {};",
+            busy.as_millis()
+        );
         conn.batch_execute(&sql).map_err(r2d2::Error::QueryError)
     }
 }
@@ -676,10 +747,23 @@ pub(crate) fn pg_database_exists(conn: &mut AnyConnection, name: &str) -> anyhow
     Ok(found.n > 0)
 }
 
-/// `CREATE DATABASE` with the name quoted (it cannot be a bound parameter).
-pub(crate) fn pg_create_database(conn: &mut AnyConnection, name: &str) -> anyhow::Result<()> {
-    conn.batch_execute(&format!("CREATE DATABASE {}", quote_ident(name)))
-        .with_context(|| format!("creating database `{name}`"))
+/// `CREATE DATABASE` with the name quoted (it cannot be a bound parameter). `Ok(false)` when
+/// another session created it meanwhile: the unique violation (23505) on `pg_database` that a
+/// concurrent creation gives, or any failure after which the database is there (that is
+/// `duplicate_database`, 42P04, which diesel does not tell apart by kind).
+pub(crate) fn pg_create_database(conn: &mut AnyConnection, name: &str) -> anyhow::Result<bool> {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match conn.batch_execute(&format!("CREATE DATABASE {}", quote_ident(name))) {
+        Ok(()) => Ok(true),
+        Err(Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => Ok(false),
+        Err(e) => {
+            if pg_database_exists(conn, name)? {
+                Ok(false)
+            } else {
+                Err(e).with_context(|| format!("creating database `{name}`"))
+            }
+        }
+    }
 }
 
 /// Whether a table exists (PostgreSQL: in its schema, else visible on the search path; SQLite:

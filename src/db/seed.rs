@@ -487,7 +487,8 @@ impl SqliteBatch {
         let outcome = sq.execute_returning_count(&all);
         let result = match outcome {
             Ok(_) => Ok(()),
-            Err(e) if rows == 1 => Err((0, database_message(&e))),
+            // After SIGINT/SIGTERM there is no bad row to look for, and nothing more may run.
+            Err(e) if rows == 1 || crate::interrupt::requested() => Err((0, database_message(&e))),
             Err(e) => {
                 // A failed statement leaves nothing behind in SQLite: replay row by row.
                 let mut found = Err((rows - 1, database_message(&e)));

@@ -390,6 +390,13 @@ impl DbUrl {
                 };
                 add("connect_timeout", connect_timeout_secs.max(1).to_string());
                 add("application_name", "dbctl".to_string());
+                // A peer that vanished (host down, network cut) is noticed by the socket:
+                // keepalives after 10 s of silence, and unacknowledged data for 30 s ends it.
+                add("keepalives", "1".to_string());
+                add("keepalives_idle", "10".to_string());
+                add("keepalives_interval", "5".to_string());
+                add("keepalives_count", "3".to_string());
+                add("tcp_user_timeout", "30000".to_string());
                 let pg = PgParts {
                     hosts: hosts_written.to_string(),
                     ..pg.clone()

@@ -232,10 +232,17 @@ pub(crate) fn execute(
         );
     }
     let lock_file = sqlite_file(&db);
-    let waited =
-        book::acquire_run_lock(&mut conn, lock_file.as_deref(), opts.lock_timeout, || {
-            out.info("waiting for another migration run on this database to finish ...")
-        })?;
+    let waited = book::acquire_run_lock(
+        &mut conn,
+        lock_file.as_deref(),
+        opts.lock_timeout,
+        |holder| {
+            let holder = holder.map_or(String::new(), |h| format!(" ({h})"));
+            out.info(format_args!(
+                "waiting for another migration run on this database to finish{holder} ..."
+            ))
+        },
+    )?;
     report.lock_wait_ms = output::ms_f64(waited.waited);
     let result = locked(
         out,
@@ -247,6 +254,9 @@ pub(crate) fn execute(
         None,
     );
     let released = waited.lock.release(&mut conn);
+    if released.is_ok() {
+        crate::interrupt::undone("the migration lock was released");
+    }
     // Close every connection before the SQLite file lock goes (see RunLock::release).
     drop(conn);
     drop(db);
@@ -298,6 +308,9 @@ fn pooled_run(
         Some(&lease),
     );
     let released = lease.release(&mut conn);
+    if released.is_ok() {
+        crate::interrupt::undone("the migration lock was released");
+    }
     result?;
     released?;
     report.duration_ms = output::ms_f64(started.elapsed());
@@ -355,6 +368,18 @@ fn run_steps(
         "{spinner} [{bar:30}] {pos}/{len} {wide_msg}",
     );
     for (m, direction) in steps {
+        if let Err(err) = crate::interrupt::check() {
+            bar.abandon();
+            return Err(err.context(format!(
+                "stopped before {} {}: nothing of it ran; those before it stay done",
+                if *direction == Direction::Up {
+                    "applying"
+                } else {
+                    "reverting"
+                },
+                m.label()
+            )));
+        }
         bar.set_message(m.label());
         if let Some(lease) = lease {
             // A transactional migration checks inside its own transaction; one outside a

@@ -269,10 +269,11 @@ impl Fate {
                  open transaction, so nothing of this migration was committed and it was not \
                  recorded; the migrations before it stay applied"
                 .to_string(),
-            Fate::Closed if !postgres && !is_lost(err) => "SQLite rolled the transaction back \
-                 itself when this statement failed (it does so for a trigger's RAISE(ROLLBACK), \
-                 a full disk, an I/O error, running out of memory): nothing of this migration \
-                 was committed and it was not recorded; the migrations before it stay applied"
+            Fate::Closed if !postgres && !is_lost(err) => "SQLite rolled back the transaction \
+                 itself when this statement failed (it does so for an interrupt, a trigger's \
+                 RAISE(ROLLBACK), a full disk, an I/O error, running out of memory): nothing of \
+                 this migration was committed and it was not recorded; the migrations before it \
+                 stay applied"
                 .to_string(),
             Fate::Closed => format!(
                 "dbctl's transaction was already closed when this statement failed (an earlier \

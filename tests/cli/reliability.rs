@@ -23,13 +23,13 @@ use crate::both_backends;
 use crate::support::{pg_url_for, Backend, Project, Run};
 
 /// Starts `dbctl ARGS` in the project with piped output.
-fn spawn(p: &Project, args: &[&str]) -> Child {
+pub(crate) fn spawn(p: &Project, args: &[&str]) -> Child {
     let mut cmd = p.command();
     cmd.args(args);
     spawn_cmd(cmd)
 }
 
-fn spawn_cmd(mut cmd: std::process::Command) -> Child {
+pub(crate) fn spawn_cmd(mut cmd: std::process::Command) -> Child {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -40,7 +40,7 @@ fn spawn_cmd(mut cmd: std::process::Command) -> Child {
 /// Waits for a child at most `limit`; a child still running then is killed and the test fails
 /// (dbctl must never hang). The pipes are drained on threads so a chatty child cannot block.
 #[track_caller]
-fn finish(mut child: Child, limit: Duration, what: &str) -> Run {
+pub(crate) fn finish(mut child: Child, limit: Duration, what: &str) -> Run {
     let mut out = child.stdout.take().expect("piped stdout");
     let mut err = child.stderr.take().expect("piped stderr");
     let out_t = thread::spawn(move || {
@@ -75,7 +75,7 @@ fn finish(mut child: Child, limit: Duration, what: &str) -> Run {
 
 /// Asserts a run ended with one of `codes`, without a panic.
 #[track_caller]
-fn clean_exit(run: &Run, codes: &[i32], what: &str) {
+pub(crate) fn clean_exit(run: &Run, codes: &[i32], what: &str) {
     assert!(
         !run.stderr.contains("panicked at") && run.code != 101,
         "{what}: dbctl panicked\n{}",
@@ -91,7 +91,7 @@ fn clean_exit(run: &Run, codes: &[i32], what: &str) {
 }
 
 /// Polls `cond` every 10 ms for at most `limit`; whether it became true.
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
         if cond() {
@@ -102,7 +102,7 @@ fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     false
 }
 
-fn companion(p: &Project) -> Vec<String> {
+pub(crate) fn companion(p: &Project) -> Vec<String> {
     p.strings("SELECT version AS v FROM __dbctl_migrations ORDER BY version")
         .into_iter()
         .flatten()
@@ -111,7 +111,7 @@ fn companion(p: &Project) -> Vec<String> {
 
 /// Writes `n` reversible migrations creating `t0..t{n-1}`, each burning a little time first so
 /// that processes started together overlap. Returns the versions in order.
-fn table_migrations(p: &mut Project, n: usize) -> Vec<String> {
+pub(crate) fn table_migrations(p: &mut Project, n: usize) -> Vec<String> {
     let burn = match p.backend {
         Backend::Postgres => "SELECT pg_sleep(0.05);",
         Backend::Sqlite => {
@@ -343,7 +343,7 @@ fn seed_failure_is_clear(run: &Run) {
 // ---------------------------------------------------------------------------------------------
 
 /// A CSV with `rows` rows for `CREATE TABLE big (id, name, note)`.
-fn big_csv(p: &Project, rows: usize) {
+pub(crate) fn big_csv(p: &Project, rows: usize) {
     let mut csv = String::with_capacity(rows * 40);
     csv.push_str("id,name,note\n");
     for i in 1..=rows {
@@ -353,7 +353,7 @@ fn big_csv(p: &Project, rows: usize) {
 }
 
 /// Whether a session other than the test's own is running a statement starting with `prefix`.
-fn pg_active(p: &Project, prefix: &str) -> bool {
+pub(crate) fn pg_active(p: &Project, prefix: &str) -> bool {
     let db = p.pg_database().expect("a PostgreSQL project");
     p.count(&format!(
         "SELECT count(*)::bigint AS n FROM pg_stat_activity WHERE datname = '{db}' \

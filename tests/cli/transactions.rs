@@ -174,7 +174,7 @@ fn a_trigger_that_rolls_back_is_reported_as_sqlite_did_it() {
     let run = p.run(["migrate", "up"]);
     run.code(1)
         .stderr_has("20240101000002_insert failed at up.sql line 3")
-        .stderr_has("SQLite rolled the transaction back itself")
+        .stderr_has("SQLite rolled back the transaction itself")
         .stderr_has("not recorded")
         .stderr_has("no twos");
     assert!(
@@ -275,7 +275,7 @@ fn a_full_disk_during_a_migration_is_reported_truthfully_sqlite() {
         first.stderr.contains("it was rolled back")
             || first
                 .stderr
-                .contains("SQLite rolled the transaction back itself"),
+                .contains("SQLite rolled back the transaction itself"),
         "says what it verified: {}",
         first.stderr
     );

@@ -144,9 +144,25 @@ pub(crate) fn run(ctx: &Context, args: InspectArgs) -> anyhow::Result<InspectRep
 
     let db = ctx.open(OpenMode::Existing)?;
     let mut conn = db.get()?;
+    // The catalog, the counts and the migration state come from one read-only snapshot, so a
+    // migration running meanwhile is seen whole or not at all.
+    catalog::in_snapshot(&mut conn, |conn, last| {
+        read_and_report(ctx, conn, &args, snapshot.clone(), &allow, last)
+    })
+}
+
+/// The part of `run` that reads the database, inside one snapshot.
+fn read_and_report(
+    ctx: &Context,
+    conn: &mut AnyConnection,
+    args: &InspectArgs,
+    snapshot: Option<(PathBuf, Schema)>,
+    allow: &[lint::Allow],
+    last_attempt: bool,
+) -> anyhow::Result<InspectReport> {
     let started = std::time::Instant::now();
     let mut schema = catalog::read(
-        &mut conn,
+        conn,
         &catalog::ReadOptions {
             schemas: args.schemas.clone(),
         },
@@ -164,19 +180,26 @@ pub(crate) fn run(ctx: &Context, args: InspectArgs) -> anyhow::Result<InspectRep
     let detail = !args.tables.is_empty();
 
     if let Some((path, expected)) = snapshot {
-        return Ok(InspectReport::Diff(compare(
-            &path, expected, schema, &args,
-        )?));
+        return Ok(InspectReport::Diff(compare(&path, expected, schema, args)?));
     }
     if detail {
         select(&mut schema, &args.tables)?;
     }
     if args.lint {
-        return Ok(InspectReport::Lint(lint::check(&schema, &allow)));
+        return Ok(InspectReport::Lint(lint::check(&schema, allow)));
     }
 
-    schema.row_counts = count_rows(&mut conn, &mut schema, &args)?;
-    schema.migrations = Some(migration_state(ctx, &mut conn, schema.backend)?);
+    schema.row_counts = count_rows(conn, &mut schema, args, last_attempt)?;
+    if schema.row_counts == RowCounts::Exact {
+        for t in schema.tables.iter().filter(|t| t.rows.is_none()) {
+            ctx.out.warn(format_args!(
+                "rows of {}.{} unknown: another session dropped the table while it was being \
+                 counted",
+                t.schema, t.name
+            ));
+        }
+    }
+    schema.migrations = Some(migration_state(ctx, conn, schema.backend)?);
     Ok(InspectReport::Schema(SchemaReport { schema, detail }))
 }
 
@@ -290,6 +313,7 @@ fn count_rows(
     conn: &mut AnyConnection,
     schema: &mut Schema,
     args: &InspectArgs,
+    settle: bool,
 ) -> anyhow::Result<RowCounts> {
     if args.no_rows {
         for t in &mut schema.tables {
@@ -301,7 +325,7 @@ fn count_rows(
         return Ok(RowCounts::Estimate);
     }
     let mut tables: Vec<&mut catalog::Table> = schema.tables.iter_mut().collect();
-    catalog::count_rows(conn, &mut tables)?;
+    catalog::count_rows(conn, &mut tables, settle)?;
     Ok(RowCounts::Exact)
 }
 

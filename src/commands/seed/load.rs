@@ -30,6 +30,7 @@ pub(super) struct RowStream<'a, R> {
 impl<R: std::io::BufRead> RowStream<'_, R> {
     /// Advances to the next data row; `Ok(false)` at the end of the file.
     fn next(&mut self) -> anyhow::Result<bool> {
+        crate::interrupt::check()?;
         let more = self
             .reader
             .read(&mut self.record)

@@ -206,6 +206,53 @@ pub(crate) fn read(conn: &mut AnyConnection, opts: &ReadOptions) -> anyhow::Resu
     Ok(schema)
 }
 
+/// How many times a snapshot read is tried when a concurrent change breaks it.
+const SNAPSHOT_ATTEMPTS: u32 = 4;
+
+/// Runs `read` in one read-only snapshot: on PostgreSQL a `REPEATABLE READ READ ONLY`
+/// transaction, on SQLite one read transaction. Everything it reads (catalog, counts, the
+/// migration bookkeeping) is then of one moment, whatever runs meanwhile. Catalog functions and
+/// name lookups on PostgreSQL still see objects dropped after the snapshot as gone, so a read that
+/// fails is tried again in a fresh snapshot (three times at most, a little later each time) before
+/// its error is returned.
+///
+/// `read` is told whether this is the last attempt: only then should it settle for less (see
+/// [`count_rows`]).
+pub(crate) fn in_snapshot<T>(
+    conn: &mut AnyConnection,
+    mut read: impl FnMut(&mut AnyConnection, bool) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    use diesel::connection::SimpleConnection as _;
+    let begin = match conn {
+        AnyConnection::Postgresql(_) => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        AnyConnection::Sqlite(_) => "BEGIN DEFERRED",
+    };
+    let mut attempt = 1;
+    loop {
+        conn.batch_execute(begin)
+            .map_err(|e| anyhow::anyhow!("starting a read-only snapshot: {e}"))?;
+        let result = read(conn, attempt == SNAPSHOT_ATTEMPTS);
+        // Read-only: nothing to keep, and ROLLBACK also ends a transaction an error aborted.
+        let ended = conn.batch_execute("ROLLBACK");
+        match result {
+            Err(err)
+                if attempt < SNAPSHOT_ATTEMPTS
+                    && crate::error::exit_of(&err) == crate::error::Exit::Failed
+                    && crate::interrupt::received().is_none() =>
+            {
+                // Let a burst of schema changes (a run of migrations) pass.
+                std::thread::sleep(std::time::Duration::from_millis(50) * attempt);
+                attempt += 1;
+            }
+            result => {
+                let value = result?;
+                ended.map_err(|e| anyhow::anyhow!("ending the read-only snapshot: {e}"))?;
+                return Ok(value);
+            }
+        }
+    }
+}
+
 /// Whether the default row counts of a backend are estimates (PostgreSQL) or exact (SQLite, which
 /// keeps no estimate).
 pub(crate) fn default_counts_are_estimates(backend: Backend) -> bool {
@@ -215,9 +262,13 @@ pub(crate) fn default_counts_are_estimates(backend: Backend) -> bool {
 /// Fills `rows` of the given tables with `count(*)`, in one `UNION ALL` query (PostgreSQL) or one
 /// multi-row `VALUES` query (SQLite, whose compound-select limit of 500 does not apply to VALUES).
 /// The statement grows with the number of tables but stays one round trip.
+///
+/// A table dropped (by another session) after the snapshot was taken cannot be counted: that is
+/// an error, for [`in_snapshot`] to try again, unless `settle` is set; then its count is unknown.
 pub(crate) fn count_rows(
     conn: &mut AnyConnection,
     tables: &mut [&mut Table],
+    settle: bool,
 ) -> anyhow::Result<()> {
     if tables.is_empty() {
         return Ok(());
@@ -226,8 +277,17 @@ pub(crate) fn count_rows(
         AnyConnection::Postgresql(pg) => pg::count_rows(pg, tables)?,
         AnyConnection::Sqlite(sq) => sqlite::count_rows(sq, tables)?,
     };
+    if !settle {
+        if let Some((t, _)) = tables.iter().zip(&counts).find(|(_, n)| n.is_none()) {
+            anyhow::bail!(
+                "table {}.{} was dropped while its rows were being counted",
+                t.schema,
+                t.name
+            );
+        }
+    }
     for (table, n) in tables.iter_mut().zip(counts) {
-        table.rows = Some(n);
+        table.rows = n;
     }
     Ok(())
 }

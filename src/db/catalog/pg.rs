@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use anyhow::Context as _;
+use diesel::connection::SimpleConnection as _;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Double, Nullable, Text};
 use diesel::PgConnection;
@@ -185,13 +186,13 @@ pub(super) fn read(conn: &mut PgConnection, wanted: &[String]) -> anyhow::Result
     let indexes: Vec<IndexRow> = diesel::sql_query(format!(
         "SELECT i.indrelid::bigint AS oid, ic.relname::text AS name, i.indisunique AS unique, \
                 ARRAY(SELECT CASE WHEN i.indkey[k - 1] = 0 \
-                                  THEN pg_catalog.pg_get_indexdef(i.indexrelid, k, true) \
+                                  THEN COALESCE(pg_catalog.pg_get_indexdef(i.indexrelid, k, true), '') \
                                   ELSE (SELECT a.attname::text FROM pg_catalog.pg_attribute a \
                                         WHERE a.attrelid = i.indrelid AND a.attnum = i.indkey[k - 1]) END \
                       FROM generate_series(1, i.indnkeyatts) k ORDER BY k) AS columns, \
                 (i.indexprs IS NOT NULL) AS expression, \
                 pg_catalog.pg_get_expr(i.indpred, i.indrelid, true) AS predicate, \
-                am.amname::text AS method, pg_catalog.pg_get_indexdef(i.indexrelid, 0, true) AS definition \
+                am.amname::text AS method, COALESCE(pg_catalog.pg_get_indexdef(i.indexrelid, 0, true), '') AS definition \
          FROM pg_catalog.pg_index i \
          JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid \
          JOIN pg_catalog.pg_am am ON am.oid = ic.relam \
@@ -444,28 +445,84 @@ struct CountRow {
 }
 
 /// `count(*)` of each table in one `UNION ALL` statement (PostgreSQL has no limit on its arms).
+/// Inside inspect's snapshot a table listed there may have been dropped since: the statement then
+/// fails, is undone to a savepoint, and runs again without the tables that are gone (their count
+/// is `None`), a few times at most.
 pub(super) fn count_rows(
     conn: &mut PgConnection,
     tables: &[&mut Table],
-) -> anyhow::Result<Vec<i64>> {
-    let sql = tables
+) -> anyhow::Result<Vec<Option<i64>>> {
+    let names: Vec<String> = tables
         .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            format!(
-                "SELECT {i}::bigint AS i, count(*)::bigint AS n FROM {}.{}",
-                quote_ident(&t.schema),
-                quote_ident(&t.name)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
-    let rows: Vec<CountRow> = diesel::sql_query(sql).load(conn).context("counting rows")?;
-    let mut counts = vec![0; tables.len()];
-    for r in rows {
-        if let Some(slot) = usize::try_from(r.i).ok().and_then(|i| counts.get_mut(i)) {
-            *slot = r.n;
+        .map(|t| format!("{}.{}", quote_ident(&t.schema), quote_ident(&t.name)))
+        .collect();
+    let mut counts: Vec<Option<i64>> = vec![None; tables.len()];
+    let mut present: Vec<usize> = (0..tables.len()).collect();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        if present.is_empty() {
+            return Ok(counts);
+        }
+        let sql = present
+            .iter()
+            .map(|&i| {
+                format!(
+                    "SELECT {i}::bigint AS i, count(*)::bigint AS n FROM {}",
+                    names[i]
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        conn.batch_execute("SAVEPOINT dbctl_count")
+            .context("counting rows")?;
+        match diesel::sql_query(sql).load::<CountRow>(conn) {
+            Ok(rows) => {
+                conn.batch_execute("RELEASE SAVEPOINT dbctl_count")
+                    .context("counting rows")?;
+                for r in rows {
+                    if let Some(slot) = usize::try_from(r.i).ok().and_then(|i| counts.get_mut(i)) {
+                        *slot = Some(r.n);
+                    }
+                }
+                return Ok(counts);
+            }
+            Err(e) => {
+                conn.batch_execute("ROLLBACK TO SAVEPOINT dbctl_count")
+                    .context("counting rows")?;
+                let gone = vanished(conn, &present, &names)?;
+                if gone.is_empty() || attempt >= 3 {
+                    return Err(anyhow::anyhow!("{e}").context("counting rows"));
+                }
+                present.retain(|i| !gone.contains(i));
+            }
         }
     }
-    Ok(counts)
+}
+
+/// Which of the tables (by index) no longer exist, as name lookups see them now.
+fn vanished(
+    conn: &mut PgConnection,
+    present: &[usize],
+    names: &[String],
+) -> anyhow::Result<Vec<usize>> {
+    #[derive(QueryableByName)]
+    struct Gone {
+        #[diesel(sql_type = BigInt)]
+        i: i64,
+    }
+    let list: Vec<String> = present.iter().map(|&i| names[i].clone()).collect();
+    let idx: Vec<i64> = present.iter().map(|&i| i as i64).collect();
+    let gone: Vec<Gone> = diesel::sql_query(
+        "SELECT t.i FROM unnest($1::text[], $2::bigint[]) AS t(name, i) \
+         WHERE pg_catalog.to_regclass(t.name) IS NULL",
+    )
+    .bind::<Array<Text>, _>(&list)
+    .bind::<Array<BigInt>, _>(&idx)
+    .load(conn)
+    .context("looking for tables dropped while counting")?;
+    Ok(gone
+        .into_iter()
+        .filter_map(|g| usize::try_from(g.i).ok())
+        .collect())
 }

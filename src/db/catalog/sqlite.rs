@@ -426,7 +426,7 @@ struct CountRow {
 pub(super) fn count_rows(
     conn: &mut SqliteConnection,
     tables: &[&mut Table],
-) -> anyhow::Result<Vec<i64>> {
+) -> anyhow::Result<Vec<Option<i64>>> {
     let values = tables
         .iter()
         .enumerate()
@@ -443,10 +443,10 @@ pub(super) fn count_rows(
     ))
     .load(conn)
     .context("counting rows")?;
-    let mut counts = vec![0; tables.len()];
+    let mut counts = vec![None; tables.len()];
     for r in rows {
         if let Some(slot) = usize::try_from(r.i).ok().and_then(|i| counts.get_mut(i)) {
-            *slot = r.n;
+            *slot = Some(r.n);
         }
     }
     Ok(counts)
