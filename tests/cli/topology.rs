@@ -709,6 +709,8 @@ fn pgbouncer_session_settings_stay_with_dbctl() {
     };
     p.migration("slow", "SELECT pg_sleep(3);", None);
     p.env("DB_STATEMENT_TIMEOUT", "1");
+    p.execute("CREATE SCHEMA app");
+    p.env("DATABASE_SCHEMA", "app");
     let out = p.run(["migrate", "up"]);
     out.code(1);
     for _ in 0..4 {
@@ -720,10 +722,14 @@ fn pgbouncer_session_settings_stay_with_dbctl() {
         use diesel::prelude::*;
         let mut c = diesel::PgConnection::establish(&url).unwrap();
         let shown = crate::support::Conn::Pg(diesel::PgConnection::establish(&url).unwrap())
-            .strings("SELECT current_setting('statement_timeout') AS v");
+            .strings(
+                "SELECT current_setting('statement_timeout') || '/' || \
+                 current_setting('client_connection_check_interval') || '/' || \
+                 current_setting('search_path') AS v",
+            );
         assert_eq!(
             shown,
-            vec![Some("0".to_string())],
+            vec![Some("0/0/\"$user\", public".to_string())],
             "a dbctl setting leaked into the pool"
         );
         c.batch_execute("SELECT 1").unwrap();
