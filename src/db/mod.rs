@@ -288,13 +288,21 @@ fn pooling(setup: &SessionSetup, conn: &mut diesel::PgConnection) -> QueryResult
     }
     let row: Port = diesel::sql_query("SELECT inet_server_port() AS port").get_result(conn)?;
     Ok(match (row.port, setup.connected_port) {
-        (Some(server), Some(ours)) if server != ours => Pooling {
-            on: true,
-            why: format!(
-                "detected: connected to port {ours}, the server listens on {server} (a pooler or \
-                 proxy in between; pgbouncer=false or DB_PGBOUNCER=false turns this off)"
-            ),
-        },
+        // Something stands in between. A pooler hands out a backend key of its own; a plain
+        // TCP proxy passes the server's through: one more login tells them apart.
+        (Some(server), Some(ours))
+            if server != ours
+                && url::libpq::backend_key_is_the_servers(&setup.conn_str) == Ok(false) =>
+        {
+            Pooling {
+                on: true,
+                why: format!(
+                    "detected: connected to port {ours}, the server listens on {server}, and the \
+                     login's backend key is not the server process's: a pooler in between; \
+                     pgbouncer=false or DB_PGBOUNCER=false turns this off"
+                ),
+            }
+        }
         _ => Pooling {
             on: false,
             why: "nothing between dbctl and the server was detected".to_string(),

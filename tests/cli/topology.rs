@@ -809,3 +809,54 @@ fn runs_through_the_pooler_and_direct_runs_exclude_each_other() {
     recorded_once(&p, &versions);
     assert_eq!(lock_rows(&p), 0);
 }
+
+#[test]
+fn a_plain_tcp_proxy_is_not_taken_for_a_pooler() {
+    // A port mapping or TCP proxy also puts another port in front of the server, but passes the
+    // server's own backend key through: no pooled mode (the silent-server watchdog stays on).
+    let Some(mut p) = Project::postgres() else {
+        return;
+    };
+    let upstream = {
+        let url = crate::support::pg_url_for("x");
+        let after = url
+            .split_once('@')
+            .map_or(url.clone(), |(_, r)| r.to_string());
+        let hostport = after
+            .split('/')
+            .next()
+            .unwrap_or("127.0.0.1:5432")
+            .to_string();
+        if hostport.contains(':') {
+            hostport
+        } else {
+            format!("{hostport}:5432")
+        }
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut c1, mut s1) = (client, server);
+            std::thread::spawn(move || std::io::copy(&mut c1, &mut s1));
+            std::thread::spawn(move || std::io::copy(&mut s2, &mut c2));
+        }
+    });
+    let name = p.pg_database().unwrap().to_string();
+    let url = crate::support::pg_url_for(&name);
+    let proxied = url.replacen(
+        url.split_once('@')
+            .map_or("", |(_, r)| r.split('/').next().unwrap_or("")),
+        &format!("127.0.0.1:{port}"),
+        1,
+    );
+    p.use_url(&proxied);
+    p.run(["ping", "-v"])
+        .success()
+        .stderr_has("transaction pooling off")
+        .stderr_has(&format!("connected to 127.0.0.1:{port}"));
+}

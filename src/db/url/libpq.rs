@@ -129,6 +129,60 @@ pub(crate) fn choose_host(conn_str: &str) -> Result<Chosen, String> {
     }
 }
 
+/// Whether the backend key libpq got at login names the server process that answers queries
+/// (`PQbackendPID` against `pg_backend_pid()`): true for a direct connection or a plain TCP
+/// proxy, false behind a pooler, which hands each client a key of its own (its sessions move
+/// between server processes). Connects once, by libpq's rules, and closes again. The error is
+/// libpq's message, which may quote the string: the caller must redact it.
+pub(crate) fn backend_key_is_the_servers(conn_str: &str) -> Result<bool, String> {
+    let Ok(c_str) = CString::new(conn_str) else {
+        return Err("the connection string contains a NUL byte".to_string());
+    };
+    // SAFETY: `c_str` outlives the call; the connection and the result are each freed exactly
+    // once below; PQgetvalue's string belongs to the result and is parsed before PQclear.
+    unsafe {
+        let conn = pq_sys::PQconnectdb(c_str.as_ptr());
+        if conn.is_null() {
+            return Err("libpq could not allocate a connection (out of memory)".to_string());
+        }
+        if pq_sys::PQstatus(conn) != pq_sys::ConnStatusType::CONNECTION_OK {
+            let msg = pq_sys::PQerrorMessage(conn);
+            let text = if msg.is_null() {
+                "libpq could not connect".to_string()
+            } else {
+                CStr::from_ptr(msg).to_string_lossy().trim().to_string()
+            };
+            pq_sys::PQfinish(conn);
+            return Err(text);
+        }
+        let key_pid = pq_sys::PQbackendPID(conn);
+        let res = pq_sys::PQexec(conn, c"SELECT pg_backend_pid()".as_ptr());
+        let server_pid = if !res.is_null()
+            && pq_sys::PQresultStatus(res) == pq_sys::ExecStatusType::PGRES_TUPLES_OK
+        {
+            let v = pq_sys::PQgetvalue(res, 0, 0);
+            (!v.is_null())
+                .then(|| {
+                    CStr::from_ptr(v)
+                        .to_string_lossy()
+                        .trim()
+                        .parse::<i32>()
+                        .ok()
+                })
+                .flatten()
+        } else {
+            None
+        };
+        if !res.is_null() {
+            pq_sys::PQclear(res);
+        }
+        pq_sys::PQfinish(conn);
+        server_pid
+            .map(|pid| pid == key_pid)
+            .ok_or_else(|| "the server did not say its process id".to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
