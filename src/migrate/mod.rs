@@ -329,11 +329,17 @@ fn locked(
 ) -> anyhow::Result<()> {
     let mut bk = Bookkeeping::locate(conn)?;
     if lease.is_none() && matches!(conn, AnyConnection::Postgresql(_)) {
+        let mut waited = false;
         lease::wait_for_live_lease(conn, bk.prefix(), opts.lock_timeout, |owner| {
+            waited = true;
             out.info(format_args!(
                 "waiting for a migration run through a pooler ({owner}) to finish ..."
             ))
         })?;
+        if waited {
+            // The pooled run may have created the bookkeeping tables meanwhile.
+            bk = Bookkeeping::locate(conn)?;
+        }
     }
     if let Some(lease) = lease {
         let (table, owner) = lease.row();
