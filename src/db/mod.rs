@@ -774,82 +774,109 @@ pub(crate) fn pg_create_database(conn: &mut AnyConnection, name: &str) -> anyhow
     }
 }
 
-/// Whether a table exists (PostgreSQL: in its schema, else visible on the search path; SQLite:
-/// in `main`).
-pub(crate) fn table_exists(conn: &mut AnyConnection, table: &TableName) -> anyhow::Result<bool> {
-    #[derive(QueryableByName)]
-    struct Found {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
+/// Whether the connection is still inside a transaction. Called after a statement failed, before
+/// anything else is sent on the connection: some failures end the transaction on their own.
+///
+/// SQLite rolls the whole transaction back itself on SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM,
+/// an interrupt or a trigger's `RAISE(ROLLBACK, ...)`; what follows then runs in autocommit mode.
+/// The answer is `sqlite3_get_autocommit`, read through a function registered on every SQLite
+/// connection dbctl opens (diesel does not hand out the raw handle); it reads no table.
+/// PostgreSQL: libpq's transaction status (`PQtransactionStatus`, as diesel's transaction manager
+/// keeps it), refreshed by an empty query. An aborted transaction is still open (it needs a
+/// ROLLBACK); a lost or broken connection is an error: its state is unknown.
+pub(crate) fn transaction_is_open(conn: &mut AnyConnection) -> QueryResult<bool> {
+    match conn {
+        AnyConnection::Sqlite(sq) => sqlite_transaction_is_open(sq),
+        AnyConnection::Postgresql(pg) => pg_transaction_is_open(pg),
     }
-    let query = match conn {
-        AnyConnection::Postgresql(_) => diesel::sql_query(
-            "SELECT count(*)::bigint AS n FROM pg_catalog.pg_class c \
-             JOIN pg_catalog.pg_namespace s ON s.oid = c.relnamespace \
-             WHERE c.relname = $1 AND c.relkind IN ('r', 'p') \
-               AND CASE WHEN $2::text IS NULL THEN pg_catalog.pg_table_is_visible(c.oid) ELSE s.nspname = $2 END",
-        )
-        .into_boxed::<<AnyConnection as Connection>::Backend>()
-        .bind::<Text, _>(&table.name)
-        .bind::<diesel::sql_types::Nullable<Text>, _>(&table.schema),
-        AnyConnection::Sqlite(_) => diesel::sql_query(
-            "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = $1",
-        )
-        .into_boxed::<<AnyConnection as Connection>::Backend>()
-        .bind::<Text, _>(&table.name),
-    };
-    let found: Found = query
-        .get_result(conn)
-        .with_context(|| format!("looking for table {table}"))?;
-    Ok(found.n > 0)
 }
 
-/// Whether a transaction is open on `conn` (PostgreSQL: also one that failed and awaits ROLLBACK).
-/// Asked after any failed statement before anything else is done on the connection: SQLite ends
-/// the transaction itself on some errors (a trigger's `RAISE(ROLLBACK)`, a full disk, an I/O
-/// error), and a statement can end it too.
+/// [`transaction_is_open`] for a SQLite connection: `sqlite3_get_autocommit` is 0.
+pub(crate) fn sqlite_transaction_is_open(sq: &mut diesel::SqliteConnection) -> QueryResult<bool> {
+    #[derive(QueryableByName)]
+    struct Autocommit {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        autocommit: i32,
+    }
+    let row: Autocommit = diesel::sql_query(format!(
+        "SELECT {}() AS autocommit",
+        sqlite_ext::IN_AUTOCOMMIT
+    ))
+    .get_result(sq)?;
+    Ok(row.autocommit == 0)
+}
+
+/// [`transaction_is_open`] for a PostgreSQL connection: libpq's status is in a transaction block
+/// (idle or aborted); `Err` when the connection is broken.
 ///
-/// SQLite: `BEGIN` fails exactly when a transaction is open (and has no other effect then); when
-/// it succeeds, the transaction it opened is rolled back at once. PostgreSQL: `SAVEPOINT` (sent
-/// with its `RELEASE` as one simple query) succeeds exactly inside a healthy transaction block;
-/// when it fails, `SELECT 1` tells a failed block (refused) from no block (runs). Timestamps
-/// (`now()` against `statement_timestamp()`) cannot tell: diesel's prepared statements start the
-/// implicit transaction before the statement's own timestamp.
-pub(crate) fn transaction_is_open(conn: &mut AnyConnection) -> QueryResult<bool> {
-    use diesel::result::{DatabaseErrorKind, Error};
-    let lost = |e: &Error| {
-        matches!(
+/// diesel copies libpq's status into its transaction manager after each statement, but not after
+/// a COPY; so the server is asked first with an empty query string, which runs nothing (it is
+/// answered even in an aborted transaction) and leaves libpq's fresh status in diesel's manager.
+///
+/// diesel only keeps a depth for transactions it began; one opened by hand (the migration engine
+/// sends `BEGIN` with the first statement) would read as none in an aborted block, or break the
+/// manager. So when diesel knows of no transaction, it is told of one for the duration of the
+/// probe: libpq's status then either keeps it (a block is open) or clears it (no block), and the
+/// depth is put back as it was.
+pub(crate) fn pg_transaction_is_open(pg: &mut diesel::PgConnection) -> QueryResult<bool> {
+    use diesel::connection::{
+        AnsiTransactionManager, TransactionDepthChange, TransactionManager,
+        TransactionManagerStatus,
+    };
+    let lent = match AnsiTransactionManager::transaction_manager_status_mut(pg) {
+        TransactionManagerStatus::Valid(valid) if valid.transaction_depth().is_none() => {
+            valid.change_transaction_depth(TransactionDepthChange::IncreaseDepth)?;
+            true
+        }
+        // Broken (the last statement lost the connection, say): the probe still tells a lost
+        // connection from one that answers.
+        TransactionManagerStatus::Valid(_) | TransactionManagerStatus::InError => false,
+    };
+    // The answer is always "empty query", an error to diesel; only the status it leaves matters,
+    // unless the connection is gone: that error is the answer, kept for the caller to classify.
+    if let Err(e) = pg.batch_execute("") {
+        use diesel::result::{DatabaseErrorKind, Error};
+        if matches!(
             e,
             Error::DatabaseError(
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
                 _
             )
-        )
-    };
-    match conn {
-        AnyConnection::Sqlite(_) => match conn.batch_execute("BEGIN") {
-            Ok(()) => {
-                conn.batch_execute("ROLLBACK")?;
-                Ok(false)
-            }
-            Err(e) if lost(&e) => Err(e),
-            Err(Error::DatabaseError(_, _)) => Ok(true),
-            Err(e) => Err(e),
-        },
-        AnyConnection::Postgresql(_) => {
-            match conn.batch_execute("SAVEPOINT dbctl_probe; RELEASE SAVEPOINT dbctl_probe") {
-                Ok(()) => Ok(true),
-                Err(e) if lost(&e) => Err(e),
-                Err(Error::DatabaseError(_, _)) => match conn.batch_execute("SELECT 1") {
-                    Ok(()) => Ok(false),
-                    Err(e) if lost(&e) => Err(e),
-                    Err(Error::DatabaseError(_, _)) => Ok(true),
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            }
+        ) {
+            return Err(e);
         }
     }
+    let status = AnsiTransactionManager::transaction_manager_status_mut(pg);
+    let open = status.transaction_depth()?.is_some();
+    if lent && open {
+        if let TransactionManagerStatus::Valid(valid) = status {
+            valid.change_transaction_depth(TransactionDepthChange::DecreaseDepth)?;
+        }
+    }
+    Ok(open)
+}
+
+/// Registers the probe functions [`sqlite_transaction_is_open`] and [`sqlite_transactions_ended`]
+/// call on every SQLite connection opened from now on ([`establish`] does this itself).
+#[cfg(test)]
+pub(crate) fn install_sqlite_probe() {
+    sqlite_ext::install();
+}
+
+/// How many transactions have ended on a SQLite connection (commits and rollbacks, including
+/// those SQLite does itself): a different count means a different transaction.
+pub(crate) fn sqlite_transactions_ended(sq: &mut diesel::SqliteConnection) -> QueryResult<i64> {
+    #[derive(QueryableByName)]
+    struct Ended {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        ended: i64,
+    }
+    let row: Ended = diesel::sql_query(format!(
+        "SELECT {}() AS ended",
+        sqlite_ext::TRANSACTIONS_ENDED
+    ))
+    .get_result(sq)?;
+    Ok(row.ended)
 }
 
 #[cfg(test)]
@@ -870,6 +897,7 @@ mod tests {
         use super::{transaction_is_open, AnyConnection};
         use diesel::connection::SimpleConnection as _;
         use diesel::Connection as _;
+        super::install_sqlite_probe();
         let mut conn =
             AnyConnection::Sqlite(diesel::SqliteConnection::establish(":memory:").unwrap());
         assert!(!transaction_is_open(&mut conn).unwrap());

@@ -11,9 +11,15 @@
 //!   holding raw handles to connections that diesel owns and may close at any time;
 //! - a commit hook that turns every commit after such a signal into a rollback. SQLite ends an
 //!   interrupted transaction by itself, so without it a statement run afterwards in autocommit
-//!   mode (a short one, which the progress handler never sees) would commit on its own.
+//!   mode (a short one, which the progress handler never sees) would commit on its own;
+//! - the transaction probes: `dbctl_in_autocommit()` returns `sqlite3_get_autocommit` for the
+//!   calling connection (`db::transaction_is_open`), and `dbctl_transactions_ended()` how many
+//!   transactions have ended on it, counted by the same commit hook and a rollback hook, which
+//!   tells one transaction from the next (`db::sqlite_transactions_ended`). A connection has one
+//!   commit hook, so both jobs share it.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Once;
 
 use libsqlite3_sys as ffi;
@@ -21,6 +27,11 @@ use regex::bytes::Regex;
 
 /// Virtual-machine instructions between two looks at the signal flag (a few microseconds).
 const PROGRESS_STEPS: c_int = 1000;
+
+/// The SQL name of the function returning `sqlite3_get_autocommit`.
+pub(super) const IN_AUTOCOMMIT: &str = "dbctl_in_autocommit";
+/// The SQL name of the function returning how many transactions have ended on the connection.
+pub(super) const TRANSACTIONS_ENDED: &str = "dbctl_transactions_ended";
 
 /// Installs the auto-extension; call before opening any SQLite connection.
 pub(crate) fn install() {
@@ -56,13 +67,110 @@ unsafe extern "C" fn on_open(
             return rc;
         }
         ffi::sqlite3_progress_handler(db, PROGRESS_STEPS, Some(progress), std::ptr::null_mut());
-        ffi::sqlite3_commit_hook(db, Some(progress), std::ptr::null_mut());
+        transaction_probes(db)
     }
-    ffi::SQLITE_OK
 }
 
 unsafe extern "C" fn progress(_: *mut c_void) -> c_int {
     c_int::from(crate::interrupt::requested())
+}
+
+/// Registers the two probe functions and the commit and rollback hooks that count ended
+/// transactions in a counter owned by the connection.
+///
+/// SAFETY: `db` is a connection being opened (called from `on_open`).
+unsafe fn transaction_probes(db: *mut ffi::sqlite3) -> c_int {
+    // DIRECTONLY: usable in dbctl's own statements, never from a trigger or a view.
+    let flags = ffi::SQLITE_UTF8 | ffi::SQLITE_DIRECTONLY;
+    let counter = Box::into_raw(Box::new(AtomicI64::new(0))).cast::<c_void>();
+    // SAFETY: the names are static C strings; the counter is freed by SQLite through
+    // `free_counter` when the function holding it goes away (the connection closes), and the
+    // hooks cannot fire after that.
+    unsafe {
+        let rc = ffi::sqlite3_create_function_v2(
+            db,
+            c"dbctl_in_autocommit".as_ptr(),
+            0,
+            flags,
+            std::ptr::null_mut(),
+            Some(in_autocommit),
+            None,
+            None,
+            None,
+        );
+        if rc != ffi::SQLITE_OK {
+            drop(Box::from_raw(counter.cast::<AtomicI64>()));
+            return rc;
+        }
+        // On failure SQLite calls `free_counter` itself.
+        let rc = ffi::sqlite3_create_function_v2(
+            db,
+            c"dbctl_transactions_ended".as_ptr(),
+            0,
+            flags,
+            counter,
+            Some(transactions_ended),
+            None,
+            None,
+            Some(free_counter),
+        );
+        if rc != ffi::SQLITE_OK {
+            return rc;
+        }
+        ffi::sqlite3_commit_hook(db, Some(on_commit), counter);
+        ffi::sqlite3_rollback_hook(db, Some(on_rollback), counter);
+    }
+    ffi::SQLITE_OK
+}
+
+/// SAFETY: called by SQLite with a live context of a function registered above.
+unsafe extern "C" fn in_autocommit(
+    ctx: *mut ffi::sqlite3_context,
+    _argc: c_int,
+    _argv: *mut *mut ffi::sqlite3_value,
+) {
+    // SAFETY: `ctx` is valid for the duration of the call; its handle is the calling
+    // connection, open while it runs a statement.
+    unsafe {
+        let db = ffi::sqlite3_context_db_handle(ctx);
+        ffi::sqlite3_result_int(ctx, ffi::sqlite3_get_autocommit(db));
+    }
+}
+
+/// SAFETY: the user data is the connection's counter, alive until `free_counter`.
+unsafe extern "C" fn transactions_ended(
+    ctx: *mut ffi::sqlite3_context,
+    _argc: c_int,
+    _argv: *mut *mut ffi::sqlite3_value,
+) {
+    // SAFETY: see above; the counter outlives every call on its connection.
+    unsafe {
+        let counter = &*ffi::sqlite3_user_data(ctx).cast::<AtomicI64>();
+        ffi::sqlite3_result_int64(ctx, counter.load(Ordering::Relaxed));
+    }
+}
+
+/// Counts the ended transaction, and turns the commit into a rollback after SIGINT/SIGTERM
+/// (non-zero).
+///
+/// SAFETY: `data` is the connection's counter (see `transaction_probes`).
+unsafe extern "C" fn on_commit(data: *mut c_void) -> c_int {
+    // SAFETY: the counter lives as long as the connection whose hook this is.
+    unsafe { (*data.cast::<AtomicI64>()).fetch_add(1, Ordering::Relaxed) };
+    c_int::from(crate::interrupt::requested())
+}
+
+/// SAFETY: as `on_commit`.
+unsafe extern "C" fn on_rollback(data: *mut c_void) {
+    // SAFETY: as `on_commit`.
+    unsafe { (*data.cast::<AtomicI64>()).fetch_add(1, Ordering::Relaxed) };
+}
+
+/// SAFETY: called by SQLite once, when the function holding the counter is dropped (the
+/// connection closes), with the pointer `transaction_probes` made from a `Box`.
+unsafe extern "C" fn free_counter(data: *mut c_void) {
+    // SAFETY: made by `Box::into_raw` in `transaction_probes`, freed only here.
+    drop(unsafe { Box::from_raw(data.cast::<AtomicI64>()) });
 }
 
 unsafe extern "C" fn drop_regex(p: *mut c_void) {

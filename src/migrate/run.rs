@@ -420,6 +420,7 @@ mod tests {
 
     #[test]
     fn a_transaction_ended_by_the_migration_is_never_recorded() {
+        crate::db::install_sqlite_probe();
         let mut conn = AnyConnection::Sqlite(
             diesel::SqliteConnection::establish(":memory:").expect("in-memory SQLite"),
         );

@@ -16,6 +16,7 @@ mod reliability;
 mod revision;
 mod seed;
 mod seed_csv;
+mod seed_failures;
 mod seed_names;
 mod settings;
 mod topology;

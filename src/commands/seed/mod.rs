@@ -3,7 +3,9 @@
 //! Plans the order (`plan`), then streams each file inside one transaction: `.sql` files run as
 //! written, `.csv` files go through `csv` into the backend's bulk path in `db::seed` (COPY on
 //! PostgreSQL, a cached multi-row INSERT on SQLite). Any failure rolls the whole run back and is
-//! reported with the file, the CSV row and line (or SQL line), and the database's message.
+//! reported with the file, the CSV row and line (or SQL line), and the database's message, ending
+//! with how the transaction ended as read back from the connection (never assumed). PostgreSQL
+//! sequences move last, just before COMMIT.
 
 mod csv;
 mod load;
@@ -19,10 +21,14 @@ use serde::Serialize;
 
 use crate::commands::Context;
 use crate::db::seed as dbseed;
+use crate::db::seed::{savepoint, Savepoint};
 use crate::db::{self, AnyConnection, OpenMode, TableName};
 use crate::output::{self, millis, ms_f64, Report};
 use csv::{CsvReader, Record};
 use load::{copy_into_pg, insert_into_sqlite, RowStream};
+
+/// The savepoint each `.sql` file runs in.
+const SQL_SAVEPOINT: &str = "dbctl_seed_sql";
 use plan::{Kind, SeedFile};
 
 /// Load seed data in one transaction: every row of every file, or nothing.
@@ -175,9 +181,13 @@ pub(crate) fn run(ctx: &Context, args: SeedArgs) -> anyhow::Result<SeedReport> {
     for note in plan::resolve_tables(&mut files, &dbseed::relations(&mut conn)?)? {
         ctx.out.verbose(format_args!("{note}"));
     }
-    let edges = dbseed::foreign_keys(&mut conn)?;
+    let keys = dbseed::foreign_keys(&mut conn)?;
+    let edges: Vec<(String, String)> = keys
+        .iter()
+        .map(|k| (k.child.clone(), k.parent.clone()))
+        .collect();
     let (files, cyclic) = plan::order(files, &edges);
-    announce_order(ctx, &files, &cyclic, args.dry_run);
+    announce_order(ctx, &files, &cyclic, &keys, args.dry_run);
     let truncated = if args.truncate {
         truncate_order(&files)
     } else {
@@ -197,12 +207,21 @@ pub(crate) fn run(ctx: &Context, args: SeedArgs) -> anyhow::Result<SeedReport> {
         ctx,
         bar: &bar,
         bytes_before: 0,
+        keys: &keys,
+        defer_all: !cyclic.is_empty(),
+        deferred: Vec::new(),
+        sequenced: Vec::new(),
+        transaction: None,
         dialect: csv::Dialect {
             delimiter: args.delimiter,
             encoding: args.encoding,
         },
     };
+    let has_sql = files.iter().any(|f| f.kind == Kind::Sql);
     let outcome = dbseed::write_transaction(&mut conn, |c| -> anyhow::Result<Vec<FileReport>> {
+        if has_sql {
+            loader.transaction = dbseed::transaction_identity(c)?;
+        }
         if !cyclic.is_empty() {
             dbseed::defer_foreign_keys(c)?;
         }
@@ -219,17 +238,37 @@ pub(crate) fn run(ctx: &Context, args: SeedArgs) -> anyhow::Result<SeedReport> {
             dbseed::check_deferred_foreign_keys(c)
                 .context("checking the foreign keys of the tables in a cycle")?;
         }
+        loader.check_self_references(c)?;
         if args.dry_run {
             return Err(DryRunDone(reports).into());
         }
+        // Last, just before COMMIT: `setval` cannot be rolled back.
+        loader.adjust_sequences(c)?;
         Ok(reports)
     });
     bar.finish_and_clear();
     let (reports, committed) = match outcome {
         Ok(reports) => (reports, true),
-        Err(err) => match err.downcast::<DryRunDone>() {
-            Ok(DryRunDone(reports)) => (reports, false),
-            Err(err) => return Err(rolled_back(err)),
+        Err(failure) => match failure.error.downcast::<DryRunDone>() {
+            Ok(DryRunDone(reports)) if matches!(failure.ending, dbseed::Ending::RolledBack) => {
+                (reports, false)
+            }
+            Ok(_) => {
+                return Err(not_committed(
+                    anyhow::anyhow!("dry run"),
+                    failure.ending,
+                    database.backend(),
+                    false,
+                ))
+            }
+            Err(error) => {
+                return Err(not_committed(
+                    error,
+                    failure.ending,
+                    database.backend(),
+                    args.truncate,
+                ))
+            }
         },
     };
     let total_rows = reports.iter().filter_map(|r| r.rows).sum();
@@ -271,13 +310,35 @@ fn select_files(
     Ok(files)
 }
 
-/// Says the load order (verbose, and always for `--dry-run`) and warns about cycles.
-fn announce_order(ctx: &Context, files: &[SeedFile], cyclic: &[String], dry_run: bool) {
+/// Says the load order (verbose, and always for `--dry-run`) and warns about cycles, naming
+/// the keys that cannot be deferred (PostgreSQL checks those as each row loads).
+fn announce_order(
+    ctx: &Context,
+    files: &[SeedFile],
+    cyclic: &[String],
+    keys: &[dbseed::ForeignKey],
+    dry_run: bool,
+) {
     if !cyclic.is_empty() {
-        ctx.out.warn(format_args!(
-            "the foreign keys of {} form a cycle: those files load in name order with foreign-key checks deferred to the commit",
-            cyclic.join(", ")
-        ));
+        let in_cycle = |t: &str| cyclic.iter().any(|c| c.eq_ignore_ascii_case(t));
+        let fixed: Vec<String> = keys
+            .iter()
+            .filter(|k| !k.deferrable && in_cycle(&k.child) && in_cycle(&k.parent))
+            .map(|k| format!("{} on {}", db::quote_ident(&k.name), k.child_sql))
+            .collect();
+        if fixed.is_empty() {
+            ctx.out.warn(format_args!(
+                "the foreign keys of {} form a cycle: those files load in name order with foreign-key checks deferred to the commit",
+                cyclic.join(", ")
+            ));
+        } else {
+            ctx.out.warn(format_args!(
+                "the foreign keys of {} form a cycle: those files load in name order; {} cannot be deferred (not DEFERRABLE) and {} checked as each row loads, so a row must not reference one loaded after it",
+                cyclic.join(", "),
+                fixed.join(", "),
+                if fixed.len() == 1 { "is" } else { "are" }
+            ));
+        }
     }
     let order: Vec<String> = files
         .iter()
@@ -296,10 +357,36 @@ fn announce_order(ctx: &Context, files: &[SeedFile], cyclic: &[String], dry_run:
     }
 }
 
-/// The failure as one line that says the run was rolled back, keeping its exit code.
-fn rolled_back(err: anyhow::Error) -> anyhow::Error {
+/// The failure as one line that says how the transaction ended, as verified after the failure,
+/// keeping its exit code. A unique violation without `--truncate` says how to reload.
+fn not_committed(
+    err: anyhow::Error,
+    ending: dbseed::Ending,
+    backend: db::Backend,
+    truncate: bool,
+) -> anyhow::Error {
     let exit = crate::error::exit_of(&err);
-    let err = anyhow::anyhow!("{err:#} (rolled back: the database is unchanged)");
+    let unique = err.chain().any(|c| {
+        c.downcast_ref::<dbseed::DbFailure>()
+            .is_some_and(|f| f.unique)
+    });
+    let hint = if unique && !truncate {
+        " (if these rows were seeded before, `dbctl seed --truncate` empties the tables first and reloads them)"
+    } else {
+        ""
+    };
+    let database = match backend {
+        db::Backend::Sqlite => "SQLite",
+        db::Backend::Postgres => "PostgreSQL",
+    };
+    let ending = match ending {
+        dbseed::Ending::RolledBack => "rolled back: the database is unchanged".to_string(),
+        dbseed::Ending::EndedByDatabase => format!(
+            "{database} rolled the whole transaction back itself when this statement failed, and dbctl sent nothing after it: the database is unchanged"
+        ),
+        dbseed::Ending::Uncertain(what) => format!("not committed by dbctl; {what}"),
+    };
+    let err = anyhow::anyhow!("{err:#}{hint} ({ending})");
     match exit {
         crate::error::Exit::Failed => err,
         other => crate::error::tag(err, other),
@@ -330,11 +417,53 @@ struct Loader<'a> {
     ctx: &'a Context<'a>,
     bar: &'a ProgressBar,
     bytes_before: u64,
+    keys: &'a [dbseed::ForeignKey],
+    /// Every foreign-key check is already deferred to the commit (tables in a cycle).
+    defer_all: bool,
+    /// SQLite tables that reference themselves, loaded with foreign-key checks deferred.
+    deferred: Vec<TableName>,
+    /// PostgreSQL tables and the columns loaded into them, for the sequences at the end.
+    sequenced: Vec<(TableName, Vec<String>)>,
+    /// Which transaction is dbctl's (see `transaction_identity`), when there are .sql files.
+    transaction: Option<String>,
     /// How the .csv files are written (`--delimiter`, `--encoding`).
     dialect: csv::Dialect,
 }
 
 impl Loader<'_> {
+    /// Checks the keys of the self-referencing SQLite tables whose checks were deferred, so a
+    /// dangling one is named before the commit.
+    fn check_self_references(&mut self, conn: &mut AnyConnection) -> anyhow::Result<()> {
+        let AnyConnection::Sqlite(sq) = conn else {
+            return Ok(());
+        };
+        for table in &self.deferred {
+            if let Some(dangling) = dbseed::sqlite_dangling_key(sq, table)? {
+                anyhow::bail!("{dangling} (checked after loading every row of the table)");
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the sequences of the loaded PostgreSQL columns past the seeded values. Deferred
+    /// constraints are checked first, so that the COMMIT that follows can only fail for reasons
+    /// outside the data (the connection, the server): `setval` cannot be undone.
+    fn adjust_sequences(&mut self, conn: &mut AnyConnection) -> anyhow::Result<()> {
+        if self.sequenced.is_empty() || !matches!(conn, AnyConnection::Postgresql(_)) {
+            return Ok(());
+        }
+        dbseed::check_deferred_foreign_keys(conn).context("checking the deferred constraints")?;
+        let AnyConnection::Postgresql(pg) = conn else {
+            return Ok(());
+        };
+        for moved in dbseed::pg_adjust_sequences(pg, &self.sequenced)? {
+            self.ctx.out.verbose(format_args!(
+                "moved sequence {moved} past the seeded values"
+            ));
+        }
+        Ok(())
+    }
+
     fn load(&mut self, conn: &mut AnyConnection, file: &SeedFile) -> anyhow::Result<FileReport> {
         let started = Instant::now();
         self.bar.set_message(file.name.clone());
@@ -388,10 +517,37 @@ impl Loader<'_> {
         if sql.trim().is_empty() {
             return Ok(sql.len() as u64);
         }
-        dbseed::run_sql(conn, &sql).map_err(|f| match f.line {
-            Some(line) => anyhow::anyhow!("{} line {line}: {}", path.display(), f.message),
-            None => anyhow::anyhow!("{}: {}", path.display(), f.message),
-        })?;
+        // The file runs inside a savepoint of dbctl's transaction: if a COMMIT in it ended that
+        // transaction, the savepoint is gone too, which tells dbctl's transaction from one the
+        // file began, even after a failure has aborted it.
+        savepoint(conn, Savepoint::Set, SQL_SAVEPOINT)?;
+        if let Err(f) = dbseed::run_sql(conn, &sql) {
+            // Nothing is sent before the transaction is known to be open.
+            let ended = db::transaction_is_open(conn).unwrap_or(false)
+                && savepoint(conn, Savepoint::RollbackTo, SQL_SAVEPOINT).is_err();
+            return Err(anyhow::Error::new(dbseed::UserSql {
+                message: match f.line {
+                    Some(line) => format!("{} line {line}: {}", path.display(), f.message),
+                    None => format!("{}: {}", path.display(), f.message),
+                },
+                ended,
+            }));
+        }
+        // A COMMIT, ROLLBACK or END in the file ends dbctl's transaction; what follows would run
+        // in autocommit mode, row by row.
+        let same = db::transaction_is_open(conn).unwrap_or(false)
+            && (self.transaction.is_none()
+                || dbseed::transaction_identity(conn)? == self.transaction);
+        if !same {
+            return Err(anyhow::Error::new(dbseed::UserSql {
+                message: format!(
+                    "{} ended dbctl's transaction (a COMMIT, ROLLBACK or END in the file): stopping here",
+                    path.display()
+                ),
+                ended: true,
+            }));
+        }
+        savepoint(conn, Savepoint::Release, SQL_SAVEPOINT)?;
         Ok(sql.len() as u64)
     }
 
@@ -421,6 +577,19 @@ impl Loader<'_> {
                 path.display()
             );
         }
+        match dbseed::target_kind(conn, table)? {
+            dbseed::TargetKind::Table | dbseed::TargetKind::InsertableView => {}
+            dbseed::TargetKind::View => anyhow::bail!(
+                "{}: {} is a view without an INSTEAD OF INSERT trigger, so it cannot take rows; seed the table it reads from",
+                path.display(),
+                table.quoted()
+            ),
+            dbseed::TargetKind::Missing => anyhow::bail!(
+                "{}: table {} does not exist (the table is named by the file name)",
+                path.display(),
+                table.quoted()
+            ),
+        }
         let columns = dbseed::columns(conn, table)?.ok_or_else(|| {
             anyhow::anyhow!(
                 "{}: table {} does not exist (the table is named by the file name)",
@@ -443,11 +612,7 @@ impl Loader<'_> {
         let rows = match conn {
             AnyConnection::Postgresql(pg) => {
                 let rows = copy_into_pg(pg, table, &names, &mut stream)?;
-                for seq in dbseed::pg_reset_sequences(pg, table, &names)? {
-                    self.ctx.out.verbose(format_args!(
-                        "moved sequence {seq} past the ids seeded into {table}"
-                    ));
-                }
+                self.sequenced.push((table.clone(), names));
                 rows
             }
             AnyConnection::Sqlite(sq) => {
@@ -455,7 +620,25 @@ impl Loader<'_> {
                     .iter()
                     .map(|c| c.sql_type.to_ascii_uppercase().contains("BOOL"))
                     .collect();
-                insert_into_sqlite(sq, table, &names, &booleans, &mut stream)?
+                // A table that references itself loads whatever the order of its rows (and
+                // however many there are): its keys are checked once every row is in, as one
+                // COPY does on PostgreSQL.
+                let self_referencing = !self.defer_all
+                    && self.keys.iter().any(|k| {
+                        k.child.eq_ignore_ascii_case(&table.name)
+                            && k.parent.eq_ignore_ascii_case(&table.name)
+                    });
+                if self_referencing {
+                    dbseed::sqlite_defer_foreign_keys(sq, true)?;
+                }
+                let rows = insert_into_sqlite(sq, table, &names, &booleans, &mut stream)?;
+                if self_referencing {
+                    dbseed::sqlite_defer_foreign_keys(sq, false)?;
+                    if !self.deferred.iter().any(|t| t == table) {
+                        self.deferred.push(table.clone());
+                    }
+                }
+                rows
             }
         };
         Ok((rows, stream.reader.bytes_read()))
