@@ -180,7 +180,7 @@ fn sqlite_trigger_rollback_commits_nothing() {
     let run = p.run(["seed"]);
     run.code(1)
         .stderr_has("row 300 is refused")
-        .stderr_has("SQLite rolled the whole transaction back itself");
+        .stderr_has("SQLite rolled back the whole transaction itself");
     assert_eq!(count(&p, "t"), 0, "{}", run.stderr);
     assert_eq!(count(&p, "kept"), 1);
 }

@@ -382,7 +382,7 @@ fn not_committed(
     let ending = match ending {
         dbseed::Ending::RolledBack => "rolled back: the database is unchanged".to_string(),
         dbseed::Ending::EndedByDatabase => format!(
-            "{database} rolled the whole transaction back itself when this statement failed, and dbctl sent nothing after it: the database is unchanged"
+            "{database} rolled back the whole transaction itself when this statement failed, and dbctl sent nothing after it: the database is unchanged"
         ),
         dbseed::Ending::Uncertain(what) => format!("not committed by dbctl; {what}"),
     };
