@@ -419,7 +419,21 @@ impl Config {
             statement_timeout,
             connect_timeout,
             schema: self.schema()?,
+            pgbouncer: self.pgbouncer()?,
+            lock_expiry: self
+                .seconds(&["DB_LOCK_EXPIRY"], numbers::LOCK_EXPIRY)?
+                .flatten()
+                .unwrap_or(crate::db::lease::DEFAULT_EXPIRY),
         })
+    }
+
+    /// `DB_PGBOUNCER`: `true` or `false` says whether a transaction-pooling proxy stands between
+    /// dbctl and the server; `auto` (or unset) lets dbctl find out.
+    fn pgbouncer(&self) -> anyhow::Result<Option<bool>> {
+        match self.lookup("DB_PGBOUNCER") {
+            Some((raw, _)) if raw.trim().eq_ignore_ascii_case("auto") => Ok(None),
+            _ => self.flag(&["DB_PGBOUNCER"]),
+        }
     }
 
     /// r2d2 has one limit where SQLAlchemy has two: the pool size plus the overflow.

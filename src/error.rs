@@ -23,6 +23,9 @@ pub(crate) enum Exit {
     Connect = 3,
     /// A check ran and found a problem (`migrate status --check`, `inspect --diff`, `--lint`).
     Check = 4,
+    /// The server takes no writes (a hot standby, or read-only sessions): a writing command
+    /// stopped before doing anything, or `ping --writable` found it so.
+    ReadOnly = 5,
     /// Stopped by SIGINT (Ctrl-C) after undoing what was in progress.
     Interrupted = 130,
     /// Stopped by SIGTERM after undoing what was in progress.

@@ -140,6 +140,7 @@ pub(crate) fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<InitReport> {
             db
         }
     };
+    db::topology::require_writable(&db)?;
 
     let (dir, source) = ctx.config.migrations_dir();
     ctx.out.verbose(format_args!(
@@ -275,6 +276,8 @@ fn create_database(
                     Err(_) => Err(target_err),
                 };
             }
+            // A standby has the same databases as its primary; a missing one cannot be created.
+            db::topology::check_writable(&admin, &mut conn)?;
             ctx.out.verbose(format_args!("creating database {name}"));
             if db::pg_create_database(&mut conn, &name)? {
                 Ok((Status::Created, name, None))

@@ -228,6 +228,10 @@ pub(crate) fn run(ctx: &Context, args: MigrateArgs) -> anyhow::Result<MigrateRep
         ),
     };
     let db = ctx.open(OpenMode::Existing)?;
+    // A dry run only reads, so it may look at a standby; anything else stops before the lock.
+    if !opts.dry_run {
+        crate::db::topology::require_writable(&db)?;
+    }
     let run = migrate::execute(ctx.out, db, &dir, &action, &opts)?;
     Ok(MigrateReport::Run(RunOutput {
         list_steps: ctx.out.is_verbose() || run.dry_run,

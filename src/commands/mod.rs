@@ -76,10 +76,30 @@ impl Context<'_> {
             ));
         }
         let db = Database::open(url, settings, mode)?;
-        self.out.verbose(format_args!(
-            "connected in {}",
-            crate::output::millis(db.connect_time())
-        ));
+        if db.backend() == crate::db::Backend::Postgres {
+            let pooling = db.pooling();
+            self.out.verbose(format_args!(
+                "transaction pooling {} ({}){}",
+                if pooling.on { "on" } else { "off" },
+                pooling.why,
+                if pooling.on {
+                    ": no prepared statements kept, settings per transaction, migration lock \
+                     held as a lease row"
+                } else {
+                    ""
+                }
+            ));
+        }
+        match db.server() {
+            Some(server) => self.out.verbose(format_args!(
+                "connected to {server} in {}",
+                crate::output::millis(db.connect_time())
+            )),
+            None => self.out.verbose(format_args!(
+                "connected in {}",
+                crate::output::millis(db.connect_time())
+            )),
+        }
         Ok(db)
     }
 }

@@ -10,6 +10,7 @@ use diesel::connection::SimpleConnection as _;
 use serde::Serialize;
 
 use crate::commands::Context;
+use crate::db::topology::{self, Role, ServerRole};
 use crate::db::{self, Backend, Database, OpenMode};
 use crate::error::{self, Exit};
 use crate::output::{self, millis, ms_f64, Report};
@@ -20,6 +21,7 @@ use crate::output::{self, millis, ms_f64, Report};
 ///   dbctl ping
 ///   dbctl ping --database-url postgres://app@db:5432/app --wait 30
 ///   dbctl ping --count 10 --format json
+///   dbctl ping --writable --wait 60    # until a primary that takes writes answers (failover)
 #[derive(clap::Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct PingArgs {
@@ -34,6 +36,11 @@ pub(crate) struct PingArgs {
     /// Bound on each connection attempt [default: $DB_CONNECT_TIMEOUT, then 5]
     #[arg(long, value_name = "SECONDS", value_parser = crate::config::numbers::connect_timeout_flag)]
     timeout: Option<Duration>,
+
+    /// Exit 5 unless the server takes writes (a primary, not a read-only standby); with --wait,
+    /// keep waiting until one does
+    #[arg(long, visible_alias = "primary")]
+    writable: bool,
 }
 
 #[derive(Serialize, Debug)]
@@ -41,6 +48,12 @@ pub(crate) struct PingReport {
     backend: Backend,
     url: String,
     server_version: String,
+    /// The server that answered (`host:port`; for a URL naming several, the one libpq chose).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
+    /// PostgreSQL: primary or standby, whether it takes writes, a standby's lag and upstream.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    server: Option<ServerRole>,
     /// Connection attempts made (more than 1 only with `--wait`).
     attempts: u32,
     connect_ms: f64,
@@ -68,15 +81,51 @@ impl Report for PingReport {
                 millis(max)
             )
         };
-        let table = output::key_value_table(&[
+        let mut rows = vec![
             ("backend", self.backend.to_string()),
             ("url", self.url.clone()),
-            ("server version", self.server_version.clone()),
-            ("connect", millis(self.connect)),
-            ("latency", latency),
-        ]);
+        ];
+        if let Some(host) = &self.host {
+            rows.push(("host", host.clone()));
+        }
+        rows.push(("server version", self.server_version.clone()));
+        if let Some(server) = &self.server {
+            rows.extend(role_rows(server));
+        }
+        rows.push(("connect", millis(self.connect)));
+        rows.push(("latency", latency));
+        let table = output::key_value_table(&rows);
         format!("{table}")
     }
+}
+
+/// The role lines of the human table.
+fn role_rows(server: &ServerRole) -> Vec<(&'static str, String)> {
+    let mut rows = vec![(
+        "role",
+        match (server.role, server.writable) {
+            (Role::Primary, true) => "primary (writable)".to_string(),
+            (Role::Primary, false) => "primary (read-only sessions)".to_string(),
+            (Role::Standby, _) => "standby (read-only)".to_string(),
+        },
+    )];
+    if server.role == Role::Standby {
+        let time = server
+            .replay_lag_ms
+            .map_or("unknown".to_string(), |ms| format!("{ms:.0} ms"));
+        let bytes = server
+            .replay_lag_bytes
+            .map_or("unknown".to_string(), |b| format!("{b} bytes"));
+        rows.push(("replay lag", format!("{time}, {bytes}")));
+        rows.push((
+            "upstream",
+            server
+                .upstream
+                .clone()
+                .unwrap_or_else(|| "unknown (needs pg_read_all_stats)".to_string()),
+        ));
+    }
+    rows
 }
 
 /// min, median and max of a non-empty list.
@@ -100,10 +149,14 @@ pub(crate) fn run(ctx: &Context, args: PingArgs) -> anyhow::Result<PingReport> {
     settings.schema = None;
     let (db, attempts) = match args.wait {
         None => (ctx.open_url(&url, &settings, OpenMode::Existing)?, 1),
-        Some(wait) => wait_for(ctx, &url, &settings, wait)?,
+        Some(wait) => wait_for(ctx, &url, &settings, wait, args.writable)?,
     };
     let mut conn = db.get()?;
     let server_version = db::server_version(&mut conn)?;
+    let server = topology::server_role(&mut conn)?;
+    if let Some(role) = server.as_ref().filter(|r| args.writable && !r.writable) {
+        return Err(topology::not_writable(&db, role));
+    }
     let mut samples = Vec::with_capacity(args.count as usize);
     for _ in 0..args.count {
         let started = Instant::now();
@@ -116,6 +169,8 @@ pub(crate) fn run(ctx: &Context, args: PingArgs) -> anyhow::Result<PingReport> {
         backend: db.backend(),
         url: url.redacted(),
         server_version,
+        host: db.server(),
+        server,
         attempts,
         connect_ms: ms_f64(db.connect_time()),
         count: args.count,
@@ -133,6 +188,7 @@ fn wait_for(
     url: &db::DbUrl,
     settings: &db::PoolSettings,
     wait: Duration,
+    writable: bool,
 ) -> anyhow::Result<(Database, u32)> {
     let started = Instant::now();
     let deadline = started + wait;
@@ -146,7 +202,13 @@ fn wait_for(
         settings.connect_timeout = settings
             .connect_timeout
             .min(left.max(Duration::from_secs(1)));
-        let err = match Database::open(url, &settings, OpenMode::Existing) {
+        let opened = Database::open(url, &settings, OpenMode::Existing).and_then(|db| {
+            if writable {
+                topology::require_writable(&db)?;
+            }
+            Ok(db)
+        });
+        let err = match opened {
             Ok(db) => {
                 if attempts > 1 {
                     ctx.out.info(format_args!(
@@ -159,7 +221,8 @@ fn wait_for(
             }
             Err(err) => err,
         };
-        if error::exit_of(&err) != Exit::Connect || Instant::now() >= deadline {
+        let retry = matches!(error::exit_of(&err), Exit::Connect | Exit::ReadOnly);
+        if !retry || Instant::now() >= deadline {
             return Err(err.context(format!(
                 "gave up waiting for {} after {:.1}s ({attempts} attempts)",
                 url.redacted(),

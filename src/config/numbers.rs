@@ -58,6 +58,14 @@ pub(crate) const POOL_RECYCLE: Seconds = Seconds {
     minus_one: true,
 };
 
+/// `DB_LOCK_EXPIRY`: how long a pooled-mode migration lock outlives its holder's heartbeat.
+pub(crate) const LOCK_EXPIRY: Seconds = Seconds {
+    min: 1.0,
+    max: DAY,
+    zero: None,
+    minus_one: false,
+};
+
 /// `DB_STATEMENT_TIMEOUT`, asyncpg's `?command_timeout=`. PostgreSQL's statement_timeout and
 /// SQLite's busy timeout are both a 32-bit count of milliseconds.
 pub(crate) const STATEMENT_TIMEOUT: Seconds = Seconds {

@@ -31,7 +31,7 @@ pub(crate) const DBCTL_TABLE: &str = "__dbctl_migrations";
 
 /// The advisory lock key dbctl's migration runs share ("dbctlmig" in ASCII). Advisory locks are
 /// per database, so runs against different databases do not wait for each other.
-const PG_LOCK_KEY: i64 = 0x6462_6374_6c6d_6967;
+pub(crate) const PG_LOCK_KEY: i64 = 0x6462_6374_6c6d_6967;
 
 /// One row of `__diesel_schema_migrations`, with dbctl's companion row when there is one.
 #[derive(QueryableByName, Debug, Clone)]
@@ -123,6 +123,10 @@ pub(crate) struct Bookkeeping {
     pub(crate) dbctl_exists: bool,
     /// The highest `seq` recorded (set by [`Bookkeeping::read`]).
     last_seq: Cell<i64>,
+    /// Transaction-pooling mode: the lease's table and owner; each transactional migration checks
+    /// in its own transaction that it is still to be done and the lease still this run's
+    /// ([`Bookkeeping::still_to_do`]).
+    lease: Option<(String, String)>,
 }
 
 #[derive(QueryableByName)]
@@ -179,6 +183,7 @@ impl Bookkeeping {
                 diesel_exists: found.diesel,
                 dbctl_exists: found.dbctl,
                 last_seq: Cell::new(0),
+                lease: None,
             });
         }
         let mut book = Bookkeeping {
@@ -187,10 +192,67 @@ impl Bookkeeping {
             diesel_exists: false,
             dbctl_exists: false,
             last_seq: Cell::new(0),
+            lease: None,
         };
         book.diesel_exists = book.table_exists(conn, DIESEL_TABLE)?;
         book.dbctl_exists = book.table_exists(conn, DBCTL_TABLE)?;
         Ok(book)
+    }
+
+    /// `"schema".` on PostgreSQL, `main.` on SQLite.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Pooled mode: the lease row (table and owner) the run holds.
+    pub(crate) fn set_lease(&mut self, table: &str, owner: &str) {
+        self.lease = Some((table.to_string(), owner.to_string()));
+    }
+
+    pub(crate) fn pooled(&self) -> bool {
+        self.lease.is_some()
+    }
+
+    /// Pooled mode, at the start of a migration's transaction: waits for the transaction-level
+    /// advisory lock (held by any other run's migration transaction until it ends), applies the
+    /// per-transaction settings, then says whether `version` is still to be applied (`up`) or
+    /// reverted, and fails when the lease is no longer this run's. The lock goes with the
+    /// transaction, on whatever server connection it ran.
+    pub(crate) fn still_to_do(
+        &self,
+        conn: &mut AnyConnection,
+        version: &str,
+        up: bool,
+    ) -> anyhow::Result<bool> {
+        let Some((lock_table, owner)) = &self.lease else {
+            return Ok(true);
+        };
+        conn.batch_execute(&format!(
+            "SELECT pg_catalog.pg_advisory_xact_lock({})",
+            super::lease::XACT_KEY
+        ))
+        .context("taking the migration's transaction lock (pg_advisory_xact_lock)")?;
+        super::pooled_transaction_setup(conn).context("setting the transaction's timeout")?;
+        #[derive(QueryableByName)]
+        struct Found {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+            #[diesel(sql_type = Bool)]
+            ours: bool,
+        }
+        let found: Found = diesel::sql_query(format!(
+            "SELECT (SELECT count(*) FROM {} WHERE version = $1)::bigint AS n, \
+             EXISTS (SELECT 1 FROM {lock_table} WHERE owner = $2) AS ours",
+            self.table(DIESEL_TABLE)
+        ))
+        .bind::<Text, _>(version)
+        .bind::<Text, _>(owner)
+        .get_result(conn)
+        .with_context(|| format!("checking whether {version} is applied"))?;
+        if !found.ours {
+            return Err(super::lease::taken_over(version));
+        }
+        Ok((found.n == 0) == up)
     }
 
     fn table(&self, name: &str) -> String {

@@ -5,10 +5,12 @@
 //! backend-specific they call a function here rather than matching on the backend themselves.
 
 pub(crate) mod catalog;
+pub(crate) mod lease;
 pub(crate) mod migrations;
 mod probe;
 pub(crate) mod seed;
 mod sqlite_ext;
+pub(crate) mod topology;
 pub(crate) mod url;
 pub(crate) mod watch;
 
@@ -51,6 +53,12 @@ pub(crate) struct PoolSettings {
     pub(crate) statement_timeout: Option<Duration>,
     /// Bound on each connection attempt (`DB_CONNECT_TIMEOUT`, `ping --timeout`).
     pub(crate) connect_timeout: Duration,
+    /// Whether a transaction-pooling proxy (PgBouncer) stands in between (`DB_PGBOUNCER`; the
+    /// URL's `pgbouncer=` wins); `None`: find out.
+    pub(crate) pgbouncer: Option<bool>,
+    /// How long a pooled-mode migration lock outlives its holder's last heartbeat
+    /// (`DB_LOCK_EXPIRY`).
+    pub(crate) lock_expiry: Duration,
     /// PostgreSQL: the schema put alone on each connection's search_path (`DATABASE_SCHEMA`).
     pub(crate) schema: Option<String>,
 }
@@ -71,6 +79,19 @@ pub(crate) struct Database {
     url: DbUrl,
     pool: r2d2::Pool<AnyManager>,
     connect_time: Duration,
+    /// Whether a transaction-pooling proxy stands in between, and how that was decided.
+    pooling: Pooling,
+    lock_expiry: Duration,
+    session: SessionSetup,
+}
+
+/// Whether dbctl works in transaction-pooling mode (PgBouncer and the like): no named prepared
+/// statements, no session settings, and the migration lock is a lease row (`db::lease`).
+#[derive(Clone, Debug)]
+pub(crate) struct Pooling {
+    pub(crate) on: bool,
+    /// Why, in words, for `-v`.
+    pub(crate) why: String,
 }
 
 impl Database {
@@ -85,6 +106,18 @@ impl Database {
         if let Some(SqliteTarget::File(path)) = url.sqlite_target() {
             prepare_sqlite_file(url, path, mode)?;
         }
+        let url = &choose_server(url, settings.connect_timeout)?;
+        let explicit = match (url.pgbouncer(), settings.pgbouncer) {
+            (Some(on), _) => Some(Pooling {
+                on,
+                why: "the URL's pgbouncer= parameter".to_string(),
+            }),
+            (None, Some(on)) => Some(Pooling {
+                on,
+                why: "DB_PGBOUNCER".to_string(),
+            }),
+            (None, None) => None,
+        };
         let session = SessionSetup {
             backend: url.backend(),
             conn_str: url.connection_string(settings.connect_timeout.as_secs()),
@@ -93,6 +126,11 @@ impl Database {
             statement_timeout: settings.statement_timeout,
             connect_timeout: settings.connect_timeout,
             schema: settings.schema.clone(),
+            pooling: std::sync::Arc::new(std::sync::OnceLock::new()),
+            explicit_pooling: explicit,
+            connected_port: url
+                .server()
+                .and_then(|s| s.rsplit_once(':').and_then(|(_, p)| p.parse::<i32>().ok())),
         };
         let started = Instant::now();
         if url.backend() == Backend::Sqlite {
@@ -114,13 +152,20 @@ impl Database {
             })?;
         }
         let mut first = establish_within(url, &session)?;
+        let pooling = session.pooling.get().cloned().unwrap_or(Pooling {
+            on: false,
+            why: "SQLite".to_string(),
+        });
         if let (AnyConnection::Postgresql(_), Some(schema)) = (&mut first, &settings.schema) {
-            use_schema(&mut first, schema, mode)?;
+            use_schema(&mut first, schema, mode, pooling.on)?;
         }
         let connect_time = started.elapsed();
+        if pooling.on {
+            set_pooled(settings);
+        }
         let manager = AnyManager {
             url: url.clone(),
-            session,
+            session: session.clone(),
             first: Mutex::new(Some(first)),
         };
         let pool = r2d2::Pool::builder()
@@ -140,7 +185,25 @@ impl Database {
             url: url.clone(),
             pool,
             connect_time,
+            pooling,
+            lock_expiry: settings.lock_expiry,
+            session,
         })
+    }
+
+    /// Whether dbctl works in transaction-pooling mode, and why.
+    pub(crate) fn pooling(&self) -> &Pooling {
+        &self.pooling
+    }
+
+    /// How long a pooled-mode migration lock outlives its holder's heartbeat.
+    pub(crate) fn lock_expiry(&self) -> Duration {
+        self.lock_expiry
+    }
+
+    /// A new connection of its own, outside the pool (the lock heartbeat's).
+    pub(crate) fn dedicated(&self) -> anyhow::Result<AnyConnection> {
+        establish_within(&self.url, &self.session)
     }
 
     /// A connection from the pool (the first call gets the one `open` made).
@@ -162,9 +225,120 @@ impl Database {
         &self.url
     }
 
+    /// The PostgreSQL server the connections go to, as `host:port` (for a URL naming several, the
+    /// one libpq chose); `None` for SQLite.
+    pub(crate) fn server(&self) -> Option<String> {
+        self.url.server()
+    }
+
     /// How long the first connection took to establish.
     pub(crate) fn connect_time(&self) -> Duration {
         self.connect_time
+    }
+}
+
+/// For a URL naming several servers, lets libpq choose one by its own rules (order,
+/// `target_session_attrs`, `load_balance_hosts`) and pins the URL to it: every pooled connection
+/// then reaches the same server, and dbctl can say which one answered. Bounded by the connect
+/// timeout like any connection.
+fn choose_server(url: &DbUrl, timeout: Duration) -> anyhow::Result<DbUrl> {
+    if url.host_count() < 2 {
+        return Ok(url.clone());
+    }
+    let (tx, rx) = mpsc::channel();
+    let conn_str = url.connection_string(timeout.as_secs());
+    thread::spawn(move || {
+        let _ = tx.send(url::libpq::choose_host(&conn_str));
+    });
+    let chosen = match rx.recv_timeout(timeout + Duration::from_millis(1500)) {
+        Ok(Ok(chosen)) => chosen,
+        Ok(Err(why)) => {
+            return Err(error::connect(format!(
+                "cannot connect to {}: {}",
+                url.redacted(),
+                error::redact_driver(&why)
+            )))
+        }
+        Err(_) => {
+            return Err(error::connect(format!(
+                "cannot connect to {}: timed out after {:.1}s",
+                url.redacted(),
+                timeout.as_secs_f64()
+            )))
+        }
+    };
+    let mut pinned = url.clone();
+    pinned.pin(chosen);
+    Ok(pinned)
+}
+
+/// Decides transaction-pooling mode: the URL's `pgbouncer=`, then `DB_PGBOUNCER`, then a look at
+/// the server: when the port the server itself listens on (`inet_server_port()`) is not the port
+/// dbctl connected to, something stands in between (PgBouncer's 6432, or a port mapping: then the
+/// pooled mode costs a little speed and stays correct). A pooler on the server's own port, or
+/// reached over a Unix socket, is not seen: say so with `pgbouncer=true`.
+fn pooling(setup: &SessionSetup, conn: &mut diesel::PgConnection) -> QueryResult<Pooling> {
+    if let Some(explicit) = &setup.explicit_pooling {
+        return Ok(explicit.clone());
+    }
+    #[derive(QueryableByName)]
+    struct Port {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Integer>)]
+        port: Option<i32>,
+    }
+    let row: Port = diesel::sql_query("SELECT inet_server_port() AS port").get_result(conn)?;
+    Ok(match (row.port, setup.connected_port) {
+        // Something stands in between. A pooler hands out a backend key of its own; a plain
+        // TCP proxy passes the server's through: one more login tells them apart.
+        (Some(server), Some(ours))
+            if server != ours
+                && url::libpq::backend_key_is_the_servers(&setup.conn_str) == Ok(false) =>
+        {
+            Pooling {
+                on: true,
+                why: format!(
+                    "detected: connected to port {ours}, the server listens on {server}, and the \
+                     login's backend key is not the server process's: a pooler in between; \
+                     pgbouncer=false or DB_PGBOUNCER=false turns this off"
+                ),
+            }
+        }
+        _ => Pooling {
+            on: false,
+            why: "nothing between dbctl and the server was detected".to_string(),
+        },
+    })
+}
+
+/// The statement PostgreSQL sessions in pooled mode run at the start of each of dbctl's
+/// transactions instead of once per session (a session setting would stay on the pool's server
+/// connection, for other clients, and be missing on the next one).
+static POOLED_TX_SETUP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Pooled mode on a connection: no named (cached) prepared statements, which live on one server
+/// connection of the pool only.
+fn set_pooled(settings: &PoolSettings) {
+    let mut sql = String::new();
+    if let Some(t) = settings.statement_timeout {
+        sql.push_str(&format!("SET LOCAL statement_timeout = {};", t.as_millis()));
+    }
+    if let Some(schema) = &settings.schema {
+        sql.push_str(&format!(
+            "SET LOCAL search_path TO {};",
+            quote_ident(schema)
+        ));
+    }
+    if !sql.is_empty() {
+        let _ = POOLED_TX_SETUP.set(sql);
+    }
+}
+
+/// At the start of one of dbctl's own transactions: in pooled mode, the settings a direct session
+/// gets once (`DB_STATEMENT_TIMEOUT`), for this transaction only.
+pub(crate) fn pooled_transaction_setup(conn: &mut AnyConnection) -> QueryResult<()> {
+    match POOLED_TX_SETUP.get() {
+        Some(sql) if matches!(conn, AnyConnection::Postgresql(_)) => conn.batch_execute(sql),
+        _ => Ok(()),
     }
 }
 
@@ -266,6 +440,13 @@ struct SessionSetup {
     connect_timeout: Duration,
     /// `DATABASE_SCHEMA`, put alone on the search path of every PostgreSQL session.
     schema: Option<String>,
+    /// Transaction-pooling mode, decided on the first PostgreSQL connection and shared by the
+    /// later ones.
+    pooling: std::sync::Arc<std::sync::OnceLock<Pooling>>,
+    /// The URL's `pgbouncer=` or `DB_PGBOUNCER`, when set.
+    explicit_pooling: Option<Pooling>,
+    /// The port dbctl connects to, for detecting a pooler.
+    connected_port: Option<i32>,
 }
 
 /// How often the server checks, during a statement, that dbctl is still there (PostgreSQL 14's
@@ -277,6 +458,30 @@ fn establish(setup: &SessionSetup) -> ConnectionResult<AnyConnection> {
     match setup.backend {
         Backend::Postgres => {
             let mut conn = diesel::PgConnection::establish(&setup.conn_str)?;
+            let pooled = match setup.pooling.get() {
+                Some(p) => p.on,
+                None => {
+                    let decided = pooling(setup, &mut conn)
+                        .map_err(ConnectionError::CouldntSetupConfiguration)?;
+                    let on = decided.on;
+                    let _ = setup.pooling.set(decided);
+                    on
+                }
+            };
+            if pooled {
+                // No named prepared statements (they live on one server connection of the pool),
+                // no session settings (they would stay there for other clients: per transaction
+                // instead, `pooled_transaction_setup`), and no watchdog or cancel by backend pid
+                // (the next statement may run on another server connection). The time zone is a
+                // parameter the pooler carries itself.
+                conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+                conn.batch_execute("RESET TimeZone")
+                    .map_err(ConnectionError::CouldntSetupConfiguration)?;
+                if setup.echo {
+                    conn.set_instrumentation(EchoSql);
+                }
+                return Ok(AnyConnection::Postgresql(conn));
+            }
             let pid = pg_session_setup(&mut conn, setup.statement_timeout, setup.schema.as_deref())
                 .map_err(ConnectionError::CouldntSetupConfiguration)?;
             conn.set_instrumentation(watch::Watch::register(
@@ -422,7 +627,12 @@ fn search_path_sql(schema: &str) -> String {
 /// Checks that `DATABASE_SCHEMA` exists (`init` creates it), then puts it on the first
 /// connection's search path. Without the check, a missing schema would leave no schema to create
 /// tables in (or, with `public` also on the path, put them in `public` silently).
-fn use_schema(conn: &mut AnyConnection, schema: &str, mode: OpenMode) -> anyhow::Result<()> {
+fn use_schema(
+    conn: &mut AnyConnection,
+    schema: &str,
+    mode: OpenMode,
+    pooled: bool,
+) -> anyhow::Result<()> {
     if !pg_schema_exists(conn, schema)? {
         if mode == OpenMode::Existing {
             return Err(error::usage(format!(
@@ -436,8 +646,11 @@ fn use_schema(conn: &mut AnyConnection, schema: &str, mode: OpenMode) -> anyhow:
         ))
         .with_context(|| format!("creating schema {} (DATABASE_SCHEMA)", quote_ident(schema)))?;
     }
-    conn.batch_execute(&search_path_sql(schema))
-        .context("setting search_path to DATABASE_SCHEMA")?;
+    // Pooled: per transaction instead (`pooled_transaction_setup`).
+    if !pooled {
+        conn.batch_execute(&search_path_sql(schema))
+            .context("setting search_path to DATABASE_SCHEMA")?;
+    }
     Ok(())
 }
 

@@ -129,7 +129,11 @@ pub(crate) fn write_transaction<T>(
         });
     }
     type Manager = <AnyConnection as Connection>::TransactionManager;
-    let error = match f(conn) {
+    let work = |conn: &mut AnyConnection| {
+        super::pooled_transaction_setup(conn).context("setting the transaction's timeout")?;
+        f(conn)
+    };
+    let error = match work(conn) {
         Ok(value) => match Manager::commit_transaction(conn) {
             Ok(()) => return Ok(value),
             Err(e) => {

@@ -96,6 +96,8 @@ struct PgParts {
     hosts: String,
     dbname: String,
     query: Vec<(String, String)>,
+    /// `pgbouncer=true|false`: dbctl's own parameter (Prisma's name), never passed to libpq.
+    pgbouncer: Option<bool>,
     /// Driver options ([`DRIVER_PARAMS`]) set aside before libpq sees the query: libpq refuses
     /// names it does not know.
     driver: Vec<(String, String)>,
@@ -113,6 +115,8 @@ pub(crate) struct DbUrl {
     pg: Option<PgParts>,
     /// What normalisation changed, for `--verbose`.
     notes: Vec<String>,
+    /// The one server connections go to, when the URL names several (see [`DbUrl::pin`]).
+    pin: Option<libpq::Chosen>,
 }
 
 impl fmt::Debug for DbUrl {
@@ -192,6 +196,7 @@ impl DbUrl {
             hosts: String::new(),
             dbname: String::new(),
             query: Vec::new(),
+            pgbouncer: None,
             driver: Vec::new(),
         };
         for (key, value) in pairs {
@@ -214,6 +219,8 @@ impl DbUrl {
             let pw = pg.password.take().unwrap_or_default();
             pg.query.push(("password".to_string(), pw));
         }
+        pg.pgbouncer = take_pgbouncer(&mut pg.query)
+            .map_err(|why| error::usage(format!("invalid libpq connection string: {why}")))?;
         check_query(&pg.query)
             .map_err(|why| error::usage(format!("invalid libpq connection string: {why}")))?;
         let notes = vec!["read a libpq key=value connection string".to_string()];
@@ -234,6 +241,7 @@ impl DbUrl {
             readings: None,
             pg: Some(pg),
             notes,
+            pin: None,
         };
         // The last word is libpq's own parser: what it cannot parse is a usage error by that
         // fact. Its message may quote the string, so only registered secrets are cut from it.
@@ -268,6 +276,7 @@ impl DbUrl {
                     readings,
                     pg: None,
                     notes,
+                    pin: None,
                 }
             }
         }
@@ -282,6 +291,7 @@ impl DbUrl {
             readings: None,
             pg: None,
             notes,
+            pin: None,
         }
     }
 
@@ -311,6 +321,7 @@ impl DbUrl {
             readings: None,
             pg: None,
             notes,
+            pin: None,
         })
     }
 
@@ -356,6 +367,22 @@ impl DbUrl {
             None => self.sqlite_conn.clone(),
             Some(pg) => {
                 let mut query = pg.query.clone();
+                let mut hosts_written = pg.hosts.as_str();
+                if let Some(pin) = &self.pin {
+                    // Every connection of the pool goes to the server the first one found.
+                    query.retain(|(k, _)| {
+                        !matches!(
+                            k.as_str(),
+                            "host" | "hostaddr" | "port" | "load_balance_hosts"
+                        )
+                    });
+                    query.push(("host".to_string(), percent_encode(&pin.host)));
+                    query.push(("port".to_string(), percent_encode(&pin.port)));
+                    if let Some(addr) = &pin.hostaddr {
+                        query.push(("hostaddr".to_string(), percent_encode(addr)));
+                    }
+                    hosts_written = "";
+                }
                 let mut add = |k: &str, v: String| {
                     if !query.iter().any(|(key, _)| key == k) {
                         query.push((k.to_string(), v));
@@ -370,9 +397,82 @@ impl DbUrl {
                 add("keepalives_interval", "5".to_string());
                 add("keepalives_count", "3".to_string());
                 add("tcp_user_timeout", "30000".to_string());
+                let pg = PgParts {
+                    hosts: hosts_written.to_string(),
+                    ..pg.clone()
+                };
                 pg.build(pg.password.as_deref(), &query)
             }
         }
+    }
+
+    /// How many servers the URL names (libpq's comma-separated `host`, `hostaddr` and URL host
+    /// lists); 0 for SQLite.
+    pub(crate) fn host_count(&self) -> usize {
+        let Some(pg) = &self.pg else { return 0 };
+        let listed = |list: &str| list.split(',').count();
+        let mut n = if pg.hosts.is_empty() {
+            1
+        } else {
+            listed(&pg.hosts)
+        };
+        for (k, v) in &pg.query {
+            if k == "host" || k == "hostaddr" {
+                n = n.max(listed(&percent_decode(v).unwrap_or_default()));
+            }
+        }
+        n
+    }
+
+    /// The URL's `pgbouncer=true|false`, if it has one.
+    pub(crate) fn pgbouncer(&self) -> Option<bool> {
+        self.pg.as_ref().and_then(|pg| pg.pgbouncer)
+    }
+
+    /// Sends every later connection to the server libpq chose first (a URL naming several hosts
+    /// would otherwise let each pooled connection choose again, possibly another server).
+    pub(crate) fn pin(&mut self, chosen: libpq::Chosen) {
+        if self.pg.is_some() {
+            self.pin = Some(chosen);
+        }
+    }
+
+    /// The server connections go to, as `host:port`: the pinned one, else the URL's only host
+    /// (or `PGHOST`, or libpq's default); `None` for SQLite.
+    pub(crate) fn server(&self) -> Option<String> {
+        let pg = self.pg.as_ref()?;
+        if let Some(pin) = &self.pin {
+            return Some(host_port(&pin.host, &pin.port));
+        }
+        let param = |key: &str| {
+            pg.query
+                .iter()
+                .find(|(k, _)| k == key)
+                .and_then(|(_, v)| percent_decode(v))
+        };
+        let first = pg.hosts.split(',').next().unwrap_or("");
+        let (url_host, url_port) = if let Some(rest) = first.strip_prefix('[') {
+            let (h, after) = rest.split_once(']').unwrap_or((rest, ""));
+            (
+                h.to_string(),
+                after.strip_prefix(':').unwrap_or("").to_string(),
+            )
+        } else {
+            let (h, p) = first.split_once(':').unwrap_or((first, ""));
+            (percent_decode(h).unwrap_or_default(), p.to_string())
+        };
+        let host = Some(url_host)
+            .filter(|h| !h.is_empty())
+            .or_else(|| param("host"))
+            .or_else(|| param("hostaddr"))
+            .or_else(|| std::env::var("PGHOST").ok().filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| "localhost".to_string());
+        let port = Some(url_port)
+            .filter(|p| !p.is_empty())
+            .or_else(|| param("port"))
+            .or_else(|| std::env::var("PGPORT").ok().filter(|p| !p.is_empty()))
+            .unwrap_or_else(|| "5432".to_string());
+        Some(host_port(&host, &port))
     }
 
     /// Takes the named query parameters out of the URL (driver options the driver would refuse
@@ -469,6 +569,15 @@ impl PgParts {
             url.push_str(v);
         }
         url
+    }
+}
+
+/// `host:port`, with an IPv6 address in brackets.
+fn host_port(host: &str, port: &str) -> String {
+    if host.contains(':') && !host.starts_with('/') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -676,6 +785,7 @@ fn parse_pg(after: &str, notes: &mut Vec<String>) -> anyhow::Result<PgParts> {
             query.push((k.to_string(), v.to_string()));
         }
     }
+    let pgbouncer = take_pgbouncer(&mut query).map_err(|why| bad(&why))?;
     check_query(&query).map_err(|why| bad(&why))?;
     Ok(PgParts {
         user,
@@ -683,8 +793,34 @@ fn parse_pg(after: &str, notes: &mut Vec<String>) -> anyhow::Result<PgParts> {
         hosts: hosts.to_string(),
         dbname: dbname.to_string(),
         query,
+        pgbouncer,
         driver,
     })
+}
+
+/// Takes dbctl's own `pgbouncer=` parameter out of the query (libpq would refuse it).
+fn take_pgbouncer(query: &mut Vec<(String, String)>) -> Result<Option<bool>, String> {
+    let mut found = None;
+    let mut bad = None;
+    query.retain(|(k, v)| {
+        if k != "pgbouncer" {
+            return true;
+        }
+        match percent_decode(v)
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "true" | "1" | "yes" | "on" => found = Some(true),
+            "false" | "0" | "no" | "off" => found = Some(false),
+            _ => bad = Some("the value of parameter `pgbouncer` is not true or false".to_string()),
+        }
+        false
+    });
+    match bad {
+        Some(why) => Err(why),
+        None => Ok(found),
+    }
 }
 
 /// libpq's integer parameters.
@@ -958,6 +1094,53 @@ mod tests {
         let url = DbUrl::parse(raw).unwrap_or_else(|e| panic!("{raw}: {e:#}"));
         assert_eq!(url.backend(), Backend::Postgres, "{raw}");
         url
+    }
+
+    #[test]
+    fn several_hosts_are_counted_pinned_and_named() {
+        assert_eq!(pg("postgres://u@h1:5432/db").host_count(), 1);
+        assert_eq!(pg("postgres://u@h1:5432,h2:5433/db").host_count(), 2);
+        assert_eq!(pg("host=a,b,c port=1,2,3 dbname=db").host_count(), 3);
+        assert_eq!(pg("postgres://u@h1:5432/db").server().unwrap(), "h1:5432");
+        assert_eq!(
+            pg("postgres://u@[::1]:6000/db").server().unwrap(),
+            "[::1]:6000"
+        );
+        let mut url = pg("postgres://u:pw@h1:5432,h2:5433/db?target_session_attrs=read-write&load_balance_hosts=random");
+        url.pin(libpq::Chosen {
+            host: "h2".into(),
+            port: "5433".into(),
+            hostaddr: Some("10.0.0.2".into()),
+        });
+        assert_eq!(url.server().unwrap(), "h2:5433");
+        let conn = url.connection_string(5);
+        assert!(conn.starts_with("postgresql://u:pw@/db?"), "{conn}");
+        assert!(
+            conn.contains("host=h2&port=5433&hostaddr=10.0.0.2"),
+            "{conn}"
+        );
+        assert!(conn.contains("target_session_attrs=read-write"), "{conn}");
+        assert!(!conn.contains("load_balance_hosts"), "{conn}");
+        // What is shown stays the URL as written.
+        assert!(url.redacted().contains("h1:5432,h2:5433"));
+    }
+
+    #[test]
+    fn pgbouncer_is_dbctls_own_parameter() {
+        assert_eq!(
+            pg("postgres://u@h/db?pgbouncer=true").pgbouncer(),
+            Some(true)
+        );
+        assert_eq!(
+            pg("postgres://u@h/db?pgbouncer=0&sslmode=disable").pgbouncer(),
+            Some(false)
+        );
+        assert_eq!(pg("host=h dbname=db pgbouncer=yes").pgbouncer(), Some(true));
+        assert_eq!(pg("postgres://u@h/db").pgbouncer(), None);
+        assert!(!pg("postgres://u@h/db?pgbouncer=true")
+            .connection_string(5)
+            .contains("pgbouncer"));
+        assert!(DbUrl::parse("postgres://u@h/db?pgbouncer=maybe").is_err());
     }
 
     fn sqlite(raw: &str) -> SqliteTarget {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde::Serialize;
 
+use crate::db::lease::{self, Lease};
 use crate::db::migrations::{self as book, AppliedRow, Bookkeeping};
 use crate::db::{AnyConnection, Database, SqliteTarget};
 use crate::error::{self, Exit};
@@ -218,6 +219,18 @@ pub(crate) fn execute(
         return Ok(report);
     }
 
+    if db.pooling().on {
+        return pooled_run(
+            out,
+            &db,
+            conn,
+            source.as_ref(),
+            action,
+            opts,
+            report,
+            started,
+        );
+    }
     let lock_file = sqlite_file(&db);
     let waited = book::acquire_run_lock(
         &mut conn,
@@ -231,7 +244,15 @@ pub(crate) fn execute(
         },
     )?;
     report.lock_wait_ms = output::ms_f64(waited.waited);
-    let result = locked(out, &mut conn, source.as_ref(), action, opts, &mut report);
+    let result = locked(
+        out,
+        &mut conn,
+        source.as_ref(),
+        action,
+        opts,
+        &mut report,
+        None,
+    );
     let released = waited.lock.release(&mut conn);
     if released.is_ok() {
         crate::interrupt::undone("the migration lock was released");
@@ -246,6 +267,56 @@ pub(crate) fn execute(
     Ok(report)
 }
 
+/// A run in transaction-pooling mode (PgBouncer): a lease row instead of the session lock, and
+/// each transactional migration guarded inside its own transaction (see `db::lease`).
+#[allow(clippy::too_many_arguments)]
+fn pooled_run(
+    out: &Output,
+    db: &Database,
+    mut conn: crate::db::Pooled,
+    source: Option<&Source>,
+    action: &Action,
+    opts: &Options,
+    mut report: RunReport,
+    started: Instant,
+) -> anyhow::Result<RunReport> {
+    let prefix = Bookkeeping::locate(&mut conn)?.prefix().to_string();
+    let table = lease::ensure_table(&mut conn, &prefix)?;
+    let (lease, waited) = lease::acquire(
+        &mut conn,
+        table,
+        db.lock_expiry(),
+        opts.lock_timeout,
+        || db.dedicated(),
+        |holder| {
+            out.info(format_args!(
+ "waiting for another migration run on this database to finish ({}, last heartbeat {:.0}s ago; its lock expires {:.0}s after its last heartbeat) ...",
+                holder.owner,
+                holder.heartbeat_age_s,
+                db.lock_expiry().as_secs_f64()
+            ))
+        },
+    )?;
+    report.lock_wait_ms = output::ms_f64(waited);
+    let result = locked(
+        out,
+        &mut conn,
+        source,
+        action,
+        opts,
+        &mut report,
+        Some(&lease),
+    );
+    let released = lease.release(&mut conn);
+    if released.is_ok() {
+        crate::interrupt::undone("the migration lock was released");
+    }
+    result?;
+    released?;
+    report.duration_ms = output::ms_f64(started.elapsed());
+    Ok(report)
+}
+
 /// The part of a run that happens under the lock.
 fn locked(
     out: &Output,
@@ -254,8 +325,26 @@ fn locked(
     action: &Action,
     opts: &Options,
     report: &mut RunReport,
+    lease: Option<&Lease>,
 ) -> anyhow::Result<()> {
     let mut bk = Bookkeeping::locate(conn)?;
+    if lease.is_none() && matches!(conn, AnyConnection::Postgresql(_)) {
+        let mut waited = false;
+        lease::wait_for_live_lease(conn, bk.prefix(), opts.lock_timeout, |owner| {
+            waited = true;
+            out.info(format_args!(
+                "waiting for a migration run through a pooler ({owner}) to finish ..."
+            ))
+        })?;
+        if waited {
+            // The pooled run may have created the bookkeeping tables meanwhile.
+            bk = Bookkeeping::locate(conn)?;
+        }
+    }
+    if let Some(lease) = lease {
+        let (table, owner) = lease.row();
+        bk.set_lease(table, owner);
+    }
     report.bookkeeping_created = bk.ensure(conn)?;
     let Some(source) = source else {
         return Ok(());
@@ -266,7 +355,7 @@ fn locked(
         return Ok(());
     }
     let session = book::begin_session(conn)?;
-    let result = run_steps(out, conn, &bk, &steps, report);
+    let result = run_steps(out, conn, &bk, &steps, report, lease);
     let ended = book::end_session(conn, &session);
     result?;
     ended
@@ -278,6 +367,7 @@ fn run_steps(
     bk: &Bookkeeping,
     steps: &[(&Migration, Direction)],
     report: &mut RunReport,
+    lease: Option<&Lease>,
 ) -> anyhow::Result<()> {
     let bar = out.progress_bar(
         steps.len() as u64,
@@ -297,14 +387,34 @@ fn run_steps(
             )));
         }
         bar.set_message(m.label());
+        if let Some(lease) = lease {
+            // A transactional migration checks inside its own transaction; one outside a
+            // transaction asks first.
+            let lost = lease.is_lost() || (!m.run_in_transaction && !lease.still_ours(conn)?);
+            if lost {
+                bar.abandon();
+                return Err(lease::taken_over(&m.label()));
+            }
+        }
         let started = Instant::now();
         let result = match direction {
             Direction::Up => run::apply(conn, bk, m),
             Direction::Down => run::revert(conn, bk, m),
         };
-        if let Err(err) = result {
-            bar.abandon();
-            return Err(err);
+        let done = match result {
+            Ok(done) => done,
+            Err(err) => {
+                bar.abandon();
+                return Err(err);
+            }
+        };
+        if done.is_none() {
+            bar.inc(1);
+            out.verbose(format_args!(
+                "{} was already done by another run: skipped",
+                m.label()
+            ));
+            continue;
         }
         let took = started.elapsed();
         bar.inc(1);

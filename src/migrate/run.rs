@@ -26,13 +26,14 @@ pub(crate) enum Direction {
     Down,
 }
 
-/// Applies `m` and records it; returns how long its SQL took.
+/// Applies `m` and records it; returns how long its SQL took, or `None` when another run did it
+/// first (found inside the migration's own transaction, in pooled mode).
 pub(crate) fn apply(
     conn: &mut AnyConnection,
     book: &Bookkeeping,
     m: &Migration,
-) -> anyhow::Result<Duration> {
-    run(conn, book, m, Direction::Up)
+) -> anyhow::Result<Option<Duration>> {
+    guarded(conn, book, m, Direction::Up)
 }
 
 /// Reverts `m` and forgets it. The caller has checked that it has a down.sql.
@@ -40,15 +41,45 @@ pub(crate) fn revert(
     conn: &mut AnyConnection,
     book: &Bookkeeping,
     m: &Migration,
-) -> anyhow::Result<Duration> {
-    run(conn, book, m, Direction::Down)
+) -> anyhow::Result<Option<Duration>> {
+    guarded(conn, book, m, Direction::Down)
 }
 
+/// In transaction-pooling mode a transactional migration opens its transaction first, takes the
+/// transaction-level advisory lock and checks there that it is still to be done: exactly once,
+/// whatever server connection the pooler hands out, even if the run's lease was taken over.
+fn guarded(
+    conn: &mut AnyConnection,
+    book: &Bookkeeping,
+    m: &Migration,
+    direction: Direction,
+) -> anyhow::Result<Option<Duration>> {
+    if !(book.pooled() && m.run_in_transaction) {
+        return run(conn, book, m, direction, false).map(Some);
+    }
+    conn.batch_execute("BEGIN")
+        .map_err(|e| anyhow::Error::new(e).context("BEGIN"))?;
+    match book.still_to_do(conn, &m.version, direction == Direction::Up) {
+        Ok(true) => run(conn, book, m, direction, true).map(Some),
+        Ok(false) => {
+            conn.batch_execute("ROLLBACK")
+                .map_err(|e| anyhow::Error::new(e).context("ROLLBACK"))?;
+            Ok(None)
+        }
+        Err(e) => {
+            let _ = conn.batch_execute("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// `begun`: the transaction is already open (pooled mode, see [`guarded`]); PostgreSQL only.
 fn run(
     conn: &mut AnyConnection,
     book: &Bookkeeping,
     m: &Migration,
     direction: Direction,
+    begun: bool,
 ) -> anyhow::Result<Duration> {
     let (sql, path) = match direction {
         Direction::Up => (m.up.as_str(), m.up_path()),
@@ -59,6 +90,7 @@ fn run(
         path: &path,
         sql,
         direction,
+        begun,
     };
     if !m.run_in_transaction {
         return run_without_transaction(conn, book, &file);
@@ -75,6 +107,8 @@ struct File<'a> {
     path: &'a Path,
     sql: &'a str,
     direction: Direction,
+    /// The transaction was opened before the file's query (pooled mode).
+    begun: bool,
 }
 
 impl File<'_> {
@@ -93,6 +127,15 @@ impl File<'_> {
                 crate::output::ms_f64(took),
             ),
             Direction::Down => book.record_reverted(conn, &self.m.version),
+        }
+    }
+
+    /// What opens the migration's query on PostgreSQL: its BEGIN, unless that was sent already.
+    fn pg_head(&self) -> &'static str {
+        if self.begun {
+            ""
+        } else {
+            PG_HEAD
         }
     }
 
@@ -130,9 +173,9 @@ fn run_as_one_query(
     // goes in a query of its own (PostgreSQL then reports it), the rest in a second one.
     let whole = split::is_closed(file.sql, split::Dialect::Postgres);
     let query = if whole {
-        format!("{PG_HEAD}{}{tail}", file.sql)
+        format!("{}{}{tail}", file.pg_head(), file.sql)
     } else {
-        format!("{PG_HEAD}{}", file.sql)
+        format!("{}{}", file.pg_head(), file.sql)
     };
     let started = Instant::now();
     let mut result = conn.batch_execute(&query);
@@ -194,7 +237,7 @@ fn one_query_failure(
             return ended(file, Some(err));
         }
     }
-    let head = PG_HEAD.chars().count();
+    let head = file.pg_head().chars().count();
     let mut place = match position(err).map(|p| p.checked_sub(head)) {
         Some(Some(chars)) => from_position(file.sql, &statements, chars),
         Some(None) => Place::Unknown,

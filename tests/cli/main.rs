@@ -20,5 +20,6 @@ mod seed_csv;
 mod seed_failures;
 mod seed_names;
 mod settings;
+mod topology;
 mod transactions;
 mod urls;

@@ -174,6 +174,8 @@ pub(crate) fn run(ctx: &Context, args: SeedArgs) -> anyhow::Result<SeedReport> {
     }
 
     let database = ctx.open(OpenMode::Existing)?;
+    // Even a dry run loads into a transaction it then rolls back: a standby refuses that too.
+    db::topology::require_writable(&database)?;
     let mut conn = database.get()?;
     let mut files = files;
     for note in plan::resolve_tables(&mut files, &dbseed::relations(&mut conn)?)? {

@@ -95,10 +95,11 @@ pub(crate) fn parse(
         }
         pairs.push((key, value));
     }
-    // Checked after reading everything, so that every password has been seen first.
+    // Checked after reading everything, so that every password has been seen first. `pgbouncer`
+    // is dbctl's own (taken out before libpq sees the string).
     for (i, (key, value)) in pairs.iter().enumerate() {
         let item = i + 1;
-        if key.is_empty() || !libpq::is_keyword(key) {
+        if key.is_empty() || !(libpq::is_keyword(key) || key == "pgbouncer") {
             return Err(format!(
                 "item {item} of the connection string is not a libpq connection keyword (host, port, user, password, dbname, sslmode, ...)"
             ));

@@ -81,6 +81,108 @@ pub(crate) fn parse(conn_str: &str) -> Result<(), String> {
     }
 }
 
+/// The server libpq chose for a connection string naming several hosts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Chosen {
+    pub(crate) host: String,
+    pub(crate) port: String,
+    /// The address connected to, when the host was reached over TCP.
+    pub(crate) hostaddr: Option<String>,
+}
+
+/// Connects once by libpq's own rules (the host list in order, `target_session_attrs`,
+/// `load_balance_hosts`) and reads which server it settled on (`PQhost`, `PQport`,
+/// `PQhostaddr`), then closes that connection. The error is libpq's message, which may quote the
+/// string: the caller must redact it. A failure here is a failure to connect (`CONNECTION_BAD`).
+pub(crate) fn choose_host(conn_str: &str) -> Result<Chosen, String> {
+    let Ok(c_str) = CString::new(conn_str) else {
+        return Err("the connection string contains a NUL byte".to_string());
+    };
+    let text = |p: *const c_char| -> Option<String> {
+        // SAFETY: libpq returns NULL or a NUL-terminated string owned by the connection, read
+        // before the connection is finished.
+        (!p.is_null())
+            .then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+            .filter(|s| !s.is_empty())
+    };
+    // SAFETY: `c_str` outlives the call; PQconnectdb returns NULL (out of memory) or a connection
+    // that is finished exactly once below, after every string read from it was copied.
+    unsafe {
+        let conn = pq_sys::PQconnectdb(c_str.as_ptr());
+        if conn.is_null() {
+            return Err("libpq could not allocate a connection (out of memory)".to_string());
+        }
+        let result = if pq_sys::PQstatus(conn) == pq_sys::ConnStatusType::CONNECTION_OK {
+            Ok(Chosen {
+                host: text(pq_sys::PQhost(conn)).unwrap_or_default(),
+                port: text(pq_sys::PQport(conn)).unwrap_or_default(),
+                hostaddr: text(pq_sys::PQhostaddr(conn)),
+            })
+        } else {
+            Err(text(pq_sys::PQerrorMessage(conn))
+                .unwrap_or_else(|| "libpq could not connect".to_string())
+                .trim()
+                .to_string())
+        };
+        pq_sys::PQfinish(conn);
+        result
+    }
+}
+
+/// Whether the backend key libpq got at login names the server process that answers queries
+/// (`PQbackendPID` against `pg_backend_pid()`): true for a direct connection or a plain TCP
+/// proxy, false behind a pooler, which hands each client a key of its own (its sessions move
+/// between server processes). Connects once, by libpq's rules, and closes again. The error is
+/// libpq's message, which may quote the string: the caller must redact it.
+pub(crate) fn backend_key_is_the_servers(conn_str: &str) -> Result<bool, String> {
+    let Ok(c_str) = CString::new(conn_str) else {
+        return Err("the connection string contains a NUL byte".to_string());
+    };
+    // SAFETY: `c_str` outlives the call; the connection and the result are each freed exactly
+    // once below; PQgetvalue's string belongs to the result and is parsed before PQclear.
+    unsafe {
+        let conn = pq_sys::PQconnectdb(c_str.as_ptr());
+        if conn.is_null() {
+            return Err("libpq could not allocate a connection (out of memory)".to_string());
+        }
+        if pq_sys::PQstatus(conn) != pq_sys::ConnStatusType::CONNECTION_OK {
+            let msg = pq_sys::PQerrorMessage(conn);
+            let text = if msg.is_null() {
+                "libpq could not connect".to_string()
+            } else {
+                CStr::from_ptr(msg).to_string_lossy().trim().to_string()
+            };
+            pq_sys::PQfinish(conn);
+            return Err(text);
+        }
+        let key_pid = pq_sys::PQbackendPID(conn);
+        let res = pq_sys::PQexec(conn, c"SELECT pg_backend_pid()".as_ptr());
+        let server_pid = if !res.is_null()
+            && pq_sys::PQresultStatus(res) == pq_sys::ExecStatusType::PGRES_TUPLES_OK
+        {
+            let v = pq_sys::PQgetvalue(res, 0, 0);
+            (!v.is_null())
+                .then(|| {
+                    CStr::from_ptr(v)
+                        .to_string_lossy()
+                        .trim()
+                        .parse::<i32>()
+                        .ok()
+                })
+                .flatten()
+        } else {
+            None
+        };
+        if !res.is_null() {
+            pq_sys::PQclear(res);
+        }
+        pq_sys::PQfinish(conn);
+        server_pid
+            .map(|pid| pid == key_pid)
+            .ok_or_else(|| "the server did not say its process id".to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

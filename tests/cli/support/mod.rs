@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod topology;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -92,8 +94,11 @@ pub struct Project {
     pub backend: Backend,
     url: String,
     pg_db: Option<String>,
+    /// The maintenance URL of the server holding `pg_db` (where it is dropped).
+    admin_url: String,
     env: Vec<(String, String)>,
     version_counter: usize,
+    via: Option<String>,
 }
 
 impl Project {
@@ -115,8 +120,10 @@ impl Project {
             backend: Backend::Sqlite,
             url,
             pg_db: None,
+            admin_url: String::new(),
             env: Vec::new(),
             version_counter: 0,
+            via: None,
         }
     }
 
@@ -136,9 +143,32 @@ impl Project {
             backend: Backend::Postgres,
             url: pg_url_for(&name),
             pg_db: Some(name),
+            admin_url: pg_server_url(),
             env: Vec::new(),
             version_counter: 0,
+            via: None,
         })
+    }
+
+    /// A project whose database `name` already exists on another server, reached by `url` and
+    /// dropped through `admin_url` (a maintenance database on that server) on `Drop`.
+    pub fn postgres_at(url: String, admin_url: String, name: String) -> Project {
+        Project {
+            dir: tempfile::tempdir().expect("temp dir"),
+            backend: Backend::Postgres,
+            url,
+            pg_db: Some(name),
+            admin_url,
+            env: Vec::new(),
+            version_counter: 0,
+            via: None,
+        }
+    }
+
+    /// Sends the project's commands to another URL (PgBouncer, a standby, several hosts); the
+    /// database is still dropped where it was created. `connect` keeps the direct URL.
+    pub fn use_url(&mut self, url: &str) {
+        self.via = Some(url.to_string());
     }
 
     pub fn path(&self) -> &Path {
@@ -219,7 +249,7 @@ impl Project {
     pub fn command(&self) -> Command {
         let mut cmd = dbctl();
         cmd.current_dir(self.dir.path());
-        cmd.env("DATABASE_URL", &self.url);
+        cmd.env("DATABASE_URL", self.via.as_deref().unwrap_or(&self.url));
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -280,7 +310,7 @@ impl Project {
 impl Drop for Project {
     fn drop(&mut self) {
         if let Some(name) = &self.pg_db {
-            if let Ok(mut admin) = PgConnection::establish(&pg_server_url()) {
+            if let Ok(mut admin) = PgConnection::establish(&self.admin_url) {
                 let _ = admin
                     .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
             }
