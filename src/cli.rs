@@ -21,7 +21,8 @@ use crate::output::Format;
 )]
 #[command(
     after_help = "Exit codes: 0 success, 1 operation failed (rolled back), 2 usage or \
-configuration error, 3 cannot connect, 4 a check found a problem."
+configuration error, 3 cannot connect, 4 a check found a problem, 5 the server takes no writes \
+(a standby), 130/143 interrupted by SIGINT/SIGTERM (rolled back)."
 )]
 pub(crate) struct Cli {
     #[command(flatten)]
