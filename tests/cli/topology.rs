@@ -339,8 +339,7 @@ fn the_host_named_is_the_server_that_did_the_work() {
 
 // ---- PgBouncer in transaction pooling mode (pool size 4) ----
 
-use std::io::Read as _;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use crate::support::topology::Bouncer;
@@ -361,45 +360,13 @@ fn spawn(p: &Project, args: &[&str], env: &[(&str, &str)]) -> Child {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start dbctl")
+    crate::reliability::spawn_cmd(cmd)
 }
 
 /// Waits for a child at most `limit` (then kills it and fails: dbctl must never hang).
 #[track_caller]
-fn finish(mut child: Child, limit: Duration) -> Run {
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let out_t = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = out.read_to_end(&mut s);
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = err.read_to_end(&mut s);
-        s
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("dbctl still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Run {
-        code: status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out_t.join().unwrap()).into_owned(),
-        stderr: String::from_utf8_lossy(&err_t.join().unwrap()).into_owned(),
-    }
+fn finish(child: Child, limit: Duration) -> Run {
+    crate::reliability::finish(child, limit, "dbctl through the topology fixtures")
 }
 
 /// Every version recorded exactly once in both bookkeeping tables.
