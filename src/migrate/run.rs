@@ -153,7 +153,8 @@ impl File<'_> {
 /// What opens the migration's query on PostgreSQL.
 const PG_HEAD: &str = "BEGIN;\n";
 
-/// PostgreSQL: the whole migration in one simple query, so one round trip: `BEGIN`, the file as
+/// A backend that takes the bookkeeping in the migration's query (PostgreSQL, see
+/// `Bookkeeping::record_in_query`): the whole migration in one simple query, so one round trip: `BEGIN`, the file as
 /// written, then the checks and the bookkeeping, then `COMMIT`. The checks cost no round trip:
 /// `SET CONSTRAINTS ALL IMMEDIATE` makes deferred constraints fail here, inside the still-open
 /// transaction, rather than in `COMMIT`; `SAVEPOINT` fails unless dbctl's transaction block is
@@ -496,8 +497,8 @@ fn ended(file: &File<'_>, err: Option<&diesel::result::Error>) -> anyhow::Error 
     }
 }
 
-/// SQLite: the statements one by one in one transaction. SQLite has no round trips to save, and
-/// this names the failing statement.
+/// A backend without the one-query form (SQLite): the statements one by one in one transaction.
+/// SQLite has no round trips to save, and this names the failing statement.
 fn run_statement_by_statement(
     conn: &mut AnyConnection,
     book: &Book,
