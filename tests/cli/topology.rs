@@ -713,7 +713,6 @@ fn pgbouncer_migrations_and_their_bookkeeping_run_in_utc() {
     let Some((mut p, _)) = through_bouncer() else {
         return;
     };
-    use diesel::prelude::*;
     let db = p.pg_database().unwrap().to_string();
     // The zone every server connection to this database starts in (none is open yet): not UTC.
     crate::support::pg_admin()
