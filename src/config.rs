@@ -423,7 +423,7 @@ impl Config {
             lock_expiry: self
                 .seconds(&["DB_LOCK_EXPIRY"], numbers::LOCK_EXPIRY)?
                 .flatten()
-                .unwrap_or(crate::db::lease::DEFAULT_EXPIRY),
+                .unwrap_or(crate::migrate::DEFAULT_LOCK_EXPIRY),
         })
     }
 

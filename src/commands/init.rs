@@ -179,7 +179,13 @@ pub(crate) fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<InitReport> {
     } else {
         migrate::Action::Up(migrate::UpTarget::default())
     };
-    let run = migrate::execute(ctx.out, db, &dir, &action, &migrate::Options::default())?;
+    let run = migrate::execute(
+        &crate::commands::migrate::Progress::new(ctx.out),
+        db,
+        &dir,
+        &action,
+        &migrate::Options::default(),
+    )?;
     let status = if run.bookkeeping_created {
         Status::Created
     } else {

@@ -1,16 +1,18 @@
 //! `dbctl migrate up/down/redo/status`: the command line over the migration engine in
 //! `migrate/`, and how its reports look.
 
+use std::cell::RefCell;
 use std::time::Duration;
 
 use clap::Subcommand;
+use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::commands::Context;
 use crate::db::OpenMode;
 use crate::error::Exit;
 use crate::migrate::{self, Action, DownTarget, Options, RunReport, StatusReport, UpTarget};
-use crate::output::{self, Report};
+use crate::output::{self, Output, Report};
 
 /// Apply, revert, redo and list migrations (diesel's folder format and bookkeeping).
 ///
@@ -203,8 +205,9 @@ pub(crate) fn run(ctx: &Context, args: MigrateArgs) -> anyhow::Result<MigrateRep
     let (action, opts) = match args.command {
         MigrateCommand::Status(a) => {
             let db = ctx.open(OpenMode::Existing)?;
-            let status = migrate::status(ctx.out, &db, &dir)?;
-            let ok = status.pending == 0 && status.modified == 0 && status.missing == 0;
+            let status = migrate::status(&Progress::new(ctx.out), &db, &dir)?;
+            let c = &status.counts;
+            let ok = c.pending == 0 && c.modified == 0 && c.missing == 0;
             return Ok(MigrateReport::Status(StatusOutput {
                 status,
                 check: a.check,
@@ -232,7 +235,7 @@ pub(crate) fn run(ctx: &Context, args: MigrateArgs) -> anyhow::Result<MigrateRep
     if !opts.dry_run {
         crate::db::topology::require_writable(&db)?;
     }
-    let run = migrate::execute(ctx.out, db, &dir, &action, &opts)?;
+    let run = migrate::execute(&Progress::new(ctx.out), db, &dir, &action, &opts)?;
     Ok(MigrateReport::Run(RunOutput {
         list_steps: ctx.out.is_verbose() || run.dry_run,
         run,
@@ -404,7 +407,7 @@ fn human_status(s: &StatusOutput) -> String {
                 .map_or(String::new(), |ms| format!("{ms:.1} ms")),
         ]);
     }
-    let st = &s.status;
+    let st = &s.status.counts;
     let mut summary = format!("{} applied, {} pending", st.applied, st.pending);
     if st.modified > 0 {
         summary.push_str(&format!(", {} modified", st.modified));
@@ -413,4 +416,84 @@ fn human_status(s: &StatusOutput) -> String {
         summary.push_str(&format!(", {} missing", st.missing));
     }
     format!("{table}\n{summary}.")
+}
+
+/// A migration that takes this long gets its own progress line even without `-v`.
+const SLOW_STEP: Duration = Duration::from_secs(1);
+
+/// The migration engine's events on the terminal: warnings and waits on stderr, a bar while
+/// migrations run on a terminal, and otherwise a line per migration with `-v` (or per slow one),
+/// so that a long CI run shows where it is. `init` uses it too.
+pub(crate) struct Progress<'a> {
+    out: &'a Output,
+    bar: RefCell<Option<ProgressBar>>,
+}
+
+impl<'a> Progress<'a> {
+    pub(crate) fn new(out: &'a Output) -> Progress<'a> {
+        Progress {
+            out,
+            bar: RefCell::new(None),
+        }
+    }
+
+    fn with_bar(&self, f: impl FnOnce(&ProgressBar)) {
+        if let Some(bar) = self.bar.borrow().as_ref() {
+            f(bar);
+        }
+    }
+}
+
+impl migrate::Events for Progress<'_> {
+    fn warn(&self, msg: &str) {
+        self.out.warn(msg);
+    }
+
+    fn waiting(&self, msg: &str) {
+        self.out.info(msg);
+    }
+
+    fn detail(&self, msg: &str) {
+        self.out.verbose(msg);
+    }
+
+    fn steps_started(&self, total: usize) {
+        let bar = self
+            .out
+            .progress_bar(total as u64, "{spinner} [{bar:30}] {pos}/{len} {wide_msg}");
+        *self.bar.borrow_mut() = Some(bar);
+    }
+
+    fn step_started(&self, label: &str) {
+        let label = label.to_string();
+        self.with_bar(|bar| bar.set_message(label));
+    }
+
+    fn step_finished(&self, label: &str, direction: migrate::Direction, took: Option<Duration>) {
+        self.with_bar(|bar| bar.inc(1));
+        let Some(took) = took else {
+            self.out.verbose(format_args!(
+                "{label} was already done by another run: skipped"
+            ));
+            return;
+        };
+        if self.out.writes_progress_lines() && (self.out.is_verbose() || took >= SLOW_STEP) {
+            let verb = match direction {
+                migrate::Direction::Up => "applied",
+                migrate::Direction::Down => "reverted",
+            };
+            self.out
+                .info(format_args!("{verb} {label} ({})", output::millis(took)));
+        }
+    }
+
+    fn steps_ended(&self, ok: bool) {
+        if let Some(bar) = self.bar.borrow_mut().take() {
+            if ok {
+                bar.finish_and_clear();
+            } else {
+                bar.abandon();
+            }
+        }
+    }
 }

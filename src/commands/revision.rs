@@ -14,8 +14,9 @@ use chrono::{Duration as ChronoDuration, NaiveDateTime, Utc};
 use serde::Serialize;
 
 use crate::commands::Context;
+use crate::db::backend;
 use crate::error::{self, Exit, ResultExt as _};
-use crate::migrate::source::{self, UP_PLACEHOLDER};
+use crate::migrate::{parse_folder_name, read_folder, UP_PLACEHOLDER};
 use crate::output::{self, Report};
 
 /// Create a new migration folder with up.sql and down.sql.
@@ -70,12 +71,6 @@ pub(crate) fn run(ctx: &Context, args: RevisionArgs) -> anyhow::Result<RevisionR
     let name = args.name.trim();
     check_name(name)?;
     let (dir, _) = ctx.config.migrations_dir();
-    if !dir.is_dir() {
-        return Err(error::usage(format!(
-            "migrations folder `{}` does not exist (run `dbctl init`, or pass --migrations-dir)",
-            dir.display()
-        )));
-    }
     let dir = source_dir(ctx, &dir)?;
 
     // Hold the folder's lock while choosing the version and creating the folder.
@@ -85,16 +80,20 @@ pub(crate) fn run(ctx: &Context, args: RevisionArgs) -> anyhow::Result<RevisionR
     lock.lock()
         .with_context(|| format!("locking `{}`", dir.display()))?;
 
-    let taken = existing_versions(&dir)?;
-    for existing in fs::read_dir(&dir)?.flatten() {
-        let file_name = existing.file_name().to_string_lossy().into_owned();
-        if let Ok((_, other)) = source::parse_folder_name(&file_name) {
+    let mut taken = BTreeSet::new();
+    for existing in read_folder(&dir)? {
+        let file_name = existing
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Ok((version, other)) = parse_folder_name(&file_name) {
             if other == name {
                 return Err(error::usage(format!(
                     "a migration named `{name}` exists already: `{}`",
-                    existing.path().display()
+                    existing.display()
                 )));
             }
+            taken.insert(version);
         }
     }
     let mut when = Utc::now().naive_utc();
@@ -124,16 +123,14 @@ pub(crate) fn run(ctx: &Context, args: RevisionArgs) -> anyhow::Result<RevisionR
     })
 }
 
-/// The per-backend folder when the migrations folder has them, chosen by the URL's backend.
+/// The migrations folder, or its per-backend folder when it has them, chosen by the URL's backend
+/// (the URL is needed only then). A missing folder is a usage error.
 fn source_dir(ctx: &Context, dir: &Path) -> anyhow::Result<PathBuf> {
-    let has_backend_folders = ["sqlite", "postgresql", "postgres", "mysql"]
-        .iter()
-        .any(|n| dir.join(n).is_dir());
-    if !has_backend_folders {
-        return Ok(dir.to_path_buf());
+    if backend::has_migration_folders(dir) {
+        return backend::migrations_dir(dir, ctx.url()?.backend());
     }
-    let url = ctx.url()?;
-    source::backend_dir(dir, url.backend())
+    backend::require_migrations_dir(dir)?;
+    Ok(dir.to_path_buf())
 }
 
 fn check_name(name: &str) -> anyhow::Result<()> {
@@ -153,20 +150,6 @@ fn check_name(name: &str) -> anyhow::Result<()> {
 
 fn stamp_of(when: &NaiveDateTime) -> String {
     when.format("%Y-%m-%d-%H%M%S").to_string()
-}
-
-fn existing_versions(dir: &Path) -> anyhow::Result<BTreeSet<String>> {
-    let mut out = BTreeSet::new();
-    let entries = fs::read_dir(dir)
-        .with_context(|| format!("reading `{}`", dir.display()))
-        .exit_with(Exit::Usage)?;
-    for entry in entries.flatten() {
-        let file_name = entry.file_name().to_string_lossy().into_owned();
-        if let Ok((version, _)) = source::parse_folder_name(&file_name) {
-            out.insert(version);
-        }
-    }
-    Ok(out)
 }
 
 fn write(path: &Path, sql: Option<&str>, placeholder: &str) -> anyhow::Result<()> {

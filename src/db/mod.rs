@@ -4,9 +4,8 @@
 //! Commands open a [`Database`] and take connections from it; when they need something
 //! backend-specific they call a function here rather than matching on the backend themselves.
 
+pub(crate) mod backend;
 pub(crate) mod catalog;
-pub(crate) mod lease;
-pub(crate) mod migrations;
 mod probe;
 pub(crate) mod seed;
 mod sqlite_ext;
@@ -86,7 +85,7 @@ pub(crate) struct Database {
 }
 
 /// Whether dbctl works in transaction-pooling mode (PgBouncer and the like): no named prepared
-/// statements, no session settings, and the migration lock is a lease row (`db::lease`).
+/// statements, no session settings, and the migration lock is a lease row (`migrate::lease`).
 #[derive(Clone, Debug)]
 pub(crate) struct Pooling {
     pub(crate) on: bool,

@@ -1,14 +1,24 @@
 //! The migration engine: reading diesel-format folders ([`source`]), deciding what to do
-//! ([`plan`]), doing it ([`run`]), under a run lock with bookkeeping (`db::migrations`).
+//! ([`plan`]), doing it ([`run`]), under a run lock ([`lock`], or [`lease`] through a
+//! transaction-pooling proxy) with diesel's and dbctl's bookkeeping tables ([`bookkeeping`], whose
+//! per-backend files hold every piece of backend-specific SQL).
+//!
+//! The surface the commands use: [`execute`] and [`status`] (which report progress and warnings
+//! to an [`Events`] sink and print nothing), [`state_summary`] (what `inspect` shows), the plan
+//! types ([`Action`], [`Options`], [`UpTarget`], [`DownTarget`]) and the reports ([`RunReport`],
+//! [`Step`], [`StatusReport`], [`Counts`], [`Summary`]).
 //!
 //! Every path that changes the schema (`init`, `migrate up/down/redo`) goes through [`execute`]:
 //! take the lock, read what is applied *after* taking it (a run that waited finds the work done),
 //! check, apply or revert one migration at a time, release. Dry runs and `status` read without
 //! locking and change nothing, not even the bookkeeping tables.
 
-pub(crate) mod plan;
-pub(crate) mod run;
-pub(crate) mod source;
+mod bookkeeping;
+mod lease;
+mod lock;
+mod plan;
+mod run;
+mod source;
 pub(crate) mod split;
 
 use std::path::{Path, PathBuf};
@@ -17,19 +27,36 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::db::lease::{self, Lease};
-use crate::db::migrations::{self as book, AppliedRow, Bookkeeping};
-use crate::db::{AnyConnection, Database, SqliteTarget};
+use crate::db::{AnyConnection, Backend, Database, SqliteTarget};
 use crate::error::{self, Exit};
-use crate::output::{self, Output};
-
-pub(crate) use book::DIESEL_TABLE;
-pub(crate) use plan::{DownTarget, State, StatusRow, UpTarget};
-pub(crate) use run::Direction;
+use bookkeeping::{AppliedRow, Book};
+use lease::Lease;
 use source::{Migration, Source, Unwritten};
 
-/// A migration that takes this long gets its own progress line even without `-v`.
-const SLOW_STEP: Duration = Duration::from_secs(1);
+pub(crate) use bookkeeping::DIESEL_TABLE;
+pub(crate) use lease::DEFAULT_EXPIRY as DEFAULT_LOCK_EXPIRY;
+pub(crate) use plan::{DownTarget, State, StatusRow, UpTarget};
+pub(crate) use run::Direction;
+pub(crate) use source::{parse_folder_name, read_folder, UP_PLACEHOLDER};
+
+/// Where the engine reports what happens while it works; it prints nothing itself. The command
+/// decides what reaches the terminal (and how: a bar, lines, nothing).
+pub(crate) trait Events {
+    /// Something worth a warning (also kept in the report's `warnings`).
+    fn warn(&self, msg: &str);
+    /// Something worth saying while the run waits (for another run's lock).
+    fn waiting(&self, msg: &str);
+    /// A detail for `-v`.
+    fn detail(&self, msg: &str);
+    /// `total` migrations are about to be applied or reverted.
+    fn steps_started(&self, total: usize);
+    /// One of them starts.
+    fn step_started(&self, label: &str);
+    /// One of them is done (`took: None` when another run had done it already).
+    fn step_finished(&self, label: &str, direction: Direction, took: Option<Duration>);
+    /// The steps are over: all done (`ok`), or stopped by a failure.
+    fn steps_ended(&self, ok: bool);
+}
 
 /// The default for `--lock-timeout`.
 pub(crate) const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -109,17 +136,54 @@ pub(crate) struct RunReport {
     pub(crate) duration_ms: f64,
 }
 
+/// Milliseconds, to the microsecond, as the reports and the bookkeeping keep them.
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
 /// `migrate status`.
 #[derive(Serialize, Debug)]
 pub(crate) struct StatusReport {
     pub(crate) migrations_dir: String,
     pub(crate) migrations: Vec<StatusRow>,
+    #[serde(flatten)]
+    pub(crate) counts: Counts,
+    pub(crate) warnings: Vec<String>,
+}
+
+/// How many migrations are in each state: the one count `status` and `inspect` share.
+#[derive(Serialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
     pub(crate) applied: usize,
     pub(crate) pending: usize,
     pub(crate) modified: usize,
     pub(crate) missing: usize,
     pub(crate) out_of_order: usize,
-    pub(crate) warnings: Vec<String>,
+}
+
+impl Counts {
+    fn of(rows: &[StatusRow]) -> Counts {
+        let count = |s: State| rows.iter().filter(|r| r.state == s).count();
+        Counts {
+            applied: count(State::Applied),
+            pending: count(State::Pending),
+            modified: count(State::Modified),
+            missing: count(State::Missing),
+            out_of_order: rows.iter().filter(|r| r.out_of_order).count(),
+        }
+    }
+}
+
+/// The migration state in short, for `inspect`: what the bookkeeping tables record, and, when
+/// the migrations folder exists, how it compares.
+#[derive(Debug)]
+pub(crate) struct Summary {
+    /// Migrations recorded as applied (whether or not the folder has them).
+    pub(crate) applied: usize,
+    /// The highest applied version.
+    pub(crate) last_applied: Option<String>,
+    /// `None` when there is no migrations folder; an error when it cannot be read.
+    pub(crate) folder: Option<anyhow::Result<Counts>>,
 }
 
 fn sqlite_file(db: &Database) -> Option<PathBuf> {
@@ -129,56 +193,68 @@ fn sqlite_file(db: &Database) -> Option<PathBuf> {
     }
 }
 
-fn load_source(out: &Output, dir: &Path, db: &Database) -> anyhow::Result<Source> {
-    let source = source::load(dir, db.backend())?;
-    out.verbose(format_args!(
+fn load_source(events: &dyn Events, dir: &Path, backend: Backend) -> anyhow::Result<Source> {
+    let source = source::load(dir, backend)?;
+    events.detail(&format!(
         "{} migrations in {}",
         source.migrations.len(),
         source.dir.display()
     ));
     for w in &source.warnings {
-        out.warn(w);
+        events.warn(w);
     }
     Ok(source)
 }
 
 /// `migrate status`: reads only.
-pub(crate) fn status(out: &Output, db: &Database, dir: &Path) -> anyhow::Result<StatusReport> {
-    let source = load_source(out, dir, db)?;
+pub(crate) fn status(
+    events: &dyn Events,
+    db: &Database,
+    dir: &Path,
+) -> anyhow::Result<StatusReport> {
+    let source = load_source(events, dir, db.backend())?;
     let mut conn = db.get()?;
-    let rows = status_rows(&mut conn, &source)?;
-    let count = |s: State| rows.iter().filter(|r| r.state == s).count();
+    let rows = plan::status(&source, &applied_rows(&mut conn)?);
     Ok(StatusReport {
         migrations_dir: source.dir.display().to_string(),
-        applied: count(State::Applied),
-        pending: count(State::Pending),
-        modified: count(State::Modified),
-        missing: count(State::Missing),
-        out_of_order: rows.iter().filter(|r| r.out_of_order).count(),
+        counts: Counts::of(&rows),
         migrations: rows,
         warnings: source.warnings,
     })
 }
 
-/// Every migration known from the folder or the database with its state: what `status` shows and
-/// what `inspect` sums up in one line.
-pub(crate) fn status_rows(
+/// The migration state in short (see [`Summary`]): reads only. A folder that cannot be read is
+/// not an error here, only an unknown comparison.
+pub(crate) fn state_summary(
     conn: &mut AnyConnection,
-    source: &Source,
-) -> anyhow::Result<Vec<StatusRow>> {
-    Ok(plan::status(source, &applied_rows(conn)?))
+    dir: &Path,
+    backend: Backend,
+) -> anyhow::Result<Summary> {
+    let rows = applied_rows(conn)?;
+    let last_applied = rows
+        .iter()
+        .map(|r| r.version.as_str())
+        .max()
+        .map(str::to_string);
+    let folder = dir.is_dir().then(|| {
+        source::load(dir, backend).map(|source| Counts::of(&plan::status(&source, &rows)))
+    });
+    Ok(Summary {
+        applied: rows.len(),
+        last_applied,
+        folder,
+    })
 }
 
 /// What the bookkeeping tables record, without reading any folder.
-pub(crate) fn applied_rows(conn: &mut AnyConnection) -> anyhow::Result<Vec<AppliedRow>> {
-    let bk = Bookkeeping::locate(conn)?;
-    bk.read(conn)
+fn applied_rows(conn: &mut AnyConnection) -> anyhow::Result<Vec<AppliedRow>> {
+    Book::locate(conn)?.read(conn)
 }
 
 /// Runs `action`: the one code path for `init` and `migrate up/down/redo`. Takes the database by
 /// value because the SQLite run lock must be released only after its connections are closed.
 pub(crate) fn execute(
-    out: &Output,
+    events: &dyn Events,
     db: Database,
     dir: &Path,
     action: &Action,
@@ -187,7 +263,7 @@ pub(crate) fn execute(
     let started = Instant::now();
     let source = match action {
         Action::Prepare => None,
-        _ => Some(load_source(out, dir, &db)?),
+        _ => Some(load_source(events, dir, db.backend())?),
     };
     let mut report = RunReport {
         command: action.name(),
@@ -207,21 +283,20 @@ pub(crate) fn execute(
     };
     let mut conn = db.get()?;
     if opts.dry_run {
-        let bk = Bookkeeping::locate(&mut conn)?;
-        let applied = bk.read(&mut conn)?;
+        let applied = applied_rows(&mut conn)?;
         let source = source.as_ref().context("a dry run needs the migrations")?;
-        let steps = decide(out, source, &applied, action, opts, &mut report.warnings)?;
+        let steps = decide(events, source, &applied, action, opts, &mut report.warnings)?;
         report.steps = steps
             .into_iter()
             .map(|(m, d)| step(m, d, None, Some(run::sql_of(m, d))))
             .collect();
-        report.duration_ms = output::ms_f64(started.elapsed());
+        report.duration_ms = millis(started.elapsed());
         return Ok(report);
     }
 
     if db.pooling().on {
         return pooled_run(
-            out,
+            events,
             &db,
             conn,
             source.as_ref(),
@@ -231,21 +306,16 @@ pub(crate) fn execute(
             started,
         );
     }
-    let lock_file = sqlite_file(&db);
-    let waited = book::acquire_run_lock(
-        &mut conn,
-        lock_file.as_deref(),
-        opts.lock_timeout,
-        |holder| {
-            let holder = holder.map_or(String::new(), |h| format!(" ({h})"));
-            out.info(format_args!(
-                "waiting for another migration run on this database to finish{holder} ..."
-            ))
-        },
-    )?;
-    report.lock_wait_ms = output::ms_f64(waited.waited);
+    let mut lock = bookkeeping::for_connection(&conn).run_lock(sqlite_file(&db).as_deref())?;
+    let waited = lock::acquire(&mut conn, lock.as_mut(), opts.lock_timeout, |holder| {
+        let holder = holder.map_or(String::new(), |h| format!(" ({h})"));
+        events.waiting(&format!(
+            "waiting for another migration run on this database to finish{holder} ..."
+        ))
+    })?;
+    report.lock_wait_ms = millis(waited);
     let result = locked(
-        out,
+        events,
         &mut conn,
         source.as_ref(),
         action,
@@ -253,25 +323,25 @@ pub(crate) fn execute(
         &mut report,
         None,
     );
-    let released = waited.lock.release(&mut conn);
+    let released = lock.release(&mut conn);
     if released.is_ok() {
         crate::interrupt::undone("the migration lock was released");
     }
     // Close every connection before the SQLite file lock goes (see RunLock::release).
     drop(conn);
     drop(db);
-    drop(waited.lock);
+    drop(lock);
     result?;
     released?;
-    report.duration_ms = output::ms_f64(started.elapsed());
+    report.duration_ms = millis(started.elapsed());
     Ok(report)
 }
 
 /// A run in transaction-pooling mode (PgBouncer): a lease row instead of the session lock, and
-/// each transactional migration guarded inside its own transaction (see `db::lease`).
+/// each transactional migration guarded inside its own transaction (see [`lease`]).
 #[allow(clippy::too_many_arguments)]
 fn pooled_run(
-    out: &Output,
+    events: &dyn Events,
     db: &Database,
     mut conn: crate::db::Pooled,
     source: Option<&Source>,
@@ -280,7 +350,7 @@ fn pooled_run(
     mut report: RunReport,
     started: Instant,
 ) -> anyhow::Result<RunReport> {
-    let prefix = Bookkeeping::locate(&mut conn)?.prefix().to_string();
+    let prefix = Book::locate(&mut conn)?.prefix().to_string();
     let table = lease::ensure_table(&mut conn, &prefix)?;
     let (lease, waited) = lease::acquire(
         &mut conn,
@@ -289,7 +359,7 @@ fn pooled_run(
         opts.lock_timeout,
         || db.dedicated(),
         |holder| {
-            out.info(format_args!(
+            events.waiting(&format!(
  "waiting for another migration run on this database to finish ({}, last heartbeat {:.0}s ago; its lock expires {:.0}s after its last heartbeat) ...",
                 holder.owner,
                 holder.heartbeat_age_s,
@@ -297,9 +367,9 @@ fn pooled_run(
             ))
         },
     )?;
-    report.lock_wait_ms = output::ms_f64(waited);
+    report.lock_wait_ms = millis(waited);
     let result = locked(
-        out,
+        events,
         &mut conn,
         source,
         action,
@@ -313,13 +383,13 @@ fn pooled_run(
     }
     result?;
     released?;
-    report.duration_ms = output::ms_f64(started.elapsed());
+    report.duration_ms = millis(started.elapsed());
     Ok(report)
 }
 
 /// The part of a run that happens under the lock.
 fn locked(
-    out: &Output,
+    events: &dyn Events,
     conn: &mut AnyConnection,
     source: Option<&Source>,
     action: &Action,
@@ -327,115 +397,84 @@ fn locked(
     report: &mut RunReport,
     lease: Option<&Lease>,
 ) -> anyhow::Result<()> {
-    let mut bk = Bookkeeping::locate(conn)?;
-    if lease.is_none() && matches!(conn, AnyConnection::Postgresql(_)) {
-        let mut waited = false;
-        lease::wait_for_live_lease(conn, bk.prefix(), opts.lock_timeout, |owner| {
-            waited = true;
-            out.info(format_args!(
-                "waiting for a migration run through a pooler ({owner}) to finish ..."
-            ))
-        })?;
-        if waited {
-            // The pooled run may have created the bookkeeping tables meanwhile.
-            bk = Bookkeeping::locate(conn)?;
+    let mut book = Book::locate(conn)?;
+    match lease {
+        Some(lease) => {
+            let (table, owner) = lease.row();
+            book.set_lease(table, owner);
+        }
+        None => {
+            let waited = book.sql().wait_for_pooled_runs(
+                conn,
+                book.prefix(),
+                opts.lock_timeout,
+                &mut |owner| {
+                    events.waiting(&format!(
+                        "waiting for a migration run through a pooler ({owner}) to finish ..."
+                    ))
+                },
+            )?;
+            if waited {
+                // The pooled run may have created the bookkeeping tables meanwhile.
+                book = Book::locate(conn)?;
+            }
         }
     }
-    if let Some(lease) = lease {
-        let (table, owner) = lease.row();
-        bk.set_lease(table, owner);
-    }
-    report.bookkeeping_created = bk.ensure(conn)?;
+    report.bookkeeping_created = book.ensure(conn)?;
     let Some(source) = source else {
         return Ok(());
     };
-    let applied = bk.read(conn)?;
-    let steps = decide(out, source, &applied, action, opts, &mut report.warnings)?;
+    let applied = book.read(conn)?;
+    let steps = decide(events, source, &applied, action, opts, &mut report.warnings)?;
     if steps.is_empty() {
         return Ok(());
     }
-    let session = book::begin_session(conn)?;
-    let result = run_steps(out, conn, &bk, &steps, report, lease);
-    let ended = book::end_session(conn, &session);
+    let session = book.begin_session(conn)?;
+    events.steps_started(steps.len());
+    let result = run_steps(events, conn, &book, &steps, report, lease);
+    events.steps_ended(result.is_ok());
+    let ended = book.end_session(conn, &session);
     result?;
     ended
 }
 
 fn run_steps(
-    out: &Output,
+    events: &dyn Events,
     conn: &mut AnyConnection,
-    bk: &Bookkeeping,
+    book: &Book,
     steps: &[(&Migration, Direction)],
     report: &mut RunReport,
     lease: Option<&Lease>,
 ) -> anyhow::Result<()> {
-    let bar = out.progress_bar(
-        steps.len() as u64,
-        "{spinner} [{bar:30}] {pos}/{len} {wide_msg}",
-    );
     for (m, direction) in steps {
-        if let Err(err) = crate::interrupt::check() {
-            bar.abandon();
-            return Err(err.context(format!(
-                "stopped before {} {}: nothing of it ran; those before it stay done",
-                if *direction == Direction::Up {
-                    "applying"
-                } else {
-                    "reverting"
-                },
-                m.label()
-            )));
-        }
-        bar.set_message(m.label());
+        let label = m.label();
+        crate::interrupt::check().map_err(|err| {
+            err.context(format!(
+                "stopped before {} {label}: nothing of it ran; those before it stay done",
+                run::verb(*direction)
+            ))
+        })?;
+        events.step_started(&label);
         if let Some(lease) = lease {
             // A transactional migration checks inside its own transaction; one outside a
             // transaction asks first.
-            let lost = lease.is_lost() || (!m.run_in_transaction && !lease.still_ours(conn)?);
-            if lost {
-                bar.abandon();
-                return Err(lease::taken_over(&m.label()));
+            if lease.is_lost() || (!m.run_in_transaction && !lease.still_ours(conn)?) {
+                return Err(lease::taken_over(&label));
             }
         }
         let started = Instant::now();
-        let result = match direction {
-            Direction::Up => run::apply(conn, bk, m),
-            Direction::Down => run::revert(conn, bk, m),
-        };
-        let done = match result {
-            Ok(done) => done,
-            Err(err) => {
-                bar.abandon();
-                return Err(err);
-            }
-        };
-        if done.is_none() {
-            bar.inc(1);
-            out.verbose(format_args!(
-                "{} was already done by another run: skipped",
-                m.label()
-            ));
-            continue;
+        let done = match direction {
+            Direction::Up => run::apply(conn, book, m),
+            Direction::Down => run::revert(conn, book, m),
+        }?;
+        let took = done.map(|_| started.elapsed());
+        events.step_finished(&label, *direction, took);
+        if let Some(took) = took {
+            report
+                .steps
+                .push(step(m, *direction, Some(millis(took)), None));
         }
-        let took = started.elapsed();
-        bar.inc(1);
-        // The per-migration list is for `-v` (and JSON); without it only a slow migration gets a
-        // line, so that a long CI run shows where it is.
-        if out.writes_progress_lines() && (out.is_verbose() || took >= SLOW_STEP) {
-            let verb = match direction {
-                Direction::Up => "applied",
-                Direction::Down => "reverted",
-            };
-            out.info(format_args!(
-                "{verb} {} ({})",
-                m.label(),
-                output::millis(took)
-            ));
-        }
-        report
-            .steps
-            .push(step(m, *direction, Some(output::ms_f64(took)), None));
     }
-    bar.finish_and_clear();
     Ok(())
 }
 
@@ -455,14 +494,14 @@ fn step(m: &Migration, direction: Direction, ms: Option<f64>, sql: Option<String
 /// placeholder is refused (exit 2); one holding only comments or white space runs as a no-op and is
 /// recorded.
 fn decide<'a>(
-    out: &Output,
+    events: &dyn Events,
     source: &'a Source,
     applied: &[AppliedRow],
     action: &Action,
     opts: &Options,
     warnings: &mut Vec<String>,
 ) -> anyhow::Result<Vec<(&'a Migration, Direction)>> {
-    let steps = plan_steps(out, source, applied, action, opts, warnings)?;
+    let steps = plan_steps(events, source, applied, action, opts, warnings)?;
     let unwritten: Vec<String> = steps
         .iter()
         .filter(|(_, d)| *d == Direction::Up)
@@ -501,7 +540,7 @@ fn decide<'a>(
 }
 
 fn plan_steps<'a>(
-    out: &Output,
+    events: &dyn Events,
     source: &'a Source,
     applied: &[AppliedRow],
     action: &Action,
@@ -510,7 +549,7 @@ fn plan_steps<'a>(
 ) -> anyhow::Result<Vec<(&'a Migration, Direction)>> {
     let rows = plan::status(source, applied);
     let mut warn = |msg: String| {
-        out.warn(&msg);
+        events.warn(&msg);
         warnings.push(msg);
     };
     match action {
@@ -520,7 +559,7 @@ fn plan_steps<'a>(
             let missing: Vec<String> = rows
                 .iter()
                 .filter(|r| r.state == State::Missing)
-                .map(|r| run::label(&r.version, &r.name))
+                .map(|r| source::label(&r.version, &r.name))
                 .collect();
             if !missing.is_empty() {
                 warn(format!(
@@ -582,7 +621,7 @@ fn check_modified(
     let modified: Vec<String> = rows
         .iter()
         .filter(|r| r.state == State::Modified)
-        .map(|r| run::label(&r.version, &r.name))
+        .map(|r| source::label(&r.version, &r.name))
         .collect();
     if modified.is_empty() {
         return Ok(());

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::db::migrations::AppliedRow;
+use super::bookkeeping::AppliedRow;
 
 use super::source::{Migration, Source};
 

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use diesel::connection::SimpleConnection as _;
 use diesel::Connection as _;
 
-use crate::db::migrations::Bookkeeping;
 use crate::db::AnyConnection;
 
-use super::source::{self, Migration};
+use super::bookkeeping::Book;
+use super::source::Migration;
 use super::split::{self, Statement};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -30,7 +30,7 @@ pub(crate) enum Direction {
 /// first (found inside the migration's own transaction, in pooled mode).
 pub(crate) fn apply(
     conn: &mut AnyConnection,
-    book: &Bookkeeping,
+    book: &Book,
     m: &Migration,
 ) -> anyhow::Result<Option<Duration>> {
     guarded(conn, book, m, Direction::Up)
@@ -39,7 +39,7 @@ pub(crate) fn apply(
 /// Reverts `m` and forgets it. The caller has checked that it has a down.sql.
 pub(crate) fn revert(
     conn: &mut AnyConnection,
-    book: &Bookkeeping,
+    book: &Book,
     m: &Migration,
 ) -> anyhow::Result<Option<Duration>> {
     guarded(conn, book, m, Direction::Down)
@@ -50,7 +50,7 @@ pub(crate) fn revert(
 /// whatever server connection the pooler hands out, even if the run's lease was taken over.
 fn guarded(
     conn: &mut AnyConnection,
-    book: &Bookkeeping,
+    book: &Book,
     m: &Migration,
     direction: Direction,
 ) -> anyhow::Result<Option<Duration>> {
@@ -76,7 +76,7 @@ fn guarded(
 /// `begun`: the transaction is already open (pooled mode, see [`guarded`]); PostgreSQL only.
 fn run(
     conn: &mut AnyConnection,
-    book: &Bookkeeping,
+    book: &Book,
     m: &Migration,
     direction: Direction,
     begun: bool,
@@ -91,13 +91,19 @@ fn run(
         sql,
         direction,
         begun,
+        dialect: crate::db::backend::dialect(book.sql().backend()),
     };
     if !m.run_in_transaction {
         return run_without_transaction(conn, book, &file);
     }
-    match conn {
-        AnyConnection::Postgresql(_) => run_as_one_query(conn, book, &file),
-        AnyConnection::Sqlite(_) => run_statement_by_statement(conn, book, &file),
+    // The backend says whether it takes the whole migration and its bookkeeping as one query.
+    let record = match direction {
+        Direction::Up => book.record_applied_in_query(&m.version, &m.name, &m.checksum),
+        Direction::Down => book.record_reverted_in_query(&m.version),
+    };
+    match record {
+        Some(record) => run_as_one_query(conn, book, &file, &record),
+        None => run_statement_by_statement(conn, book, &file),
     }
 }
 
@@ -109,23 +115,16 @@ struct File<'a> {
     direction: Direction,
     /// The transaction was opened before the file's query (pooled mode).
     begun: bool,
+    /// The SQL dialect the file is written in.
+    dialect: split::Dialect,
 }
 
 impl File<'_> {
-    fn record(
-        &self,
-        conn: &mut AnyConnection,
-        book: &Bookkeeping,
-        took: Duration,
-    ) -> anyhow::Result<()> {
+    fn record(&self, conn: &mut AnyConnection, book: &Book, took: Duration) -> anyhow::Result<()> {
         match self.direction {
-            Direction::Up => book.record_applied(
-                conn,
-                &self.m.version,
-                &self.m.name,
-                &self.m.checksum,
-                crate::output::ms_f64(took),
-            ),
+            Direction::Up => {
+                book.record_applied(conn, &self.m.version, &self.m.name, &self.m.checksum, took)
+            }
             Direction::Down => book.record_reverted(conn, &self.m.version),
         }
     }
@@ -139,6 +138,10 @@ impl File<'_> {
         }
     }
 
+    fn statements(&self) -> Vec<Statement<'_>> {
+        split::split(self.sql, self.dialect)
+    }
+
     fn name(&self) -> String {
         self.path
             .file_name()
@@ -150,7 +153,8 @@ impl File<'_> {
 /// What opens the migration's query on PostgreSQL.
 const PG_HEAD: &str = "BEGIN;\n";
 
-/// PostgreSQL: the whole migration in one simple query, so one round trip: `BEGIN`, the file as
+/// A backend that takes the bookkeeping in the migration's query (PostgreSQL, see
+/// `Bookkeeping::record_in_query`): the whole migration in one simple query, so one round trip: `BEGIN`, the file as
 /// written, then the checks and the bookkeeping, then `COMMIT`. The checks cost no round trip:
 /// `SET CONSTRAINTS ALL IMMEDIATE` makes deferred constraints fail here, inside the still-open
 /// transaction, rather than in `COMMIT`; `SAVEPOINT` fails unless dbctl's transaction block is
@@ -159,19 +163,14 @@ const PG_HEAD: &str = "BEGIN;\n";
 /// recorded. Where a statement failed is worked out only after a failure (see [`locate`]).
 fn run_as_one_query(
     conn: &mut AnyConnection,
-    book: &Bookkeeping,
+    book: &Book,
     file: &File<'_>,
+    record: &str,
 ) -> anyhow::Result<Duration> {
-    let record = match file.direction {
-        Direction::Up => {
-            book.pg_record_applied_sql(&file.m.version, &file.m.name, &file.m.checksum)
-        }
-        Direction::Down => book.pg_record_reverted_sql(&file.m.version),
-    };
-    let tail = pg_tail(&record);
+    let tail = pg_tail(record);
     // A file that ends inside a quote, a comment or a body would swallow what follows it: it
     // goes in a query of its own (PostgreSQL then reports it), the rest in a second one.
-    let whole = split::is_closed(file.sql, split::Dialect::Postgres);
+    let whole = split::is_closed(file.sql, file.dialect);
     let query = if whole {
         format!("{}{}{tail}", file.pg_head(), file.sql)
     } else {
@@ -193,7 +192,7 @@ fn run_as_one_query(
             let took = started.elapsed();
             let fate = settle(conn);
             Err(one_query_failure(
-                conn, file, &query, &record, &err, &fate, took,
+                conn, book, file, &query, record, &err, &fate, took,
             ))
         }
     }
@@ -210,8 +209,10 @@ fn pg_tail(record: &str) -> String {
 /// The error for a migration whose one query failed: where (from the error position, or, when
 /// the server gave none, by running the statements again one by one in a transaction that is
 /// rolled back), what became of the transaction, and the server's message with DETAIL and HINT.
+#[allow(clippy::too_many_arguments)]
 fn one_query_failure(
     conn: &mut AnyConnection,
+    book: &Book,
     file: &File<'_>,
     query: &str,
     record: &str,
@@ -219,8 +220,7 @@ fn one_query_failure(
     fate: &Fate,
     took: Duration,
 ) -> anyhow::Error {
-    let postgres = true;
-    let statements = split::split(file.sql, split::Dialect::Postgres);
+    let statements = file.statements();
     let mut unparsed = false;
     if let Fate::Closed = fate {
         let serialization = matches!(
@@ -283,7 +283,7 @@ fn one_query_failure(
          stay applied"
             .to_string()
     } else {
-        fate.after_statement(postgres, err)
+        fate.after_statement(book, err)
     };
     let mut msg = located(file, &statements, &place);
     match replayed {
@@ -497,14 +497,14 @@ fn ended(file: &File<'_>, err: Option<&diesel::result::Error>) -> anyhow::Error 
     }
 }
 
-/// SQLite: the statements one by one in one transaction. SQLite has no round trips to save, and
-/// this names the failing statement.
+/// A backend without the one-query form (SQLite): the statements one by one in one transaction.
+/// SQLite has no round trips to save, and this names the failing statement.
 fn run_statement_by_statement(
     conn: &mut AnyConnection,
-    book: &Bookkeeping,
+    book: &Book,
     file: &File<'_>,
 ) -> anyhow::Result<Duration> {
-    let statements = split::split(file.sql, split::Dialect::of(conn));
+    let statements = file.statements();
     // The transaction is opened by hand so that BEGIN travels with the first statement.
     let started = Instant::now();
     let result = (|| -> Result<Duration, TxFailure> {
@@ -512,15 +512,8 @@ fn run_statement_by_statement(
             conn.batch_execute("BEGIN")
                 .map_err(|e| TxFailure::Finish(anyhow::Error::new(e).context("BEGIN")))?;
         }
-        for (i, stmt) in statements.iter().enumerate() {
-            let sql = if i == 0 {
-                Cow::Owned(format!("BEGIN;\n{}", stmt.sql))
-            } else {
-                Cow::Borrowed(stmt.sql)
-            };
-            conn.batch_execute(&sql)
-                .map_err(|err| TxFailure::Statement { index: i, err })?;
-        }
+        run_each(conn, &statements, "BEGIN;\n")
+            .map_err(|(index, err)| TxFailure::Statement { index, err })?;
         let took = started.elapsed();
         // The safety net for what the splitter cannot see: record only inside the
         // transaction the statements ran in.
@@ -549,10 +542,9 @@ fn run_statement_by_statement(
         TxFailure::Ended => Fate::Closed,
         _ => settle(conn),
     };
-    let postgres = matches!(conn, AnyConnection::Postgresql(_));
     Err(match failed {
         TxFailure::Statement { index, err } => {
-            let what = fate.after_statement(postgres, &err);
+            let what = fate.after_statement(book, &err);
             failure(file, &statements, index, &err, Some(&what))
         }
         TxFailure::Ended => ended(file, None),
@@ -568,19 +560,34 @@ fn run_statement_by_statement(
     })
 }
 
+/// Runs `statements` one by one, `head` sent in front of the first (so that a `BEGIN` costs no
+/// round trip of its own); on failure, which statement failed and how.
+fn run_each(
+    conn: &mut AnyConnection,
+    statements: &[Statement<'_>],
+    head: &str,
+) -> Result<(), (usize, diesel::result::Error)> {
+    for (i, stmt) in statements.iter().enumerate() {
+        let sql = if i == 0 && !head.is_empty() {
+            Cow::Owned(format!("{head}{}", stmt.sql))
+        } else {
+            Cow::Borrowed(stmt.sql)
+        };
+        conn.batch_execute(&sql).map_err(|err| (i, err))?;
+    }
+    Ok(())
+}
+
 /// `run_in_transaction = false`: statement by statement (so that `CREATE INDEX CONCURRENTLY`
 /// works next to other statements), recorded in a transaction of its own once all succeeded.
 fn run_without_transaction(
     conn: &mut AnyConnection,
-    book: &Bookkeeping,
+    book: &Book,
     file: &File<'_>,
 ) -> anyhow::Result<Duration> {
-    let statements = split::split(file.sql, split::Dialect::of(conn));
+    let statements = file.statements();
     let started = Instant::now();
-    for (i, stmt) in statements.iter().enumerate() {
-        conn.batch_execute(stmt.sql)
-            .map_err(|e| failure(file, &statements, i, &e, None))?;
-    }
+    run_each(conn, &statements, "").map_err(|(i, e)| failure(file, &statements, i, &e, None))?;
     let took = started.elapsed();
     conn.transaction(|conn| file.record(conn, book, took))
         .map_err(|e| {
@@ -654,7 +661,7 @@ const LOOK: &str = "look at the database by hand before running it again";
 
 impl Fate {
     /// What happened, after a statement of the migration failed.
-    fn after_statement(&self, postgres: bool, err: &diesel::result::Error) -> String {
+    fn after_statement(&self, book: &Book, err: &diesel::result::Error) -> String {
         match self {
             Fate::RolledBack => {
                 "it was rolled back, the migrations before it stay applied".to_string()
@@ -663,17 +670,14 @@ impl Fate {
                  open transaction, so nothing of this migration was committed and it was not \
                  recorded; the migrations before it stay applied"
                 .to_string(),
-            Fate::Closed if !postgres && !is_lost(err) => "SQLite rolled back the transaction \
-                 itself when this statement failed (it does so for an interrupt, a trigger's \
-                 RAISE(ROLLBACK), a full disk, an I/O error, running out of memory): nothing of \
-                 this migration was committed and it was not recorded; the migrations before it \
-                 stay applied"
-                .to_string(),
-            Fate::Closed => format!(
-                "dbctl's transaction was already closed when this statement failed (an earlier \
-                 statement ended it), so the statements before it may have been committed; the \
-                 migration was NOT recorded: {LOOK}"
-            ),
+            Fate::Closed => match book.sql().closes_failed_transactions() {
+                Some(what) if !is_lost(err) => what.to_string(),
+                _ => format!(
+                    "dbctl's transaction was already closed when this statement failed (an \
+                     earlier statement ended it), so the statements before it may have been \
+                     committed; the migration was NOT recorded: {LOOK}"
+                ),
+            },
             Fate::Unknown(why) => format!(
                 "{why}; whether the migration's statements were rolled back is unknown; it was \
                  not recorded: {LOOK}"
@@ -702,7 +706,7 @@ impl Fate {
     }
 }
 
-fn verb(direction: Direction) -> &'static str {
+pub(crate) fn verb(direction: Direction) -> &'static str {
     match direction {
         Direction::Up => "applying",
         Direction::Down => "reverting",
@@ -760,7 +764,7 @@ fn failure(
         // database's own words ("unexpected eof", "server closed the connection") do not.
         msg.push_str("; the connection to the database was lost");
     }
-    if err.to_string() == "database is locked" {
+    if crate::db::backend::is_sqlite_busy(err) {
         // SQLite's busy error: name the cause and the knob, not just the symptom.
         msg.push_str(
             "; another connection kept the database locked for longer than the busy timeout \
@@ -811,11 +815,6 @@ pub(crate) fn sql_of(m: &Migration, direction: Direction) -> String {
     }
 }
 
-/// Re-exported for the commands' messages.
-pub(crate) fn label(version: &str, name: &str) -> String {
-    source::label(version, name)
-}
-
 #[cfg(test)]
 mod tests {
     //! The run-time safety net, below the refusal that normally stops transaction control first
@@ -844,7 +843,7 @@ mod tests {
             unwritten: None,
             down: None,
             run_in_transaction: true,
-            checksum: source::checksum(up),
+            checksum: crate::migrate::source::checksum(up),
         }
     }
 
@@ -854,7 +853,7 @@ mod tests {
         let mut conn = AnyConnection::Sqlite(
             diesel::SqliteConnection::establish(":memory:").expect("in-memory SQLite"),
         );
-        let mut book = Bookkeeping::locate(&mut conn).unwrap();
+        let mut book = Book::locate(&mut conn).unwrap();
         book.ensure(&mut conn).unwrap();
         book.read(&mut conn).unwrap();
         let m = migration("CREATE TABLE a (id INTEGER);\nCOMMIT;\nCREATE TABLE b (id INTEGER);\n");
@@ -909,7 +908,7 @@ mod tests {
             let mut conn = AnyConnection::Postgresql(
                 diesel::PgConnection::establish(&format!("{base}/{name}")).unwrap(),
             );
-            let mut book = Bookkeeping::locate(&mut conn).unwrap();
+            let mut book = Book::locate(&mut conn).unwrap();
             book.ensure(&mut conn).unwrap();
             book.read(&mut conn).unwrap();
             let m =

@@ -94,69 +94,35 @@ pub(crate) struct Source {
     pub(crate) dialect: Dialect,
 }
 
-/// The names a per-backend folder may have.
-fn backend_folders(backend: Backend) -> &'static [&'static str] {
-    match backend {
-        Backend::Sqlite => &["sqlite"],
-        Backend::Postgres => &["postgresql", "postgres"],
-    }
+/// The folder to read for `backend`: `dir` itself, or its per-backend folder when it has them
+/// (see `db::backend::migrations_dir`).
+pub(crate) fn backend_dir(dir: &Path, backend: Backend) -> anyhow::Result<PathBuf> {
+    crate::db::backend::migrations_dir(dir, backend)
 }
 
-const ALL_BACKEND_FOLDERS: &[&str] = &["sqlite", "postgresql", "postgres", "mysql"];
-
-/// The folder to read for `backend`: `dir` itself, or its per-backend folder when it has them.
-pub(crate) fn backend_dir(dir: &Path, backend: Backend) -> anyhow::Result<PathBuf> {
-    if !dir.is_dir() {
-        return Err(error::usage(format!(
-            "migrations folder `{}` does not exist (run `dbctl init`, or pass --migrations-dir)",
+/// The entries of a migrations folder, sorted: the one place a migrations folder is listed, so
+/// that every caller reports an unreadable folder alike (exit 2, naming it).
+pub(crate) fn read_folder(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let unreadable = |e: std::io::Error| {
+        error::usage(format!(
+            "cannot read migrations folder `{}`: {e}",
             dir.display()
-        )));
+        ))
+    };
+    let mut paths = Vec::new();
+    for entry in fs::read_dir(dir).map_err(unreadable)? {
+        paths.push(entry.map_err(unreadable)?.path());
     }
-    for name in backend_folders(backend) {
-        let sub = dir.join(name);
-        if sub.is_dir() {
-            return Ok(sub);
-        }
-    }
-    let others: Vec<&str> = ALL_BACKEND_FOLDERS
-        .iter()
-        .copied()
-        .filter(|n| dir.join(n).is_dir())
-        .collect();
-    if !others.is_empty() {
-        return Err(error::usage(format!(
-            "migrations folder `{}` has per-backend folders ({}) but none for {backend} (expected `{}/`)",
-            dir.display(),
-            others.join(", "),
-            backend_folders(backend)[0]
-        )));
-    }
-    Ok(dir.to_path_buf())
+    paths.sort();
+    Ok(paths)
 }
 
 /// Reads every migration of `dir` (after choosing the per-backend folder).
 pub(crate) fn load(dir: &Path, backend: Backend) -> anyhow::Result<Source> {
     let dir = backend_dir(dir, backend)?;
-    let entries = fs::read_dir(&dir).map_err(|e| {
-        error::usage(format!(
-            "cannot read migrations folder `{}`: {e}",
-            dir.display()
-        ))
-    })?;
     let mut warnings = Vec::new();
     let mut by_version: BTreeMap<String, Migration> = BTreeMap::new();
-    let mut paths = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| {
-            error::usage(format!(
-                "cannot read migrations folder `{}`: {e}",
-                dir.display()
-            ))
-        })?;
-        paths.push(entry.path());
-    }
-    paths.sort();
-    for path in paths {
+    for path in read_folder(&dir)? {
         let file_name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -189,7 +155,7 @@ pub(crate) fn load(dir: &Path, backend: Backend) -> anyhow::Result<Source> {
         // A BTreeMap over strings gives diesel's order (versions compare as strings).
         migrations: by_version.into_values().collect(),
         warnings,
-        dialect: dialect(backend),
+        dialect: crate::db::backend::dialect(backend),
     })
 }
 
@@ -233,7 +199,7 @@ fn read_migration(
     }
     let up = read_text(&up_path)?;
     let down_path = folder.join("down.sql");
-    let dialect = dialect(backend);
+    let dialect = crate::db::backend::dialect(backend);
     let down = if down_path.is_file() {
         let text = read_text(&down_path)?;
         if split::split(&text, dialect).is_empty() {
@@ -260,13 +226,6 @@ fn read_migration(
         down,
         run_in_transaction,
     })
-}
-
-pub(crate) fn dialect(backend: Backend) -> Dialect {
-    match backend {
-        Backend::Sqlite => Dialect::Sqlite,
-        Backend::Postgres => Dialect::Postgres,
-    }
 }
 
 fn read_text(path: &Path) -> anyhow::Result<String> {

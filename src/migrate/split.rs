@@ -17,10 +17,7 @@ pub(crate) enum Dialect {
 impl Dialect {
     /// The dialect of the backend `conn` talks to.
     pub(crate) fn of(conn: &crate::db::AnyConnection) -> Dialect {
-        match conn {
-            crate::db::AnyConnection::Postgresql(_) => Dialect::Postgres,
-            crate::db::AnyConnection::Sqlite(_) => Dialect::Sqlite,
-        }
+        crate::db::backend::dialect(crate::db::backend::of(conn))
     }
 }
 

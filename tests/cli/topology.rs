@@ -705,6 +705,50 @@ fn pgbouncer_session_settings_stay_with_dbctl() {
 }
 
 #[test]
+fn pgbouncer_migrations_and_their_bookkeeping_run_in_utc() {
+    // A direct run sets the session's time zone to UTC for the run. Through a transaction pooler
+    // dbctl makes no session setting (it would land on one server connection of the pool): each
+    // migration's transaction sets UTC with SET LOCAL, and a migration without a transaction its
+    // bookkeeping transaction. dbctl's pooled session is in the database's zone otherwise.
+    let Some((mut p, _)) = through_bouncer() else {
+        return;
+    };
+    let db = p.pg_database().unwrap().to_string();
+    // The zone every server connection to this database starts in (none is open yet): not UTC.
+    crate::support::pg_admin()
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{db}\" SET timezone = 'Pacific/Chatham'"
+        ))
+        .unwrap();
+    p.migration(
+        "zone",
+        "CREATE TABLE zone AS SELECT current_setting('TimeZone') AS tz;",
+        None,
+    );
+    p.migration_folder(
+        "2024-01-01-000100_notx",
+        "CREATE TABLE notx (id INT);",
+        None,
+    );
+    p.file(
+        "migrations/2024-01-01-000100_notx/metadata.toml",
+        "run_in_transaction = false\n",
+    );
+    p.run(["migrate", "up"]).success();
+    assert_eq!(
+        p.strings("SELECT tz AS v FROM zone"),
+        vec![Some("UTC".to_string())],
+        "the migration did not run in UTC"
+    );
+    // diesel's run_on is CURRENT_TIMESTAMP in the writing transaction's zone: UTC for both rows.
+    let off = p.strings(
+        "SELECT bool_and(abs(extract(epoch FROM (now() AT TIME ZONE 'UTC') - run_on)) < 600)::text \
+         AS v FROM __diesel_schema_migrations",
+    );
+    assert_eq!(off, vec![Some("true".to_string())], "run_on is not in UTC");
+}
+
+#[test]
 fn pooling_mode_is_detected_or_set() {
     let Some((mut p, bouncer)) = through_bouncer() else {
         return;

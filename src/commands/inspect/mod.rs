@@ -338,29 +338,22 @@ fn migration_state(
     backend: db::Backend,
 ) -> anyhow::Result<MigrationState> {
     let dir = ctx.config.migrations_dir().0;
-    let rows = crate::migrate::applied_rows(conn)?;
-    let mut applied: Vec<&str> = rows.iter().map(|r| r.version.as_str()).collect();
-    applied.sort_unstable();
+    let summary = crate::migrate::state_summary(conn, &dir, backend)?;
     let mut state = MigrationState {
-        applied: applied.len() as u64,
+        applied: summary.applied as u64,
         pending: None,
         modified: None,
         missing: None,
-        last_applied: applied.last().map(|v| v.to_string()),
+        last_applied: summary.last_applied,
     };
-    if !dir.is_dir() {
-        return Ok(state);
-    }
-    match crate::migrate::source::load(&dir, backend) {
-        Ok(source) => {
-            let rows = crate::migrate::plan::status(&source, &rows);
-            let count =
-                |s: crate::migrate::State| rows.iter().filter(|r| r.state == s).count() as u64;
-            state.pending = Some(count(crate::migrate::State::Pending));
-            state.modified = Some(count(crate::migrate::State::Modified));
-            state.missing = Some(count(crate::migrate::State::Missing));
+    match summary.folder {
+        None => {}
+        Some(Ok(counts)) => {
+            state.pending = Some(counts.pending as u64);
+            state.modified = Some(counts.modified as u64);
+            state.missing = Some(counts.missing as u64);
         }
-        Err(err) => ctx.out.warn(format_args!(
+        Some(Err(err)) => ctx.out.warn(format_args!(
             "migration state unknown: {}",
             error::render(&err).trim_start_matches("error: ")
         )),

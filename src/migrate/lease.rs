@@ -12,9 +12,10 @@
 //! - A run whose lease was taken over (it stalled for longer than the expiry) stops before its
 //!   next migration. Each transactional migration also takes a transaction-level advisory lock
 //!   and checks, inside its own transaction, that it is still to be done
-//!   (`Bookkeeping::still_to_do`): exactly once, whatever connection the pooler hands out.
+//!   ([`still_to_do`]): exactly once, whatever connection the pooler hands out.
 //!
-//! The same lease is what engines without advisory locks (CockroachDB, YugabyteDB) would need.
+//! Pooled mode exists only on PostgreSQL, so everything here is PostgreSQL's SQL. The same lease
+//! is what engines without advisory locks (CockroachDB, YugabyteDB) would need.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -26,7 +27,8 @@ use diesel::connection::SimpleConnection as _;
 use diesel::prelude::*;
 use diesel::sql_types::{Double, Nullable, Text};
 
-use super::AnyConnection;
+use super::bookkeeping::PG_LOCK_KEY;
+use crate::db::{quote_ident, AnyConnection};
 
 /// How long a lease outlives its holder's last heartbeat, unless `DB_LOCK_EXPIRY` says otherwise.
 pub(crate) const DEFAULT_EXPIRY: Duration = Duration::from_secs(30);
@@ -76,7 +78,7 @@ fn owner_name() -> String {
 /// Creates the lock table if it is missing, in a transaction that holds [`XACT_KEY`] so that two
 /// runs creating it at once do not collide.
 pub(crate) fn ensure_table(conn: &mut AnyConnection, prefix: &str) -> anyhow::Result<String> {
-    let table = format!("{prefix}{}", super::quote_ident(LOCK_TABLE));
+    let table = format!("{prefix}{}", quote_ident(LOCK_TABLE));
     conn.batch_execute(&format!(
         "BEGIN; SELECT pg_catalog.pg_advisory_xact_lock({TABLE_KEY}); \
          CREATE TABLE IF NOT EXISTS {table} (
@@ -122,7 +124,7 @@ fn try_take(
     .bind::<Text, _>(owner)
     .bind::<Double, _>(expiry.as_secs_f64())
     // A direct run holds the session lock on this key for its whole run: not while it does.
-    .bind::<diesel::sql_types::BigInt, _>(super::migrations::PG_LOCK_KEY)
+    .bind::<diesel::sql_types::BigInt, _>(PG_LOCK_KEY)
     .load(conn)
     .context("taking the migration lock (a row in __dbctl_lock)")?;
     if !taken.is_empty() {
@@ -305,19 +307,20 @@ impl Lease {
 }
 
 /// A direct run, holding the session lock: waits (until `timeout`) while a pooled run's lease is
-/// live, so that runs through a pooler and runs connected directly exclude each other too.
+/// live, so that runs through a pooler and runs connected directly exclude each other too. Says
+/// whether it waited.
 pub(crate) fn wait_for_live_lease(
     conn: &mut AnyConnection,
     prefix: &str,
     timeout: Duration,
-    mut on_wait: impl FnMut(&str),
-) -> anyhow::Result<()> {
+    on_wait: &mut dyn FnMut(&str),
+) -> anyhow::Result<bool> {
     #[derive(QueryableByName)]
     struct Live {
         #[diesel(sql_type = Nullable<Text>)]
         owner: Option<String>,
     }
-    let table = format!("{prefix}{}", super::quote_ident(LOCK_TABLE));
+    let table = format!("{prefix}{}", quote_ident(LOCK_TABLE));
     let started = Instant::now();
     let mut told = false;
     loop {
@@ -328,7 +331,7 @@ pub(crate) fn wait_for_live_lease(
         .load(conn)
         .context("looking for the pooled-mode lock table")?;
         if exists.is_empty() {
-            return Ok(());
+            return Ok(told);
         }
         let live: Vec<Live> = diesel::sql_query(format!(
             "SELECT owner FROM {table} WHERE name = $1 AND expires_at >= now()"
@@ -337,7 +340,7 @@ pub(crate) fn wait_for_live_lease(
         .load(conn)
         .context("looking for a pooled run's migration lock")?;
         let Some(holder) = live.into_iter().next() else {
-            return Ok(());
+            return Ok(told);
         };
         let owner = holder.owner.unwrap_or_default();
         if started.elapsed() >= timeout {
@@ -353,6 +356,47 @@ pub(crate) fn wait_for_live_lease(
         }
         thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// At the start of a migration's transaction in pooled mode: waits for the transaction-level
+/// advisory lock (held by any other run's migration transaction until it ends), applies the
+/// per-transaction settings (`DB_STATEMENT_TIMEOUT`, and UTC as a direct run's session has it),
+/// then says whether `version` is still to be applied (`up`) or reverted, and fails when the
+/// lease is no longer this run's. The lock goes with the transaction, on whatever server
+/// connection it ran.
+pub(crate) fn still_to_do(
+    conn: &mut AnyConnection,
+    diesel_table: &str,
+    lock_table: &str,
+    owner: &str,
+    version: &str,
+    up: bool,
+) -> anyhow::Result<bool> {
+    conn.batch_execute(&format!(
+        "SELECT pg_catalog.pg_advisory_xact_lock({XACT_KEY}); {}",
+        super::bookkeeping::SET_LOCAL_UTC
+    ))
+    .context("taking the migration's transaction lock (pg_advisory_xact_lock)")?;
+    crate::db::pooled_transaction_setup(conn).context("setting the transaction's timeout")?;
+    #[derive(QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        ours: bool,
+    }
+    let found: Found = diesel::sql_query(format!(
+        "SELECT (SELECT count(*) FROM {diesel_table} WHERE version = $1)::bigint AS n, \
+         EXISTS (SELECT 1 FROM {lock_table} WHERE owner = $2) AS ours"
+    ))
+    .bind::<Text, _>(version)
+    .bind::<Text, _>(owner)
+    .get_result(conn)
+    .with_context(|| format!("checking whether {version} is applied"))?;
+    if !found.ours {
+        return Err(taken_over(version));
+    }
+    Ok((found.n == 0) == up)
 }
 
 impl Drop for Lease {

@@ -1,0 +1,138 @@
+//! Facts about each backend that every engine shares: which SQL dialect its files are written
+//! in, which per-backend migrations folder belongs to it, which backend a connection talks to, and
+//! whether a table exists. Adding a backend means a new arm here, not edits across the engines.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+
+use super::{AnyConnection, Backend, TableName};
+use crate::error;
+use crate::migrate::split::Dialect;
+
+/// The backend `conn` talks to.
+pub(crate) fn of(conn: &AnyConnection) -> Backend {
+    match conn {
+        AnyConnection::Postgresql(_) => Backend::Postgres,
+        AnyConnection::Sqlite(_) => Backend::Sqlite,
+    }
+}
+
+/// The SQL dialect migration and seed files for `backend` are written in.
+pub(crate) fn dialect(backend: Backend) -> Dialect {
+    match backend {
+        Backend::Sqlite => Dialect::Sqlite,
+        Backend::Postgres => Dialect::Postgres,
+    }
+}
+
+/// The names a per-backend migrations folder may have for `backend`, the usual one first.
+fn migration_folders(backend: Backend) -> &'static [&'static str] {
+    match backend {
+        Backend::Sqlite => &["sqlite"],
+        Backend::Postgres => &["postgresql", "postgres"],
+    }
+}
+
+/// Every per-backend folder name diesel projects use, including backends dbctl does not run.
+const ALL_MIGRATION_FOLDERS: &[&str] = &["sqlite", "postgresql", "postgres", "mysql"];
+
+/// Whether `dir` holds per-backend migrations folders (`sqlite/`, `postgresql/`, ...).
+pub(crate) fn has_migration_folders(dir: &Path) -> bool {
+    ALL_MIGRATION_FOLDERS.iter().any(|n| dir.join(n).is_dir())
+}
+
+/// Fails (usage error) when the migrations folder `dir` does not exist.
+pub(crate) fn require_migrations_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    Err(error::usage(format!(
+        "migrations folder `{}` does not exist (run `dbctl init`, or pass --migrations-dir)",
+        dir.display()
+    )))
+}
+
+/// The migrations folder to use for `backend`: `dir` itself, or its per-backend folder when it has
+/// them. A missing `dir`, or per-backend folders without one for `backend`, is a usage error.
+pub(crate) fn migrations_dir(dir: &Path, backend: Backend) -> anyhow::Result<PathBuf> {
+    require_migrations_dir(dir)?;
+    for name in migration_folders(backend) {
+        let sub = dir.join(name);
+        if sub.is_dir() {
+            return Ok(sub);
+        }
+    }
+    let others: Vec<&str> = ALL_MIGRATION_FOLDERS
+        .iter()
+        .copied()
+        .filter(|n| dir.join(n).is_dir())
+        .collect();
+    if !others.is_empty() {
+        return Err(error::usage(format!(
+            "migrations folder `{}` has per-backend folders ({}) but none for {backend} (expected `{}/`)",
+            dir.display(),
+            others.join(", "),
+            migration_folders(backend)[0]
+        )));
+    }
+    Ok(dir.to_path_buf())
+}
+
+/// Whether a table exists: on PostgreSQL in `table.schema` (the search path when none is
+/// given), on SQLite in `main`.
+pub(crate) fn table_exists(conn: &mut AnyConnection, table: &TableName) -> anyhow::Result<bool> {
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let found: Count = match (&*conn, &table.schema) {
+        (AnyConnection::Postgresql(_), Some(schema)) => diesel::sql_query(
+            "SELECT count(*)::bigint AS n FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relname = $1 AND n.nspname = $2 AND c.relkind IN ('r', 'p')",
+        )
+        .bind::<Text, _>(&table.name)
+        .bind::<Text, _>(schema)
+        .get_result(conn),
+        (AnyConnection::Postgresql(_), None) => diesel::sql_query(
+            "SELECT count(*)::bigint AS n FROM pg_catalog.pg_class c \
+             WHERE c.relname = $1 AND c.relkind IN ('r', 'p') \
+             AND pg_catalog.pg_table_is_visible(c.oid)",
+        )
+        .bind::<Text, _>(&table.name)
+        .get_result(conn),
+        (AnyConnection::Sqlite(_), _) => diesel::sql_query(
+            "SELECT count(*) AS n FROM main.sqlite_master WHERE type = 'table' AND name = $1",
+        )
+        .bind::<Text, _>(&table.name)
+        .get_result(conn),
+    }
+    .with_context(|| format!("looking for table {table}"))?;
+    Ok(found.n > 0)
+}
+
+/// Whether `err` is SQLite's SQLITE_BUSY: another connection held a lock for longer than the
+/// busy timeout. diesel keeps SQLite's result code only in the message it takes from
+/// `sqlite3_errmsg`, which for this code is the library's own text for it; that text is asked
+/// from the library (`sqlite3_errstr`), not written here.
+pub(crate) fn is_sqlite_busy(err: &diesel::result::Error) -> bool {
+    let diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::Unknown, info) =
+        err
+    else {
+        return false;
+    };
+    // SAFETY: sqlite3_errstr returns a pointer to a static, NUL-terminated English text for any
+    // result code (never NULL for a known code, checked anyway).
+    let busy = unsafe {
+        let text = libsqlite3_sys::sqlite3_errstr(libsqlite3_sys::SQLITE_BUSY);
+        if text.is_null() {
+            return false;
+        }
+        std::ffi::CStr::from_ptr(text)
+    };
+    busy.to_str().is_ok_and(|busy| info.message() == busy)
+}
