@@ -12,6 +12,7 @@ mod files;
 mod interrupt;
 mod migrate;
 mod output;
+mod schema;
 
 use std::process::ExitCode;
 

@@ -4,7 +4,6 @@
 //! Commands open a [`Database`] and take connections from it; when they need something
 //! backend-specific they call a function here rather than matching on the backend themselves.
 
-pub(crate) mod catalog;
 pub(crate) mod lease;
 pub(crate) mod migrations;
 mod probe;

@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
-use crate::db::catalog::{ForeignKey, Index, RowCounts, Schema, Table, View};
 use crate::output;
+use crate::schema::{ForeignKey, Index, RowCounts, Schema, Table, View};
 
 /// One row per table, then views, enums and sequences, with the migration state first.
 pub(crate) fn overview(schema: &Schema) -> String {

@@ -8,9 +8,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::db::catalog::{Check, Column, ForeignKey, Index, Schema, Table, UniqueConstraint, View};
 use crate::error::Exit;
 use crate::output::Report;
+use crate::schema::{Check, Column, ForeignKey, Index, Schema, Table, UniqueConstraint, View};
 
 #[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

@@ -15,9 +15,9 @@
 
 use serde::Serialize;
 
-use crate::db::catalog::{Schema, Table};
 use crate::error::{self, Exit};
 use crate::output::{self, Report};
+use crate::schema::{Schema, Table};
 
 /// Every rule, by the name `--allow` takes.
 pub(crate) const RULES: [&str; 7] = [
