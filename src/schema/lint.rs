@@ -40,8 +40,9 @@ pub(crate) struct Allow {
     table: Option<String>,
 }
 
-/// Parses `--allow RULE[:TABLE]` values; an unknown rule is a usage error that lists them all.
-pub(crate) fn parse_allow(values: &[String]) -> anyhow::Result<Vec<Allow>> {
+/// Parses `RULE[:TABLE]` values; an unknown rule is a usage error that lists them all and says
+/// where the value came from (`from`: `--allow`, or the setting and its source).
+pub(crate) fn parse_allow(values: &[String], from: &str) -> anyhow::Result<Vec<Allow>> {
     let mut out = Vec::new();
     for value in values.iter().map(|v| v.trim()).filter(|v| !v.is_empty()) {
         let (rule, table) = match value.split_once(':') {
@@ -54,7 +55,7 @@ pub(crate) fn parse_allow(values: &[String]) -> anyhow::Result<Vec<Allow>> {
             vec![r]
         } else {
             return Err(error::usage(format!(
-                "unknown lint rule `{rule}` in --allow {value} (rules: {}, naming)",
+                "unknown lint rule `{rule}` in {from} {value} (rules: {}, naming)",
                 RULES.join(", ")
             )));
         };

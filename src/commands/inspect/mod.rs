@@ -64,15 +64,10 @@ pub(crate) struct InspectArgs {
     #[arg(long)]
     lint: bool,
 
-    /// With --lint: turn RULE off, everywhere or for one TABLE (repeatable, or comma-separated in
-    /// $DBCTL_LINT_ALLOW). Rules: missing-primary-key, unindexed-foreign-key, pk-name, fk-name,
+    /// With --lint: turn RULE off, everywhere or for one TABLE (repeatable, or comma-separated;
+    /// default: the setting DBCTL_LINT_ALLOW). Rules: missing-primary-key, unindexed-foreign-key, pk-name, fk-name,
     /// uq-name, ck-name, ix-name, naming (the five name rules)
-    #[arg(
-        long,
-        value_name = "RULE[:TABLE]",
-        env = "DBCTL_LINT_ALLOW",
-        value_delimiter = ','
-    )]
+    #[arg(long, value_name = "RULE[:TABLE]", value_delimiter = ',')]
     allow: Vec<String>,
 }
 
@@ -132,7 +127,20 @@ pub(crate) fn run(ctx: &Context, args: InspectArgs) -> anyhow::Result<InspectRep
         ));
     }
     let allow = if args.lint {
-        lint::parse_allow(&args.allow)?
+        let (rules, source) = ctx.config.lint_allow(&args.allow);
+        ctx.out.verbose(format_args!(
+            "lint rules turned off: {} ({source})",
+            if rules.is_empty() {
+                "none".to_string()
+            } else {
+                rules.join(", ")
+            }
+        ));
+        let from = match source {
+            crate::config::Source::Flag(flag) => flag.to_string(),
+            other => format!("DBCTL_LINT_ALLOW ({other})"),
+        };
+        lint::parse_allow(&rules, &from)?
     } else {
         Vec::new()
     };
