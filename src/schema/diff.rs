@@ -205,25 +205,6 @@ struct Diff {
 }
 
 impl Diff {
-    fn push(
-        &mut self,
-        kind: &'static str,
-        change: Change,
-        object: String,
-        property: Option<&'static str>,
-        from: Option<String>,
-        to: Option<String>,
-    ) {
-        self.out.push(Difference {
-            kind,
-            change,
-            object,
-            property,
-            from,
-            to,
-        });
-    }
-
     fn changed(
         &mut self,
         kind: &'static str,
@@ -233,17 +214,18 @@ impl Diff {
         to: &str,
     ) {
         if from != to {
-            self.push(
+            self.out.push(Difference {
                 kind,
-                Change::Changed,
-                object.to_string(),
-                Some(property),
-                Some(from.to_string()),
-                Some(to.to_string()),
-            );
+                change: Change::Changed,
+                object: object.to_string(),
+                property: Some(property),
+                from: Some(from.to_string()),
+                to: Some(to.to_string()),
+            });
         }
     }
 
+    /// An object on one side only: `from` is the snapshot's, `to` the database's.
     fn presence(
         &mut self,
         kind: &'static str,
@@ -251,12 +233,19 @@ impl Diff {
         from: Option<String>,
         to: Option<String>,
     ) {
-        let object = object.to_string();
-        match (&from, &to) {
-            (Some(_), None) => self.push(kind, Change::Removed, object, None, from, None),
-            (None, Some(_)) => self.push(kind, Change::Added, object, None, None, to),
-            _ => {}
-        }
+        let change = match (&from, &to) {
+            (Some(_), None) => Change::Removed,
+            (None, Some(_)) => Change::Added,
+            _ => return,
+        };
+        self.out.push(Difference {
+            kind,
+            change,
+            object: object.to_string(),
+            property: None,
+            from,
+            to,
+        });
     }
 
     /// An object described by one string (enums, sequences).
@@ -374,17 +363,9 @@ impl Diff {
         let map = |list: &[C]| -> BTreeMap<String, String> {
             list.iter().map(|c| (key(c), text(c))).collect()
         };
-        let (em, am) = (map(e), map(a));
-        let mut keys: Vec<&String> = em.keys().chain(am.keys()).collect();
-        keys.sort();
-        keys.dedup();
-        for k in keys {
-            let object = format!("{table}.{k}");
-            match (em.get(k), am.get(k)) {
-                (Some(x), Some(y)) => self.changed(kind, &object, "definition", x, y),
-                (x, y) => self.presence(kind, &object, x.cloned(), y.cloned()),
-            }
-        }
+        pair(&map(e), &map(a), |k, x, y| {
+            self.either(kind, &format!("{table}.{k}"), "definition", x, y)
+        });
     }
 }
 

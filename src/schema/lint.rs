@@ -158,8 +158,7 @@ fn check_table(t: &Table, found: &mut Found) {
             "pk-name",
             "primary key",
             pk.name.as_deref(),
-            &format!("pk_{table}"),
-            false,
+            Expected::Exact(format!("pk_{table}")),
         ),
     }
     for fk in &t.foreign_keys {
@@ -170,8 +169,7 @@ fn check_table(t: &Table, found: &mut Found) {
             "fk-name",
             "foreign key",
             fk.name.as_deref(),
-            &expected,
-            false,
+            Expected::Exact(expected),
         );
         if !is_indexed(t, &fk.columns) {
             found.push((
@@ -193,8 +191,7 @@ fn check_table(t: &Table, found: &mut Found) {
             "uq-name",
             "unique constraint",
             u.name.as_deref(),
-            &format!("uq_{table}_{first}"),
-            false,
+            Expected::Exact(format!("uq_{table}_{first}")),
         );
     }
     for c in &t.checks {
@@ -203,61 +200,71 @@ fn check_table(t: &Table, found: &mut Found) {
             "ck-name",
             "check",
             c.name.as_deref(),
-            &format!("ck_{table}_"),
-            true,
+            Expected::Prefix(format!("ck_{table}_")),
         );
     }
     for ix in &t.indexes {
         let first = ix.columns.first().map_or("", String::as_str);
         let first_is_column = !first.is_empty() && t.column(first).is_some();
-        let (expected, prefix) = if first_is_column {
-            (format!("ix_{table}_{first}"), false)
+        let expected = if first_is_column {
+            Expected::Exact(format!("ix_{table}_{first}"))
         } else {
-            (format!("ix_{table}_"), true)
+            Expected::Prefix(format!("ix_{table}_"))
         };
         // A unique index may follow the unique-constraint convention instead.
         let as_unique = ix.unique && first_is_column && ix.name == format!("uq_{table}_{first}");
         if !as_unique {
-            name_rule(found, "ix-name", "index", Some(&ix.name), &expected, prefix);
+            name_rule(found, "ix-name", "index", Some(&ix.name), expected);
         }
     }
 }
 
-/// Records a name that is missing or differs from `expected` (or, with `prefix`, does not start
-/// with it and add something).
+/// The name a rule expects.
+enum Expected {
+    /// Exactly this name.
+    Exact(String),
+    /// This prefix and something after it.
+    Prefix(String),
+}
+
+impl Expected {
+    fn accepts(&self, name: &str) -> bool {
+        match self {
+            Expected::Exact(e) => name == e,
+            Expected::Prefix(p) => name.len() > p.len() && name.starts_with(p.as_str()),
+        }
+    }
+
+    /// As a message shows it: the name, or the prefix and `<name>`.
+    fn shown(&self) -> String {
+        match self {
+            Expected::Exact(e) => e.clone(),
+            Expected::Prefix(p) => format!("{p}<name>"),
+        }
+    }
+}
+
+/// Records a name that is missing or that `expected` does not accept.
 fn name_rule(
     found: &mut Found,
     rule: &'static str,
     what: &str,
     name: Option<&str>,
-    expected: &str,
-    prefix: bool,
+    expected: Expected,
 ) {
-    let shown = if prefix {
-        format!("{expected}<name>")
-    } else {
-        expected.to_string()
-    };
+    let shown = expected.shown();
     match name {
         None => found.push((
             rule,
             "(unnamed)".to_string(),
             format!("{what} has no name (expected {shown})"),
         )),
-        Some(n) => {
-            let ok = if prefix {
-                n.len() > expected.len() && n.starts_with(expected)
-            } else {
-                n == expected
-            };
-            if !ok {
-                found.push((
-                    rule,
-                    n.to_string(),
-                    format!("{what} {n} should be named {shown}"),
-                ));
-            }
-        }
+        Some(n) if !expected.accepts(n) => found.push((
+            rule,
+            n.to_string(),
+            format!("{what} {n} should be named {shown}"),
+        )),
+        Some(_) => {}
     }
 }
 

@@ -130,35 +130,20 @@ struct SequenceRow {
 }
 
 /// One catalog query: its SQL (in `pg/`) and what it reads, for the error's context.
-struct Query {
-    sql: &'static str,
-    what: &'static str,
+struct Query(&'static str, &'static str);
+
+macro_rules! query {
+    ($file:literal, $what:literal) => {
+        Query(include_str!(concat!("pg/", $file)), $what)
+    };
 }
 
-const RELATIONS: Query = Query {
-    sql: include_str!("pg/relations.sql"),
-    what: "reading tables and views from pg_class",
-};
-const COLUMNS: Query = Query {
-    sql: include_str!("pg/columns.sql"),
-    what: "reading columns from pg_attribute",
-};
-const CONSTRAINTS: Query = Query {
-    sql: include_str!("pg/constraints.sql"),
-    what: "reading constraints from pg_constraint",
-};
-const INDEXES: Query = Query {
-    sql: include_str!("pg/indexes.sql"),
-    what: "reading indexes from pg_index",
-};
-const ENUMS: Query = Query {
-    sql: include_str!("pg/enums.sql"),
-    what: "reading enum types from pg_enum",
-};
-const SEQUENCES: Query = Query {
-    sql: include_str!("pg/sequences.sql"),
-    what: "reading sequences from pg_sequence",
-};
+const RELATIONS: Query = query!("relations.sql", "reading tables and views from pg_class");
+const COLUMNS: Query = query!("columns.sql", "reading columns from pg_attribute");
+const CONSTRAINTS: Query = query!("constraints.sql", "reading constraints from pg_constraint");
+const INDEXES: Query = query!("indexes.sql", "reading indexes from pg_index");
+const ENUMS: Query = query!("enums.sql", "reading enum types from pg_enum");
+const SEQUENCES: Query = query!("sequences.sql", "reading sequences from pg_sequence");
 
 impl Query {
     /// Every row of the query for the schemas `schemas`.
@@ -167,10 +152,10 @@ impl Query {
         conn: &mut PgConnection,
         schemas: &[String],
     ) -> anyhow::Result<Vec<R>> {
-        diesel::sql_query(self.sql)
+        diesel::sql_query(self.0)
             .bind::<Array<Text>, _>(schemas)
             .load(conn)
-            .context(self.what)
+            .context(self.1)
     }
 }
 
