@@ -145,7 +145,30 @@ pub(crate) fn check(schema: &Schema, allow: &[Allow]) -> LintReport {
 
 type Found = Vec<(&'static str, String, String)>;
 
+/// Every rule on one table, one kind of object after the other.
 fn check_table(t: &Table, found: &mut Found) {
+    primary_key(t, found);
+    foreign_keys(t, found);
+    let table = &t.name;
+    for u in &t.unique_constraints {
+        let first = u.columns.first().map_or("", String::as_str);
+        let expected = Expected::Exact(format!("uq_{table}_{first}"));
+        name_rule(
+            found,
+            "uq-name",
+            "unique constraint",
+            u.name.as_deref(),
+            expected,
+        );
+    }
+    for c in &t.checks {
+        let expected = Expected::Prefix(format!("ck_{table}_"));
+        name_rule(found, "ck-name", "check", c.name.as_deref(), expected);
+    }
+    indexes(t, found);
+}
+
+fn primary_key(t: &Table, found: &mut Found) {
     let table = &t.name;
     match &t.primary_key {
         None => found.push((
@@ -153,23 +176,30 @@ fn check_table(t: &Table, found: &mut Found) {
             table.clone(),
             format!("{table} has no primary key"),
         )),
-        Some(pk) => name_rule(
-            found,
-            "pk-name",
-            "primary key",
-            pk.name.as_deref(),
-            Expected::Exact(format!("pk_{table}")),
-        ),
+        Some(pk) => {
+            let expected = Expected::Exact(format!("pk_{table}"));
+            name_rule(
+                found,
+                "pk-name",
+                "primary key",
+                pk.name.as_deref(),
+                expected,
+            );
+        }
     }
+}
+
+fn foreign_keys(t: &Table, found: &mut Found) {
+    let table = &t.name;
     for fk in &t.foreign_keys {
         let first = fk.columns.first().map_or("", String::as_str);
-        let expected = format!("fk_{table}_{first}_{}", fk.referred_table);
+        let expected = Expected::Exact(format!("fk_{table}_{first}_{}", fk.referred_table));
         name_rule(
             found,
             "fk-name",
             "foreign key",
             fk.name.as_deref(),
-            Expected::Exact(expected),
+            expected,
         );
         if !is_indexed(t, &fk.columns) {
             found.push((
@@ -184,25 +214,10 @@ fn check_table(t: &Table, found: &mut Found) {
             ));
         }
     }
-    for u in &t.unique_constraints {
-        let first = u.columns.first().map_or("", String::as_str);
-        name_rule(
-            found,
-            "uq-name",
-            "unique constraint",
-            u.name.as_deref(),
-            Expected::Exact(format!("uq_{table}_{first}")),
-        );
-    }
-    for c in &t.checks {
-        name_rule(
-            found,
-            "ck-name",
-            "check",
-            c.name.as_deref(),
-            Expected::Prefix(format!("ck_{table}_")),
-        );
-    }
+}
+
+fn indexes(t: &Table, found: &mut Found) {
+    let table = &t.name;
     for ix in &t.indexes {
         let first = ix.columns.first().map_or("", String::as_str);
         let first_is_column = !first.is_empty() && t.column(first).is_some();

@@ -135,70 +135,79 @@ fn constraints_in(sql: &str, toks: &[Token], column: Option<&str>, out: &mut Vec
             i += 2;
             continue;
         }
-        let kind = if t.is_keyword(sql, "AS")
-            && column.is_some()
-            && toks.get(i + 1).is_some_and(|t| t.kind == Tok::Open)
-        {
-            Kind::Generated
-        } else if t.is_keyword(sql, "PRIMARY") {
-            Kind::PrimaryKey
-        } else if t.is_keyword(sql, "UNIQUE") {
-            Kind::Unique
-        } else if t.is_keyword(sql, "CHECK") {
-            Kind::Check
-        } else if t.is_keyword(sql, "FOREIGN")
-            || (t.is_keyword(sql, "REFERENCES") && column.is_some())
-        {
-            Kind::ForeignKey
-        } else {
+        let Some(kind) = kind_at(sql, toks, i, column.is_some()) else {
             i += 1;
             continue;
         };
         let mut c = Constraint {
             name: name.take(),
-            kind: kind.clone(),
+            kind,
             columns: column.map(|c| vec![c.to_string()]).unwrap_or_default(),
             expression: None,
             referred_table: None,
             used: false,
         };
-        i += 1;
-        if matches!(kind, Kind::PrimaryKey | Kind::ForeignKey)
-            && toks.get(i).is_some_and(|t| t.is_keyword(sql, "KEY"))
-        {
-            i += 1;
-        }
-        match kind {
-            Kind::Check | Kind::Generated => {
-                let end = toks
-                    .get(i)
-                    .filter(|t| t.kind == Tok::Open)
-                    .and_then(|_| matching_close(toks, i));
-                if let Some(end) = end {
-                    c.expression = Some(text_of(sql, &toks[i + 1..end]).to_string());
-                    i = end + 1;
-                }
-            }
-            _ => {
-                if column.is_none() && toks.get(i).is_some_and(|t| t.kind == Tok::Open) {
-                    if let Some((cols, next)) = column_list(sql, toks, i) {
-                        c.columns = cols;
-                        i = next;
-                    }
-                }
-                if kind == Kind::ForeignKey {
-                    if column.is_none()
-                        && toks.get(i).is_some_and(|t| t.is_keyword(sql, "REFERENCES"))
-                    {
-                        i += 1;
-                    }
-                    c.referred_table = toks.get(i).and_then(|t| t.unquoted(sql));
-                    i += 1;
-                }
-            }
-        }
+        i = read_constraint(sql, toks, i + 1, column.is_some(), &mut c);
         out.push(c);
     }
+}
+
+/// The kind of constraint the keyword at `i` starts, if it starts one.
+fn kind_at(sql: &str, toks: &[Token], i: usize, in_column: bool) -> Option<Kind> {
+    let t = &toks[i];
+    let kw = |k: &str| t.is_keyword(sql, k);
+    Some(
+        if kw("AS") && in_column && toks.get(i + 1).is_some_and(|t| t.kind == Tok::Open) {
+            Kind::Generated
+        } else if kw("PRIMARY") {
+            Kind::PrimaryKey
+        } else if kw("UNIQUE") {
+            Kind::Unique
+        } else if kw("CHECK") {
+            Kind::Check
+        } else if kw("FOREIGN") || (kw("REFERENCES") && in_column) {
+            Kind::ForeignKey
+        } else {
+            return None;
+        },
+    )
+}
+
+/// Reads what follows a constraint's keyword (from `i`) into `c`: its expression, its columns,
+/// the table it refers to. Returns where reading stopped.
+fn read_constraint(
+    sql: &str,
+    toks: &[Token],
+    mut i: usize,
+    in_column: bool,
+    c: &mut Constraint,
+) -> usize {
+    let at = |i: usize, kind: Tok| toks.get(i).is_some_and(|t| t.kind == kind);
+    let at_keyword = |i: usize, kw: &str| toks.get(i).is_some_and(|t| t.is_keyword(sql, kw));
+    if matches!(c.kind, Kind::PrimaryKey | Kind::ForeignKey) && at_keyword(i, "KEY") {
+        i += 1;
+    }
+    if matches!(c.kind, Kind::Check | Kind::Generated) {
+        if let Some(end) = at(i, Tok::Open).then(|| matching_close(toks, i)).flatten() {
+            c.expression = Some(text_of(sql, &toks[i + 1..end]).to_string());
+            i = end + 1;
+        }
+        return i;
+    }
+    if !in_column && at(i, Tok::Open) {
+        if let Some((cols, next)) = column_list(sql, toks, i) {
+            c.columns = cols;
+            i = next;
+        }
+    }
+    if c.kind == Kind::ForeignKey {
+        if !in_column && at_keyword(i, "REFERENCES") {
+            i += 1;
+        }
+        c.referred_table = toks.get(i).and_then(|t| t.unquoted(sql));
+        i += 1;
+    }
+    i
 }
 
 /// The key texts and `WHERE` predicate of a `CREATE INDEX` statement.
