@@ -12,6 +12,7 @@ mod pg;
 mod sqlite;
 mod sqlite_ddl;
 
+use anyhow::Context as _;
 use diesel::connection::SimpleConnection as _;
 use diesel::sql_types::BigInt;
 
@@ -73,7 +74,7 @@ pub(crate) fn in_snapshot<T>(
     let mut attempt = 1;
     loop {
         conn.batch_execute(begin)
-            .map_err(|e| anyhow::anyhow!("starting a read-only snapshot: {e}"))?;
+            .context("starting a read-only snapshot")?;
         let result = read(conn, attempt == SNAPSHOT_ATTEMPTS);
         // Read-only: nothing to keep, and ROLLBACK also ends a transaction an error aborted.
         let ended = conn.batch_execute("ROLLBACK");
@@ -89,7 +90,7 @@ pub(crate) fn in_snapshot<T>(
             }
             result => {
                 let value = result?;
-                ended.map_err(|e| anyhow::anyhow!("ending the read-only snapshot: {e}"))?;
+                ended.context("ending the read-only snapshot")?;
                 return Ok(value);
             }
         }
