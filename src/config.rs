@@ -27,6 +27,7 @@ const POOL_SIZE: &[&str] = &["DB_POOL_SIZE", "DATABASE_POOL_SIZE"];
 const MAX_OVERFLOW: &[&str] = &["DB_MAX_OVERFLOW", "DATABASE_MAX_OVERFLOW"];
 const ECHO: &[&str] = &["DB_ECHO", "DATABASE_ECHO"];
 const SCHEMA: &str = "DATABASE_SCHEMA";
+const LINT_ALLOW: &str = "DBCTL_LINT_ALLOW";
 
 /// The database used when nothing else names one (diesel and sqlx users expect a local file).
 pub(crate) const DEFAULT_DATABASE_URL: &str = "sqlite://dev.db";
@@ -370,6 +371,18 @@ impl Config {
             return (PathBuf::from(dir), source);
         }
         (PathBuf::from(DEFAULT_SEEDS_DIR), Source::Default)
+    }
+
+    /// The lint rules `inspect --lint` turns off: the `--allow` values, else `DBCTL_LINT_ALLOW`
+    /// (comma-separated, from the environment or `.env`), else none.
+    pub(crate) fn lint_allow(&self, flag: &[String]) -> (Vec<String>, Source) {
+        if !flag.is_empty() {
+            return (flag.to_vec(), Source::Flag("--allow"));
+        }
+        if let Some((raw, source)) = self.lookup(LINT_ALLOW) {
+            return (raw.split(',').map(str::to_string).collect(), source);
+        }
+        (Vec::new(), Source::Default)
     }
 
     /// Pool and connection settings; `connect_timeout` (from `ping --timeout`) overrides

@@ -12,6 +12,8 @@ mod files;
 mod interrupt;
 mod migrate;
 mod output;
+mod schema;
+mod sql;
 
 use std::process::ExitCode;
 

@@ -10,7 +10,7 @@ use diesel::sql_types::{BigInt, Text};
 
 use super::{AnyConnection, Backend, TableName};
 use crate::error;
-use crate::migrate::split::Dialect;
+use crate::sql::Dialect;
 
 /// The backend `conn` talks to.
 pub(crate) fn of(conn: &AnyConnection) -> Backend {

@@ -5,7 +5,6 @@
 //! backend-specific they call a function here rather than matching on the backend themselves.
 
 pub(crate) mod backend;
-pub(crate) mod catalog;
 mod probe;
 pub(crate) mod seed;
 mod sqlite_ext;

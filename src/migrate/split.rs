@@ -2,17 +2,14 @@
 //!
 //! dbctl runs a migration statement by statement (inside one transaction unless the migration
 //! opts out), so that a failure can name the statement and its line, and so that a
-//! non-transactional migration can say which statements already ran. The lexer only needs to know
-//! where a `;` really ends a statement: it skips quoted strings and identifiers, PostgreSQL's
-//! `E'...'` and dollar-quoted bodies, comments, and the `BEGIN ... END` bodies of SQLite's
-//! `CREATE TRIGGER` and PostgreSQL's `BEGIN ATOMIC`. It never rewrites the SQL.
+//! non-transactional migration can say which statements already ran. The splitter only needs to
+//! know where a `;` really ends a statement: the shared lexer (`crate::sql`) hides the `;` of
+//! quoted strings and identifiers, PostgreSQL's `E'...'` and dollar-quoted bodies, and comments;
+//! this module adds the `BEGIN ... END` bodies of SQLite's `CREATE TRIGGER` and PostgreSQL's
+//! `BEGIN ATOMIC`. It never rewrites the SQL.
 
-/// Which SQL dialect's quoting rules apply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Dialect {
-    Sqlite,
-    Postgres,
-}
+pub(crate) use crate::sql::Dialect;
+use crate::sql::{self, Kind};
 
 impl Dialect {
     /// The dialect of the backend `conn` talks to.
@@ -98,45 +95,33 @@ pub(crate) fn statement_at(statements: &[Statement<'_>], base: &str, byte: usize
 }
 
 fn split_checked(sql: &str, dialect: Dialect) -> (Vec<Statement<'_>>, bool) {
-    let mut lexer = Lexer {
-        src: sql.as_bytes(),
-        pos: 0,
-        line: 1,
-        dialect,
-        unterminated: false,
-    };
+    let mut lexer = sql::Lexer::new(sql, dialect);
     let mut out = Vec::new();
     let mut stmt = StmtState::default();
-    while lexer.pos < lexer.src.len() {
-        let c = lexer.src[lexer.pos];
-        match c {
-            b'\n' => {
-                lexer.line += 1;
-                lexer.pos += 1;
-            }
-            c if c.is_ascii_whitespace() => lexer.pos += 1,
-            b'-' if lexer.peek(1) == Some(b'-') => lexer.skip_line_comment(),
-            b'/' if lexer.peek(1) == Some(b'*') => lexer.skip_block_comment(),
-            b';' if stmt.depth == 0 => {
+    for token in lexer.by_ref() {
+        match token.kind {
+            Kind::Space | Kind::Comment => {}
+            Kind::Semicolon if stmt.depth == 0 => {
                 if let Some((start, line)) = stmt.start.take() {
                     out.push(Statement {
-                        sql: &sql[start..lexer.pos],
+                        sql: &sql[start..token.start],
                         line,
                         first_words: std::mem::take(&mut stmt.first_words),
                     });
                 }
                 stmt = StmtState::default();
-                lexer.pos += 1;
             }
-            _ => {
+            kind => {
                 if stmt.start.is_none() {
-                    stmt.start = Some((lexer.pos, lexer.line));
+                    stmt.start = Some((token.start, token.line));
                 }
-                lexer.token(&mut stmt);
+                if kind == Kind::Word {
+                    stmt.word(token.text(sql), dialect);
+                }
             }
         }
     }
-    let closed = !lexer.unterminated && stmt.depth == 0;
+    let closed = !lexer.unterminated() && stmt.depth == 0;
     if let Some((start, line)) = stmt.start {
         let rest = sql[start..].trim_end();
         if !rest.is_empty() {
@@ -310,148 +295,6 @@ impl StmtState {
         }
         self.previous = upper;
     }
-}
-
-struct Lexer<'a> {
-    src: &'a [u8],
-    pos: usize,
-    line: usize,
-    dialect: Dialect,
-    /// The input ended inside a quote, a block comment or a dollar-quoted body.
-    unterminated: bool,
-}
-
-impl Lexer<'_> {
-    fn peek(&self, ahead: usize) -> Option<u8> {
-        self.src.get(self.pos + ahead).copied()
-    }
-
-    /// Moves past one byte, counting lines.
-    fn bump(&mut self) {
-        if self.src.get(self.pos) == Some(&b'\n') {
-            self.line += 1;
-        }
-        self.pos += 1;
-    }
-
-    fn skip_line_comment(&mut self) {
-        while self.pos < self.src.len() && self.src[self.pos] != b'\n' {
-            self.pos += 1;
-        }
-    }
-
-    /// `/* ... */`; PostgreSQL nests them, SQLite does not.
-    fn skip_block_comment(&mut self) {
-        self.pos += 2;
-        let mut depth = 1;
-        while self.pos < self.src.len() {
-            if self.src[self.pos] == b'*' && self.peek(1) == Some(b'/') {
-                self.pos += 2;
-                depth -= 1;
-                if depth == 0 {
-                    return;
-                }
-            } else if self.dialect == Dialect::Postgres
-                && self.src[self.pos] == b'/'
-                && self.peek(1) == Some(b'*')
-            {
-                self.pos += 2;
-                depth += 1;
-            } else {
-                self.bump();
-            }
-        }
-        self.unterminated = true;
-    }
-
-    /// Consumes one token that is not white space, a comment or a `;`.
-    fn token(&mut self, stmt: &mut StmtState) {
-        let c = self.src[self.pos];
-        match c {
-            b'\'' => self.quoted(b'\'', false),
-            b'"' => self.quoted(b'"', false),
-            b'`' if self.dialect == Dialect::Sqlite => self.quoted(b'`', false),
-            b'[' if self.dialect == Dialect::Sqlite => self.quoted(b']', false),
-            b'$' if self.dialect == Dialect::Postgres => self.dollar(),
-            c if is_word_start(c) => {
-                let start = self.pos;
-                while self.pos < self.src.len() && is_word_char(self.src[self.pos]) {
-                    self.pos += 1;
-                }
-                let word = &self.src[start..self.pos];
-                // PostgreSQL's E'...' strings treat backslash as an escape.
-                if self.dialect == Dialect::Postgres
-                    && (word == b"E" || word == b"e")
-                    && self.peek(0) == Some(b'\'')
-                {
-                    self.quoted(b'\'', true);
-                    return;
-                }
-                stmt.word(&String::from_utf8_lossy(word), self.dialect);
-            }
-            _ => self.bump(),
-        }
-    }
-
-    /// A quoted string or identifier; the closing quote doubled is an escaped quote.
-    fn quoted(&mut self, close: u8, backslash: bool) {
-        self.pos += 1;
-        while self.pos < self.src.len() {
-            let c = self.src[self.pos];
-            if backslash && c == b'\\' {
-                self.pos += 1;
-                self.bump();
-            } else if c == close {
-                self.pos += 1;
-                if close != b']' && self.peek(0) == Some(close) {
-                    self.pos += 1;
-                } else {
-                    return;
-                }
-            } else {
-                self.bump();
-            }
-        }
-        self.unterminated = true;
-    }
-
-    /// `$tag$ ... $tag$` (the tag may be empty); a `$` that starts no such quote (`$1`) is
-    /// an ordinary character.
-    fn dollar(&mut self) {
-        let start = self.pos;
-        let mut end = start + 1;
-        while end < self.src.len() && is_word_char(self.src[end]) && self.src[end] != b'$' {
-            end += 1;
-        }
-        let tag_ok = end < self.src.len()
-            && self.src[end] == b'$'
-            && self
-                .src
-                .get(start + 1)
-                .is_some_and(|c| *c == b'$' || !c.is_ascii_digit());
-        if !tag_ok {
-            self.pos += 1;
-            return;
-        }
-        let tag = &self.src[start..=end];
-        self.pos = end + 1;
-        while self.pos < self.src.len() {
-            if self.src[self.pos..].starts_with(tag) {
-                self.pos += tag.len();
-                return;
-            }
-            self.bump();
-        }
-        self.unterminated = true;
-    }
-}
-
-fn is_word_start(c: u8) -> bool {
-    c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
-}
-
-fn is_word_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
 }
 
 #[cfg(test)]

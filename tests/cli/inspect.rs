@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::both_backends;
-use crate::support::{Backend, Project};
+use crate::support::{Backend, Project, Run};
 
 /// A schema with the awkward parts: composite key, self-reference, partial and expression
 /// indexes, quoted mixed-case names with a space, a view, and on PostgreSQL an enum.
@@ -576,6 +576,67 @@ both_backends!(lint_reports_each_rule, |mut p: Project| {
         .code(2)
         .stderr_has("unknown lint rule `pk-names`");
 });
+
+#[test]
+fn lint_allow_is_a_setting_read_from_env_file_and_environment() {
+    let mut p = Project::sqlite();
+    p.migration(
+        "messy",
+        &MESSY.replace("FOREIGN KEY REFERENCES", "REFERENCES"),
+        None,
+    );
+    p.run(["init"]).success();
+    let rules = |run: &Run| -> Vec<String> {
+        run.json()["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["rule"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    // From .env: honoured, and -v says where it came from.
+    p.file(
+        ".env",
+        "DBCTL_LINT_ALLOW=naming,missing-primary-key:notes\n",
+    );
+    let run = p.run(["inspect", "--lint", "--format", "json"]);
+    run.code(4);
+    assert_eq!(rules(&run), ["unindexed-foreign-key"]);
+    p.run(["inspect", "--lint", "-v"]).code(4).stderr_has(
+        "lint rules turned off: naming, missing-primary-key:notes (from DBCTL_LINT_ALLOW in .env)",
+    );
+
+    // --allow wins over the setting.
+    let run = p.run([
+        "inspect",
+        "--lint",
+        "--format",
+        "json",
+        "--allow",
+        "unindexed-foreign-key",
+    ]);
+    run.code(4);
+    let got = rules(&run);
+    assert_eq!(got.len(), 6, "{got:?}");
+    assert!(!got.contains(&"unindexed-foreign-key".to_string()));
+
+    // A bad rule names the setting and the file (exit 2).
+    p.file(".env", "DBCTL_LINT_ALLOW=pk-names\n");
+    p.run(["inspect", "--lint"]).code(2).stderr_has(
+        "unknown lint rule `pk-names` in DBCTL_LINT_ALLOW (from DBCTL_LINT_ALLOW in .env)",
+    );
+
+    // The environment wins over .env.
+    p.env(
+        "DBCTL_LINT_ALLOW",
+        "naming,missing-primary-key,unindexed-foreign-key",
+    );
+    p.run(["inspect", "--lint", "-v"])
+        .success()
+        .stdout_has("no problems")
+        .stderr_has("(from the environment variable DBCTL_LINT_ALLOW)");
+}
 
 both_backends!(lint_passes_a_conventional_schema, |mut p: Project| {
     p.migration(

@@ -1,25 +1,22 @@
 //! `dbctl inspect`: what is in the database, for people (tables), machines (a stable JSON model),
 //! documentation (Mermaid, Graphviz) and CI (`--diff` against a snapshot, `--lint`).
 //!
-//! The catalog is read by `db::catalog` in a fixed number of queries; this module chooses what to
-//! show (internal tables, the tables named on the command line), adds the row counts and the
-//! migration state, and hands a report to `output`. Rendering lives in `human.rs` and
-//! `diagram.rs`, the snapshot comparison in `diff.rs`, the review rules in `lint.rs`.
-
-mod diagram;
-mod diff;
-mod human;
-mod lint;
+//! This module holds the arguments and the report; the work is in `crate::schema`: the catalog is
+//! read by `schema::read` in a fixed number of queries, compared by `schema::diff`, reviewed by
+//! `schema::lint` and drawn by `schema::render`. Here is chosen what to show (internal tables, the
+//! tables named on the command line), and the row counts and the migration state are added.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::commands::Context;
-use crate::db::catalog::{self, MigrationState, RowCounts, Schema};
 use crate::db::{self, AnyConnection, OpenMode};
 use crate::error::{self, Exit};
 use crate::output::{Format, Output, Report};
+use crate::schema::read::{self, ReadOptions};
+use crate::schema::render::{diagram, human};
+use crate::schema::{self, diff, lint, MigrationState, RowCounts, Schema};
 
 /// Show the schema: tables, columns, keys, indexes, views, row counts; diff it; lint it; draw it.
 ///
@@ -67,15 +64,10 @@ pub(crate) struct InspectArgs {
     #[arg(long)]
     lint: bool,
 
-    /// With --lint: turn RULE off, everywhere or for one TABLE (repeatable, or comma-separated in
-    /// $DBCTL_LINT_ALLOW). Rules: missing-primary-key, unindexed-foreign-key, pk-name, fk-name,
+    /// With --lint: turn RULE off, everywhere or for one TABLE (repeatable, or comma-separated;
+    /// default: the setting DBCTL_LINT_ALLOW). Rules: missing-primary-key, unindexed-foreign-key, pk-name, fk-name,
     /// uq-name, ck-name, ix-name, naming (the five name rules)
-    #[arg(
-        long,
-        value_name = "RULE[:TABLE]",
-        env = "DBCTL_LINT_ALLOW",
-        value_delimiter = ','
-    )]
+    #[arg(long, value_name = "RULE[:TABLE]", value_delimiter = ',')]
     allow: Vec<String>,
 }
 
@@ -88,7 +80,7 @@ pub(crate) enum InspectReport {
     Lint(lint::LintReport),
 }
 
-/// The schema itself; its JSON is exactly the model of `db::catalog::Schema`.
+/// The schema itself; its JSON is exactly the model of `schema::Schema`.
 #[derive(Serialize, Debug)]
 #[serde(transparent)]
 pub(crate) struct SchemaReport {
@@ -135,7 +127,20 @@ pub(crate) fn run(ctx: &Context, args: InspectArgs) -> anyhow::Result<InspectRep
         ));
     }
     let allow = if args.lint {
-        lint::parse_allow(&args.allow)?
+        let (rules, source) = ctx.config.lint_allow(&args.allow);
+        ctx.out.verbose(format_args!(
+            "lint rules turned off: {} ({source})",
+            if rules.is_empty() {
+                "none".to_string()
+            } else {
+                rules.join(", ")
+            }
+        ));
+        let from = match source {
+            crate::config::Source::Flag(flag) => flag.to_string(),
+            other => format!("DBCTL_LINT_ALLOW ({other})"),
+        };
+        lint::parse_allow(&rules, &from)?
     } else {
         Vec::new()
     };
@@ -146,7 +151,7 @@ pub(crate) fn run(ctx: &Context, args: InspectArgs) -> anyhow::Result<InspectRep
     let mut conn = db.get()?;
     // The catalog, the counts and the migration state come from one read-only snapshot, so a
     // migration running meanwhile is seen whole or not at all.
-    catalog::in_snapshot(&mut conn, |conn, last| {
+    read::in_snapshot(&mut conn, |conn, last| {
         read_and_report(ctx, conn, &args, snapshot.clone(), &allow, last)
     })
 }
@@ -161,9 +166,9 @@ fn read_and_report(
     last_attempt: bool,
 ) -> anyhow::Result<InspectReport> {
     let started = std::time::Instant::now();
-    let mut schema = catalog::read(
+    let mut schema = read::read(
         conn,
-        &catalog::ReadOptions {
+        &ReadOptions {
             schemas: args.schemas.clone(),
         },
     )?;
@@ -174,8 +179,8 @@ fn read_and_report(
         crate::output::millis(started.elapsed())
     ));
     if !args.all {
-        schema.tables.retain(|t| !catalog::is_internal(&t.name));
-        schema.views.retain(|v| !catalog::is_internal(&v.name));
+        schema.tables.retain(|t| !schema::is_internal(&t.name));
+        schema.views.retain(|v| !schema::is_internal(&v.name));
     }
     let detail = !args.tables.is_empty();
 
@@ -220,8 +225,8 @@ fn compare(
         )));
     }
     if !args.all {
-        expected.tables.retain(|t| !catalog::is_internal(&t.name));
-        expected.views.retain(|v| !catalog::is_internal(&v.name));
+        expected.tables.retain(|t| !schema::is_internal(&t.name));
+        expected.views.retain(|v| !schema::is_internal(&v.name));
     }
     if !args.tables.is_empty() {
         // A name found on neither side is a typo, not "no differences".
@@ -321,11 +326,11 @@ fn count_rows(
         }
         return Ok(RowCounts::None);
     }
-    if !args.exact && catalog::default_counts_are_estimates(schema.backend) {
+    if !args.exact && read::default_counts_are_estimates(conn) {
         return Ok(RowCounts::Estimate);
     }
-    let mut tables: Vec<&mut catalog::Table> = schema.tables.iter_mut().collect();
-    catalog::count_rows(conn, &mut tables, settle)?;
+    let mut tables: Vec<&mut schema::Table> = schema.tables.iter_mut().collect();
+    read::count_rows(conn, &mut tables, settle)?;
     Ok(RowCounts::Exact)
 }
 
@@ -371,12 +376,12 @@ fn read_snapshot(path: &Path) -> anyhow::Result<(PathBuf, Schema)> {
             path.display()
         ))
     })?;
-    if schema.dbctl_schema_version != catalog::MODEL_VERSION {
+    if schema.dbctl_schema_version != schema::MODEL_VERSION {
         return Err(error::usage(format!(
             "`{}` has dbctl_schema_version {}; this dbctl reads version {}",
             path.display(),
             schema.dbctl_schema_version,
-            catalog::MODEL_VERSION
+            schema::MODEL_VERSION
         )));
     }
     schema.sort();

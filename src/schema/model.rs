@@ -1,18 +1,10 @@
-//! The schema of a database as one backend-neutral model, read from the catalog with a fixed,
-//! small number of queries whatever the number of tables.
-//!
-//! This module owns the model (what `dbctl inspect --format json` prints and `--diff` reads back)
-//! and the choice of backend; `pg.rs` and `sqlite.rs` hold each backend's catalog SQL. Nothing here
-//! takes a name from the user: the catalog is read whole and filtered by the caller, and the only
-//! identifiers that reach SQL (the row counts) come from the catalog itself and are quoted.
-
-mod pg;
-mod sqlite;
-mod sqlite_ddl;
+//! The backend-neutral model of a database schema: what `dbctl inspect --format json` prints and
+//! `--diff` reads back, sorted so that equal schemas give equal bytes. Readers (`read/`) fill it,
+//! and everything else (diff, lint, renderers) takes it as it is.
 
 use serde::{Deserialize, Serialize};
 
-use crate::db::{AnyConnection, Backend};
+use crate::db::Backend;
 
 /// The version of the JSON model, bumped when a field changes meaning or disappears.
 pub(crate) const MODEL_VERSION: u32 = 1;
@@ -180,118 +172,6 @@ pub(crate) struct Sequence {
     pub(crate) owned_by: Option<String>,
 }
 
-/// What to read.
-pub(crate) struct ReadOptions {
-    /// PostgreSQL schemas to read; empty means those on the search path. Ignored on SQLite.
-    pub(crate) schemas: Vec<String>,
-}
-
-/// Reads the whole schema (row counts: PostgreSQL's estimates, none on SQLite; see
-/// [`count_rows`]). PostgreSQL: 7 queries; SQLite: 5.
-pub(crate) fn read(conn: &mut AnyConnection, opts: &ReadOptions) -> anyhow::Result<Schema> {
-    let mut schema = match conn {
-        AnyConnection::Postgresql(pg) => pg::read(pg, &opts.schemas)?,
-        AnyConnection::Sqlite(sq) => {
-            // SQLite's one schema is `main`: any other name asked for is a mistake to say so.
-            if let Some(other) = opts.schemas.iter().find(|s| s.as_str() != "main") {
-                return Err(crate::error::usage(format!(
-                    "schema {} does not exist in this SQLite database; its schemas: main",
-                    crate::output::quote(other)
-                )));
-            }
-            sqlite::read(sq)?
-        }
-    };
-    schema.sort();
-    Ok(schema)
-}
-
-/// How many times a snapshot read is tried when a concurrent change breaks it.
-const SNAPSHOT_ATTEMPTS: u32 = 4;
-
-/// Runs `read` in one read-only snapshot: on PostgreSQL a `REPEATABLE READ READ ONLY`
-/// transaction, on SQLite one read transaction. Everything it reads (catalog, counts, the
-/// migration bookkeeping) is then of one moment, whatever runs meanwhile. Catalog functions and
-/// name lookups on PostgreSQL still see objects dropped after the snapshot as gone, so a read that
-/// fails is tried again in a fresh snapshot (three times at most, a little later each time) before
-/// its error is returned.
-///
-/// `read` is told whether this is the last attempt: only then should it settle for less (see
-/// [`count_rows`]).
-pub(crate) fn in_snapshot<T>(
-    conn: &mut AnyConnection,
-    mut read: impl FnMut(&mut AnyConnection, bool) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    use diesel::connection::SimpleConnection as _;
-    let begin = match conn {
-        AnyConnection::Postgresql(_) => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-        AnyConnection::Sqlite(_) => "BEGIN DEFERRED",
-    };
-    let mut attempt = 1;
-    loop {
-        conn.batch_execute(begin)
-            .map_err(|e| anyhow::anyhow!("starting a read-only snapshot: {e}"))?;
-        let result = read(conn, attempt == SNAPSHOT_ATTEMPTS);
-        // Read-only: nothing to keep, and ROLLBACK also ends a transaction an error aborted.
-        let ended = conn.batch_execute("ROLLBACK");
-        match result {
-            Err(err)
-                if attempt < SNAPSHOT_ATTEMPTS
-                    && crate::error::exit_of(&err) == crate::error::Exit::Failed
-                    && crate::interrupt::received().is_none() =>
-            {
-                // Let a burst of schema changes (a run of migrations) pass.
-                std::thread::sleep(std::time::Duration::from_millis(50) * attempt);
-                attempt += 1;
-            }
-            result => {
-                let value = result?;
-                ended.map_err(|e| anyhow::anyhow!("ending the read-only snapshot: {e}"))?;
-                return Ok(value);
-            }
-        }
-    }
-}
-
-/// Whether the default row counts of a backend are estimates (PostgreSQL) or exact (SQLite, which
-/// keeps no estimate).
-pub(crate) fn default_counts_are_estimates(backend: Backend) -> bool {
-    backend == Backend::Postgres
-}
-
-/// Fills `rows` of the given tables with `count(*)`, in one `UNION ALL` query (PostgreSQL) or one
-/// multi-row `VALUES` query (SQLite, whose compound-select limit of 500 does not apply to VALUES).
-/// The statement grows with the number of tables but stays one round trip.
-///
-/// A table dropped (by another session) after the snapshot was taken cannot be counted: that is
-/// an error, for [`in_snapshot`] to try again, unless `settle` is set; then its count is unknown.
-pub(crate) fn count_rows(
-    conn: &mut AnyConnection,
-    tables: &mut [&mut Table],
-    settle: bool,
-) -> anyhow::Result<()> {
-    if tables.is_empty() {
-        return Ok(());
-    }
-    let counts = match conn {
-        AnyConnection::Postgresql(pg) => pg::count_rows(pg, tables)?,
-        AnyConnection::Sqlite(sq) => sqlite::count_rows(sq, tables)?,
-    };
-    if !settle {
-        if let Some((t, _)) = tables.iter().zip(&counts).find(|(_, n)| n.is_none()) {
-            anyhow::bail!(
-                "table {}.{} was dropped while its rows were being counted",
-                t.schema,
-                t.name
-            );
-        }
-    }
-    for (table, n) in tables.iter_mut().zip(counts) {
-        table.rows = n;
-    }
-    Ok(())
-}
-
 /// Internal tables: diesel's and dbctl's bookkeeping, and SQLite's own.
 pub(crate) fn is_internal(name: &str) -> bool {
     name == crate::migrate::DIESEL_TABLE
@@ -347,20 +227,22 @@ impl Schema {
 }
 
 impl Table {
+    /// A table with these columns and, so far, no keys, constraints, indexes or row count.
+    pub(crate) fn new(schema: String, name: String, columns: Vec<Column>) -> Table {
+        Table {
+            schema,
+            name,
+            columns,
+            primary_key: None,
+            foreign_keys: Vec::new(),
+            unique_constraints: Vec::new(),
+            checks: Vec::new(),
+            indexes: Vec::new(),
+            rows: None,
+        }
+    }
+
     pub(crate) fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
     }
-}
-
-/// Maps a foreign key action as SQLite spells it (or PostgreSQL's one-letter code) to SQL words.
-pub(crate) fn fk_action(code: &str) -> String {
-    match code {
-        "a" => "NO ACTION",
-        "r" => "RESTRICT",
-        "c" => "CASCADE",
-        "n" => "SET NULL",
-        "d" => "SET DEFAULT",
-        other => return other.to_ascii_uppercase(),
-    }
-    .to_string()
 }

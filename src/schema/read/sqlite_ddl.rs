@@ -1,129 +1,19 @@
 //! What SQLite keeps only in the text of its `CREATE` statements: constraint names, CHECK
 //! expressions, and the key expressions and `WHERE` clause of an index. No pragma reports them,
-//! so they are read from `sqlite_master.sql` with a small tokenizer that knows SQLite's quoting
-//! ("x", `x`, [x], 'text') and comments, and never evaluates anything.
+//! so they are read from `sqlite_master.sql` with the shared SQL lexer (`crate::sql`, SQLite's
+//! quoting and comments), and never evaluated.
 
-/// A token with its byte range in the statement.
-#[derive(Debug, Clone, PartialEq)]
-enum Tok {
-    /// A bare word: keyword, identifier or number.
-    Word(String),
-    /// A quoted identifier, unquoted.
-    Ident(String),
-    /// A string literal (kept as written).
-    Str,
-    Open,
-    Close,
-    Comma,
-    Other,
-}
-
-#[derive(Debug, Clone)]
-struct Token {
-    tok: Tok,
-    start: usize,
-    end: usize,
-}
+use crate::sql::{self, Dialect, Kind as Tok, Token};
 
 fn tokenize(sql: &str) -> Vec<Token> {
-    let bytes = sql.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i];
-        let start = i;
-        let tok = match c {
-            b' ' | b'\t' | b'\n' | b'\r' => {
-                i += 1;
-                continue;
-            }
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-                continue;
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i < bytes.len() && !(bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/')) {
-                    i += 1;
-                }
-                i = (i + 2).min(bytes.len());
-                continue;
-            }
-            b'"' | b'`' | b'[' | b'\'' => {
-                let close = if c == b'[' { b']' } else { c };
-                let mut text = Vec::new();
-                i += 1;
-                while i < bytes.len() {
-                    if bytes[i] == close {
-                        // A doubled quote is a literal quote (not inside [..]).
-                        if close != b']' && bytes.get(i + 1) == Some(&close) {
-                            text.push(close);
-                            i += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    text.push(bytes[i]);
-                    i += 1;
-                }
-                i = (i + 1).min(bytes.len());
-                if c == b'\'' {
-                    Tok::Str
-                } else {
-                    Tok::Ident(String::from_utf8_lossy(&text).into_owned())
-                }
-            }
-            b'(' => {
-                i += 1;
-                Tok::Open
-            }
-            b')' => {
-                i += 1;
-                Tok::Close
-            }
-            b',' => {
-                i += 1;
-                Tok::Comma
-            }
-            c if c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80 => {
-                while i < bytes.len()
-                    && (bytes[i].is_ascii_alphanumeric()
-                        || bytes[i] == b'_'
-                        || bytes[i] == b'$'
-                        || bytes[i] >= 0x80)
-                {
-                    i += 1;
-                }
-                Tok::Word(sql[start..i].to_string())
-            }
-            _ => {
-                i += 1;
-                Tok::Other
-            }
-        };
-        out.push(Token { tok, start, end: i });
-    }
-    out
-}
-
-fn is_kw(t: &Token, kw: &str) -> bool {
-    matches!(&t.tok, Tok::Word(w) if w.eq_ignore_ascii_case(kw))
-}
-
-fn name_of(t: &Token) -> Option<String> {
-    match &t.tok {
-        Tok::Word(w) | Tok::Ident(w) => Some(w.clone()),
-        _ => None,
-    }
+    sql::significant(sql, Dialect::Sqlite)
 }
 
 /// The index of the `)` matching the `(` at `open`.
 fn matching_close(toks: &[Token], open: usize) -> Option<usize> {
     let mut depth = 0usize;
     for (i, t) in toks.iter().enumerate().skip(open) {
-        match t.tok {
+        match t.kind {
             Tok::Open => depth += 1,
             Tok::Close => {
                 depth = depth.saturating_sub(1);
@@ -143,7 +33,7 @@ fn split_top(toks: &[Token]) -> Vec<&[Token]> {
     let mut depth = 0usize;
     let mut start = 0;
     for (i, t) in toks.iter().enumerate() {
-        match t.tok {
+        match t.kind {
             Tok::Open => depth += 1,
             Tok::Close => depth = depth.saturating_sub(1),
             Tok::Comma if depth == 0 => {
@@ -167,11 +57,11 @@ fn text_of<'a>(sql: &'a str, toks: &[Token]) -> &'a str {
 
 /// The column names of a parenthesised list starting at `open` (COLLATE / ASC / DESC dropped),
 /// and the index after its `)`.
-fn column_list(toks: &[Token], open: usize) -> Option<(Vec<String>, usize)> {
+fn column_list(sql: &str, toks: &[Token], open: usize) -> Option<(Vec<String>, usize)> {
     let close = matching_close(toks, open)?;
     let cols = split_top(&toks[open + 1..close])
         .into_iter()
-        .filter_map(|part| part.first().and_then(name_of))
+        .filter_map(|part| part.first().and_then(|t| t.unquoted(sql)))
         .collect();
     Some((cols, close + 1))
 }
@@ -205,7 +95,7 @@ pub(super) struct Constraint {
 /// both column definitions and table constraints. Unparsable text gives an empty list.
 pub(super) fn table_constraints(sql: &str) -> Vec<Constraint> {
     let toks = tokenize(sql);
-    let Some(open) = toks.iter().position(|t| t.tok == Tok::Open) else {
+    let Some(open) = toks.iter().position(|t| t.kind == Tok::Open) else {
         return Vec::new();
     };
     let Some(close) = matching_close(&toks, open) else {
@@ -218,10 +108,10 @@ pub(super) fn table_constraints(sql: &str) -> Vec<Constraint> {
         };
         let table_level = ["CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN"]
             .iter()
-            .any(|kw| is_kw(first, kw));
+            .any(|kw| first.is_keyword(sql, kw));
         if table_level {
             constraints_in(sql, element, None, &mut out);
-        } else if let Some(column) = name_of(first) {
+        } else if let Some(column) = first.unquoted(sql) {
             constraints_in(sql, &element[1..], Some(&column), &mut out);
         }
     }
@@ -235,82 +125,95 @@ fn constraints_in(sql: &str, toks: &[Token], column: Option<&str>, out: &mut Vec
     let mut i = 0;
     while i < toks.len() {
         let t = &toks[i];
-        if t.tok == Tok::Open {
+        if t.kind == Tok::Open {
             // A type's arguments or a default's expression: skip it whole.
             i = matching_close(toks, i).map_or(toks.len(), |c| c + 1);
             continue;
         }
-        if is_kw(t, "CONSTRAINT") {
-            name = toks.get(i + 1).and_then(name_of);
+        if t.is_keyword(sql, "CONSTRAINT") {
+            name = toks.get(i + 1).and_then(|t| t.unquoted(sql));
             i += 2;
             continue;
         }
-        let kind = if is_kw(t, "AS")
-            && column.is_some()
-            && toks.get(i + 1).is_some_and(|t| t.tok == Tok::Open)
-        {
-            Kind::Generated
-        } else if is_kw(t, "PRIMARY") {
-            Kind::PrimaryKey
-        } else if is_kw(t, "UNIQUE") {
-            Kind::Unique
-        } else if is_kw(t, "CHECK") {
-            Kind::Check
-        } else if is_kw(t, "FOREIGN") || (is_kw(t, "REFERENCES") && column.is_some()) {
-            Kind::ForeignKey
-        } else {
+        let Some(kind) = kind_at(sql, toks, i, column.is_some()) else {
             i += 1;
             continue;
         };
         let mut c = Constraint {
             name: name.take(),
-            kind: kind.clone(),
+            kind,
             columns: column.map(|c| vec![c.to_string()]).unwrap_or_default(),
             expression: None,
             referred_table: None,
             used: false,
         };
-        i += 1;
-        if matches!(kind, Kind::PrimaryKey | Kind::ForeignKey)
-            && toks.get(i).is_some_and(|t| is_kw(t, "KEY"))
-        {
-            i += 1;
-        }
-        match kind {
-            Kind::Check | Kind::Generated => {
-                let end = toks
-                    .get(i)
-                    .filter(|t| t.tok == Tok::Open)
-                    .and_then(|_| matching_close(toks, i));
-                if let Some(end) = end {
-                    c.expression = Some(text_of(sql, &toks[i + 1..end]).to_string());
-                    i = end + 1;
-                }
-            }
-            _ => {
-                if column.is_none() && toks.get(i).is_some_and(|t| t.tok == Tok::Open) {
-                    if let Some((cols, next)) = column_list(toks, i) {
-                        c.columns = cols;
-                        i = next;
-                    }
-                }
-                if kind == Kind::ForeignKey {
-                    if column.is_none() && toks.get(i).is_some_and(|t| is_kw(t, "REFERENCES")) {
-                        i += 1;
-                    }
-                    c.referred_table = toks.get(i).and_then(name_of);
-                    i += 1;
-                }
-            }
-        }
+        i = read_constraint(sql, toks, i + 1, column.is_some(), &mut c);
         out.push(c);
     }
+}
+
+/// The kind of constraint the keyword at `i` starts, if it starts one.
+fn kind_at(sql: &str, toks: &[Token], i: usize, in_column: bool) -> Option<Kind> {
+    let t = &toks[i];
+    let kw = |k: &str| t.is_keyword(sql, k);
+    Some(
+        if kw("AS") && in_column && toks.get(i + 1).is_some_and(|t| t.kind == Tok::Open) {
+            Kind::Generated
+        } else if kw("PRIMARY") {
+            Kind::PrimaryKey
+        } else if kw("UNIQUE") {
+            Kind::Unique
+        } else if kw("CHECK") {
+            Kind::Check
+        } else if kw("FOREIGN") || (kw("REFERENCES") && in_column) {
+            Kind::ForeignKey
+        } else {
+            return None;
+        },
+    )
+}
+
+/// Reads what follows a constraint's keyword (from `i`) into `c`: its expression, its columns,
+/// the table it refers to. Returns where reading stopped.
+fn read_constraint(
+    sql: &str,
+    toks: &[Token],
+    mut i: usize,
+    in_column: bool,
+    c: &mut Constraint,
+) -> usize {
+    let at = |i: usize, kind: Tok| toks.get(i).is_some_and(|t| t.kind == kind);
+    let at_keyword = |i: usize, kw: &str| toks.get(i).is_some_and(|t| t.is_keyword(sql, kw));
+    if matches!(c.kind, Kind::PrimaryKey | Kind::ForeignKey) && at_keyword(i, "KEY") {
+        i += 1;
+    }
+    if matches!(c.kind, Kind::Check | Kind::Generated) {
+        if let Some(end) = at(i, Tok::Open).then(|| matching_close(toks, i)).flatten() {
+            c.expression = Some(text_of(sql, &toks[i + 1..end]).to_string());
+            i = end + 1;
+        }
+        return i;
+    }
+    if !in_column && at(i, Tok::Open) {
+        if let Some((cols, next)) = column_list(sql, toks, i) {
+            c.columns = cols;
+            i = next;
+        }
+    }
+    if c.kind == Kind::ForeignKey {
+        if !in_column && at_keyword(i, "REFERENCES") {
+            i += 1;
+        }
+        c.referred_table = toks.get(i).and_then(|t| t.unquoted(sql));
+        i += 1;
+    }
+    i
 }
 
 /// The key texts and `WHERE` predicate of a `CREATE INDEX` statement.
 pub(super) fn index_parts(sql: &str) -> Option<(Vec<String>, Option<String>)> {
     let toks = tokenize(sql);
-    let open = toks.iter().position(|t| t.tok == Tok::Open)?;
+    let open = toks.iter().position(|t| t.kind == Tok::Open)?;
     let close = matching_close(&toks, open)?;
     let keys = split_top(&toks[open + 1..close])
         .into_iter()
@@ -318,7 +221,7 @@ pub(super) fn index_parts(sql: &str) -> Option<(Vec<String>, Option<String>)> {
         .collect();
     let rest = &toks[close + 1..];
     let predicate = match rest.first() {
-        Some(t) if is_kw(t, "WHERE") => Some(text_of(sql, &rest[1..]).to_string()),
+        Some(t) if t.is_keyword(sql, "WHERE") => Some(text_of(sql, &rest[1..]).to_string()),
         _ => None,
     };
     Some((keys, predicate))
@@ -328,10 +231,10 @@ pub(super) fn index_parts(sql: &str) -> Option<(Vec<String>, Option<String>)> {
 pub(super) fn key_expression(key: &str) -> String {
     let toks = tokenize(key);
     let mut end = toks.len();
-    if end > 0 && (is_kw(&toks[end - 1], "ASC") || is_kw(&toks[end - 1], "DESC")) {
+    if end > 0 && (toks[end - 1].is_keyword(key, "ASC") || toks[end - 1].is_keyword(key, "DESC")) {
         end -= 1;
     }
-    if end >= 2 && is_kw(&toks[end - 2], "COLLATE") {
+    if end >= 2 && toks[end - 2].is_keyword(key, "COLLATE") {
         end -= 2;
     }
     text_of(key, &toks[..end]).to_string()

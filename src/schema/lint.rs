@@ -15,9 +15,9 @@
 
 use serde::Serialize;
 
-use crate::db::catalog::{Schema, Table};
 use crate::error::{self, Exit};
 use crate::output::{self, Report};
+use crate::schema::{Schema, Table};
 
 /// Every rule, by the name `--allow` takes.
 pub(crate) const RULES: [&str; 7] = [
@@ -40,8 +40,9 @@ pub(crate) struct Allow {
     table: Option<String>,
 }
 
-/// Parses `--allow RULE[:TABLE]` values; an unknown rule is a usage error that lists them all.
-pub(crate) fn parse_allow(values: &[String]) -> anyhow::Result<Vec<Allow>> {
+/// Parses `RULE[:TABLE]` values; an unknown rule is a usage error that lists them all and says
+/// where the value came from (`from`: `--allow`, or the setting and its source).
+pub(crate) fn parse_allow(values: &[String], from: &str) -> anyhow::Result<Vec<Allow>> {
     let mut out = Vec::new();
     for value in values.iter().map(|v| v.trim()).filter(|v| !v.is_empty()) {
         let (rule, table) = match value.split_once(':') {
@@ -54,7 +55,7 @@ pub(crate) fn parse_allow(values: &[String]) -> anyhow::Result<Vec<Allow>> {
             vec![r]
         } else {
             return Err(error::usage(format!(
-                "unknown lint rule `{rule}` in --allow {value} (rules: {}, naming)",
+                "unknown lint rule `{rule}` in {from} {value} (rules: {}, naming)",
                 RULES.join(", ")
             )));
         };
@@ -144,7 +145,30 @@ pub(crate) fn check(schema: &Schema, allow: &[Allow]) -> LintReport {
 
 type Found = Vec<(&'static str, String, String)>;
 
+/// Every rule on one table, one kind of object after the other.
 fn check_table(t: &Table, found: &mut Found) {
+    primary_key(t, found);
+    foreign_keys(t, found);
+    let table = &t.name;
+    for u in &t.unique_constraints {
+        let first = u.columns.first().map_or("", String::as_str);
+        let expected = Expected::Exact(format!("uq_{table}_{first}"));
+        name_rule(
+            found,
+            "uq-name",
+            "unique constraint",
+            u.name.as_deref(),
+            expected,
+        );
+    }
+    for c in &t.checks {
+        let expected = Expected::Prefix(format!("ck_{table}_"));
+        name_rule(found, "ck-name", "check", c.name.as_deref(), expected);
+    }
+    indexes(t, found);
+}
+
+fn primary_key(t: &Table, found: &mut Found) {
     let table = &t.name;
     match &t.primary_key {
         None => found.push((
@@ -152,25 +176,30 @@ fn check_table(t: &Table, found: &mut Found) {
             table.clone(),
             format!("{table} has no primary key"),
         )),
-        Some(pk) => name_rule(
-            found,
-            "pk-name",
-            "primary key",
-            pk.name.as_deref(),
-            &format!("pk_{table}"),
-            false,
-        ),
+        Some(pk) => {
+            let expected = Expected::Exact(format!("pk_{table}"));
+            name_rule(
+                found,
+                "pk-name",
+                "primary key",
+                pk.name.as_deref(),
+                expected,
+            );
+        }
     }
+}
+
+fn foreign_keys(t: &Table, found: &mut Found) {
+    let table = &t.name;
     for fk in &t.foreign_keys {
         let first = fk.columns.first().map_or("", String::as_str);
-        let expected = format!("fk_{table}_{first}_{}", fk.referred_table);
+        let expected = Expected::Exact(format!("fk_{table}_{first}_{}", fk.referred_table));
         name_rule(
             found,
             "fk-name",
             "foreign key",
             fk.name.as_deref(),
-            &expected,
-            false,
+            expected,
         );
         if !is_indexed(t, &fk.columns) {
             found.push((
@@ -185,78 +214,72 @@ fn check_table(t: &Table, found: &mut Found) {
             ));
         }
     }
-    for u in &t.unique_constraints {
-        let first = u.columns.first().map_or("", String::as_str);
-        name_rule(
-            found,
-            "uq-name",
-            "unique constraint",
-            u.name.as_deref(),
-            &format!("uq_{table}_{first}"),
-            false,
-        );
-    }
-    for c in &t.checks {
-        name_rule(
-            found,
-            "ck-name",
-            "check",
-            c.name.as_deref(),
-            &format!("ck_{table}_"),
-            true,
-        );
-    }
+}
+
+fn indexes(t: &Table, found: &mut Found) {
+    let table = &t.name;
     for ix in &t.indexes {
         let first = ix.columns.first().map_or("", String::as_str);
         let first_is_column = !first.is_empty() && t.column(first).is_some();
-        let (expected, prefix) = if first_is_column {
-            (format!("ix_{table}_{first}"), false)
+        let expected = if first_is_column {
+            Expected::Exact(format!("ix_{table}_{first}"))
         } else {
-            (format!("ix_{table}_"), true)
+            Expected::Prefix(format!("ix_{table}_"))
         };
         // A unique index may follow the unique-constraint convention instead.
         let as_unique = ix.unique && first_is_column && ix.name == format!("uq_{table}_{first}");
         if !as_unique {
-            name_rule(found, "ix-name", "index", Some(&ix.name), &expected, prefix);
+            name_rule(found, "ix-name", "index", Some(&ix.name), expected);
         }
     }
 }
 
-/// Records a name that is missing or differs from `expected` (or, with `prefix`, does not start
-/// with it and add something).
+/// The name a rule expects.
+enum Expected {
+    /// Exactly this name.
+    Exact(String),
+    /// This prefix and something after it.
+    Prefix(String),
+}
+
+impl Expected {
+    fn accepts(&self, name: &str) -> bool {
+        match self {
+            Expected::Exact(e) => name == e,
+            Expected::Prefix(p) => name.len() > p.len() && name.starts_with(p.as_str()),
+        }
+    }
+
+    /// As a message shows it: the name, or the prefix and `<name>`.
+    fn shown(&self) -> String {
+        match self {
+            Expected::Exact(e) => e.clone(),
+            Expected::Prefix(p) => format!("{p}<name>"),
+        }
+    }
+}
+
+/// Records a name that is missing or that `expected` does not accept.
 fn name_rule(
     found: &mut Found,
     rule: &'static str,
     what: &str,
     name: Option<&str>,
-    expected: &str,
-    prefix: bool,
+    expected: Expected,
 ) {
-    let shown = if prefix {
-        format!("{expected}<name>")
-    } else {
-        expected.to_string()
-    };
+    let shown = expected.shown();
     match name {
         None => found.push((
             rule,
             "(unnamed)".to_string(),
             format!("{what} has no name (expected {shown})"),
         )),
-        Some(n) => {
-            let ok = if prefix {
-                n.len() > expected.len() && n.starts_with(expected)
-            } else {
-                n == expected
-            };
-            if !ok {
-                found.push((
-                    rule,
-                    n.to_string(),
-                    format!("{what} {n} should be named {shown}"),
-                ));
-            }
-        }
+        Some(n) if !expected.accepts(n) => found.push((
+            rule,
+            n.to_string(),
+            format!("{what} {n} should be named {shown}"),
+        )),
+        Some(_) => {}
     }
 }
 

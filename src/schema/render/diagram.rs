@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use crate::db::catalog::{ForeignKey, Schema, Table};
+use crate::schema::{ForeignKey, Schema, Table};
 
 /// Mermaid `erDiagram`. Mermaid accepts only word characters (and `-`, `()`, `[]`) in attribute
 /// types and names, so others become `_`; a column whose name had to change carries its real name

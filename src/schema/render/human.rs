@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
-use crate::db::catalog::{ForeignKey, Index, RowCounts, Schema, Table, View};
 use crate::output;
+use crate::schema::{ForeignKey, Index, RowCounts, Schema, Table, View};
 
 /// One row per table, then views, enums and sequences, with the migration state first.
 pub(crate) fn overview(schema: &Schema) -> String {
@@ -82,13 +82,7 @@ pub(crate) fn detail(schema: &Schema) -> String {
             }
             let _ = writeln!(out, "{table}");
         }
-        if !t.indexes.is_empty() {
-            let mut table = output::table(["index", "definition"]);
-            for ix in &t.indexes {
-                table.add_row(vec![ix.name.clone(), ix.definition.clone()]);
-            }
-            let _ = writeln!(out, "{table}");
-        }
+        index_table(&t.indexes, &mut out);
         out.push('\n');
     }
     for v in &schema.views {
@@ -109,14 +103,20 @@ fn view_detail(schema: &Schema, v: &View, out: &mut String) {
         columns.add_row(vec![c.name.clone(), c.data_type.clone()]);
     }
     let _ = writeln!(out, "{columns}");
-    if !v.indexes.is_empty() {
-        let mut table = output::table(["index", "definition"]);
-        for ix in &v.indexes {
-            table.add_row(vec![ix.name.clone(), ix.definition.clone()]);
-        }
-        let _ = writeln!(out, "{table}");
-    }
+    index_table(&v.indexes, out);
     let _ = writeln!(out, "{}\n", v.definition);
+}
+
+/// The indexes of a table or materialized view, with their definitions (nothing when none).
+fn index_table(indexes: &[Index], out: &mut String) {
+    if indexes.is_empty() {
+        return;
+    }
+    let mut table = output::table(["index", "definition"]);
+    for ix in indexes {
+        table.add_row(vec![ix.name.clone(), ix.definition.clone()]);
+    }
+    let _ = writeln!(out, "{table}");
 }
 
 /// (name, kind, definition) of every constraint, in a fixed order: key, unique, foreign, check.

@@ -8,9 +8,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::db::catalog::{Check, Column, ForeignKey, Index, Schema, Table, UniqueConstraint, View};
 use crate::error::Exit;
 use crate::output::Report;
+use crate::schema::{Check, Column, ForeignKey, Index, Schema, Table, UniqueConstraint, View};
 
 #[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -86,78 +86,70 @@ impl Report for DiffReport {
     }
 }
 
-/// Differences from `expected` (the snapshot) to `actual` (the database).
+/// Differences from `expected` (the snapshot) to `actual` (the database), one kind of object
+/// after the other.
 pub(crate) fn compare(path: &Path, expected: &Schema, actual: &Schema) -> DiffReport {
-    let qualify = expected.qualify() || actual.qualify();
-    let name = |schema: &str, name: &str| {
-        if qualify {
+    let names = Names {
+        qualify: expected.qualify() || actual.qualify(),
+    };
+    let mut d = Diff { out: Vec::new() };
+    let (e, a) = (expected, actual);
+    pair(&names.tables(e), &names.tables(a), |object, e, a| {
+        d.table_or_presence(object, e, a)
+    });
+    pair(&names.views(e), &names.views(a), |object, e, a| {
+        d.view(object, e, a)
+    });
+    pair(&names.enums(e), &names.enums(a), |object, e, a| {
+        d.either("enum", object, "values", e, a)
+    });
+    pair(&names.sequences(e), &names.sequences(a), |object, e, a| {
+        d.either("sequence", object, "definition", e, a)
+    });
+    DiffReport {
+        snapshot: path.display().to_string(),
+        differences: d.out,
+    }
+}
+
+/// How objects are named in differences: `schema.name` when either side read several schemas.
+struct Names {
+    qualify: bool,
+}
+
+impl Names {
+    fn name(&self, schema: &str, name: &str) -> String {
+        if self.qualify {
             format!("{schema}.{name}")
         } else {
             name.to_string()
         }
-    };
-    let mut d = Diff { out: Vec::new() };
+    }
 
-    let tables = |s: &Schema| -> BTreeMap<String, Table> {
+    fn tables<'s>(&self, s: &'s Schema) -> BTreeMap<String, &'s Table> {
         s.tables
             .iter()
-            .map(|t| (name(&t.schema, &t.name), t.clone()))
+            .map(|t| (self.name(&t.schema, &t.name), t))
             .collect()
-    };
-    pair(&tables(expected), &tables(actual), |object, e, a| {
-        match (e, a) {
-            (Some(e), Some(a)) => d.table(object, e, a),
-            _ => d.presence("table", object, e.map(table_summary), a.map(table_summary)),
-        }
-    });
+    }
 
-    let views = |s: &Schema| -> BTreeMap<String, View> {
+    fn views<'s>(&self, s: &'s Schema) -> BTreeMap<String, &'s View> {
         s.views
             .iter()
-            .map(|v| (name(&v.schema, &v.name), v.clone()))
+            .map(|v| (self.name(&v.schema, &v.name), v))
             .collect()
-    };
-    let columns = |v: &View| {
-        v.columns
-            .iter()
-            .map(|c| format!("{} {}", c.name, c.data_type))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    pair(&views(expected), &views(actual), |object, e, a| {
-        match (e, a) {
-            (Some(e), Some(a)) => {
-                d.changed("view", object, "definition", &e.definition, &a.definition);
-                d.changed("view", object, "columns", &columns(e), &columns(a));
-                d.constraints(
-                    "index",
-                    object,
-                    &e.indexes,
-                    &a.indexes,
-                    |i| i.name.clone(),
-                    ix_text,
-                );
-            }
-            _ => d.presence(
-                "view",
-                object,
-                e.map(|v| v.definition.clone()),
-                a.map(|v| v.definition.clone()),
-            ),
-        }
-    });
+    }
 
-    let enums = |s: &Schema| -> BTreeMap<String, String> {
+    /// Each enum's values as one string.
+    fn enums(&self, s: &Schema) -> BTreeMap<String, String> {
         s.enums
             .iter()
-            .map(|v| (name(&v.schema, &v.name), v.values.join(", ")))
+            .map(|v| (self.name(&v.schema, &v.name), v.values.join(", ")))
             .collect()
-    };
-    pair(&enums(expected), &enums(actual), |object, e, a| {
-        d.either("enum", object, "values", e, a)
-    });
+    }
 
-    let sequences = |s: &Schema| -> BTreeMap<String, String> {
+    /// Each sequence's definition as one string.
+    fn sequences(&self, s: &Schema) -> BTreeMap<String, String> {
         s.sequences
             .iter()
             .map(|q| {
@@ -166,23 +158,13 @@ pub(crate) fn compare(path: &Path, expected: &Schema, actual: &Schema) -> DiffRe
                     .as_deref()
                     .map(|o| format!(", owned by {o}"))
                     .unwrap_or_default();
-                (
-                    name(&q.schema, &q.name),
-                    format!(
-                        "{} start {} increment {}{owned}",
-                        q.data_type, q.start, q.increment
-                    ),
-                )
+                let text = format!(
+                    "{} start {} increment {}{owned}",
+                    q.data_type, q.start, q.increment
+                );
+                (self.name(&q.schema, &q.name), text)
             })
             .collect()
-    };
-    pair(&sequences(expected), &sequences(actual), |object, e, a| {
-        d.either("sequence", object, "definition", e, a)
-    });
-
-    DiffReport {
-        snapshot: path.display().to_string(),
-        differences: d.out,
     }
 }
 
@@ -205,25 +187,6 @@ struct Diff {
 }
 
 impl Diff {
-    fn push(
-        &mut self,
-        kind: &'static str,
-        change: Change,
-        object: String,
-        property: Option<&'static str>,
-        from: Option<String>,
-        to: Option<String>,
-    ) {
-        self.out.push(Difference {
-            kind,
-            change,
-            object,
-            property,
-            from,
-            to,
-        });
-    }
-
     fn changed(
         &mut self,
         kind: &'static str,
@@ -233,17 +196,18 @@ impl Diff {
         to: &str,
     ) {
         if from != to {
-            self.push(
+            self.out.push(Difference {
                 kind,
-                Change::Changed,
-                object.to_string(),
-                Some(property),
-                Some(from.to_string()),
-                Some(to.to_string()),
-            );
+                change: Change::Changed,
+                object: object.to_string(),
+                property: Some(property),
+                from: Some(from.to_string()),
+                to: Some(to.to_string()),
+            });
         }
     }
 
+    /// An object on one side only: `from` is the snapshot's, `to` the database's.
     fn presence(
         &mut self,
         kind: &'static str,
@@ -251,12 +215,19 @@ impl Diff {
         from: Option<String>,
         to: Option<String>,
     ) {
-        let object = object.to_string();
-        match (&from, &to) {
-            (Some(_), None) => self.push(kind, Change::Removed, object, None, from, None),
-            (None, Some(_)) => self.push(kind, Change::Added, object, None, None, to),
-            _ => {}
-        }
+        let change = match (&from, &to) {
+            (Some(_), None) => Change::Removed,
+            (None, Some(_)) => Change::Added,
+            _ => return,
+        };
+        self.out.push(Difference {
+            kind,
+            change,
+            object: object.to_string(),
+            property: None,
+            from,
+            to,
+        });
     }
 
     /// An object described by one string (enums, sequences).
@@ -274,7 +245,78 @@ impl Diff {
         }
     }
 
+    fn table_or_presence(&mut self, object: &str, e: Option<&&Table>, a: Option<&&Table>) {
+        match (e, a) {
+            (Some(e), Some(a)) => self.table(object, e, a),
+            _ => self.presence(
+                "table",
+                object,
+                e.map(|t| table_summary(t)),
+                a.map(|t| table_summary(t)),
+            ),
+        }
+    }
+
+    fn view(&mut self, object: &str, e: Option<&&View>, a: Option<&&View>) {
+        let (e, a) = match (e, a) {
+            (Some(e), Some(a)) => (e, a),
+            _ => {
+                let definition = |v: &&View| v.definition.clone();
+                return self.presence("view", object, e.map(definition), a.map(definition));
+            }
+        };
+        let columns = |v: &View| {
+            v.columns
+                .iter()
+                .map(|c| format!("{} {}", c.name, c.data_type))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        self.changed("view", object, "definition", &e.definition, &a.definition);
+        self.changed("view", object, "columns", &columns(e), &columns(a));
+        self.constraints(
+            "index",
+            object,
+            &e.indexes,
+            &a.indexes,
+            |i| i.name.clone(),
+            ix_text,
+        );
+    }
+
+    /// Both sides of a table: its columns, keys, constraints and indexes.
     fn table(&mut self, t: &str, e: &Table, a: &Table) {
+        self.columns(t, e, a);
+        self.primary_key(t, e, a);
+        self.constraints(
+            "foreign_key",
+            t,
+            &e.foreign_keys,
+            &a.foreign_keys,
+            fk_key,
+            fk_text,
+        );
+        self.constraints(
+            "unique",
+            t,
+            &e.unique_constraints,
+            &a.unique_constraints,
+            uq_key,
+            uq_text,
+        );
+        self.constraints("check", t, &e.checks, &a.checks, ck_key, ck_text);
+        self.constraints(
+            "index",
+            t,
+            &e.indexes,
+            &a.indexes,
+            |i: &Index| i.name.clone(),
+            ix_text,
+        );
+    }
+
+    /// The columns of a table, and their order.
+    fn columns(&mut self, t: &str, e: &Table, a: &Table) {
         let cols = |t: &Table| -> BTreeMap<String, Column> {
             t.columns
                 .iter()
@@ -315,6 +357,9 @@ impl Diff {
                 ),
             }
         });
+    }
+
+    fn primary_key(&mut self, t: &str, e: &Table, a: &Table) {
         let pk = |t: &Table| {
             t.primary_key
                 .as_ref()
@@ -334,31 +379,6 @@ impl Diff {
             }
             (x, y) => self.presence("primary_key", t, x, y),
         }
-        self.constraints(
-            "foreign_key",
-            t,
-            &e.foreign_keys,
-            &a.foreign_keys,
-            fk_key,
-            fk_text,
-        );
-        self.constraints(
-            "unique",
-            t,
-            &e.unique_constraints,
-            &a.unique_constraints,
-            uq_key,
-            uq_text,
-        );
-        self.constraints("check", t, &e.checks, &a.checks, ck_key, ck_text);
-        self.constraints(
-            "index",
-            t,
-            &e.indexes,
-            &a.indexes,
-            |i: &Index| i.name.clone(),
-            ix_text,
-        );
     }
 
     /// Constraints and indexes, matched by `key`, compared by `text`.
@@ -374,17 +394,9 @@ impl Diff {
         let map = |list: &[C]| -> BTreeMap<String, String> {
             list.iter().map(|c| (key(c), text(c))).collect()
         };
-        let (em, am) = (map(e), map(a));
-        let mut keys: Vec<&String> = em.keys().chain(am.keys()).collect();
-        keys.sort();
-        keys.dedup();
-        for k in keys {
-            let object = format!("{table}.{k}");
-            match (em.get(k), am.get(k)) {
-                (Some(x), Some(y)) => self.changed(kind, &object, "definition", x, y),
-                (x, y) => self.presence(kind, &object, x.cloned(), y.cloned()),
-            }
-        }
+        pair(&map(e), &map(a), |k, x, y| {
+            self.either(kind, &format!("{table}.{k}"), "definition", x, y)
+        });
     }
 }
 

@@ -1,0 +1,18 @@
+//! The schema of a database: one backend-neutral model and everything dbctl does with it.
+//!
+//! - `model.rs`: the model itself (tables, columns, keys, indexes, views, enums, sequences), the
+//!   JSON of `inspect --format json`.
+//! - `read/`: filling the model from a live catalog, one file per backend behind one dispatch.
+//! - `diff.rs`: comparing two models (`inspect --diff`); `lint.rs`: review rules (`inspect --lint`).
+//! - `render/`: turning a model into text for people and tools (tables, Mermaid, Graphviz); a new
+//!   output form (a diesel `schema.rs`, DDL) is one more file there.
+//!
+//! `commands::inspect` chooses what to read and show; nothing here parses arguments or prints.
+
+pub(crate) mod diff;
+pub(crate) mod lint;
+mod model;
+pub(crate) mod read;
+pub(crate) mod render;
+
+pub(crate) use model::*;
