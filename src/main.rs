@@ -12,6 +12,7 @@ mod files;
 mod interrupt;
 mod migrate;
 mod output;
+mod seed;
 
 use std::process::ExitCode;
 

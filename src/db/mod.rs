@@ -7,8 +7,7 @@
 pub(crate) mod catalog;
 pub(crate) mod lease;
 pub(crate) mod migrations;
-mod probe;
-pub(crate) mod seed;
+pub(crate) mod probe;
 mod sqlite_ext;
 pub(crate) mod topology;
 pub(crate) mod url;
