@@ -3,7 +3,7 @@
 //! stream, checked for width and with progress, into the backend's bulk path ([`Loader::load_csv`]).
 //! A failure is named by file, row and line; [`Located`] carries the row a database refused.
 
-use std::io::{BufRead, Read as _};
+use std::io::Read as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-use super::csv::{self, CsvReader, Record};
+use super::csv::{self, CsvReader, FileReader, Record};
 use super::loader::{loader, Column, ForeignKey, TargetKind};
 use super::plan::{Kind, SeedFile};
 use super::transaction::{run_sql, savepoint, DbFailure, Savepoint, UserSql};
@@ -25,7 +25,7 @@ const SQL_SAVEPOINT: &str = "dbctl_seed_sql";
 /// The data rows of one CSV file, checked for width, with progress.
 pub(crate) struct RowStream<'a> {
     pub(super) path: &'a Path,
-    pub(super) reader: CsvReader<Box<dyn BufRead>>,
+    pub(super) reader: FileReader,
     /// The file's delimiter and encoding, to read it again when looking for a refused row.
     pub(super) dialect: csv::Dialect,
     pub(super) record: Record,
@@ -76,6 +76,21 @@ impl RowStream<'_> {
     fn at(&self) -> String {
         format!("row {} (line {})", self.row, self.record.line)
     }
+}
+
+/// Opens a CSV file again, past its header, to look for the row a database refused; `None` when
+/// the header is no longer there.
+pub(super) fn reopen(
+    path: &Path,
+    dialect: csv::Dialect,
+) -> anyhow::Result<Option<(FileReader, Record)>> {
+    let mut reader = CsvReader::open(path, dialect)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let mut record = Record::default();
+    Ok(reader
+        .read(&mut record)
+        .unwrap_or(false)
+        .then_some((reader, record)))
 }
 
 /// The row a database refused, and why.

@@ -111,15 +111,26 @@ pub(crate) enum TargetKind {
     Missing,
 }
 
+/// The catalog's answer about a seed file's target: the relation's kind (`pg_class.relkind` or
+/// `sqlite_master.type`) and how many INSERT triggers it has.
+#[derive(QueryableByName)]
+pub(super) struct TargetRow {
+    #[diesel(sql_type = Text)]
+    kind: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    triggers: i64,
+}
+
 impl TargetKind {
-    /// Reads the catalog's answer: the relation's kind (`pg_class.relkind` or `sqlite_master.type`)
-    /// and how many INSERT triggers it has.
-    pub(super) fn of(found: Option<(&str, i64)>) -> TargetKind {
-        match found {
-            None => TargetKind::Missing,
-            Some(("v" | "view", triggers)) if triggers > 0 => TargetKind::InsertableView,
-            Some(("v" | "view" | "m", _)) => TargetKind::View,
-            Some(_) => TargetKind::Table,
+    /// Reads the catalog's answer (no row: no such relation).
+    pub(super) fn of(found: &[TargetRow]) -> TargetKind {
+        let Some(row) = found.first() else {
+            return TargetKind::Missing;
+        };
+        match row.kind.as_str() {
+            "v" | "view" if row.triggers > 0 => TargetKind::InsertableView,
+            "v" | "view" | "m" => TargetKind::View,
+            _ => TargetKind::Table,
         }
     }
 }

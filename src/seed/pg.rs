@@ -20,9 +20,9 @@ use diesel::prelude::*;
 use diesel::query_builder::AstPass;
 use diesel::sql_types::{Integer, Nullable, Text};
 
-use super::csv::{self, CsvReader, Record};
-use super::load::{CsvTarget, Located, RowStream};
-use super::loader::{quoted_target, Column, ForeignKey, Loader, Relation, TargetKind};
+use super::csv::{self, Record};
+use super::load::{reopen, CsvTarget, Located, RowStream};
+use super::loader::{quoted_target, Column, ForeignKey, Loader, Relation, TargetKind, TargetRow};
 use super::transaction::{database_message, savepoint, DbFailure, Savepoint};
 use super::Sink;
 use crate::db::{self, quote_ident, TableName};
@@ -91,15 +91,8 @@ impl Loader for PgConnection {
 
     /// In the file's schema, else the one visible on the search path.
     fn target_kind(&mut self, table: &TableName) -> anyhow::Result<TargetKind> {
-        #[derive(QueryableByName)]
-        struct Found {
-            #[diesel(sql_type = Text)]
-            kind: String,
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            triggers: i64,
-        }
         // tgtype bits (pg_trigger.h): ROW 1, INSERT 4, INSTEAD 64.
-        let found: Vec<Found> = diesel::sql_query(
+        let found: Vec<TargetRow> = diesel::sql_query(
             "SELECT c.relkind::text AS kind, (SELECT count(*) FROM pg_catalog.pg_trigger t \
                  WHERE t.tgrelid = c.oid AND t.tgenabled <> 'D' AND (t.tgtype & 69) = 69)::bigint AS triggers \
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -110,9 +103,7 @@ impl Loader for PgConnection {
         .bind::<Nullable<Text>, _>(&table.schema)
         .load(self)
         .with_context(|| format!("looking for table {}", table.quoted()))?;
-        Ok(TargetKind::of(
-            found.first().map(|f| (f.kind.as_str(), f.triggers)),
-        ))
+        Ok(TargetKind::of(&found))
     }
 
     fn columns(&mut self, table: &TableName) -> anyhow::Result<Vec<Column>> {
@@ -271,12 +262,9 @@ fn locate_pg_failure(
     table: &TableName,
     columns: &[String],
 ) -> anyhow::Result<Option<Located>> {
-    let mut reader = CsvReader::open(path, dialect)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    let mut record = Record::default();
-    if !reader.read(&mut record).unwrap_or(false) {
+    let Some((mut reader, mut record)) = reopen(path, dialect)? else {
         return Ok(None);
-    }
+    };
     let mut data: Vec<u8> = Vec::new();
     // For each buffered row: where it ends in `data`, its row number and line.
     let mut rows: Vec<(usize, u64, u64)> = Vec::new();
@@ -337,10 +325,10 @@ fn refused_column(
     table: &TableName,
     columns: &[String],
 ) -> anyhow::Result<Option<String>> {
-    let mut reader = CsvReader::open(path, dialect)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    let mut record = Record::default();
-    for _ in 0..=row {
+    let Some((mut reader, mut record)) = reopen(path, dialect)? else {
+        return Ok(None);
+    };
+    for _ in 0..row {
         if !reader.read(&mut record).unwrap_or(false) {
             return Ok(None);
         }

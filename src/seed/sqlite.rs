@@ -15,9 +15,9 @@ use diesel::sql_types::{Integer, Nullable, Text};
 use diesel::sqlite::Sqlite;
 use indicatif::ProgressBar;
 
-use super::csv::{self, CsvReader, Record};
-use super::load::{CsvTarget, Located, RowStream};
-use super::loader::{quoted_target, Column, ForeignKey, Loader, Relation, TargetKind};
+use super::csv::{self, Record};
+use super::load::{reopen, CsvTarget, Located, RowStream};
+use super::loader::{quoted_target, Column, ForeignKey, Loader, Relation, TargetKind, TargetRow};
 use super::transaction::{savepoint, DbFailure, Savepoint};
 use super::Sink;
 use crate::db::{self, quote_ident, TableName};
@@ -74,14 +74,7 @@ impl Loader for SqliteConnection {
     }
 
     fn target_kind(&mut self, table: &TableName) -> anyhow::Result<TargetKind> {
-        #[derive(QueryableByName)]
-        struct Found {
-            #[diesel(sql_type = Text)]
-            kind: String,
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            triggers: i64,
-        }
-        let found: Vec<Found> = diesel::sql_query(
+        let found: Vec<TargetRow> = diesel::sql_query(
             "SELECT type AS kind, (SELECT count(*) FROM sqlite_master t \
                  WHERE t.type = 'trigger' AND t.tbl_name = m.name) AS triggers \
              FROM sqlite_master m WHERE m.type IN ('table', 'view') AND m.name = $1",
@@ -89,9 +82,7 @@ impl Loader for SqliteConnection {
         .bind::<Text, _>(&table.name)
         .load(self)
         .with_context(|| format!("looking for table {}", table.quoted()))?;
-        Ok(TargetKind::of(
-            found.first().map(|f| (f.kind.as_str(), f.triggers)),
-        ))
+        Ok(TargetKind::of(&found))
     }
 
     fn columns(&mut self, table: &TableName) -> anyhow::Result<Vec<Column>> {
@@ -421,22 +412,20 @@ impl Replay<'_> {
         from: u64,
         to: u64,
     ) -> anyhow::Result<Option<Located>> {
-        let reader = CsvReader::open(self.path, self.dialect)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", self.path.display()))?;
+        let Some((reader, record)) = reopen(self.path, self.dialect)? else {
+            return Ok(None);
+        };
         let bar = ProgressBar::hidden();
         let mut stream = RowStream {
             path: self.path,
             reader,
             dialect: self.dialect,
-            record: Record::default(),
+            record,
             width: self.width,
             row: 0,
             bar: &bar,
             bytes_before: 0,
         };
-        if !stream.reader.read(&mut stream.record).unwrap_or(false) {
-            return Ok(None);
-        }
         let mut batch = Batch::new(&self.target.table, &self.target.names);
         let mut one = Batch::new(&self.target.table, &self.target.names);
         while stream.row < to && stream.next()? {
