@@ -1,6 +1,6 @@
 //! One seed file at a time: a `.sql` file runs as written inside a savepoint (and must leave
 //! dbctl's transaction open), a CSV file's header is matched to its table's columns and its rows
-//! stream, checked for width and with progress, into the backend's bulk path ([`Loader::load_csv`]).
+//! stream, checked for width and with progress, into the backend's bulk path (`Loader::load_csv`).
 //! A failure is named by file, row and line; [`Located`] carries the row a database refused.
 
 use std::io::Read as _;

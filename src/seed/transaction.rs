@@ -51,11 +51,8 @@ impl std::error::Error for UserSql {}
 
 /// Runs `f` in the seed's one transaction, committed when `f` succeeds and rolled back otherwise.
 ///
-/// On SQLite the transaction starts with `BEGIN IMMEDIATE`, which takes the write lock at once
-/// and so waits for another writer up to the busy timeout (`DB_STATEMENT_TIMEOUT`). A plain
-/// (deferred) `BEGIN` would first read the catalog under a shared lock; SQLite then refuses the
-/// later upgrade to a write lock with "database is locked" at once, without waiting, because
-/// waiting there could deadlock. PostgreSQL takes row locks as it goes: a plain BEGIN.
+/// The backend begins it (`Loader::begin`: SQLite's `BEGIN IMMEDIATE` waits for another writer
+/// up to the busy timeout; PostgreSQL takes row locks as it goes, with a plain BEGIN).
 ///
 /// After a failure nothing is sent before [`db::transaction_is_open`] says the transaction is
 /// still there; only then is it rolled back, and only a successful rollback counts as one.
