@@ -13,6 +13,7 @@ mod interrupt;
 mod migrate;
 mod output;
 mod schema;
+mod seed;
 mod sql;
 
 use std::process::ExitCode;

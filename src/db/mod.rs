@@ -5,8 +5,7 @@
 //! backend-specific they call a function here rather than matching on the backend themselves.
 
 pub(crate) mod backend;
-mod probe;
-pub(crate) mod seed;
+pub(crate) mod probe;
 mod sqlite_ext;
 pub(crate) mod topology;
 pub(crate) mod url;

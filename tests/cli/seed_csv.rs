@@ -24,6 +24,20 @@ fn rows(p: &Project, table: &str) -> Vec<Option<String>> {
     p.strings(&format!("SELECT v AS v FROM {table} ORDER BY {order}"))
 }
 
+/// Seeds each bad file into `table` from a folder of its own: each fails (exit 1) with
+/// `<prefix><message>` and leaves the table empty.
+fn each_is_refused(p: &Project, table: &str, prefix: &str, cases: &[(&[u8], &str)]) {
+    for (i, (csv, message)) in cases.iter().enumerate() {
+        let dir = format!("case{i}");
+        p.file(&format!("{dir}/{table}.csv"), csv);
+        p.run(["seed", "--seeds-dir", &dir])
+            .code(1)
+            .stderr_has(&format!("{prefix}{message}"))
+            .stderr_has("rolled back");
+        assert_eq!(rows(p, table), Vec::<Option<String>>::new());
+    }
+}
+
 /// Loads `csv` into `table` (created by `schema`) of a fresh PostgreSQL database with
 /// `psql \copy table FROM file WITH (FORMAT csv, HEADER true<options>)`: the stored `v` values,
 /// or psql's error. `None` when the PostgreSQL tests are skipped.
@@ -164,15 +178,7 @@ both_backends!(
                 "line 2: a carriage return (\\r) outside quotes",
             ),
         ];
-        for (i, (csv, message)) in cases.iter().enumerate() {
-            let dir = format!("case{i}");
-            p.file(&format!("{dir}/people.csv"), csv);
-            p.run(["seed", "--seeds-dir", &dir])
-                .code(1)
-                .stderr_has(&format!("people.csv {message}"))
-                .stderr_has("rolled back");
-            assert_eq!(rows(&p, "people"), Vec::<Option<String>>::new());
-        }
+        each_is_refused(&p, "people", "people.csv ", &cases);
         // Why refuse: the reference loaders disagree. psql drops the quotes and keeps the space,
         // sqlite3 keeps both.
         if let Some(reference) = psql_copy(schema, "people", cases[0].0, "") {
@@ -214,15 +220,7 @@ both_backends!(a_nul_byte_is_refused_with_row_and_column, |p: Project| {
         ),
         (b"id,v\0\n1,a\n", "t.csv: line 1, column 2: a NUL byte"),
     ];
-    for (i, (csv, message)) in cases.iter().enumerate() {
-        let dir = format!("case{i}");
-        p.file(&format!("{dir}/t.csv"), csv);
-        p.run(["seed", "--seeds-dir", &dir])
-            .code(1)
-            .stderr_has(message)
-            .stderr_has("rolled back");
-        assert_eq!(rows(&p, "t"), Vec::<Option<String>>::new());
-    }
+    each_is_refused(&p, "t", "", &cases);
     // The references store a different value silently: psql \copy cuts the line at the NUL.
     if let Some(reference) = psql_copy(schema, "t", cases[0].0, "") {
         assert_eq!(reference, Ok(vec![s("ok"), s("a")]));

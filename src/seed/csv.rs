@@ -432,55 +432,27 @@ impl Parser {
                         self.state = State::Unquoted;
                     }
                 }
-                State::Unquoted => {
-                    let start = i;
-                    while i < buf.len() && self.stops[buf[i] as usize] & STOP_UNQUOTED == 0 {
-                        i += 1;
+                State::Unquoted => match self.take_run(buf, &mut i, STOP_UNQUOTED, rec) {
+                    Err(e) => return (i, Step::Failed(e)),
+                    Ok(None) => break,
+                    Ok(Some(b)) => {
+                        if let Some(step) = self.after_field(b, rec, false) {
+                            return (i, step);
+                        }
                     }
-                    if let Err(e) = self.push(rec, &buf[start..i]) {
-                        return (i, Step::Failed(e));
-                    }
-                    if i == buf.len() {
-                        break;
-                    }
-                    let b = buf[i];
-                    i += 1;
-                    if b == self.delimiter {
-                        if let Err(e) = self.next_field(rec, false) {
+                },
+                State::Quoted => match self.take_run(buf, &mut i, STOP_QUOTED, rec) {
+                    Err(e) => return (i, Step::Failed(e)),
+                    Ok(None) => break,
+                    Ok(Some(b'"')) => self.state = State::QuoteInQuoted,
+                    Ok(Some(b'\n')) => {
+                        self.line += 1;
+                        if let Err(e) = self.push(rec, b"\n") {
                             return (i, Step::Failed(e));
                         }
-                    } else if b == b'\n' || b == b'\r' {
-                        rec.end_field(false);
-                        self.end_line(b);
-                        return (i, Step::Record);
-                    } else {
-                        return (i, Step::Failed(self.refuse(b, rec, false)));
                     }
-                }
-                State::Quoted => {
-                    let start = i;
-                    while i < buf.len() && self.stops[buf[i] as usize] & STOP_QUOTED == 0 {
-                        i += 1;
-                    }
-                    if let Err(e) = self.push(rec, &buf[start..i]) {
-                        return (i, Step::Failed(e));
-                    }
-                    if i == buf.len() {
-                        break;
-                    }
-                    let b = buf[i];
-                    i += 1;
-                    match b {
-                        b'"' => self.state = State::QuoteInQuoted,
-                        b'\n' => {
-                            self.line += 1;
-                            if let Err(e) = self.push(rec, b"\n") {
-                                return (i, Step::Failed(e));
-                            }
-                        }
-                        _ => return (i, Step::Failed(self.refuse(b, rec, false))),
-                    }
-                }
+                    Ok(Some(b)) => return (i, Step::Failed(self.refuse(b, rec, false))),
+                },
                 State::QuoteInQuoted => {
                     i += 1;
                     if b == b'"' {
@@ -488,21 +460,50 @@ impl Parser {
                             return (i, Step::Failed(e));
                         }
                         self.state = State::Quoted;
-                    } else if b == self.delimiter {
-                        if let Err(e) = self.next_field(rec, true) {
-                            return (i, Step::Failed(e));
-                        }
-                    } else if b == b'\n' || b == b'\r' {
-                        rec.end_field(true);
-                        self.end_line(b);
-                        return (i, Step::Record);
-                    } else {
-                        return (i, Step::Failed(self.refuse(b, rec, true)));
+                    } else if let Some(step) = self.after_field(b, rec, true) {
+                        return (i, step);
                     }
                 }
             }
         }
         (i, Step::More)
+    }
+
+    /// Pushes the bytes from `buf[*i]` up to the first one `mask` stops at, and steps past that
+    /// byte, returning it; `None` when `buf` ends first.
+    #[inline]
+    fn take_run(
+        &mut self,
+        buf: &[u8],
+        i: &mut usize,
+        mask: u8,
+        rec: &mut Record,
+    ) -> Result<Option<u8>, ReadError> {
+        let start = *i;
+        while *i < buf.len() && self.stops[buf[*i] as usize] & mask == 0 {
+            *i += 1;
+        }
+        self.push(rec, &buf[start..*i])?;
+        let Some(&b) = buf.get(*i) else {
+            return Ok(None);
+        };
+        *i += 1;
+        Ok(Some(b))
+    }
+
+    /// Byte `b` just after a field (`quoted` when it was): a delimiter starts the next field, a
+    /// line end ends the record, anything else is refused. `None` when reading goes on.
+    #[inline]
+    fn after_field(&mut self, b: u8, rec: &mut Record, quoted: bool) -> Option<Step> {
+        if b == self.delimiter {
+            self.next_field(rec, quoted).err().map(Step::Failed)
+        } else if b == b'\n' || b == b'\r' {
+            rec.end_field(quoted);
+            self.end_line(b);
+            Some(Step::Record)
+        } else {
+            Some(Step::Failed(self.refuse(b, rec, quoted)))
+        }
     }
 
     /// The error for byte `b` where it cannot be: a NUL anywhere, or a misplaced quote.
@@ -548,6 +549,9 @@ pub(crate) struct CsvReader<R> {
     /// Whether the start of the input was checked for a byte order mark.
     started: bool,
 }
+
+/// A reader of a seed file, as [`CsvReader::open`] makes it.
+pub(crate) type FileReader = CsvReader<Box<dyn BufRead>>;
 
 impl CsvReader<Box<dyn BufRead>> {
     /// Opens a seed file (refusing anything but a regular file) in the given dialect.

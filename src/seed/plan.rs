@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::db::seed::Relation;
+use super::loader::Relation;
 use crate::db::TableName;
 use crate::error;
 
