@@ -5,6 +5,7 @@
 //! backend-specific they call a function here rather than matching on the backend themselves.
 
 pub(crate) mod catalog;
+mod create;
 pub(crate) mod lease;
 pub(crate) mod migrations;
 mod probe;
@@ -72,6 +73,37 @@ const DEFAULT_SQLITE_BUSY: Duration = Duration::from_secs(5);
 pub(crate) enum OpenMode {
     Existing,
     Create,
+}
+
+/// Why a database could not be opened, where a caller may act on it. It rides in the error's
+/// chain as a marker that prints as nothing (the message says it in words); [`OpenError::of`]
+/// reads it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OpenError {
+    /// The database itself is not there: no SQLite file, or no such PostgreSQL database
+    /// (`pg_database` says so).
+    MissingDatabase,
+}
+
+impl OpenError {
+    /// The kind marked on `err`, if any.
+    pub(crate) fn of(err: &anyhow::Error) -> Option<OpenError> {
+        err.downcast_ref::<OpenError>().copied()
+    }
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Ok(())
+    }
+}
+
+/// Whether a statement failed because another connection held a lock for longer than it would
+/// wait: SQLite's `SQLITE_BUSY` or `SQLITE_LOCKED`. (PostgreSQL's 55P03 and 40P01 reach diesel
+/// as `DatabaseErrorKind::Unknown` without their SQLSTATE, so they cannot be told apart here.)
+pub(crate) fn is_lock_busy(err: &diesel::result::Error) -> bool {
+    matches!(err, diesel::result::Error::DatabaseError(_, info)
+        if probe::message_is_busy(info.message()))
 }
 
 /// A database reached through an r2d2 pool.
@@ -352,7 +384,8 @@ fn prepare_sqlite_file(url: &DbUrl, path: &std::path::Path, mode: OpenMode) -> a
                 "SQLite database does not exist: {}, and neither file exists (run `dbctl init` to create one; {})",
                 readings.both(),
                 readings.how_to_write()
-            )),
+            ))
+            .context(OpenError::MissingDatabase),
             OpenMode::Create => error::usage(format!(
                 "not creating a SQLite database: {}, and neither file exists; {}",
                 readings.both(),
@@ -375,7 +408,8 @@ fn prepare_sqlite_file(url: &DbUrl, path: &std::path::Path, mode: OpenMode) -> a
         OpenMode::Existing => Err(error::connect(format!(
             "SQLite database `{}` does not exist (run `dbctl init` to create it)",
             path.display()
-        ))),
+        ))
+        .context(OpenError::MissingDatabase)),
         OpenMode::Create => {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)
@@ -736,40 +770,6 @@ impl std::fmt::Display for TableName {
         match &self.schema {
             Some(schema) => write!(f, "{schema}.{}", self.name),
             None => f.write_str(&self.name),
-        }
-    }
-}
-
-/// Whether a PostgreSQL database exists, asked through a connection to another one.
-pub(crate) fn pg_database_exists(conn: &mut AnyConnection, name: &str) -> anyhow::Result<bool> {
-    #[derive(QueryableByName)]
-    struct Found {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let found: Found =
-        diesel::sql_query("SELECT count(*)::bigint AS n FROM pg_database WHERE datname = $1")
-            .bind::<Text, _>(name)
-            .get_result(conn)
-            .context("looking up the database in pg_database")?;
-    Ok(found.n > 0)
-}
-
-/// `CREATE DATABASE` with the name quoted (it cannot be a bound parameter). `Ok(false)` when
-/// another session created it meanwhile: the unique violation (23505) on `pg_database` that a
-/// concurrent creation gives, or any failure after which the database is there (that is
-/// `duplicate_database`, 42P04, which diesel does not tell apart by kind).
-pub(crate) fn pg_create_database(conn: &mut AnyConnection, name: &str) -> anyhow::Result<bool> {
-    use diesel::result::{DatabaseErrorKind, Error};
-    match conn.batch_execute(&format!("CREATE DATABASE {}", quote_ident(name))) {
-        Ok(()) => Ok(true),
-        Err(Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => Ok(false),
-        Err(e) => {
-            if pg_database_exists(conn, name)? {
-                Ok(false)
-            } else {
-                Err(e).with_context(|| format!("creating database `{name}`"))
-            }
         }
     }
 }

@@ -107,8 +107,7 @@ pub(crate) fn write_transaction<T>(
     let begun = match conn {
         AnyConnection::Sqlite(sq) => {
             AnsiTransactionManager::begin_transaction_sql(sq, "BEGIN IMMEDIATE").map_err(|e| {
-                let busy = matches!(&e, diesel::result::Error::DatabaseError(_, info)
-                    if super::probe::message_is_busy(info.message()));
+                let busy = super::is_lock_busy(&e);
                 anyhow::Error::new(e).context(if busy {
                     "another connection is writing to the database: its write lock was not \
                      released within the busy timeout (DB_STATEMENT_TIMEOUT, default 5 s)"

@@ -43,6 +43,34 @@ impl Backend {
             Backend::Postgres => "postgres",
         }
     }
+
+    /// Whether the database is reached through a server (host, port, user, connect timeout,
+    /// transaction pooling) rather than opened as a file.
+    pub(crate) fn has_server(self) -> bool {
+        self == Backend::Postgres
+    }
+
+    /// Whether tables live in named schemas (`DATABASE_SCHEMA` applies).
+    pub(crate) fn has_schemas(self) -> bool {
+        self == Backend::Postgres
+    }
+
+    /// The Python drivers' options dbctl takes out of this backend's URLs.
+    pub(crate) fn driver_params(self) -> &'static [&'static str] {
+        match self {
+            Backend::Sqlite => SQLITE_DRIVER_PARAMS,
+            Backend::Postgres => DRIVER_PARAMS,
+        }
+    }
+
+    /// The driver option read as `DB_STATEMENT_TIMEOUT` when that is not set: pysqlite's
+    /// `timeout` (the busy timeout), asyncpg's `command_timeout`.
+    pub(crate) fn statement_timeout_param(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "timeout",
+            Backend::Postgres => "command_timeout",
+        }
+    }
 }
 
 impl fmt::Display for Backend {
