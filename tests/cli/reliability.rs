@@ -20,7 +20,7 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
 use crate::both_backends;
-use crate::support::{pg_url_for, Backend, Project, Run};
+use crate::support::{pg_url_for, Backend, FakeServer, Project, Run};
 
 /// Starts `dbctl ARGS` in the project with piped output.
 pub(crate) fn spawn(p: &Project, args: &[&str]) -> Child {
@@ -71,6 +71,13 @@ pub(crate) fn finish(mut child: Child, limit: Duration, what: &str) -> Run {
         stdout: String::from_utf8_lossy(&out_t.join().unwrap_or_default()).into_owned(),
         stderr: String::from_utf8_lossy(&err_t.join().unwrap_or_default()).into_owned(),
     }
+}
+
+/// `dbctl ARGS` in `p`, run to its end within `limit` (see [`finish`]); it must exit 0 cleanly.
+pub(crate) fn succeeds_within(p: &Project, args: &[&str], limit: Duration, what: &str) -> Run {
+    let run = finish(spawn(p, args), limit, what);
+    clean_exit(&run, &[0], what);
+    run
 }
 
 /// Asserts a run ended with one of `codes`, without a panic.
@@ -156,10 +163,6 @@ fn consistent(p: &Project, versions: &[String]) -> usize {
     applied.len()
 }
 
-fn init(p: &Project) {
-    p.run(["init", "--no-migrate"]).success();
-}
-
 // ---------------------------------------------------------------------------------------------
 // Concurrency
 // ---------------------------------------------------------------------------------------------
@@ -175,7 +178,7 @@ fn many_concurrent_ups(backend: Backend) {
             return;
         };
         let versions = table_migrations(&mut p, MIGRATIONS);
-        init(&p);
+        p.init();
         let children: Vec<Child> = (0..PROCESSES)
             .map(|_| {
                 spawn(
@@ -212,7 +215,7 @@ fn eight_concurrent_ups_apply_each_migration_once_postgres() {
 
 both_backends!(up_racing_down_ends_in_a_serial_state, |mut p: Project| {
     let versions = table_migrations(&mut p, 6);
-    init(&p);
+    p.init();
     for round in 0..3 {
         // Start from 3 applied of 6.
         let before = consistent(&p, &versions);
@@ -270,7 +273,7 @@ fn seed_racing_up(backend: Backend) {
             csv.push_str(&format!("{i},item {i}\n"));
         }
         p.file("seeds/items.csv", csv);
-        init(p);
+        p.init();
         // Odd rounds: the seeded table already exists, so the seed must succeed while the other
         // migrations run next to it (on SQLite it waits for their write lock).
         let table_first = round % 2 == 1;
@@ -443,12 +446,12 @@ both_backends!(
         status.success();
         assert_eq!(status.json()["pending"], 1);
         // The PostgreSQL backend may still be sleeping with the lock: the next run waits for it.
-        let run = finish(
-            spawn(&p, &["migrate", "up", "--lock-timeout", "60"]),
+        let run = succeeds_within(
+            &p,
+            &["migrate", "up", "--lock-timeout", "60"],
             Duration::from_secs(300),
             "migrate up after SIGKILL",
         );
-        clean_exit(&run, &[0], "migrate up after SIGKILL");
         eprintln!("{:?}: {}", p.backend, run.stderr.trim());
         assert!(p.has_table("slow_t"));
         assert_eq!(p.applied(), [first, second]);
@@ -580,12 +583,12 @@ fn postgres_connection_cut_during_a_migration_applies_nothing() {
     assert_eq!(p.applied(), std::slice::from_ref(&first));
     assert_eq!(companion(&p), std::slice::from_ref(&first));
     // Directly, the migration applies (once the orphaned session gives up its lock).
-    let run = finish(
-        spawn(&p, &["migrate", "up", "--lock-timeout", "60"]),
+    succeeds_within(
+        &p,
+        &["migrate", "up", "--lock-timeout", "60"],
         Duration::from_secs(120),
         "migrate up after the cut",
     );
-    clean_exit(&run, &[0], "migrate up after the cut");
     assert_eq!(p.applied(), [first, second]);
 }
 
@@ -796,41 +799,21 @@ fn offline_project() -> Project {
 #[test]
 fn postgres_closed_port_every_command_exits_3() {
     let p = offline_project();
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
-    let url = format!("postgres://postgres@127.0.0.1:{port}/nowhere");
+    let url = FakeServer::ClosedPort.url();
     assert_eq!(every_command_exits_3(&p, &url, "closed port"), 8);
 }
 
 #[test]
 fn postgres_hang_up_every_command_exits_3() {
     let p = offline_project();
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    thread::spawn(move || {
-        for s in listener.incoming().flatten() {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    });
-    let url = format!("postgres://postgres@127.0.0.1:{port}/nowhere");
+    let url = FakeServer::HangUp.url();
     assert_eq!(every_command_exits_3(&p, &url, "hang-up"), 8);
 }
 
 #[test]
 fn postgres_silent_server_every_command_exits_3() {
     let p = offline_project();
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in listener.incoming().flatten() {
-            // Accept and keep the socket open, never answering.
-            held.push(s);
-        }
-    });
-    let url = format!("postgres://postgres@127.0.0.1:{port}/nowhere");
+    let url = FakeServer::Silent.url();
     assert_eq!(every_command_exits_3(&p, &url, "silent server"), 8);
 }
 
