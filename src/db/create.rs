@@ -7,8 +7,6 @@
 
 use anyhow::Context as _;
 use diesel::connection::SimpleConnection as _;
-use diesel::prelude::*;
-use diesel::sql_types::Text;
 
 use super::{quote_ident, topology, AnyConnection, Database, DbUrl, OpenError, OpenMode};
 use super::{PoolSettings, SqliteTarget};
@@ -165,17 +163,12 @@ fn open_maintenance(url: &DbUrl, settings: &PoolSettings, open: Opener<'_>) -> O
 
 /// Whether a PostgreSQL database exists, asked through a connection to another one.
 fn database_exists(conn: &mut AnyConnection, name: &str) -> anyhow::Result<bool> {
-    #[derive(QueryableByName)]
-    struct Found {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let found: Found =
-        diesel::sql_query("SELECT count(*)::bigint AS n FROM pg_database WHERE datname = $1")
-            .bind::<Text, _>(name)
-            .get_result(conn)
-            .context("looking up the database in pg_database")?;
-    Ok(found.n > 0)
+    super::pg_catalog_has(
+        conn,
+        "SELECT count(*)::bigint AS n FROM pg_catalog.pg_database WHERE datname = $1",
+        name,
+    )
+    .context("looking up the database in pg_database")
 }
 
 /// `CREATE DATABASE` with the name quoted (it cannot be a bound parameter). `Ok(false)` when

@@ -1,8 +1,12 @@
-//! The one place that knows the backends: URL to connection, the r2d2 pool, per-connection setup,
-//! and the few operations whose SQL differs between SQLite and PostgreSQL.
+//! The one place that knows the backends: URL to connection (`url`), the r2d2 pool,
+//! per-connection setup (one dispatch point, [`establish`]), creating a missing database
+//! (`create`), and the backend facts every engine shares: quoting, transaction state, a lock held
+//! too long ([`is_lock_busy`]), the server's version and role (`topology`).
 //!
 //! Commands open a [`Database`] and take connections from it; when they need something
-//! backend-specific they call a function here rather than matching on the backend themselves.
+//! backend-specific they ask here ([`Backend`]'s methods, [`Database::create_if_missing`]) rather
+//! than matching on the backend themselves. Errors are classified where they happen, by kind: a
+//! missing database carries [`OpenError::MissingDatabase`], a refused connection exit 3.
 
 pub(crate) mod catalog;
 mod create;
@@ -139,17 +143,6 @@ impl Database {
             prepare_sqlite_file(url, path, mode)?;
         }
         let url = &choose_server(url, settings.connect_timeout)?;
-        let explicit = match (url.pgbouncer(), settings.pgbouncer) {
-            (Some(on), _) => Some(Pooling {
-                on,
-                why: "the URL's pgbouncer= parameter".to_string(),
-            }),
-            (None, Some(on)) => Some(Pooling {
-                on,
-                why: "DB_PGBOUNCER".to_string(),
-            }),
-            (None, None) => None,
-        };
         let session = SessionSetup {
             backend: url.backend(),
             conn_str: url.connection_string(settings.connect_timeout.as_secs()),
@@ -159,29 +152,14 @@ impl Database {
             connect_timeout: settings.connect_timeout,
             schema: settings.schema.clone(),
             pooling: std::sync::Arc::new(std::sync::OnceLock::new()),
-            explicit_pooling: explicit,
+            explicit_pooling: explicit_pooling(url, settings),
             connected_port: url
                 .server()
                 .and_then(|s| s.rsplit_once(':').and_then(|(_, p)| p.parse::<i32>().ok())),
         };
         let started = Instant::now();
         if url.backend() == Backend::Sqlite {
-            // A file that is not a database opens fine and fails at its first read; left to the
-            // pool, the connection setup would be retried for the whole pool timeout (30 s of
-            // busy retries) before the same message came out. The busy timeout comes first:
-            // another process committing must be waited for, not reported as a failure to open.
-            let busy = settings.statement_timeout.unwrap_or(DEFAULT_SQLITE_BUSY);
-            probe::probe(&session.conn_str, busy).map_err(|e| {
-                let msg = format!("cannot open {}: {}", url.redacted(), e.message);
-                if e.is_busy() {
-                    anyhow::anyhow!(
-                        "{msg} (another process held it longer than the busy timeout, {:.1}s; see DB_STATEMENT_TIMEOUT)",
-                        busy.as_secs_f64()
-                    )
-                } else {
-                    error::connect(msg)
-                }
-            })?;
+            probe_sqlite(url, &session.conn_str, settings)?;
         }
         let mut first = establish_within(url, &session)?;
         let pooling = session.pooling.get().cloned().unwrap_or(Pooling {
@@ -267,6 +245,41 @@ impl Database {
     pub(crate) fn connect_time(&self) -> Duration {
         self.connect_time
     }
+}
+
+/// Transaction-pooling mode when the URL's `pgbouncer=` or `DB_PGBOUNCER` says it; `None`: find
+/// out on the first connection.
+fn explicit_pooling(url: &DbUrl, settings: &PoolSettings) -> Option<Pooling> {
+    match (url.pgbouncer(), settings.pgbouncer) {
+        (Some(on), _) => Some(Pooling {
+            on,
+            why: "the URL's pgbouncer= parameter".to_string(),
+        }),
+        (None, Some(on)) => Some(Pooling {
+            on,
+            why: "DB_PGBOUNCER".to_string(),
+        }),
+        (None, None) => None,
+    }
+}
+
+/// Reads a SQLite database once before the pool exists. A file that is not a database opens fine
+/// and fails at its first read; left to the pool, the connection setup would be retried for the
+/// whole pool timeout (30 s of busy retries) before the same message came out. The busy timeout
+/// comes first: another process committing must be waited for, not reported as a failure to open.
+fn probe_sqlite(url: &DbUrl, conn_str: &str, settings: &PoolSettings) -> anyhow::Result<()> {
+    let busy = settings.statement_timeout.unwrap_or(DEFAULT_SQLITE_BUSY);
+    probe::probe(conn_str, busy).map_err(|e| {
+        let msg = format!("cannot open {}: {}", url.redacted(), e.message);
+        if e.is_busy() {
+            anyhow::anyhow!(
+                "{msg} (another process held it longer than the busy timeout, {:.1}s; see DB_STATEMENT_TIMEOUT)",
+                busy.as_secs_f64()
+            )
+        } else {
+            error::connect(msg)
+        }
+    })
 }
 
 /// For a URL naming several servers, lets libpq choose one by its own rules (order,
@@ -488,52 +501,55 @@ struct SessionSetup {
 /// and with it the migration lock.
 const CLIENT_CHECK_INTERVAL_MS: u32 = 2000;
 
+/// A new connection, set up for dbctl: the one place that opens either backend.
 fn establish(setup: &SessionSetup) -> ConnectionResult<AnyConnection> {
     match setup.backend {
-        Backend::Postgres => {
-            let mut conn = diesel::PgConnection::establish(&setup.conn_str)?;
-            let pooled = match setup.pooling.get() {
-                Some(p) => p.on,
-                None => {
-                    let decided = pooling(setup, &mut conn)
-                        .map_err(ConnectionError::CouldntSetupConfiguration)?;
-                    let on = decided.on;
-                    let _ = setup.pooling.set(decided);
-                    on
-                }
-            };
-            if pooled {
-                // No named prepared statements (they live on one server connection of the pool),
-                // no session settings (they would stay there for other clients: per transaction
-                // instead, `pooled_transaction_setup`), and no watchdog or cancel by backend pid
-                // (the next statement may run on another server connection). The time zone is a
-                // parameter the pooler carries itself.
-                conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
-                conn.batch_execute("RESET TimeZone")
-                    .map_err(ConnectionError::CouldntSetupConfiguration)?;
-                if setup.echo {
-                    conn.set_instrumentation(EchoSql);
-                }
-                return Ok(AnyConnection::Postgresql(conn));
-            }
-            let pid = pg_session_setup(&mut conn, setup.statement_timeout, setup.schema.as_deref())
-                .map_err(ConnectionError::CouldntSetupConfiguration)?;
-            conn.set_instrumentation(watch::Watch::register(
-                pid,
-                &setup.conn_str,
-                &setup.redacted,
-                setup.connect_timeout,
-                setup.echo,
-            ));
-            Ok(AnyConnection::Postgresql(conn))
-        }
+        Backend::Postgres => establish_postgres(setup).map(AnyConnection::Postgresql),
         Backend::Sqlite => {
             sqlite_ext::install();
-            Ok(AnyConnection::Sqlite(diesel::SqliteConnection::establish(
-                &setup.conn_str,
-            )?))
+            diesel::SqliteConnection::establish(&setup.conn_str).map(AnyConnection::Sqlite)
         }
     }
+}
+
+/// A PostgreSQL connection: pooling mode decided on the first one, then either the pooled
+/// setup or dbctl's session setup and the watchdog.
+fn establish_postgres(setup: &SessionSetup) -> ConnectionResult<diesel::PgConnection> {
+    let mut conn = diesel::PgConnection::establish(&setup.conn_str)?;
+    let pooled = match setup.pooling.get() {
+        Some(p) => p.on,
+        None => {
+            let decided =
+                pooling(setup, &mut conn).map_err(ConnectionError::CouldntSetupConfiguration)?;
+            let on = decided.on;
+            let _ = setup.pooling.set(decided);
+            on
+        }
+    };
+    if pooled {
+        // No named prepared statements (they live on one server connection of the pool), no
+        // session settings (they would stay there for other clients: per transaction instead,
+        // `pooled_transaction_setup`), and no watchdog or cancel by backend pid (the next
+        // statement may run on another server connection). The time zone is a parameter the
+        // pooler carries itself.
+        conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+        conn.batch_execute("RESET TimeZone")
+            .map_err(ConnectionError::CouldntSetupConfiguration)?;
+        if setup.echo {
+            conn.set_instrumentation(EchoSql);
+        }
+        return Ok(conn);
+    }
+    let pid = pg_session_setup(&mut conn, setup.statement_timeout, setup.schema.as_deref())
+        .map_err(ConnectionError::CouldntSetupConfiguration)?;
+    conn.set_instrumentation(watch::Watch::register(
+        pid,
+        &setup.conn_str,
+        &setup.redacted,
+        setup.connect_timeout,
+        setup.echo,
+    ));
+    Ok(conn)
 }
 
 /// dbctl's PostgreSQL session: the time zone the server, the role, the database, `PGTZ` or the
@@ -690,16 +706,28 @@ fn use_schema(
 
 /// Whether a PostgreSQL schema of exactly this name exists.
 pub(crate) fn pg_schema_exists(conn: &mut AnyConnection, schema: &str) -> anyhow::Result<bool> {
+    pg_catalog_has(
+        conn,
+        "SELECT count(*)::bigint AS n FROM pg_catalog.pg_namespace WHERE nspname = $1",
+        schema,
+    )
+    .context("looking up DATABASE_SCHEMA")
+}
+
+/// Whether a catalog query counting rows named `$1` (as `n`) finds any.
+pub(super) fn pg_catalog_has(
+    conn: &mut AnyConnection,
+    count_sql: &str,
+    name: &str,
+) -> QueryResult<bool> {
     #[derive(QueryableByName)]
     struct Found {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         n: i64,
     }
-    let found: Found =
-        diesel::sql_query("SELECT count(*) AS n FROM pg_catalog.pg_namespace WHERE nspname = $1")
-            .bind::<Text, _>(schema)
-            .get_result(conn)
-            .context("looking up DATABASE_SCHEMA")?;
+    let found: Found = diesel::sql_query(count_sql)
+        .bind::<Text, _>(name)
+        .get_result(conn)?;
     Ok(found.n > 0)
 }
 

@@ -434,7 +434,7 @@ fn signal_during_a_migration(mut p: Project, sig: i32, name: &str, code: i32) {
         slow_statement(p.backend)
     );
     let second = p.migration("slow", &slow, Some("DROP TABLE slow_t;"));
-    p.run(["init", "--no-migrate"]).success();
+    p.init();
     p.run(["migrate", "up", "--to", &first]).success();
     let mut child = spawn(&p, &["migrate", "up"]);
     wait_started(&p, &mut child, "%SELECT pg_sleep");
@@ -532,7 +532,7 @@ fn postgres_sigkill_orphan_is_abandoned_and_the_next_run_is_not_blocked() {
         "CREATE TABLE slow_t (id INTEGER);\nSELECT pg_sleep(40);\n",
         Some("DROP TABLE slow_t;"),
     );
-    p.run(["init", "--no-migrate"]).success();
+    p.init();
     p.run(["migrate", "up", "--to", &first]).success();
     let mut child = spawn(&p, &["migrate", "up"]);
     wait_started(&p, &mut child, "%SELECT pg_sleep");
@@ -574,7 +574,7 @@ fn postgres_lock_wait_names_the_holder() {
         "CREATE TABLE slow_t (id INTEGER);\nSELECT pg_sleep(3);\n",
         Some("DROP TABLE slow_t;"),
     );
-    p.run(["init", "--no-migrate"]).success();
+    p.init();
     let mut holder = spawn(&p, &["migrate", "up"]);
     wait_started(&p, &mut holder, "%SELECT pg_sleep");
     let waiter = succeeds_within(
@@ -665,7 +665,7 @@ fn inspect_while_migrating(mut p: Project, rounds: usize, extra: &[&str]) {
             )
         })
         .collect();
-    p.run(["init", "--no-migrate"]).success();
+    p.init();
     /// Stops the migrator also when an assertion fails (else the scope would wait forever).
     struct StopOnDrop<'a>(&'a AtomicBool);
     impl Drop for StopOnDrop<'_> {
@@ -971,7 +971,7 @@ both_backends!(
     sigint_while_waiting_for_the_lock_changes_nothing,
     |mut p| {
         let v = p.migration("t", "CREATE TABLE t (id INTEGER);", Some("DROP TABLE t;"));
-        p.run(["init", "--no-migrate"]).success();
+        p.init();
         let mut pg_holder = None;
         let mut file_holder = None;
         match p.backend {
@@ -1024,7 +1024,7 @@ fn postgres_a_long_statement_is_not_taken_for_a_silent_server() {
         Some("DROP TABLE big;\nDROP TABLE long_t;"),
     );
     p.env("DB_CONNECT_TIMEOUT", "1");
-    p.run(["init", "--no-migrate"]).success();
+    p.init();
     succeeds_within(
         &p,
         &["migrate", "up"],

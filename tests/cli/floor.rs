@@ -153,7 +153,7 @@ fn postgres_sends_each_migration_as_one_query() {
          CREATE TABLE one_q_c (id INTEGER);\n",
         None,
     );
-    p.run(["init", "--no-migrate"]).success();
+    p.init();
     p.env("DB_ECHO", "1");
     let run = p.run(["migrate", "up"]);
     run.success();
@@ -250,7 +250,7 @@ both_backends!(
             "migrations/2024-01-01-000000_rev/down.sql",
             "DROP TABLE rev_b;\nDROP TABLE rev_a;\n",
         );
-        p.run(["init", "--no-migrate"]).success();
+        p.init();
         p.run(["migrate", "up"]).success();
         p.run(["migrate", "down"]).success();
         assert!(p.applied().is_empty());
@@ -269,7 +269,7 @@ both_backends!(
 #[test]
 fn sqlite_the_journal_mode_is_left_as_it_was() {
     let p = Project::sqlite();
-    p.run(["init", "--no-migrate"]).success();
+    p.init();
     p.migration_folder(
         "2024-01-01-000000_a",
         "CREATE TABLE ja (id INTEGER);\n",

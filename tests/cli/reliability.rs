@@ -428,7 +428,7 @@ both_backends!(
         };
         let first = p.migration("first", "CREATE TABLE first_t (id INTEGER);", None);
         let second = p.migration("slow", &slow, Some("DROP TABLE slow_t;"));
-        p.run(["init", "--no-migrate"]).success();
+        p.init();
         p.run(["migrate", "up", "--to", &first]).success();
         let child = spawn(&p, &["migrate", "up"]);
         kill_midway(&p, child, "%SELECT pg_sleep");
@@ -512,6 +512,26 @@ impl Proxy {
     fn url(&self, db: &str) -> String {
         pg_url_for(db).replace("127.0.0.1:5432", &format!("127.0.0.1:{}", self.port))
     }
+
+    /// `dbctl ARGS` in `p`, through this proxy (connect timeout 2 s), started.
+    fn spawn(&self, p: &Project, args: &[&str]) -> Child {
+        let mut cmd = p.command();
+        cmd.env("DATABASE_URL", self.url(p.pg_database().expect("database")))
+            .env("DB_CONNECT_TIMEOUT", "2")
+            .args(args);
+        spawn_cmd(cmd)
+    }
+
+    /// Cuts the connections under a running `child`, which must then end cleanly with exit 1 or
+    /// 3; returns its run.
+    fn cut_under(&self, child: Child, what: &str) -> Run {
+        self.cut();
+        let run = finish(child, Duration::from_secs(30), what);
+        clean_exit(&run, &[1, 3], what);
+        eprintln!("{what}: exit {}: {}", run.code, run.stderr.trim());
+        assert!(run.stderr.contains("error:"), "{}", run.stderr);
+        run
+    }
 }
 
 /// Copies bytes from `from` to `to` on a thread until either side closes.
@@ -547,17 +567,10 @@ fn postgres_connection_cut_during_a_migration_applies_nothing() {
         "CREATE TABLE cut_t (id INTEGER);\nSELECT pg_sleep(2);\nCREATE TABLE cut_u (id INTEGER);\n",
         Some("DROP TABLE cut_u;\nDROP TABLE cut_t;"),
     );
-    p.run(["init", "--no-migrate"]).success();
+    p.init();
     p.run(["migrate", "up", "--to", &first]).success();
     let proxy = Proxy::start("127.0.0.1:5432");
-    let mut cmd = p.command();
-    cmd.env(
-        "DATABASE_URL",
-        proxy.url(p.pg_database().expect("database")),
-    )
-    .env("DB_CONNECT_TIMEOUT", "2")
-    .args(["migrate", "up"]);
-    let child = spawn_cmd(cmd);
+    let child = proxy.spawn(&p, &["migrate", "up"]);
     assert!(
         wait_until(Duration::from_secs(60), || pg_active(
             &p,
@@ -565,20 +578,12 @@ fn postgres_connection_cut_during_a_migration_applies_nothing() {
         )),
         "the migration never started"
     );
-    proxy.cut();
-    let run = finish(child, Duration::from_secs(30), "migrate up through a cut");
-    clean_exit(&run, &[1, 3], "migrate up through a cut");
-    eprintln!(
-        "migrate up through a cut: exit {}: {}",
-        run.code,
-        run.stderr.trim()
-    );
+    let run = proxy.cut_under(child, "migrate up through a cut");
     assert!(
         run.stderr.contains("connection to the database was lost"),
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("error:"), "{}", run.stderr);
     assert!(!p.has_table("cut_t") && !p.has_table("cut_u"));
     assert_eq!(p.applied(), std::slice::from_ref(&first));
     assert_eq!(companion(&p), std::slice::from_ref(&first));
@@ -606,14 +611,7 @@ fn postgres_connection_cut_during_a_seed_loads_nothing() {
     let rows = 300_000;
     big_csv(&p, rows);
     let proxy = Proxy::start("127.0.0.1:5432");
-    let mut cmd = p.command();
-    cmd.env(
-        "DATABASE_URL",
-        proxy.url(p.pg_database().expect("database")),
-    )
-    .env("DB_CONNECT_TIMEOUT", "2")
-    .arg("seed");
-    let mut child = spawn_cmd(cmd);
+    let mut child = proxy.spawn(&p, &["seed"]);
     assert!(
         wait_until(Duration::from_secs(60), || pg_active(&p, "COPY")),
         "the seed never started"
@@ -623,18 +621,14 @@ fn postgres_connection_cut_during_a_seed_loads_nothing() {
         child.try_wait().expect("try_wait").is_none(),
         "the seed finished before the cut: make it longer"
     );
-    proxy.cut();
-    let run = finish(child, Duration::from_secs(30), "seed through a cut");
-    clean_exit(&run, &[1, 3], "seed through a cut");
-    eprintln!(
-        "seed through a cut: exit {}: {}",
-        run.code,
-        run.stderr.trim()
-    );
-    assert!(run.stderr.contains("error:"), "{}", run.stderr);
+    proxy.cut_under(child, "seed through a cut");
     assert_eq!(p.count("SELECT count(*) AS n FROM big"), 0);
-    let run = finish(spawn(&p, &["seed"]), Duration::from_secs(300), "seed");
-    clean_exit(&run, &[0], "seed after the cut");
+    succeeds_within(
+        &p,
+        &["seed"],
+        Duration::from_secs(300),
+        "seed after the cut",
+    );
     assert_eq!(p.count("SELECT count(*) AS n FROM big"), rows as i64);
 }
 
@@ -662,7 +656,7 @@ both_backends!(
             &format!("migrations/{folder}/metadata.toml"),
             "run_in_transaction = false\n",
         );
-        p.run(["init", "--no-migrate"]).success();
+        p.init();
         p.run(["migrate", "up"])
             .code(1)
             .stderr_has("statement 3 of 4")
@@ -697,7 +691,7 @@ fn sqlite_locked_by_another_writer_waits_then_fails_cleanly() {
     let w = p.migration("w", "CREATE TABLE w (id INTEGER);", Some("DROP TABLE w;"));
     p.migration("a", "CREATE TABLE a (id INTEGER);", Some("DROP TABLE a;"));
     p.file("seeds/w.csv", "id\n1\n2\n");
-    p.run(["init", "--no-migrate"]).success();
+    p.init();
     p.run(["migrate", "up", "--to", &w]).success();
     let mut holder = SqliteConnection::establish(p.url()).expect("open the file");
     holder
