@@ -46,6 +46,15 @@ pub(crate) enum Status {
 }
 
 impl Status {
+    /// `Created` when dbctl made it, `Existed` when it was there.
+    fn created_if(created: bool) -> Status {
+        if created {
+            Status::Created
+        } else {
+            Status::Existed
+        }
+    }
+
     /// The word both the table and JSON use (JSON through serde's lowercase names).
     fn word(self) -> &'static str {
         match self {
@@ -113,15 +122,6 @@ pub(crate) fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<InitReport> {
     Ok(report)
 }
 
-/// `Created` or `Existed`.
-fn created(created: bool) -> Status {
-    if created {
-        Status::Created
-    } else {
-        Status::Existed
-    }
-}
-
 /// The database and, with `DATABASE_SCHEMA`, its schema: each created when missing; then the
 /// database opened with every setting.
 fn open_database(
@@ -138,7 +138,11 @@ fn open_database(
     let open = |url: &DbUrl, settings: &PoolSettings, mode| ctx.open_url(url, settings, mode);
     let creation =
         Database::create_if_missing(url, &without_schema, &open, &|line| ctx.out.verbose(line))?;
-    report.step("database", created(creation.created), creation.name);
+    report.step(
+        "database",
+        Status::created_if(creation.created),
+        creation.name,
+    );
     let Some(schema) = settings.schema.as_deref() else {
         return match creation.opened {
             Some(db) => Ok(db),
@@ -157,7 +161,7 @@ fn open_database(
     let db = ctx.open_url(url, settings, OpenMode::Create)?;
     report.step(
         "schema",
-        created(!existed),
+        Status::created_if(!existed),
         format!("{schema} (DATABASE_SCHEMA)"),
     );
     Ok(db)
@@ -178,7 +182,7 @@ fn migrations_folder(ctx: &Context, report: &mut InitReport) -> anyhow::Result<P
     }
     report.step(
         "migrations folder",
-        created(!existed),
+        Status::created_if(!existed),
         dir.display().to_string(),
     );
     Ok(dir)
@@ -224,7 +228,11 @@ fn apply_migrations(
         Some(schema) => format!("{schema}.{}", migrate::DIESEL_TABLE),
         None => migrate::DIESEL_TABLE.to_string(),
     };
-    report.step("bookkeeping table", created(run.bookkeeping_created), table);
+    report.step(
+        "bookkeeping table",
+        Status::created_if(run.bookkeeping_created),
+        table,
+    );
     if args.no_migrate {
         report.step("migrations", Status::Skipped, "--no-migrate");
         return Ok(());
