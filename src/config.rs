@@ -14,8 +14,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::db::url::{DRIVER_PARAMS, SQLITE_DRIVER_PARAMS};
-use crate::db::{DbUrl, PoolSettings};
+use crate::db::{Backend, DbUrl, PoolSettings};
 use crate::error;
 use crate::output;
 
@@ -79,8 +78,8 @@ pub(crate) struct Config {
     driver_params: RefCell<Vec<(String, String)>>,
     /// Where the URL came from, once resolved (for [`Config::explain`]).
     url_source: RefCell<Option<Source>>,
-    /// Whether that URL is SQLite's (its `?timeout=` is pysqlite's busy timeout).
-    sqlite_url: std::cell::Cell<bool>,
+    /// That URL's backend, once resolved (a SQLite URL's `?timeout=` is pysqlite's busy timeout).
+    url_backend: std::cell::Cell<Option<Backend>>,
 }
 
 impl fmt::Debug for Config {
@@ -111,7 +110,7 @@ impl Config {
             diesel_migrations_dir: None,
             driver_params: RefCell::new(Vec::new()),
             url_source: RefCell::new(None),
-            sqlite_url: std::cell::Cell::new(false),
+            url_backend: std::cell::Cell::new(None),
         };
         let (toml_path, named) = match config.lookup("DIESEL_CONFIG_FILE") {
             Some((path, _)) => (PathBuf::from(path), true),
@@ -178,13 +177,8 @@ impl Config {
             },
         };
         let mut url = DbUrl::parse(&raw)?;
-        let sqlite = url.backend() == crate::db::Backend::Sqlite;
-        *self.driver_params.borrow_mut() = url.take_query_params(if sqlite {
-            SQLITE_DRIVER_PARAMS
-        } else {
-            DRIVER_PARAMS
-        });
-        self.sqlite_url.set(sqlite);
+        *self.driver_params.borrow_mut() = url.take_query_params(url.backend().driver_params());
+        self.url_backend.set(Some(url.backend()));
         *self.url_source.borrow_mut() = Some(source.clone());
         Ok((url, source))
     }
@@ -193,7 +187,7 @@ impl Config {
     /// came from and what it does, including those that have no effect and why. Call after
     /// [`Config::database_url`]. Values are shown except passwords and URLs (shown redacted
     /// elsewhere).
-    pub(crate) fn explain(&self, backend: crate::db::Backend) -> Vec<String> {
+    pub(crate) fn explain(&self, backend: Backend) -> Vec<String> {
         let mut names: Vec<(String, bool)> = std::env::vars_os()
             .filter_map(|(k, _)| k.into_string().ok())
             .filter(|k| is_setting_name(k))
@@ -234,7 +228,7 @@ impl Config {
             lines.push(format!("setting {name}={shown} (from {source}): {effect}"));
         }
         for (key, value) in self.driver_params.borrow().iter() {
-            let sqlite = self.sqlite_url.get();
+            let sqlite = !backend.has_server();
             let effect = match key.as_str() {
                 "timeout" if sqlite && self.lookup("DB_STATEMENT_TIMEOUT").is_some() => {
                     "no effect: DB_STATEMENT_TIMEOUT is set and wins".to_string()
@@ -265,13 +259,16 @@ impl Config {
 
     /// Warnings about settings that are probably not meant as dbctl reads them (printed even
     /// without `-v`). Call after [`Config::database_url`].
-    pub(crate) fn warnings(&self, backend: crate::db::Backend) -> Vec<String> {
+    pub(crate) fn warnings(&self, backend: Backend) -> Vec<String> {
         let mut out = Vec::new();
         let built = matches!(*self.url_source.borrow(), Some(Source::Built(_)));
         let schema = self.lookup(SCHEMA).filter(|(v, _)| !v.trim().is_empty());
-        if let (true, crate::db::Backend::Postgres, Some((schema, _)), None) =
-            (built, backend, schema, self.lookup("DATABASE_NAME"))
-        {
+        if let (true, true, Some((schema, _)), None) = (
+            built,
+            backend.has_schemas(),
+            schema,
+            self.lookup("DATABASE_NAME"),
+        ) {
             out.push(format!(
                 "DATABASE_SCHEMA={} is used as the PostgreSQL schema, and no DATABASE_NAME is set, so \
                  the database is libpq's default (the user name); projects that use DATABASE_SCHEMA \
@@ -286,11 +283,10 @@ impl Config {
     fn effect(
         &self,
         name: &str,
-        backend: crate::db::Backend,
+        backend: Backend,
         url_source: Option<&Source>,
         built: bool,
     ) -> String {
-        let sqlite = backend == crate::db::Backend::Sqlite;
         let shadowed = |group: &[&str]| {
             let winner = group.iter().find(|n| self.lookup(n).is_some())?;
             (*winner != name).then(|| format!("no effect: {winner} is also set and wins"))
@@ -312,12 +308,12 @@ impl Config {
                         None => "no effect: this command uses no database".to_string(),
                     };
                 }
-                if sqlite && parts::SERVER_PARTS.contains(&n) {
+                if !backend.has_server() && parts::SERVER_PARTS.contains(&n) {
                     return "no effect on a SQLite file".to_string();
                 }
                 "part of the database URL"
             }
-            SCHEMA if sqlite => return "no effect on SQLite (PostgreSQL only)".to_string(),
+            SCHEMA if !backend.has_schemas() => return "no effect on SQLite (PostgreSQL only)".to_string(),
             SCHEMA => "the PostgreSQL schema (first on search_path): migrations, bookkeeping tables, seeds and inspect use it",
             n if POOL_SIZE.contains(&n) => {
                 if let Some(note) = shadowed(POOL_SIZE) {
@@ -396,7 +392,7 @@ impl Config {
             Some(t) => t,
             None => match self.seconds(&["DB_CONNECT_TIMEOUT"], numbers::CONNECT_TIMEOUT)? {
                 Some(t) => t.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-                None if self.sqlite_url.get() => DEFAULT_CONNECT_TIMEOUT,
+                None if !self.resolved_backend().has_server() => DEFAULT_CONNECT_TIMEOUT,
                 None => self
                     .driver_seconds("timeout", numbers::CONNECT_TIMEOUT)?
                     .flatten()
@@ -409,11 +405,7 @@ impl Config {
                 Some(t) => Some(t.unwrap_or(Duration::ZERO)),
                 None => {
                     // asyncpg's command_timeout; pysqlite's timeout is SQLite's busy timeout.
-                    let key = if self.sqlite_url.get() {
-                        "timeout"
-                    } else {
-                        "command_timeout"
-                    };
+                    let key = self.resolved_backend().statement_timeout_param();
                     self.driver_seconds(key, numbers::STATEMENT_TIMEOUT)?
                         .map(|t| t.unwrap_or(Duration::ZERO))
                 }
@@ -469,7 +461,7 @@ impl Config {
         let Some((raw, source)) = self.lookup(SCHEMA) else {
             return Ok(None);
         };
-        if self.sqlite_url.get() {
+        if !self.resolved_backend().has_schemas() {
             return Ok(None); // no effect on SQLite, and `-v` says so
         }
         let name = raw.trim();
@@ -498,6 +490,12 @@ impl Config {
         spec.parse(&raw)
             .map(Some)
             .map_err(|want| bad_value(name, &raw, &source, &want))
+    }
+
+    /// The backend of the resolved URL; before [`Config::database_url`], a server's (nothing is
+    /// read as a SQLite option until a SQLite URL is seen).
+    fn resolved_backend(&self) -> Backend {
+        self.url_backend.get().unwrap_or(Backend::Postgres)
     }
 
     /// A driver parameter taken out of the URL (asyncpg's `command_timeout`, `timeout`).

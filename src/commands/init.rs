@@ -6,13 +6,13 @@
 
 use std::fs;
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::commands::Context;
-use crate::db::{self, Backend, DbUrl, OpenMode, SqliteTarget};
+use crate::db::{self, Backend, Database, DbUrl, OpenMode, PoolSettings};
 use crate::error::{self, Exit};
 use crate::migrate;
 use crate::output::{self, Report};
@@ -46,6 +46,15 @@ pub(crate) enum Status {
 }
 
 impl Status {
+    /// `Created` when dbctl made it, `Existed` when it was there.
+    fn created_if(created: bool) -> Status {
+        if created {
+            Status::Created
+        } else {
+            Status::Existed
+        }
+    }
+
     /// The word both the table and JSON use (JSON through serde's lowercase names).
     fn word(self) -> &'static str {
         match self {
@@ -105,58 +114,82 @@ pub(crate) fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<InitReport> {
         steps: Vec::new(),
         applied: Vec::new(),
     };
+    let db = open_database(ctx, &url, &settings, &mut report)?;
+    db::topology::require_writable(&db)?;
+    let dir = migrations_folder(ctx, &mut report)?;
+    project_files(&dir, &mut report)?;
+    apply_migrations(ctx, db, &dir, &settings, &args, &mut report)?;
+    Ok(report)
+}
 
+/// The database and, with `DATABASE_SCHEMA`, its schema: each created when missing; then the
+/// database opened with every setting.
+fn open_database(
+    ctx: &Context,
+    url: &DbUrl,
+    settings: &PoolSettings,
+    report: &mut InitReport,
+) -> anyhow::Result<Database> {
     // The database is looked for (and created) without DATABASE_SCHEMA, which may not exist yet.
-    let probe = db::PoolSettings {
+    let without_schema = PoolSettings {
         schema: None,
         ..settings.clone()
     };
-    let (status, detail, opened) = create_database(ctx, &url, &probe)?;
-    report.step("database", status, detail);
-    let schema = settings
-        .schema
-        .clone()
-        .filter(|_| url.backend() == Backend::Postgres);
-    let db = match (schema, opened) {
-        (None, Some(db)) => db,
-        (None, None) => ctx.open_url(&url, &settings, OpenMode::Create)?,
-        (Some(schema), opened) => {
-            let existed = {
-                let probe_db = match opened {
-                    Some(db) => db,
-                    None => ctx.open_url(&url, &probe, OpenMode::Create)?,
-                };
-                let mut conn = probe_db.get()?;
-                db::pg_schema_exists(&mut conn, &schema)?
-            };
-            // Opening in Create mode creates the schema and puts it on every search path.
-            let db = ctx.open_url(&url, &settings, OpenMode::Create)?;
-            let status = if existed {
-                Status::Existed
-            } else {
-                Status::Created
-            };
-            report.step("schema", status, format!("{schema} (DATABASE_SCHEMA)"));
-            db
-        }
+    let open = |url: &DbUrl, settings: &PoolSettings, mode| ctx.open_url(url, settings, mode);
+    let creation =
+        Database::create_if_missing(url, &without_schema, &open, &|line| ctx.out.verbose(line))?;
+    report.step(
+        "database",
+        Status::created_if(creation.created),
+        creation.name,
+    );
+    let Some(schema) = settings.schema.as_deref() else {
+        return match creation.opened {
+            Some(db) => Ok(db),
+            None => ctx.open_url(url, settings, OpenMode::Create),
+        };
     };
-    db::topology::require_writable(&db)?;
+    let existed = {
+        let db = match creation.opened {
+            Some(db) => db,
+            None => ctx.open_url(url, &without_schema, OpenMode::Create)?,
+        };
+        let mut conn = db.get()?;
+        db::pg_schema_exists(&mut conn, schema)?
+    };
+    // Opening in Create mode creates the schema and puts it on every search path.
+    let db = ctx.open_url(url, settings, OpenMode::Create)?;
+    report.step(
+        "schema",
+        Status::created_if(!existed),
+        format!("{schema} (DATABASE_SCHEMA)"),
+    );
+    Ok(db)
+}
 
+/// The migrations folder, made when missing.
+fn migrations_folder(ctx: &Context, report: &mut InitReport) -> anyhow::Result<PathBuf> {
     let (dir, source) = ctx.config.migrations_dir();
     ctx.out.verbose(format_args!(
         "migrations folder {} ({source})",
         dir.display()
     ));
-    let status = if dir.is_dir() {
-        Status::Existed
-    } else {
+    let existed = dir.is_dir();
+    if !existed {
         fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create the migrations folder `{}`", dir.display()))
             .map_err(|e| error::tag(e, Exit::Usage))?;
-        Status::Created
-    };
-    report.step("migrations folder", status, dir.display().to_string());
+    }
+    report.step(
+        "migrations folder",
+        Status::created_if(!existed),
+        dir.display().to_string(),
+    );
+    Ok(dir)
+}
 
+/// diesel.toml (naming the migrations folder) and .env.example, each written only when missing.
+fn project_files(dir: &Path, report: &mut InitReport) -> anyhow::Result<()> {
     let toml = format!(
         "# dbctl and diesel_cli read this file.\n[migrations_directory]\ndir = {}\n",
         toml::Value::String(dir.display().to_string())
@@ -171,9 +204,19 @@ pub(crate) fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<InitReport> {
         write_new(Path::new(".env.example"), ENV_EXAMPLE)?,
         ".env.example",
     );
+    Ok(())
+}
 
-    // The migration engine does the rest (lock, bookkeeping tables, pending migrations), the
-    // same code path as `migrate up`.
+/// The migration engine does the rest (lock, bookkeeping tables, pending migrations), the same
+/// code path as `migrate up`; `--no-migrate` stops after the bookkeeping table.
+fn apply_migrations(
+    ctx: &Context,
+    db: Database,
+    dir: &Path,
+    settings: &PoolSettings,
+    args: &InitArgs,
+    report: &mut InitReport,
+) -> anyhow::Result<()> {
     let action = if args.no_migrate {
         migrate::Action::Prepare
     } else {
@@ -182,141 +225,37 @@ pub(crate) fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<InitReport> {
     let run = migrate::execute(
         &crate::commands::migrate::Progress::new(ctx.out),
         db,
-        &dir,
+        dir,
         &action,
         &migrate::Options::default(),
     )?;
-    let status = if run.bookkeeping_created {
-        Status::Created
-    } else {
-        Status::Existed
-    };
     // Say where the bookkeeping lives when DATABASE_SCHEMA moved it out of the default schema.
     let table = match settings.schema.as_deref() {
-        Some(schema) if url.backend() == Backend::Postgres => {
-            format!("{schema}.{}", migrate::DIESEL_TABLE)
-        }
-        _ => migrate::DIESEL_TABLE.to_string(),
+        Some(schema) => format!("{schema}.{}", migrate::DIESEL_TABLE),
+        None => migrate::DIESEL_TABLE.to_string(),
     };
-    report.step("bookkeeping table", status, table);
-
+    report.step(
+        "bookkeeping table",
+        Status::created_if(run.bookkeeping_created),
+        table,
+    );
     if args.no_migrate {
         report.step("migrations", Status::Skipped, "--no-migrate");
+        return Ok(());
+    }
+    let detail = match run.steps.len() {
+        0 => "nothing pending".to_string(),
+        1 => "1 migration".to_string(),
+        n => format!("{n} migrations"),
+    };
+    let status = if run.steps.is_empty() {
+        Status::Existed
     } else {
-        let detail = match run.steps.len() {
-            0 => "nothing pending".to_string(),
-            1 => "1 migration".to_string(),
-            n => format!("{n} migrations"),
-        };
-        let status = if run.steps.is_empty() {
-            Status::Existed
-        } else {
-            Status::Applied
-        };
-        report.step("migrations", status, detail);
-        report.applied = run.steps;
-    }
-    Ok(report)
-}
-
-/// Creates the database itself if it does not exist: the SQLite file (and its folder), or the
-/// PostgreSQL database through the server's maintenance database. When finding out meant
-/// connecting to it, that open database is handed back so the run uses one connection.
-fn create_database(
-    ctx: &Context,
-    url: &DbUrl,
-    settings: &db::PoolSettings,
-) -> anyhow::Result<(Status, String, Option<db::Database>)> {
-    match url.backend() {
-        Backend::Sqlite => Ok(match url.sqlite_target() {
-            Some(SqliteTarget::File(path)) if path.exists() => {
-                (Status::Existed, path.display().to_string(), None)
-            }
-            Some(SqliteTarget::File(path)) => (Status::Created, path.display().to_string(), None),
-            _ => (
-                Status::Created,
-                "in memory (gone when dbctl exits)".to_string(),
-                None,
-            ),
-        }),
-        Backend::Postgres => {
-            let name = url.pg_database().ok_or_else(|| {
-                error::usage(format!(
-                    "the URL {} names no database to create (add /name after the host)",
-                    url.redacted()
-                ))
-            })?;
-            // PostgreSQL silently cuts identifiers to 63 bytes: a longer name would create a
-            // database under another name than the one in the URL.
-            if name.len() > 63 {
-                return Err(error::usage(format!(
-                    "the database name `{name}` is {} bytes long; PostgreSQL keeps only 63",
-                    name.len()
-                )));
-            }
-            // Most runs find the database already there: try it first, so that `init` needs no
-            // access to a maintenance database in that case.
-            let started = std::time::Instant::now();
-            let target_err = match ctx.open_url(url, settings, OpenMode::Existing) {
-                Ok(db) => return Ok((Status::Existed, name, Some(db))),
-                Err(err) if error::exit_of(&err) != Exit::Connect => return Err(err),
-                Err(err) => err,
-            };
-            // A server that let the whole connect timeout pass will not answer for another
-            // database either: `init` stays bounded by one connect timeout.
-            if started.elapsed() >= settings.connect_timeout {
-                return Err(target_err);
-            }
-            // Whether the database is missing is asked of the server (pg_database), never read
-            // from the words of the error: a missing role, a TLS setting or a refused password
-            // fail the same way against every database, and are reported as they are.
-            let Some(admin) = open_maintenance(ctx, url, settings) else {
-                return Err(target_err);
-            };
-            let mut conn = admin.get()?;
-            if db::pg_database_exists(&mut conn, &name)? {
-                // It exists (or was just created by someone else): the first error stands unless
-                // a second try gets in.
-                return match ctx.open_url(url, settings, OpenMode::Existing) {
-                    Ok(db) => Ok((Status::Existed, name, Some(db))),
-                    Err(_) => Err(target_err),
-                };
-            }
-            // A standby has the same databases as its primary; a missing one cannot be created.
-            db::topology::check_writable(&admin, &mut conn)?;
-            ctx.out.verbose(format_args!("creating database {name}"));
-            if db::pg_create_database(&mut conn, &name)? {
-                Ok((Status::Created, name, None))
-            } else {
-                ctx.out.verbose(format_args!(
-                    "database {name} was created meanwhile by another session"
-                ));
-                Ok((Status::Existed, name, None))
-            }
-        }
-    }
-}
-
-/// A connection to the `postgres` maintenance database, or `template1` where that cannot be
-/// reached; `None` when neither can.
-fn open_maintenance(
-    ctx: &Context,
-    url: &DbUrl,
-    settings: &db::PoolSettings,
-) -> Option<db::Database> {
-    let mut settings = settings.clone();
-    settings.size = 1;
-    settings.schema = None;
-    ["postgres", "template1"]
-        .into_iter()
-        .find_map(|maintenance| {
-            ctx.open_url(
-                &url.with_pg_database(maintenance),
-                &settings,
-                OpenMode::Existing,
-            )
-            .ok()
-        })
+        Status::Applied
+    };
+    report.step("migrations", status, detail);
+    report.applied = run.steps;
+    Ok(())
 }
 
 /// Writes a file only if it does not exist yet (never overwriting a user's file).

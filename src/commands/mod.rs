@@ -76,7 +76,7 @@ impl Context<'_> {
             ));
         }
         let db = Database::open(url, settings, mode)?;
-        if db.backend() == crate::db::Backend::Postgres {
+        if db.backend().has_server() {
             let pooling = db.pooling();
             self.out.verbose(format_args!(
                 "transaction pooling {} ({}){}",

@@ -114,25 +114,3 @@ pub(crate) fn table_exists(conn: &mut AnyConnection, table: &TableName) -> anyho
     .with_context(|| format!("looking for table {table}"))?;
     Ok(found.n > 0)
 }
-
-/// Whether `err` is SQLite's SQLITE_BUSY: another connection held a lock for longer than the
-/// busy timeout. diesel keeps SQLite's result code only in the message it takes from
-/// `sqlite3_errmsg`, which for this code is the library's own text for it; that text is asked
-/// from the library (`sqlite3_errstr`), not written here.
-pub(crate) fn is_sqlite_busy(err: &diesel::result::Error) -> bool {
-    let diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::Unknown, info) =
-        err
-    else {
-        return false;
-    };
-    // SAFETY: sqlite3_errstr returns a pointer to a static, NUL-terminated English text for any
-    // result code (never NULL for a known code, checked anyway).
-    let busy = unsafe {
-        let text = libsqlite3_sys::sqlite3_errstr(libsqlite3_sys::SQLITE_BUSY);
-        if text.is_null() {
-            return false;
-        }
-        std::ffi::CStr::from_ptr(text)
-    };
-    busy.to_str().is_ok_and(|busy| info.message() == busy)
-}

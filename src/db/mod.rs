@@ -1,11 +1,16 @@
-//! The one place that knows the backends: URL to connection, the r2d2 pool, per-connection setup,
-//! and the few operations whose SQL differs between SQLite and PostgreSQL.
+//! The one place that knows the backends: URL to connection (`url`), the r2d2 pool,
+//! per-connection setup (one dispatch point, [`establish`]), creating a missing database
+//! (`create`), and the backend facts every engine shares: quoting, transaction state, a lock held
+//! too long ([`is_lock_busy`]), the server's version and role (`topology`).
 //!
 //! Commands open a [`Database`] and take connections from it; when they need something
-//! backend-specific they call a function here rather than matching on the backend themselves.
+//! backend-specific they ask here ([`Backend`]'s methods, [`Database::create_if_missing`]) rather
+//! than matching on the backend themselves. Errors are classified where they happen, by kind: a
+//! missing database carries [`OpenError::MissingDatabase`], a refused connection exit 3.
 
 pub(crate) mod backend;
-pub(crate) mod probe;
+mod create;
+mod probe;
 mod sqlite_ext;
 pub(crate) mod topology;
 pub(crate) mod url;
@@ -71,6 +76,37 @@ pub(crate) enum OpenMode {
     Create,
 }
 
+/// Why a database could not be opened, where a caller may act on it. It rides in the error's
+/// chain as a marker that prints as nothing (the message says it in words); [`OpenError::of`]
+/// reads it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OpenError {
+    /// The database itself is not there: no SQLite file, or no such PostgreSQL database
+    /// (`pg_database` says so).
+    MissingDatabase,
+}
+
+impl OpenError {
+    /// The kind marked on `err`, if any.
+    pub(crate) fn of(err: &anyhow::Error) -> Option<OpenError> {
+        err.downcast_ref::<OpenError>().copied()
+    }
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Ok(())
+    }
+}
+
+/// Whether a statement failed because another connection held a lock for longer than it would
+/// wait: SQLite's `SQLITE_BUSY` or `SQLITE_LOCKED`. (PostgreSQL's 55P03 and 40P01 reach diesel
+/// as `DatabaseErrorKind::Unknown` without their SQLSTATE, so they cannot be told apart here.)
+pub(crate) fn is_lock_busy(err: &diesel::result::Error) -> bool {
+    matches!(err, diesel::result::Error::DatabaseError(_, info)
+        if probe::message_is_busy(info.message()))
+}
+
 /// A database reached through an r2d2 pool.
 pub(crate) struct Database {
     url: DbUrl,
@@ -104,17 +140,6 @@ impl Database {
             prepare_sqlite_file(url, path, mode)?;
         }
         let url = &choose_server(url, settings.connect_timeout)?;
-        let explicit = match (url.pgbouncer(), settings.pgbouncer) {
-            (Some(on), _) => Some(Pooling {
-                on,
-                why: "the URL's pgbouncer= parameter".to_string(),
-            }),
-            (None, Some(on)) => Some(Pooling {
-                on,
-                why: "DB_PGBOUNCER".to_string(),
-            }),
-            (None, None) => None,
-        };
         let session = SessionSetup {
             backend: url.backend(),
             conn_str: url.connection_string(settings.connect_timeout.as_secs()),
@@ -124,29 +149,14 @@ impl Database {
             connect_timeout: settings.connect_timeout,
             schema: settings.schema.clone(),
             pooling: std::sync::Arc::new(std::sync::OnceLock::new()),
-            explicit_pooling: explicit,
+            explicit_pooling: explicit_pooling(url, settings),
             connected_port: url
                 .server()
                 .and_then(|s| s.rsplit_once(':').and_then(|(_, p)| p.parse::<i32>().ok())),
         };
         let started = Instant::now();
         if url.backend() == Backend::Sqlite {
-            // A file that is not a database opens fine and fails at its first read; left to the
-            // pool, the connection setup would be retried for the whole pool timeout (30 s of
-            // busy retries) before the same message came out. The busy timeout comes first:
-            // another process committing must be waited for, not reported as a failure to open.
-            let busy = settings.statement_timeout.unwrap_or(DEFAULT_SQLITE_BUSY);
-            probe::probe(&session.conn_str, busy).map_err(|e| {
-                let msg = format!("cannot open {}: {}", url.redacted(), e.message);
-                if e.is_busy() {
-                    anyhow::anyhow!(
-                        "{msg} (another process held it longer than the busy timeout, {:.1}s; see DB_STATEMENT_TIMEOUT)",
-                        busy.as_secs_f64()
-                    )
-                } else {
-                    error::connect(msg)
-                }
-            })?;
+            probe_sqlite(url, &session.conn_str, settings)?;
         }
         let mut first = establish_within(url, &session)?;
         let pooling = session.pooling.get().cloned().unwrap_or(Pooling {
@@ -232,6 +242,41 @@ impl Database {
     pub(crate) fn connect_time(&self) -> Duration {
         self.connect_time
     }
+}
+
+/// Transaction-pooling mode when the URL's `pgbouncer=` or `DB_PGBOUNCER` says it; `None`: find
+/// out on the first connection.
+fn explicit_pooling(url: &DbUrl, settings: &PoolSettings) -> Option<Pooling> {
+    match (url.pgbouncer(), settings.pgbouncer) {
+        (Some(on), _) => Some(Pooling {
+            on,
+            why: "the URL's pgbouncer= parameter".to_string(),
+        }),
+        (None, Some(on)) => Some(Pooling {
+            on,
+            why: "DB_PGBOUNCER".to_string(),
+        }),
+        (None, None) => None,
+    }
+}
+
+/// Reads a SQLite database once before the pool exists. A file that is not a database opens fine
+/// and fails at its first read; left to the pool, the connection setup would be retried for the
+/// whole pool timeout (30 s of busy retries) before the same message came out. The busy timeout
+/// comes first: another process committing must be waited for, not reported as a failure to open.
+fn probe_sqlite(url: &DbUrl, conn_str: &str, settings: &PoolSettings) -> anyhow::Result<()> {
+    let busy = settings.statement_timeout.unwrap_or(DEFAULT_SQLITE_BUSY);
+    probe::probe(conn_str, busy).map_err(|e| {
+        let msg = format!("cannot open {}: {}", url.redacted(), e.message);
+        if e.is_busy() {
+            anyhow::anyhow!(
+                "{msg} (another process held it longer than the busy timeout, {:.1}s; see DB_STATEMENT_TIMEOUT)",
+                busy.as_secs_f64()
+            )
+        } else {
+            error::connect(msg)
+        }
+    })
 }
 
 /// For a URL naming several servers, lets libpq choose one by its own rules (order,
@@ -349,7 +394,8 @@ fn prepare_sqlite_file(url: &DbUrl, path: &std::path::Path, mode: OpenMode) -> a
                 "SQLite database does not exist: {}, and neither file exists (run `dbctl init` to create one; {})",
                 readings.both(),
                 readings.how_to_write()
-            )),
+            ))
+            .context(OpenError::MissingDatabase),
             OpenMode::Create => error::usage(format!(
                 "not creating a SQLite database: {}, and neither file exists; {}",
                 readings.both(),
@@ -372,7 +418,8 @@ fn prepare_sqlite_file(url: &DbUrl, path: &std::path::Path, mode: OpenMode) -> a
         OpenMode::Existing => Err(error::connect(format!(
             "SQLite database `{}` does not exist (run `dbctl init` to create it)",
             path.display()
-        ))),
+        ))
+        .context(OpenError::MissingDatabase)),
         OpenMode::Create => {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)
@@ -451,52 +498,55 @@ struct SessionSetup {
 /// and with it the migration lock.
 const CLIENT_CHECK_INTERVAL_MS: u32 = 2000;
 
+/// A new connection, set up for dbctl: the one place that opens either backend.
 fn establish(setup: &SessionSetup) -> ConnectionResult<AnyConnection> {
     match setup.backend {
-        Backend::Postgres => {
-            let mut conn = diesel::PgConnection::establish(&setup.conn_str)?;
-            let pooled = match setup.pooling.get() {
-                Some(p) => p.on,
-                None => {
-                    let decided = pooling(setup, &mut conn)
-                        .map_err(ConnectionError::CouldntSetupConfiguration)?;
-                    let on = decided.on;
-                    let _ = setup.pooling.set(decided);
-                    on
-                }
-            };
-            if pooled {
-                // No named prepared statements (they live on one server connection of the pool),
-                // no session settings (they would stay there for other clients: per transaction
-                // instead, `pooled_transaction_setup`), and no watchdog or cancel by backend pid
-                // (the next statement may run on another server connection). The time zone is a
-                // parameter the pooler carries itself.
-                conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
-                conn.batch_execute("RESET TimeZone")
-                    .map_err(ConnectionError::CouldntSetupConfiguration)?;
-                if setup.echo {
-                    conn.set_instrumentation(EchoSql);
-                }
-                return Ok(AnyConnection::Postgresql(conn));
-            }
-            let pid = pg_session_setup(&mut conn, setup.statement_timeout, setup.schema.as_deref())
-                .map_err(ConnectionError::CouldntSetupConfiguration)?;
-            conn.set_instrumentation(watch::Watch::register(
-                pid,
-                &setup.conn_str,
-                &setup.redacted,
-                setup.connect_timeout,
-                setup.echo,
-            ));
-            Ok(AnyConnection::Postgresql(conn))
-        }
+        Backend::Postgres => establish_postgres(setup).map(AnyConnection::Postgresql),
         Backend::Sqlite => {
             sqlite_ext::install();
-            Ok(AnyConnection::Sqlite(diesel::SqliteConnection::establish(
-                &setup.conn_str,
-            )?))
+            diesel::SqliteConnection::establish(&setup.conn_str).map(AnyConnection::Sqlite)
         }
     }
+}
+
+/// A PostgreSQL connection: pooling mode decided on the first one, then either the pooled
+/// setup or dbctl's session setup and the watchdog.
+fn establish_postgres(setup: &SessionSetup) -> ConnectionResult<diesel::PgConnection> {
+    let mut conn = diesel::PgConnection::establish(&setup.conn_str)?;
+    let pooled = match setup.pooling.get() {
+        Some(p) => p.on,
+        None => {
+            let decided =
+                pooling(setup, &mut conn).map_err(ConnectionError::CouldntSetupConfiguration)?;
+            let on = decided.on;
+            let _ = setup.pooling.set(decided);
+            on
+        }
+    };
+    if pooled {
+        // No named prepared statements (they live on one server connection of the pool), no
+        // session settings (they would stay there for other clients: per transaction instead,
+        // `pooled_transaction_setup`), and no watchdog or cancel by backend pid (the next
+        // statement may run on another server connection). The time zone is a parameter the
+        // pooler carries itself.
+        conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+        conn.batch_execute("RESET TimeZone")
+            .map_err(ConnectionError::CouldntSetupConfiguration)?;
+        if setup.echo {
+            conn.set_instrumentation(EchoSql);
+        }
+        return Ok(conn);
+    }
+    let pid = pg_session_setup(&mut conn, setup.statement_timeout, setup.schema.as_deref())
+        .map_err(ConnectionError::CouldntSetupConfiguration)?;
+    conn.set_instrumentation(watch::Watch::register(
+        pid,
+        &setup.conn_str,
+        &setup.redacted,
+        setup.connect_timeout,
+        setup.echo,
+    ));
+    Ok(conn)
 }
 
 /// dbctl's PostgreSQL session: the time zone the server, the role, the database, `PGTZ` or the
@@ -653,16 +703,28 @@ fn use_schema(
 
 /// Whether a PostgreSQL schema of exactly this name exists.
 pub(crate) fn pg_schema_exists(conn: &mut AnyConnection, schema: &str) -> anyhow::Result<bool> {
+    pg_catalog_has(
+        conn,
+        "SELECT count(*)::bigint AS n FROM pg_catalog.pg_namespace WHERE nspname = $1",
+        schema,
+    )
+    .context("looking up DATABASE_SCHEMA")
+}
+
+/// Whether a catalog query counting rows named `$1` (as `n`) finds any.
+pub(super) fn pg_catalog_has(
+    conn: &mut AnyConnection,
+    count_sql: &str,
+    name: &str,
+) -> QueryResult<bool> {
     #[derive(QueryableByName)]
     struct Found {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         n: i64,
     }
-    let found: Found =
-        diesel::sql_query("SELECT count(*) AS n FROM pg_catalog.pg_namespace WHERE nspname = $1")
-            .bind::<Text, _>(schema)
-            .get_result(conn)
-            .context("looking up DATABASE_SCHEMA")?;
+    let found: Found = diesel::sql_query(count_sql)
+        .bind::<Text, _>(name)
+        .get_result(conn)?;
     Ok(found.n > 0)
 }
 
@@ -733,40 +795,6 @@ impl std::fmt::Display for TableName {
         match &self.schema {
             Some(schema) => write!(f, "{schema}.{}", self.name),
             None => f.write_str(&self.name),
-        }
-    }
-}
-
-/// Whether a PostgreSQL database exists, asked through a connection to another one.
-pub(crate) fn pg_database_exists(conn: &mut AnyConnection, name: &str) -> anyhow::Result<bool> {
-    #[derive(QueryableByName)]
-    struct Found {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let found: Found =
-        diesel::sql_query("SELECT count(*)::bigint AS n FROM pg_database WHERE datname = $1")
-            .bind::<Text, _>(name)
-            .get_result(conn)
-            .context("looking up the database in pg_database")?;
-    Ok(found.n > 0)
-}
-
-/// `CREATE DATABASE` with the name quoted (it cannot be a bound parameter). `Ok(false)` when
-/// another session created it meanwhile: the unique violation (23505) on `pg_database` that a
-/// concurrent creation gives, or any failure after which the database is there (that is
-/// `duplicate_database`, 42P04, which diesel does not tell apart by kind).
-pub(crate) fn pg_create_database(conn: &mut AnyConnection, name: &str) -> anyhow::Result<bool> {
-    use diesel::result::{DatabaseErrorKind, Error};
-    match conn.batch_execute(&format!("CREATE DATABASE {}", quote_ident(name))) {
-        Ok(()) => Ok(true),
-        Err(Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => Ok(false),
-        Err(e) => {
-            if pg_database_exists(conn, name)? {
-                Ok(false)
-            } else {
-                Err(e).with_context(|| format!("creating database `{name}`"))
-            }
         }
     }
 }

@@ -68,7 +68,7 @@ pub(crate) fn probe(conn_str: &str, busy: Duration) -> Result<(), ProbeError> {
 /// Whether a message diesel gives for a SQLite failure is the one SQLite has for `SQLITE_BUSY`
 /// or `SQLITE_LOCKED`. diesel keeps only the message, not the result code, so the code is
 /// recovered by comparing with SQLite's own text for each code (`sqlite3_errstr`), whole.
-pub(crate) fn message_is_busy(message: &str) -> bool {
+pub(super) fn message_is_busy(message: &str) -> bool {
     [ffi::SQLITE_BUSY, ffi::SQLITE_LOCKED]
         .into_iter()
         .any(|rc| {

@@ -13,6 +13,8 @@ pub(crate) mod sqlite;
 use std::fmt;
 use std::path::PathBuf;
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
 use crate::error::{self, register_secret};
 
 pub(crate) use sqlite::Readings;
@@ -39,6 +41,34 @@ impl Backend {
         match self {
             Backend::Sqlite => "sqlite",
             Backend::Postgres => "postgres",
+        }
+    }
+
+    /// Whether the database is reached through a server (host, port, user, connect timeout,
+    /// transaction pooling) rather than opened as a file.
+    pub(crate) fn has_server(self) -> bool {
+        self == Backend::Postgres
+    }
+
+    /// Whether tables live in named schemas (`DATABASE_SCHEMA` applies).
+    pub(crate) fn has_schemas(self) -> bool {
+        self == Backend::Postgres
+    }
+
+    /// The Python drivers' options dbctl takes out of this backend's URLs.
+    pub(crate) fn driver_params(self) -> &'static [&'static str] {
+        match self {
+            Backend::Sqlite => SQLITE_DRIVER_PARAMS,
+            Backend::Postgres => DRIVER_PARAMS,
+        }
+    }
+
+    /// The driver option read as `DB_STATEMENT_TIMEOUT` when that is not set: pysqlite's
+    /// `timeout` (the busy timeout), asyncpg's `command_timeout`.
+    pub(crate) fn statement_timeout_param(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "timeout",
+            Backend::Postgres => "command_timeout",
         }
     }
 }
@@ -618,9 +648,7 @@ fn socket_dir(pg: &PgParts) -> Option<&'static str> {
 
 /// A path as the path part of a `file:` URI.
 fn uri_path(path: &str) -> String {
-    path.replace('%', "%25")
-        .replace('?', "%3F")
-        .replace('#', "%23")
+    utf8_percent_encode(path, URI_PATH).to_string()
 }
 
 /// Finds `scheme:` at the start of a URL. A string with no scheme is a plain SQLite path.
@@ -1052,38 +1080,38 @@ fn check_host(host: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Decodes `%XX` escapes; `None` when an escape is malformed or the result is not UTF-8.
+/// What [`percent_encode`] leaves as it is: RFC 3986's unreserved characters.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// What a path must not hold raw in a `file:` URI: the escape, query and fragment characters.
+const URI_PATH: &AsciiSet = &AsciiSet::EMPTY.add(b'%').add(b'?').add(b'#');
+
+/// Decodes `%XX` escapes; `None` when an escape is malformed or the result is not UTF-8. (The
+/// crate's decoder keeps a malformed escape as it is; here it is an error, so it is refused first.)
 pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            if !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-                return None;
-            }
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let well_formed = bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|text| text.into_owned())
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.
 pub(crate) fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, UNRESERVED).to_string()
 }
 
 #[cfg(test)]

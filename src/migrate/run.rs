@@ -764,7 +764,7 @@ fn failure(
         // database's own words ("unexpected eof", "server closed the connection") do not.
         msg.push_str("; the connection to the database was lost");
     }
-    if crate::db::backend::is_sqlite_busy(err) {
+    if crate::db::is_lock_busy(err) {
         // SQLite's busy error: name the cause and the knob, not just the symptom.
         msg.push_str(
             "; another connection kept the database locked for longer than the busy timeout \

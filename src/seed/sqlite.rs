@@ -33,10 +33,7 @@ impl Loader for SqliteConnection {
     /// "database is locked" at once, without waiting, because waiting there could deadlock.
     fn begin(&mut self) -> anyhow::Result<()> {
         AnsiTransactionManager::begin_transaction_sql(self, "BEGIN IMMEDIATE").map_err(|e| {
-            // diesel keeps SQLite's message but not its result code: `message_is_busy` recovers
-            // the code by comparing the whole message with SQLite's own text for it.
-            let busy = matches!(&e, diesel::result::Error::DatabaseError(_, info)
-                if db::probe::message_is_busy(info.message()));
+            let busy = db::is_lock_busy(&e);
             anyhow::Error::new(e).context(if busy {
                 "another connection is writing to the database: its write lock was not \
                  released within the busy timeout (DB_STATEMENT_TIMEOUT, default 5 s)"

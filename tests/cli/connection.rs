@@ -18,7 +18,9 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
 use crate::both_backends;
-use crate::reliability::{clean_exit, companion, finish, pg_active, spawn, spawn_cmd, wait_until};
+use crate::reliability::{
+    clean_exit, companion, finish, pg_active, spawn, spawn_cmd, succeeds_within, wait_until,
+};
 use crate::support::{pg_admin, pg_url_for, Backend, Project, Run};
 
 // ---------------------------------------------------------------------------------------------
@@ -249,17 +251,7 @@ fn postgres_server_going_silent_anywhere_gives_exit_3() {
         return;
     }
     let started = Instant::now();
-    let workers: Vec<_> = COMMANDS
-        .iter()
-        .map(|args| thread::spawn(move || silent_server_runs(args, STALLS, false)))
-        .collect();
-    let mut exits_3 = 0;
-    let mut runs = 0;
-    for w in workers {
-        let (n, e3) = w.join().expect("a command's stall runs");
-        runs += n;
-        exits_3 += e3;
-    }
+    let (runs, exits_3) = silent_server_runs_in_parallel(COMMANDS, STALLS, false);
     eprintln!(
         "silent server: {runs} runs ({} commands x {} points), {exits_3} exit 3, the rest \
          finished before the stall; {:?} in all",
@@ -286,22 +278,30 @@ fn postgres_server_going_silent_inside_tls_gives_exit_3() {
     if crate::support::pg_skipped() {
         return;
     }
-    let workers: Vec<_> = [
-        &["ping"][..],
+    let commands: &[&[&str]] = &[
+        &["ping"],
         &["migrate", "up"],
         &["seed", "--truncate"],
         &["inspect", "--exact"],
-    ]
-    .into_iter()
-    .map(|args| thread::spawn(move || silent_server_runs(args, TLS_STALLS, true)))
-    .collect();
-    let (mut runs, mut exits_3) = (0, 0);
-    for w in workers {
-        let (n, e3) = w.join().expect("a command's stall runs");
-        runs += n;
-        exits_3 += e3;
-    }
+    ];
+    let (runs, exits_3) = silent_server_runs_in_parallel(commands, TLS_STALLS, true);
     eprintln!("silent server inside TLS: {runs} runs, {exits_3} exit 3");
+}
+
+/// [`silent_server_runs`] for each command at once, on a thread each; returns the sums.
+fn silent_server_runs_in_parallel(
+    commands: &'static [&'static [&'static str]],
+    stalls: &'static [(Stall, bool)],
+    tls: bool,
+) -> (usize, usize) {
+    let workers: Vec<_> = commands
+        .iter()
+        .map(|&args| thread::spawn(move || silent_server_runs(args, stalls, tls)))
+        .collect();
+    workers.into_iter().fold((0, 0), |(runs, exits_3), w| {
+        let (n, e3) = w.join().expect("a command's stall runs");
+        (runs + n, exits_3 + e3)
+    })
 }
 
 /// Runs `args` once per stall point against its own database; returns (runs, exits 3).
@@ -434,7 +434,7 @@ fn signal_during_a_migration(mut p: Project, sig: i32, name: &str, code: i32) {
         slow_statement(p.backend)
     );
     let second = p.migration("slow", &slow, Some("DROP TABLE slow_t;"));
-    p.run(["init", "--no-migrate"]).success();
+    p.init();
     p.run(["migrate", "up", "--to", &first]).success();
     let mut child = spawn(&p, &["migrate", "up"]);
     wait_started(&p, &mut child, "%SELECT pg_sleep");
@@ -532,7 +532,7 @@ fn postgres_sigkill_orphan_is_abandoned_and_the_next_run_is_not_blocked() {
         "CREATE TABLE slow_t (id INTEGER);\nSELECT pg_sleep(40);\n",
         Some("DROP TABLE slow_t;"),
     );
-    p.run(["init", "--no-migrate"]).success();
+    p.init();
     p.run(["migrate", "up", "--to", &first]).success();
     let mut child = spawn(&p, &["migrate", "up"]);
     wait_started(&p, &mut child, "%SELECT pg_sleep");
@@ -554,12 +554,12 @@ fn postgres_sigkill_orphan_is_abandoned_and_the_next_run_is_not_blocked() {
         "migrations/2024-01-01-000002_slow/up.sql",
         "CREATE TABLE slow_t (id INTEGER);\n",
     );
-    let run = finish(
-        spawn(&p, &["migrate", "up", "--lock-timeout", "15"]),
+    succeeds_within(
+        &p,
+        &["migrate", "up", "--lock-timeout", "15"],
         Duration::from_secs(60),
         "migrate up after SIGKILL",
     );
-    clean_exit(&run, &[0], "migrate up after SIGKILL");
     assert_eq!(p.applied(), [first, second]);
 }
 
@@ -574,15 +574,15 @@ fn postgres_lock_wait_names_the_holder() {
         "CREATE TABLE slow_t (id INTEGER);\nSELECT pg_sleep(3);\n",
         Some("DROP TABLE slow_t;"),
     );
-    p.run(["init", "--no-migrate"]).success();
+    p.init();
     let mut holder = spawn(&p, &["migrate", "up"]);
     wait_started(&p, &mut holder, "%SELECT pg_sleep");
-    let waiter = finish(
-        spawn(&p, &["migrate", "up", "--lock-timeout", "60"]),
+    let waiter = succeeds_within(
+        &p,
+        &["migrate", "up", "--lock-timeout", "60"],
         Duration::from_secs(60),
         "the waiting run",
     );
-    clean_exit(&waiter, &[0], "the waiting run");
     let line = waiter
         .stderr
         .lines()
@@ -665,7 +665,7 @@ fn inspect_while_migrating(mut p: Project, rounds: usize, extra: &[&str]) {
             )
         })
         .collect();
-    p.run(["init", "--no-migrate"]).success();
+    p.init();
     /// Stops the migrator also when an assertion fails (else the scope would wait forever).
     struct StopOnDrop<'a>(&'a AtomicBool);
     impl Drop for StopOnDrop<'_> {
@@ -971,7 +971,7 @@ both_backends!(
     sigint_while_waiting_for_the_lock_changes_nothing,
     |mut p| {
         let v = p.migration("t", "CREATE TABLE t (id INTEGER);", Some("DROP TABLE t;"));
-        p.run(["init", "--no-migrate"]).success();
+        p.init();
         let mut pg_holder = None;
         let mut file_holder = None;
         match p.backend {
@@ -1024,24 +1024,19 @@ fn postgres_a_long_statement_is_not_taken_for_a_silent_server() {
         Some("DROP TABLE big;\nDROP TABLE long_t;"),
     );
     p.env("DB_CONNECT_TIMEOUT", "1");
-    p.run(["init", "--no-migrate"]).success();
-    let run = finish(
-        spawn(&p, &["migrate", "up"]),
+    p.init();
+    succeeds_within(
+        &p,
+        &["migrate", "up"],
         Duration::from_secs(60),
         "a long migration",
     );
-    clean_exit(&run, &[0], "a long migration");
     assert_eq!(p.applied(), [v]);
     // A long COPY too (the server reports it active while dbctl streams the rows).
     let rows = 600_000;
     crate::reliability::big_csv(&p, rows);
     let started = Instant::now();
-    let run = finish(
-        spawn(&p, &["seed"]),
-        Duration::from_secs(300),
-        "a long seed",
-    );
-    clean_exit(&run, &[0], "a long seed");
+    succeeds_within(&p, &["seed"], Duration::from_secs(300), "a long seed");
     eprintln!("a seed of {rows} rows took {:?}", started.elapsed());
     assert_eq!(p.count("SELECT count(*) AS n FROM big"), rows as i64);
 }

@@ -68,7 +68,7 @@ fn blank_up_sql_diesel_cli_against_dbctl() {
             for p in [&with_diesel, &with_dbctl] {
                 p.file(&format!("{folder}/up.sql"), up);
                 p.file(&format!("{folder}/down.sql"), "SELECT 1;");
-                p.run(["init", "--no-migrate"]).success();
+                p.init();
             }
             let d = diesel(&bin, &with_diesel, &["migration", "run"]);
             let diesel_applies = kind != "empty" && backend == Backend::Sqlite;

@@ -6,17 +6,6 @@
 use crate::both_backends;
 use crate::support::Project;
 
-fn mig(p: &Project, folder: &str, up: &str) {
-    p.file(&format!("migrations/{folder}/up.sql"), up);
-}
-
-fn applied(p: &Project) -> Vec<String> {
-    p.strings("SELECT version AS v FROM __diesel_schema_migrations ORDER BY version")
-        .into_iter()
-        .flatten()
-        .collect()
-}
-
 fn companions(p: &Project) -> i64 {
     p.count("SELECT count(*) AS n FROM __dbctl_migrations")
 }
@@ -24,7 +13,7 @@ fn companions(p: &Project) -> i64 {
 const FIRST: &str = "2024-01-01-000000_first";
 
 fn first(p: &Project) {
-    mig(p, FIRST, "CREATE TABLE first_t (id INTEGER);\n");
+    p.migration_folder(FIRST, "CREATE TABLE first_t (id INTEGER);\n", None);
 }
 
 /// The statement starts on line 6; the error is on line 13 (inside the function body), column 14.
@@ -51,7 +40,7 @@ fn postgres_names_the_exact_failing_line_and_column_with_the_hint() {
         return;
     };
     first(&p);
-    mig(&p, "2024-01-02-000000_total", BODY_TYPO);
+    p.migration_folder("2024-01-02-000000_total", BODY_TYPO, None);
     let run = p.run(["migrate", "up"]);
     run.code(1)
         .stderr_has("20240102000000_total failed at up.sql line 13, column 14")
@@ -60,7 +49,7 @@ fn postgres_names_the_exact_failing_line_and_column_with_the_hint() {
         .stderr_has("column \"quantiy\" does not exist")
         .stderr_has("HINT: Perhaps you meant to reference the column \"items.quantity\"")
         .stderr_has("rolled back");
-    assert_eq!(applied(&p), ["20240101000000"]);
+    assert_eq!(p.applied(), ["20240101000000"]);
     assert!(!p.has_table("items"), "rolled back whole");
     // JSON carries the same.
     let run = p.run(["migrate", "up", "--format", "json"]);
@@ -76,19 +65,19 @@ fn postgres_a_failure_without_a_position_names_its_statement_and_the_detail() {
         return;
     };
     first(&p);
-    mig(
-        &p,
+    p.migration_folder(
         "2024-01-02-000000_dup",
         "CREATE TABLE d1 (id INTEGER PRIMARY KEY);\n\
          INSERT INTO d1 VALUES (1);\n\n\
          -- the same key again\n\
          INSERT INTO d1\n  VALUES (1);\n\
          CREATE TABLE d2 (id INTEGER);\n",
+        None,
     );
-    mig(
-        &p,
+    p.migration_folder(
         "2024-01-03-000000_after",
         "CREATE TABLE after_t (id INTEGER);",
+        None,
     );
     p.run(["migrate", "up"])
         .code(1)
@@ -98,7 +87,7 @@ fn postgres_a_failure_without_a_position_names_its_statement_and_the_detail() {
         .stderr_has("duplicate key value violates unique constraint \"d1_pkey\"")
         .stderr_has("DETAIL: Key (id)=(1) already exists.")
         .stderr_has("it was rolled back, the migrations before it stay applied");
-    assert_eq!(applied(&p), ["20240101000000"]);
+    assert_eq!(p.applied(), ["20240101000000"]);
     assert!(!p.has_table("d1") && !p.has_table("d2") && !p.has_table("after_t"));
     assert_eq!(companions(&p), 1);
 }
@@ -109,18 +98,18 @@ fn postgres_a_do_block_failure_prints_detail_and_hint() {
     let Some(p) = Project::postgres() else {
         return;
     };
-    mig(
-        &p,
+    p.migration_folder(
         "2024-01-01-000000_guard",
         "CREATE TABLE g1 (id INTEGER);\n\
          DO $$\nBEGIN\n  RAISE EXCEPTION 'not yet' USING DETAIL = 'the back-fill is missing', \
          HINT = 'run the back-fill first';\nEND\n$$;\nCREATE TABLE g2 (id INTEGER);\n",
+        None,
     );
     p.run(["migrate", "up"])
         .code(1)
         .stderr_has("failed at up.sql line 2 (statement 2 of 3: `DO $$ ...`)")
         .stderr_has("not yet; DETAIL: the back-fill is missing; HINT: run the back-fill first");
-    assert!(applied(&p).is_empty());
+    assert!(p.applied().is_empty());
     assert!(!p.has_table("g1"));
 }
 
@@ -131,13 +120,13 @@ fn postgres_a_deferred_constraint_failure_is_rolled_back_and_said() {
     let Some(p) = Project::postgres() else {
         return;
     };
-    mig(
-        &p,
+    p.migration_folder(
         "2024-01-01-000000_deferred",
         "CREATE TABLE parent (id INTEGER PRIMARY KEY);\n\
          CREATE TABLE child (id INTEGER, parent_id INTEGER REFERENCES parent (id) \
          DEFERRABLE INITIALLY DEFERRED);\n\
          INSERT INTO child VALUES (1, 42);\n",
+        None,
     );
     p.run(["migrate", "up"])
         .code(1)
@@ -147,7 +136,7 @@ fn postgres_a_deferred_constraint_failure_is_rolled_back_and_said() {
         .stderr_has("violates foreign key constraint")
         .stderr_has("DETAIL: Key (parent_id)=(42) is not present in table \"parent\".")
         .stderr_has("it was rolled back");
-    assert!(applied(&p).is_empty());
+    assert!(p.applied().is_empty());
     assert!(!p.has_table("parent") && !p.has_table("child"));
 }
 
@@ -158,13 +147,13 @@ fn postgres_sends_each_migration_as_one_query() {
     let Some(mut p) = Project::postgres() else {
         return;
     };
-    mig(
-        &p,
+    p.migration_folder(
         "2024-01-01-000000_three",
         "CREATE TABLE one_q_a (id INTEGER);\nCREATE TABLE one_q_b (id INTEGER);\n\
          CREATE TABLE one_q_c (id INTEGER);\n",
+        None,
     );
-    p.run(["init", "--no-migrate"]).success();
+    p.init();
     p.env("DB_ECHO", "1");
     let run = p.run(["migrate", "up"]);
     run.success();
@@ -187,7 +176,7 @@ fn postgres_sends_each_migration_as_one_query() {
         "{}",
         run.stderr
     );
-    assert_eq!(applied(&p), ["20240101000000"]);
+    assert_eq!(p.applied(), ["20240101000000"]);
     assert_eq!(companions(&p), 1);
 }
 
@@ -209,10 +198,10 @@ fn postgres_a_file_ending_inside_a_quote_or_comment_is_never_glued_to_the_bookke
     .enumerate()
     {
         let folder = format!("2024-01-0{}-000000_open_{i}", i + 1);
-        mig(
-            &p,
+        p.migration_folder(
             &folder,
             &format!("CREATE TABLE open_t{i} (id INTEGER);\n{tail}"),
+            None,
         );
         let run = p.run(["migrate", "up"]);
         run.code(1).stderr_has(&format!("_open_{i}"));
@@ -221,7 +210,7 @@ fn postgres_a_file_ending_inside_a_quote_or_comment_is_never_glued_to_the_bookke
             "{tail}: {}",
             run.stderr
         );
-        assert!(applied(&p).is_empty(), "{tail}: {}", run.stderr);
+        assert!(p.applied().is_empty(), "{tail}: {}", run.stderr);
         std::fs::remove_dir_all(p.path().join("migrations").join(&folder)).unwrap();
     }
 }
@@ -234,11 +223,11 @@ fn postgres_a_hostile_name_is_recorded_exactly_whatever_the_migration_sets() {
         return;
     };
     let name = "o'neil \\' é";
-    mig(
-        &p,
+    p.migration_folder(
         &format!("2024-01-01-000000_{name}"),
         "SET standard_conforming_strings = off;\nSET search_path = pg_catalog;\n\
          CREATE TABLE public.hostile_t (id INTEGER);\n",
+        None,
     );
     p.run(["migrate", "up"]).success();
     assert_eq!(
@@ -261,15 +250,15 @@ both_backends!(
             "migrations/2024-01-01-000000_rev/down.sql",
             "DROP TABLE rev_b;\nDROP TABLE rev_a;\n",
         );
-        p.run(["init", "--no-migrate"]).success();
+        p.init();
         p.run(["migrate", "up"]).success();
         p.run(["migrate", "down"]).success();
-        assert!(applied(&p).is_empty());
+        assert!(p.applied().is_empty());
         assert_eq!(companions(&p), 0);
         assert!(!p.has_table("rev_a"));
         p.run(["migrate", "up"]).success();
         p.run(["migrate", "redo"]).success();
-        assert_eq!(applied(&p), ["20240101000000"]);
+        assert_eq!(p.applied(), ["20240101000000"]);
         assert_eq!(companions(&p), 1);
     }
 );
@@ -280,33 +269,49 @@ both_backends!(
 #[test]
 fn sqlite_the_journal_mode_is_left_as_it_was() {
     let p = Project::sqlite();
-    p.run(["init", "--no-migrate"]).success();
-    mig(&p, "2024-01-01-000000_a", "CREATE TABLE ja (id INTEGER);\n");
-    mig(&p, "2024-01-02-000000_b", "CREATE TABLE jb (id INTEGER);\n");
+    p.init();
+    p.migration_folder(
+        "2024-01-01-000000_a",
+        "CREATE TABLE ja (id INTEGER);\n",
+        None,
+    );
+    p.migration_folder(
+        "2024-01-02-000000_b",
+        "CREATE TABLE jb (id INTEGER);\n",
+        None,
+    );
     p.run(["migrate", "up"]).success();
     let journal = p.path().join("test.db-journal");
     assert!(!journal.exists(), "a journal file was left behind");
     let mode = || p.strings("SELECT journal_mode AS v FROM pragma_journal_mode");
     assert_eq!(mode(), [Some("delete".to_string())]);
-    assert_eq!(applied(&p).len(), 2);
+    assert_eq!(p.applied().len(), 2);
 
     // A migration that switches to WAL (it must run outside a transaction) keeps WAL.
-    mig(
-        &p,
+    p.migration_folder(
         "2024-01-03-000000_wal",
         "PRAGMA journal_mode = WAL;\nCREATE TABLE jc (id INTEGER);\n",
+        None,
     );
     p.file(
         "migrations/2024-01-03-000000_wal/metadata.toml",
         "run_in_transaction = false\n",
     );
-    mig(&p, "2024-01-04-000000_d", "CREATE TABLE jd (id INTEGER);\n");
+    p.migration_folder(
+        "2024-01-04-000000_d",
+        "CREATE TABLE jd (id INTEGER);\n",
+        None,
+    );
     p.run(["migrate", "up"]).success();
     assert_eq!(mode(), [Some("wal".to_string())]);
     // And a WAL database stays WAL through a later run.
-    mig(&p, "2024-01-05-000000_e", "CREATE TABLE je (id INTEGER);\n");
+    p.migration_folder(
+        "2024-01-05-000000_e",
+        "CREATE TABLE je (id INTEGER);\n",
+        None,
+    );
     p.run(["migrate", "up"]).success();
     assert_eq!(mode(), [Some("wal".to_string())]);
-    assert_eq!(applied(&p).len(), 5);
+    assert_eq!(p.applied().len(), 5);
     assert!(!journal.exists());
 }

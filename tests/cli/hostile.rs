@@ -313,11 +313,7 @@ fn no_command_prints_the_password() {
     secret_run(&p, &["--format", "json", "migrate", "up"]).code(1);
 
     // The same commands against a closed port: every one fails to connect.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("port")
-        .port();
+    let port = crate::support::FakeServer::ClosedPort.start();
     p.env(
         "DATABASE_URL",
         &format!(

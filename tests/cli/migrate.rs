@@ -18,13 +18,9 @@ fn three(p: &Project) {
     }
 }
 
-fn init(p: &Project) {
-    p.run(["init", "--no-migrate"]).success();
-}
-
 both_backends!(up_applies_everything_once_and_records_it, |p: Project| {
     three(&p);
-    init(&p);
+    p.init();
     let run = p.run(["migrate", "up", "--format", "json"]);
     run.success();
     let json = run.json();
@@ -68,7 +64,7 @@ both_backends!(
                 Some(&format!("DROP TABLE t{i};")),
             );
         }
-        init(&p);
+        p.init();
         let run = p.run(["migrate", "up"]);
         run.success()
             .stdout_has("Applied 12 migrations in ")
@@ -120,7 +116,7 @@ both_backends!(
 
 both_backends!(down_to_with_nothing_newer_says_so, |p: Project| {
     three(&p);
-    init(&p);
+    p.init();
     p.run(["migrate", "up"]).success();
     p.run(["migrate", "down", "--to", "20240103000000"])
         .success()
@@ -137,7 +133,7 @@ both_backends!(down_to_with_nothing_newer_says_so, |p: Project| {
 
 both_backends!(up_step_and_to, |p: Project| {
     three(&p);
-    init(&p);
+    p.init();
     p.run(["migrate", "up", "--step", "1"]).success();
     assert_eq!(p.applied(), ["20240101000000"]);
     p.run(["migrate", "up", "--to", "2024-01-02-000000"])
@@ -153,7 +149,7 @@ both_backends!(up_step_and_to, |p: Project| {
 
 both_backends!(down_step_to_and_all, |p: Project| {
     three(&p);
-    init(&p);
+    p.init();
     p.run(["migrate", "up"]).success();
     let run = p.run(["migrate", "down", "--format", "json"]);
     run.success();
@@ -203,7 +199,7 @@ both_backends!(
             "CREATE TABLE c (id INTEGER);",
             Some("-- nothing here yet\n"),
         );
-        init(&p);
+        p.init();
         p.run(["migrate", "up"]).success();
         p.run(["migrate", "down", "--all"])
             .code(2)
@@ -218,7 +214,7 @@ both_backends!(
 
 both_backends!(redo_reverts_and_reapplies, |p: Project| {
     three(&p);
-    init(&p);
+    p.init();
     p.run(["migrate", "up"]).success();
     p.execute("INSERT INTO c (id) VALUES (1)");
     let run = p.run(["migrate", "redo", "--format", "json"]);
@@ -252,7 +248,7 @@ both_backends!(redo_reverts_and_reapplies, |p: Project| {
 
 both_backends!(status_lists_states_and_check_gates, |p: Project| {
     three(&p);
-    init(&p);
+    p.init();
     p.run(["migrate", "status", "--check"]).code(4);
     let json = p.run(["migrate", "status", "--format", "json"]).json();
     assert_eq!(json["pending"], 3);
@@ -293,7 +289,7 @@ both_backends!(
             "CREATE TABLE after (id INTEGER);",
             Some("DROP TABLE after;"),
         );
-        init(&p);
+        p.init();
         p.run(["migrate", "up"])
             .code(1)
             .stderr_has("20240102000000_bad")
@@ -334,7 +330,7 @@ both_backends!(
             "migrations/2024-01-01-000000_notx/metadata.toml",
             "run_in_transaction = false\n",
         );
-        init(&p);
+        p.init();
         p.run(["migrate", "up"])
             .code(1)
             .stderr_has("statement 2 of 3")
@@ -355,7 +351,7 @@ both_backends!(
     modified_migrations_are_reported_and_refused,
     |p: Project| {
         three(&p);
-        init(&p);
+        p.init();
         p.run(["migrate", "up"]).success();
         // Line endings only: not a change.
         p.file(
@@ -392,7 +388,7 @@ both_backends!(
 
 both_backends!(missing_migrations_are_reported, |p: Project| {
     three(&p);
-    init(&p);
+    p.init();
     p.run(["migrate", "up"]).success();
     std::fs::remove_dir_all(p.path().join("migrations/2024-01-02-000000_create_b")).unwrap();
     let json = p.run(["migrate", "status", "--format", "json"]).json();
@@ -415,7 +411,7 @@ both_backends!(missing_migrations_are_reported, |p: Project| {
 
 both_backends!(dry_runs_change_nothing, |p: Project| {
     three(&p);
-    init(&p);
+    p.init();
     p.execute("DROP TABLE __diesel_schema_migrations");
     let run = p.run(["migrate", "up", "--dry-run", "--format", "json"]);
     run.success();
@@ -453,7 +449,7 @@ both_backends!(out_of_order_migrations, |p: Project| {
         "CREATE TABLE newer (id INTEGER);",
         Some("DROP TABLE newer;"),
     );
-    init(&p);
+    p.init();
     p.run(["migrate", "up"]).success();
     // An older migration merged late.
     p.migration_folder(
@@ -481,7 +477,7 @@ both_backends!(out_of_order_migrations, |p: Project| {
 });
 
 both_backends!(malformed_folders_are_usage_errors, |p: Project| {
-    init(&p);
+    p.init();
     p.file("migrations/2024-01-01-000000_no_up/down.sql", "SELECT 1;");
     p.run(["migrate", "up"])
         .code(2)
@@ -551,7 +547,7 @@ both_backends!(per_backend_folders_are_chosen_by_the_url, |p: Project| {
         "migrations/postgresql/2024-01-01-000000_t/up.sql",
         "CREATE TABLE only_pg (id SERIAL);",
     );
-    init(&p);
+    p.init();
     let json = p.run(["migrate", "up", "--format", "json"]).json();
     let (mine, other, folder) = match p.backend {
         Backend::Sqlite => ("only_sqlite", "only_pg", "sqlite"),
@@ -575,7 +571,7 @@ both_backends!(init_and_up_share_the_engine, |p: Project| {
 
 both_backends!(a_held_lock_is_waited_for_then_reported, |p: Project| {
     three(&p);
-    init(&p);
+    p.init();
     match p.backend {
         Backend::Postgres => {
             let mut holder = p.connect();
@@ -643,7 +639,7 @@ both_backends!(
     two_concurrent_runs_apply_each_migration_once,
     |p: Project| {
         slow_migrations(&p, 12);
-        init(&p);
+        p.init();
         two_concurrent_ups(&p);
         assert_eq!(p.applied().len(), 12);
         assert_eq!(p.count("SELECT count(*) AS n FROM __dbctl_migrations"), 12);
@@ -671,7 +667,7 @@ fn postgres_concurrent_runs_with_create_index_concurrently() {
         "migrations/2024-01-03-000000_idx/metadata.toml",
         "run_in_transaction = false\n",
     );
-    init(&p);
+    p.init();
     two_concurrent_ups(&p);
     assert_eq!(p.applied().len(), 3);
     assert_eq!(
@@ -692,7 +688,7 @@ fn postgres_concurrently_in_a_transaction_says_how_to_fix_it() {
         "CREATE INDEX CONCURRENTLY t_id ON t (id);",
         None,
     );
-    init(&p);
+    p.init();
     // Refused before anything runs, not half-way through the run.
     p.run(["migrate", "up"])
         .code(2)
@@ -718,7 +714,7 @@ fn postgres_search_path_changes_do_not_move_the_bookkeeping() {
         "CREATE TABLE next_one (id INTEGER);",
         None,
     );
-    init(&p);
+    p.init();
     p.run(["migrate", "up"]).success();
     assert_eq!(
         p.count("SELECT count(*)::bigint AS n FROM public.__diesel_schema_migrations"),
@@ -746,7 +742,7 @@ fn postgres_functions_and_dollar_quotes_run_whole() {
          CREATE TABLE notes (body TEXT DEFAULT E'it\\'s; fine');",
         Some("DROP TABLE notes; DROP FUNCTION two(); DROP FUNCTION add_one(integer);"),
     );
-    init(&p);
+    p.init();
     p.run(["migrate", "up"]).success();
     assert_eq!(p.count("SELECT add_one(1)::bigint AS n"), 2);
     assert_eq!(p.count("SELECT two()::bigint AS n"), 2);
@@ -762,7 +758,7 @@ fn sqlite_triggers_run_whole() {
          CREATE TRIGGER t_ins AFTER INSERT ON t BEGIN\n  INSERT INTO log VALUES (CASE WHEN NEW.n > 1 THEN 'big;' ELSE 'small' END);\n  UPDATE t SET n = n + 1 WHERE id = NEW.id;\nEND;\n",
         Some("DROP TABLE log; DROP TABLE t;"),
     );
-    init(&p);
+    p.init();
     p.run(["migrate", "up"]).success();
     p.execute("INSERT INTO t VALUES (1, 5)");
     assert_eq!(
@@ -787,7 +783,7 @@ fn sqlite_migrations_run_with_foreign_keys_off_like_diesel() {
         "CREATE TABLE new_parent (id INTEGER PRIMARY KEY, extra TEXT);\nINSERT INTO new_parent (id) SELECT id FROM parent;\nDROP TABLE parent;\nALTER TABLE new_parent RENAME TO parent;",
         None,
     );
-    init(&p);
+    p.init();
     p.run(["migrate", "up"]).success();
     assert_eq!(p.count("SELECT count(*) AS n FROM child"), 1);
 }
@@ -796,7 +792,7 @@ both_backends!(
     migrations_applied_by_diesel_cli_are_understood,
     |p: Project| {
         three(&p);
-        init(&p);
+        p.init();
         p.run(["migrate", "up", "--step", "1"]).success();
         // What diesel_cli leaves behind when it applies the second one a little later: its row (with
         // a whole-second run_on on SQLite), no companion row.
@@ -831,7 +827,7 @@ both_backends!(
             Some("DROP TABLE first;"),
         );
         p.migration_folder("2024-01-01-000002_unfinished", "", Some("SELECT 1;"));
-        init(&p);
+        p.init();
         p.run(["migrate", "up"])
             .code(2)
             .stderr_has("refusing to apply an unwritten migration")
@@ -885,7 +881,7 @@ both_backends!(
             "CREATE TABLE after_them (id INTEGER);",
             Some("DROP TABLE after_them;"),
         );
-        init(&p);
+        p.init();
         let run = p.run(["migrate", "up", "--format", "json"]);
         run.success();
         assert_eq!(run.json()["steps"].as_array().unwrap().len(), 4);
@@ -958,7 +954,7 @@ fn a_companion_row_older_than_diesels_row_is_ignored_in_another_time_zone_postgr
 fn stale_companion_row(p: Project) {
     {
         three(&p);
-        init(&p);
+        p.init();
         p.run(["migrate", "up"]).success();
         // dbctl's own rows: applied_at is the instant of diesel's run_on, in UTC.
         let json = p.run(["migrate", "status", "--format", "json"]).json();

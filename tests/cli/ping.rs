@@ -1,10 +1,9 @@
 //! `dbctl ping`: up, down, waiting, counting, and what it prints.
 
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use crate::both_backends;
-use crate::support::{dbctl, pg_url_for, Backend, Project};
+use crate::support::{dbctl, pg_url_for, Backend, FakeServer, Project};
 
 both_backends!(answers_with_backend_version_and_latency, |p: Project| {
     p.run(["init", "--no-migrate", "-q"]).success();
@@ -56,12 +55,7 @@ fn missing_sqlite_file_is_reported_not_created() {
 
 #[test]
 fn closed_port_exits_3_quickly() {
-    // Bind and drop to find a port nothing listens on.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = FakeServer::ClosedPort.start();
     let started = Instant::now();
     let out = dbctl()
         .args([
@@ -95,16 +89,8 @@ fn unknown_host_exits_3() {
 
 #[test]
 fn silent_server_is_bounded_by_timeout() {
-    // A listener that accepts connections and never answers: libpq would wait forever.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let _hold = std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in listener.incoming().take(4) {
-            held.push(s);
-        }
-        std::thread::sleep(Duration::from_secs(30));
-    });
+    // A server that accepts connections and never answers: libpq would wait forever.
+    let port = FakeServer::Silent.start();
     let started = Instant::now();
     let run = crate::support::Run::from(
         dbctl()

@@ -20,7 +20,7 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
 use crate::both_backends;
-use crate::support::{pg_url_for, Backend, Project, Run};
+use crate::support::{pg_url_for, Backend, FakeServer, Project, Run};
 
 /// Starts `dbctl ARGS` in the project with piped output.
 pub(crate) fn spawn(p: &Project, args: &[&str]) -> Child {
@@ -71,6 +71,13 @@ pub(crate) fn finish(mut child: Child, limit: Duration, what: &str) -> Run {
         stdout: String::from_utf8_lossy(&out_t.join().unwrap_or_default()).into_owned(),
         stderr: String::from_utf8_lossy(&err_t.join().unwrap_or_default()).into_owned(),
     }
+}
+
+/// `dbctl ARGS` in `p`, run to its end within `limit` (see [`finish`]); it must exit 0 cleanly.
+pub(crate) fn succeeds_within(p: &Project, args: &[&str], limit: Duration, what: &str) -> Run {
+    let run = finish(spawn(p, args), limit, what);
+    clean_exit(&run, &[0], what);
+    run
 }
 
 /// Asserts a run ended with one of `codes`, without a panic.
@@ -156,10 +163,6 @@ fn consistent(p: &Project, versions: &[String]) -> usize {
     applied.len()
 }
 
-fn init(p: &Project) {
-    p.run(["init", "--no-migrate"]).success();
-}
-
 // ---------------------------------------------------------------------------------------------
 // Concurrency
 // ---------------------------------------------------------------------------------------------
@@ -175,7 +178,7 @@ fn many_concurrent_ups(backend: Backend) {
             return;
         };
         let versions = table_migrations(&mut p, MIGRATIONS);
-        init(&p);
+        p.init();
         let children: Vec<Child> = (0..PROCESSES)
             .map(|_| {
                 spawn(
@@ -212,7 +215,7 @@ fn eight_concurrent_ups_apply_each_migration_once_postgres() {
 
 both_backends!(up_racing_down_ends_in_a_serial_state, |mut p: Project| {
     let versions = table_migrations(&mut p, 6);
-    init(&p);
+    p.init();
     for round in 0..3 {
         // Start from 3 applied of 6.
         let before = consistent(&p, &versions);
@@ -270,7 +273,7 @@ fn seed_racing_up(backend: Backend) {
             csv.push_str(&format!("{i},item {i}\n"));
         }
         p.file("seeds/items.csv", csv);
-        init(p);
+        p.init();
         // Odd rounds: the seeded table already exists, so the seed must succeed while the other
         // migrations run next to it (on SQLite it waits for their write lock).
         let table_first = round % 2 == 1;
@@ -425,7 +428,7 @@ both_backends!(
         };
         let first = p.migration("first", "CREATE TABLE first_t (id INTEGER);", None);
         let second = p.migration("slow", &slow, Some("DROP TABLE slow_t;"));
-        p.run(["init", "--no-migrate"]).success();
+        p.init();
         p.run(["migrate", "up", "--to", &first]).success();
         let child = spawn(&p, &["migrate", "up"]);
         kill_midway(&p, child, "%SELECT pg_sleep");
@@ -443,12 +446,12 @@ both_backends!(
         status.success();
         assert_eq!(status.json()["pending"], 1);
         // The PostgreSQL backend may still be sleeping with the lock: the next run waits for it.
-        let run = finish(
-            spawn(&p, &["migrate", "up", "--lock-timeout", "60"]),
+        let run = succeeds_within(
+            &p,
+            &["migrate", "up", "--lock-timeout", "60"],
             Duration::from_secs(300),
             "migrate up after SIGKILL",
         );
-        clean_exit(&run, &[0], "migrate up after SIGKILL");
         eprintln!("{:?}: {}", p.backend, run.stderr.trim());
         assert!(p.has_table("slow_t"));
         assert_eq!(p.applied(), [first, second]);
@@ -509,6 +512,26 @@ impl Proxy {
     fn url(&self, db: &str) -> String {
         pg_url_for(db).replace("127.0.0.1:5432", &format!("127.0.0.1:{}", self.port))
     }
+
+    /// `dbctl ARGS` in `p`, through this proxy (connect timeout 2 s), started.
+    fn spawn(&self, p: &Project, args: &[&str]) -> Child {
+        let mut cmd = p.command();
+        cmd.env("DATABASE_URL", self.url(p.pg_database().expect("database")))
+            .env("DB_CONNECT_TIMEOUT", "2")
+            .args(args);
+        spawn_cmd(cmd)
+    }
+
+    /// Cuts the connections under a running `child`, which must then end cleanly with exit 1 or
+    /// 3; returns its run.
+    fn cut_under(&self, child: Child, what: &str) -> Run {
+        self.cut();
+        let run = finish(child, Duration::from_secs(30), what);
+        clean_exit(&run, &[1, 3], what);
+        eprintln!("{what}: exit {}: {}", run.code, run.stderr.trim());
+        assert!(run.stderr.contains("error:"), "{}", run.stderr);
+        run
+    }
 }
 
 /// Copies bytes from `from` to `to` on a thread until either side closes.
@@ -544,17 +567,10 @@ fn postgres_connection_cut_during_a_migration_applies_nothing() {
         "CREATE TABLE cut_t (id INTEGER);\nSELECT pg_sleep(2);\nCREATE TABLE cut_u (id INTEGER);\n",
         Some("DROP TABLE cut_u;\nDROP TABLE cut_t;"),
     );
-    p.run(["init", "--no-migrate"]).success();
+    p.init();
     p.run(["migrate", "up", "--to", &first]).success();
     let proxy = Proxy::start("127.0.0.1:5432");
-    let mut cmd = p.command();
-    cmd.env(
-        "DATABASE_URL",
-        proxy.url(p.pg_database().expect("database")),
-    )
-    .env("DB_CONNECT_TIMEOUT", "2")
-    .args(["migrate", "up"]);
-    let child = spawn_cmd(cmd);
+    let child = proxy.spawn(&p, &["migrate", "up"]);
     assert!(
         wait_until(Duration::from_secs(60), || pg_active(
             &p,
@@ -562,30 +578,22 @@ fn postgres_connection_cut_during_a_migration_applies_nothing() {
         )),
         "the migration never started"
     );
-    proxy.cut();
-    let run = finish(child, Duration::from_secs(30), "migrate up through a cut");
-    clean_exit(&run, &[1, 3], "migrate up through a cut");
-    eprintln!(
-        "migrate up through a cut: exit {}: {}",
-        run.code,
-        run.stderr.trim()
-    );
+    let run = proxy.cut_under(child, "migrate up through a cut");
     assert!(
         run.stderr.contains("connection to the database was lost"),
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("error:"), "{}", run.stderr);
     assert!(!p.has_table("cut_t") && !p.has_table("cut_u"));
     assert_eq!(p.applied(), std::slice::from_ref(&first));
     assert_eq!(companion(&p), std::slice::from_ref(&first));
     // Directly, the migration applies (once the orphaned session gives up its lock).
-    let run = finish(
-        spawn(&p, &["migrate", "up", "--lock-timeout", "60"]),
+    succeeds_within(
+        &p,
+        &["migrate", "up", "--lock-timeout", "60"],
         Duration::from_secs(120),
         "migrate up after the cut",
     );
-    clean_exit(&run, &[0], "migrate up after the cut");
     assert_eq!(p.applied(), [first, second]);
 }
 
@@ -603,14 +611,7 @@ fn postgres_connection_cut_during_a_seed_loads_nothing() {
     let rows = 300_000;
     big_csv(&p, rows);
     let proxy = Proxy::start("127.0.0.1:5432");
-    let mut cmd = p.command();
-    cmd.env(
-        "DATABASE_URL",
-        proxy.url(p.pg_database().expect("database")),
-    )
-    .env("DB_CONNECT_TIMEOUT", "2")
-    .arg("seed");
-    let mut child = spawn_cmd(cmd);
+    let mut child = proxy.spawn(&p, &["seed"]);
     assert!(
         wait_until(Duration::from_secs(60), || pg_active(&p, "COPY")),
         "the seed never started"
@@ -620,18 +621,14 @@ fn postgres_connection_cut_during_a_seed_loads_nothing() {
         child.try_wait().expect("try_wait").is_none(),
         "the seed finished before the cut: make it longer"
     );
-    proxy.cut();
-    let run = finish(child, Duration::from_secs(30), "seed through a cut");
-    clean_exit(&run, &[1, 3], "seed through a cut");
-    eprintln!(
-        "seed through a cut: exit {}: {}",
-        run.code,
-        run.stderr.trim()
-    );
-    assert!(run.stderr.contains("error:"), "{}", run.stderr);
+    proxy.cut_under(child, "seed through a cut");
     assert_eq!(p.count("SELECT count(*) AS n FROM big"), 0);
-    let run = finish(spawn(&p, &["seed"]), Duration::from_secs(300), "seed");
-    clean_exit(&run, &[0], "seed after the cut");
+    succeeds_within(
+        &p,
+        &["seed"],
+        Duration::from_secs(300),
+        "seed after the cut",
+    );
     assert_eq!(p.count("SELECT count(*) AS n FROM big"), rows as i64);
 }
 
@@ -659,7 +656,7 @@ both_backends!(
             &format!("migrations/{folder}/metadata.toml"),
             "run_in_transaction = false\n",
         );
-        p.run(["init", "--no-migrate"]).success();
+        p.init();
         p.run(["migrate", "up"])
             .code(1)
             .stderr_has("statement 3 of 4")
@@ -694,7 +691,7 @@ fn sqlite_locked_by_another_writer_waits_then_fails_cleanly() {
     let w = p.migration("w", "CREATE TABLE w (id INTEGER);", Some("DROP TABLE w;"));
     p.migration("a", "CREATE TABLE a (id INTEGER);", Some("DROP TABLE a;"));
     p.file("seeds/w.csv", "id\n1\n2\n");
-    p.run(["init", "--no-migrate"]).success();
+    p.init();
     p.run(["migrate", "up", "--to", &w]).success();
     let mut holder = SqliteConnection::establish(p.url()).expect("open the file");
     holder
@@ -796,41 +793,21 @@ fn offline_project() -> Project {
 #[test]
 fn postgres_closed_port_every_command_exits_3() {
     let p = offline_project();
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
-    let url = format!("postgres://postgres@127.0.0.1:{port}/nowhere");
+    let url = FakeServer::ClosedPort.url();
     assert_eq!(every_command_exits_3(&p, &url, "closed port"), 8);
 }
 
 #[test]
 fn postgres_hang_up_every_command_exits_3() {
     let p = offline_project();
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    thread::spawn(move || {
-        for s in listener.incoming().flatten() {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    });
-    let url = format!("postgres://postgres@127.0.0.1:{port}/nowhere");
+    let url = FakeServer::HangUp.url();
     assert_eq!(every_command_exits_3(&p, &url, "hang-up"), 8);
 }
 
 #[test]
 fn postgres_silent_server_every_command_exits_3() {
     let p = offline_project();
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in listener.incoming().flatten() {
-            // Accept and keep the socket open, never answering.
-            held.push(s);
-        }
-    });
-    let url = format!("postgres://postgres@127.0.0.1:{port}/nowhere");
+    let url = FakeServer::Silent.url();
     assert_eq!(every_command_exits_3(&p, &url, "silent server"), 8);
 }
 

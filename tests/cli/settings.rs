@@ -8,18 +8,10 @@ use diesel::sql_types::BigInt;
 
 use crate::support::{dbctl, pg_admin, pg_skipped, pg_url_for, Project, Run};
 
-/// `init --no-migrate` in a bare project, to see which database a run picked.
-fn init(p: &Project, extra: &[&str]) -> Run {
-    let mut cmd = p.command();
-    cmd.env_remove("DATABASE_URL");
-    cmd.args(["init", "--no-migrate", "-q"]).args(extra);
-    Run::from(cmd.output().unwrap())
-}
-
 #[test]
 fn url_default_is_sqlite_dev_db() {
     let p = Project::sqlite();
-    init(&p, &[]).success();
+    p.init_without_url(&[]).success();
     assert!(p.path().join("dev.db").is_file());
 }
 
@@ -27,7 +19,7 @@ fn url_default_is_sqlite_dev_db() {
 fn url_order_flag_then_env_then_dotenv_then_default() {
     let p = Project::sqlite();
     p.file(".env", "DATABASE_URL=sqlite://from-dotenv.db\n");
-    init(&p, &[]).success();
+    p.init_without_url(&[]).success();
     assert!(p.path().join("from-dotenv.db").is_file());
 
     let mut cmd = p.command();
@@ -64,14 +56,14 @@ fn verbose_says_where_the_url_came_from() {
 fn env_file_flag_names_another_file() {
     let p = Project::sqlite();
     p.file("ci.env", "# comment\nDATABASE_URL=\"sqlite://ci.db\"\n");
-    init(&p, &["--env-file", "ci.env"]).success();
+    p.init_without_url(&["--env-file", "ci.env"]).success();
     assert!(p.path().join("ci.db").is_file());
 }
 
 #[test]
 fn missing_named_env_file_is_exit_2() {
     let p = Project::sqlite();
-    init(&p, &["--env-file", "nope.env"])
+    p.init_without_url(&["--env-file", "nope.env"])
         .code(2)
         .stderr_has("nope.env");
 }
@@ -80,7 +72,7 @@ fn missing_named_env_file_is_exit_2() {
 fn malformed_env_file_is_exit_2_without_echoing_its_secrets() {
     let p = Project::sqlite();
     p.file(".env", "OK=1\nDATABASE_URL postgres://u:envsecret@h/db\n");
-    init(&p, &[])
+    p.init_without_url(&[])
         .code(2)
         .stderr_has("malformed env file")
         .stderr_has("line 2")
@@ -608,11 +600,7 @@ const SECRET: &str = "Pa55-w0rd-s3cret";
 
 #[test]
 fn passwords_never_appear_on_failing_paths() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::FakeServer::ClosedPort.start();
     let encoded = "Pa55%2Dw0rd%2Ds3cret";
     let urls = [
         format!("postgres://postgres:{SECRET}@127.0.0.1:{port}/db"),

@@ -7,11 +7,27 @@ use diesel::connection::SimpleConnection as _;
 use crate::support::topology::{self, Pair};
 use crate::support::{unique_name, Project};
 
-/// A project whose database lives on the test primary (and so, replayed, on its standby).
-fn on_pair(pair: &Pair) -> Project {
+/// The test pair, and a project whose database (named too) lives on its primary (and so,
+/// replayed, on its standby); `None` when topology tests are skipped.
+fn on_pair() -> Option<(&'static Pair, Project, String)> {
+    let pair = topology::pair()?;
     let name = unique_name("dbctl_topo");
     topology::create_on_pair(pair, &name);
-    Project::postgres_at(pair.primary_url(&name), pair.primary_url("postgres"), name)
+    let p = Project::postgres_at(
+        pair.primary_url(&name),
+        pair.primary_url("postgres"),
+        name.clone(),
+    );
+    Some((pair, p, name))
+}
+
+/// The `create_items` migration: a table `items` with these columns (down.sql drops it).
+fn create_items(p: &mut Project, columns: &str) {
+    p.migration(
+        "create_items",
+        &format!("CREATE TABLE items ({columns});"),
+        Some("DROP TABLE items;"),
+    );
 }
 
 fn db_name(p: &Project) -> String {
@@ -20,9 +36,9 @@ fn db_name(p: &Project) -> String {
 
 #[test]
 fn ping_reports_primary_and_standby_with_lag_and_upstream() {
-    let Some(pair) = topology::pair() else { return };
-    let mut p = on_pair(pair);
-    let name = db_name(&p);
+    let Some((pair, mut p, name)) = on_pair() else {
+        return;
+    };
     let primary = p.run(["ping", "--format", "json"]);
     let json = primary.success().json();
     assert_eq!(json["role"], "primary", "{json}");
@@ -50,9 +66,9 @@ fn ping_reports_primary_and_standby_with_lag_and_upstream() {
 
 #[test]
 fn a_standby_whose_replay_is_paused_reports_its_lag() {
-    let Some(pair) = topology::pair() else { return };
-    let mut p = on_pair(pair);
-    let name = db_name(&p);
+    let Some((pair, mut p, name)) = on_pair() else {
+        return;
+    };
     p.use_url(&pair.standby_url(&name));
     let mut standby = pair.standby();
     standby
@@ -93,9 +109,9 @@ fn a_standby_whose_replay_is_paused_reports_its_lag() {
 
 #[test]
 fn ping_writable_exits_5_unless_the_server_takes_writes() {
-    let Some(pair) = topology::pair() else { return };
-    let mut p = on_pair(pair);
-    let name = db_name(&p);
+    let Some((pair, mut p, name)) = on_pair() else {
+        return;
+    };
     p.run(["ping", "--writable"]).success();
     p.run(["ping", "--primary", "-q"]).success();
 
@@ -131,14 +147,10 @@ fn ping_writable_exits_5_unless_the_server_takes_writes() {
 
 #[test]
 fn writing_commands_stop_on_a_standby_before_doing_anything() {
-    let Some(pair) = topology::pair() else { return };
-    let mut p = on_pair(pair);
-    let name = db_name(&p);
-    p.migration(
-        "create_items",
-        "CREATE TABLE items (id INT PRIMARY KEY);",
-        Some("DROP TABLE items;"),
-    );
+    let Some((pair, mut p, name)) = on_pair() else {
+        return;
+    };
+    create_items(&mut p, "id INT PRIMARY KEY");
     p.file("seeds/items.csv", "id\n1\n2\n");
     p.use_url(&pair.standby_url(&name));
     for args in [
@@ -177,14 +189,10 @@ fn writing_commands_stop_on_a_standby_before_doing_anything() {
 
 #[test]
 fn status_and_inspect_work_on_a_standby() {
-    let Some(pair) = topology::pair() else { return };
-    let mut p = on_pair(pair);
-    let name = db_name(&p);
-    p.migration(
-        "create_items",
-        "CREATE TABLE items (id INT PRIMARY KEY, label TEXT);",
-        Some("DROP TABLE items;"),
-    );
+    let Some((pair, mut p, name)) = on_pair() else {
+        return;
+    };
+    create_items(&mut p, "id INT PRIMARY KEY, label TEXT");
     p.run(["migrate", "up", "-q"]).success();
     pair.wait_for_replay();
     p.use_url(&pair.standby_url(&name));
@@ -198,14 +206,10 @@ fn status_and_inspect_work_on_a_standby() {
 
 #[test]
 fn several_hosts_reach_the_writable_server_for_every_command() {
-    let Some(pair) = topology::pair() else { return };
-    let mut p = on_pair(pair);
-    let name = db_name(&p);
-    p.migration(
-        "create_items",
-        "CREATE TABLE items (id INT PRIMARY KEY);",
-        Some("DROP TABLE items;"),
-    );
+    let Some((pair, mut p, name)) = on_pair() else {
+        return;
+    };
+    create_items(&mut p, "id INT PRIMARY KEY");
     p.file("seeds/items.csv", "id\n1\n2\n3\n");
     let closed = topology::free_port();
     // A dead host, then the standby, then the primary: libpq skips the dead one, and

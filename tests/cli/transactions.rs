@@ -49,7 +49,7 @@ both_backends!(
             "CREATE TABLE first (id INTEGER);",
             Some("DROP TABLE first;"),
         );
-        p.run(["init", "--no-migrate"]).success();
+        p.init();
         for control in controls(p.backend) {
             p.migration_folder(
                 "2024-01-01-000002_second",
@@ -170,7 +170,7 @@ fn a_trigger_that_rolls_back_is_reported_as_sqlite_did_it() {
         "CREATE TABLE m2 (id INTEGER);\nINSERT INTO t VALUES (1);\nINSERT INTO t VALUES (2);\nCREATE TABLE m2b (id INTEGER);\n",
         None,
     );
-    p.run(["init", "--no-migrate"]).success();
+    p.init();
     let run = p.run(["migrate", "up"]);
     run.code(1)
         .stderr_has("20240101000002_insert failed at up.sql line 3")
@@ -204,7 +204,7 @@ fn a_procedure_that_commits_is_rolled_back_postgres() {
         "CREATE TABLE m2 (id INTEGER);\nCALL sneaky();\n",
         None,
     );
-    p.run(["init", "--no-migrate"]).success();
+    p.init();
     p.run(["migrate", "up"])
         .code(1)
         .stderr_has("up.sql line 2")

@@ -4,7 +4,9 @@
 
 use std::process::Command;
 
-use crate::support::{dbctl, percent_encode, pg_skipped, pg_url_for, unique_name, Project, Run};
+use crate::support::{
+    dbctl, percent_encode, pg_skipped, pg_url_for, unique_name, FakeServer, Project, Run,
+};
 
 /// `pg_url_for(db)` with a password put in after the user name (`encoded` as it goes in the URL).
 fn url_with_password(db: &str, password_in_url: &str) -> String {
@@ -19,15 +21,6 @@ fn url_with_password(db: &str, password_in_url: &str) -> String {
         "DBCTL_TEST_PG_URL must look like postgres://postgres@host/db"
     );
     with
-}
-
-/// A port nothing listens on.
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("port")
-        .port()
 }
 
 fn run(mut cmd: Command) -> Run {
@@ -50,7 +43,7 @@ fn passwords_with_url_delimiters_are_never_echoed() {
         format!("{}%zz{}/{}", pieces[0], pieces[1], pieces[2]),
         format!("{}:{}?{}", pieces[0], pieces[1], pieces[2]),
     ];
-    let port = closed_port();
+    let port = FakeServer::ClosedPort.start();
     for pw in &cases {
         for url in [
             format!("postgres://postgres:{pw}@127.0.0.1:{port}/db"),
@@ -107,7 +100,7 @@ fn passwords_with_url_delimiters_are_never_echoed() {
 fn conninfo_strings_are_postgres_never_file_names() {
     let dir = tempfile::tempdir().unwrap();
     let secret = "Cnf-s3cr3t-Pw";
-    let port = closed_port();
+    let port = FakeServer::ClosedPort.start();
     for (conninfo, code) in [
         (
             format!("host=127.0.0.1 port={port} user=postgres password={secret} dbname=app"),
@@ -365,7 +358,7 @@ fn runs_for(p: &Project, db: &str, in_url: &str, conninfo_pw: &str) -> Vec<(Stri
     let url = url_with_password(db, in_url);
     let closed = format!(
         "postgres://postgres:{in_url}@127.0.0.1:{}/db",
-        closed_port()
+        FakeServer::ClosedPort.start()
     );
     let server = pg_url_for("postgres");
     let host = server

@@ -265,6 +265,21 @@ impl Project {
         Run::from(self.command().args(args).output().expect("run dbctl"))
     }
 
+    /// `dbctl init --no-migrate`, which must succeed: the database and bookkeeping are ready.
+    pub fn init(&self) -> &Self {
+        self.run(["init", "--no-migrate"]).success();
+        self
+    }
+
+    /// `init --no-migrate -q` (plus `extra`) with no `DATABASE_URL` in the environment, to see
+    /// which database a run picks from its other settings.
+    pub fn init_without_url(&self, extra: &[&str]) -> Run {
+        let mut cmd = self.command();
+        cmd.env_remove("DATABASE_URL");
+        cmd.args(["init", "--no-migrate", "-q"]).args(extra);
+        Run::from(cmd.output().expect("run dbctl"))
+    }
+
     /// A direct connection for checking what is in the database.
     pub fn connect(&self) -> Conn {
         match self.backend {
@@ -363,6 +378,49 @@ impl Conn {
         }
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
         rows.into_iter().map(|r| r.v).collect()
+    }
+}
+
+/// How a fake PostgreSQL server on a local port of its own treats a connection.
+#[derive(Clone, Copy)]
+pub enum FakeServer {
+    /// Nothing listens: the port was bound, then let go.
+    ClosedPort,
+    /// Accepts, then hangs up at once.
+    HangUp,
+    /// Accepts and keeps the socket open, never answering.
+    Silent,
+}
+
+impl FakeServer {
+    /// Starts the server (on a thread that lives as long as the test process); returns its port.
+    pub fn start(self) -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        match self {
+            FakeServer::ClosedPort => drop(listener),
+            FakeServer::HangUp => {
+                std::thread::spawn(move || {
+                    for s in listener.incoming().flatten() {
+                        let _ = s.shutdown(std::net::Shutdown::Both);
+                    }
+                });
+            }
+            FakeServer::Silent => {
+                std::thread::spawn(move || {
+                    let mut held = Vec::new();
+                    for s in listener.incoming().flatten() {
+                        held.push(s);
+                    }
+                });
+            }
+        }
+        port
+    }
+
+    /// A URL of a database on a newly started server of this kind.
+    pub fn url(self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/nowhere", self.start())
     }
 }
 

@@ -59,10 +59,7 @@ pub fn skipped() -> bool {
 
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("find a free port")
+    super::FakeServer::ClosedPort.start()
 }
 
 fn is_root() -> bool {
