@@ -8,9 +8,60 @@ use anyhow::Context as _;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 
-use super::{AnyConnection, Backend, TableName};
+use super::{AnyConnection, TableName};
 use crate::error;
 use crate::sql::Dialect;
+
+/// The database engines dbctl drives, as chosen by the URL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    /// Whether the database is reached through a server (host, port, user, connect timeout,
+    /// transaction pooling) rather than opened as a file.
+    pub(crate) fn has_server(self) -> bool {
+        self == Backend::Postgres
+    }
+
+    /// Whether tables live in named schemas (`DATABASE_SCHEMA` applies).
+    pub(crate) fn has_schemas(self) -> bool {
+        self == Backend::Postgres
+    }
+
+    /// The Python drivers' options dbctl takes out of this backend's URLs.
+    pub(crate) fn driver_params(self) -> &'static [&'static str] {
+        match self {
+            Backend::Sqlite => super::url::SQLITE_DRIVER_PARAMS,
+            Backend::Postgres => super::url::DRIVER_PARAMS,
+        }
+    }
+
+    /// The driver option read as `DB_STATEMENT_TIMEOUT` when that is not set: pysqlite's
+    /// `timeout` (the busy timeout), asyncpg's `command_timeout`.
+    pub(crate) fn statement_timeout_param(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "timeout",
+            Backend::Postgres => "command_timeout",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// The backend `conn` talks to.
 pub(crate) fn of(conn: &AnyConnection) -> Backend {

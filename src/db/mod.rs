@@ -27,7 +27,8 @@ use diesel::r2d2::{self, CustomizeConnection, ManageConnection, R2D2Connection};
 use diesel::sql_types::{Integer, Text};
 
 use crate::error::{self, Exit, ResultExt as _};
-pub(crate) use url::{Backend, DbUrl, SqliteTarget};
+pub(crate) use backend::Backend;
+pub(crate) use url::{DbUrl, SqliteTarget};
 
 /// A connection to either backend.
 #[derive(diesel::MultiConnection)]

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
+use super::Backend;
 use crate::error::{self, register_secret};
 
 pub(crate) use sqlite::Readings;
@@ -28,56 +29,6 @@ sqlite://, sqlite::memory:, file:path (SQLite URI), or a plain file path";
 /// Where the PostgreSQL server's socket usually is when neither the URL nor `PGHOST` names one
 /// (the bundled libpq only looks in /tmp; Debian's server listens in /var/run/postgresql).
 const SOCKET_DIRS: &[&str] = &["/var/run/postgresql", "/run/postgresql", "/tmp"];
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl Backend {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres => "postgres",
-        }
-    }
-
-    /// Whether the database is reached through a server (host, port, user, connect timeout,
-    /// transaction pooling) rather than opened as a file.
-    pub(crate) fn has_server(self) -> bool {
-        self == Backend::Postgres
-    }
-
-    /// Whether tables live in named schemas (`DATABASE_SCHEMA` applies).
-    pub(crate) fn has_schemas(self) -> bool {
-        self == Backend::Postgres
-    }
-
-    /// The Python drivers' options dbctl takes out of this backend's URLs.
-    pub(crate) fn driver_params(self) -> &'static [&'static str] {
-        match self {
-            Backend::Sqlite => SQLITE_DRIVER_PARAMS,
-            Backend::Postgres => DRIVER_PARAMS,
-        }
-    }
-
-    /// The driver option read as `DB_STATEMENT_TIMEOUT` when that is not set: pysqlite's
-    /// `timeout` (the busy timeout), asyncpg's `command_timeout`.
-    pub(crate) fn statement_timeout_param(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "timeout",
-            Backend::Postgres => "command_timeout",
-        }
-    }
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// Where a SQLite database lives.
 #[derive(Clone, PartialEq, Eq)]
