@@ -12,6 +12,8 @@ mod files;
 mod interrupt;
 mod migrate;
 mod output;
+// diesel's schema.rs (`dbctl print-schema`); to move under src/schema/.
+mod print_schema;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,637 @@
+//! `dbctl print-schema`: diesel's `schema.rs` (`table!`, `joinable!`,
+//! `allow_tables_to_appear_in_same_query!` and the `sql_types` module), byte for byte as
+//! `diesel print-schema` 2.3 prints it for the same database and diesel.toml. It owns its own
+//! catalog reads (diesel's facts differ from `inspect`'s: type names as diesel maps them,
+//! diesel's table and key order), diesel.toml's `[print_schema]` sections, the rendering, the
+//! `patch_file` step, and writing or checking (`--locked-schema`) each section's `file`, which
+//! `migrate` and `init` also do after changing the schema.
+
+mod diff;
+mod model;
+mod names;
+mod pg;
+mod render;
+mod settings;
+mod sqlite;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::commands::Context;
+use crate::db::{AnyConnection, OpenMode};
+use crate::error::{self, Exit};
+use crate::output::{Format, Output, Report};
+use model::{Column, ColumnInfo, ColumnType, ForeignKey, Table, TableName};
+use settings::{Docs, Section};
+
+/// Print the schema as diesel's schema.rs (what `diesel print-schema` prints).
+///
+/// Reads diesel.toml's [print_schema] (and [print_schema.NAME]) sections: file, filter,
+/// schema, with_docs, column_sorting, import_types, patch_file, custom_type_derives,
+/// generate_missing_sql_type_definitions, except_custom_type_definitions,
+/// allow_tables_to_appear_in_same_query_config, sqlite_integer_primary_key_is_bigint,
+/// pg_domains_as_custom_types. Without --write or --locked-schema the schema goes to stdout,
+/// one section after the other, as diesel prints it.
+///
+/// Examples:
+///   dbctl print-schema > src/schema.rs
+///   dbctl print-schema --write
+///   dbctl print-schema --locked-schema
+///   dbctl print-schema --schema-key users_db
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub(crate) struct PrintSchemaArgs {
+    /// Only this [print_schema.NAME] section (repeatable) [default: every section]
+    #[arg(long = "schema-key", value_name = "NAME")]
+    schema_keys: Vec<String>,
+
+    /// Write each section's `file` instead of printing
+    #[arg(long, conflicts_with = "locked_schema")]
+    write: bool,
+
+    /// Write nothing; exit 4 with a unified diff when a section's `file` would change
+    #[arg(long)]
+    locked_schema: bool,
+}
+
+/// What `print-schema` did, for `--format json` (with `--format human` the schema itself is
+/// the output).
+#[derive(Serialize, Debug)]
+pub(crate) struct PrintReport {
+    sections: Vec<SectionReport>,
+    #[serde(skip)]
+    mode: Mode,
+}
+
+#[derive(Serialize, Debug)]
+struct SectionReport {
+    name: String,
+    file: Option<PathBuf>,
+    /// `written`, `unchanged`, `would_change` or `printed`.
+    status: &'static str,
+    schema: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diff: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Print,
+    Write,
+    Check,
+}
+
+impl Report for PrintReport {
+    fn human(&self) -> String {
+        match self.mode {
+            Mode::Print => self.sections.iter().map(|s| s.schema.as_str()).collect(),
+            Mode::Write | Mode::Check => self
+                .sections
+                .iter()
+                .filter_map(|s| s.diff.as_deref())
+                .collect(),
+        }
+    }
+
+    fn exit(&self) -> Exit {
+        if self.sections.iter().any(|s| s.status == "would_change") {
+            Exit::Check
+        } else {
+            Exit::Success
+        }
+    }
+}
+
+impl PrintReport {
+    /// Prints the report; the schema text is printed exactly, with no line added.
+    pub(crate) fn print(&self, out: &Output) -> anyhow::Result<Exit> {
+        if out.format() == Format::Json || self.mode != Mode::Print {
+            for s in &self.sections {
+                let file = s.file.as_deref().map(Path::display);
+                match (s.status, file) {
+                    ("written", Some(f)) => out.info(format_args!("wrote {f}")),
+                    ("unchanged", Some(f)) => out.info(format_args!("{f} is up to date")),
+                    ("would_change", Some(f)) => out.info(format_args!(
+                        "{f} would change (--locked-schema): the diff is on stdout"
+                    )),
+                    _ => {}
+                }
+            }
+            return out.emit(self);
+        }
+        out.raw(&self.human())?;
+        Ok(Exit::Success)
+    }
+}
+
+pub(crate) fn run(ctx: &Context, args: PrintSchemaArgs) -> anyhow::Result<PrintReport> {
+    let sections = selected_sections(ctx, &args.schema_keys)?;
+    let mode = if args.locked_schema {
+        Mode::Check
+    } else if args.write {
+        Mode::Write
+    } else {
+        Mode::Print
+    };
+    if mode != Mode::Print && sections.iter().all(|s| s.file.is_none()) {
+        return Err(error::usage(
+            "no [print_schema] section of diesel.toml names a `file` to write or check",
+        ));
+    }
+    let db = ctx.open(OpenMode::Existing)?;
+    let mut conn = db.get()?;
+    let reports = sections
+        .iter()
+        .filter(|s| mode == Mode::Print || s.file.is_some())
+        .map(|section| {
+            let schema = generate(&mut conn, section, ctx.out)?;
+            match mode {
+                Mode::Print => Ok(SectionReport {
+                    name: section.name.clone(),
+                    file: section.file.clone(),
+                    status: "printed",
+                    schema,
+                    diff: None,
+                }),
+                Mode::Write | Mode::Check => settle_file(section, schema, mode == Mode::Check),
+            }
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(PrintReport {
+        sections: reports,
+        mode,
+    })
+}
+
+/// The sections of diesel.toml, or those `--schema-key` names (each must exist).
+fn selected_sections(ctx: &Context, keys: &[String]) -> anyhow::Result<Vec<Section>> {
+    let all = settings::read(ctx.config.diesel_toml())?;
+    if keys.is_empty() {
+        return Ok(all);
+    }
+    keys.iter()
+        .map(|key| {
+            all.iter().find(|s| &s.name == key).cloned().ok_or_else(|| {
+                error::usage(format!(
+                    "--schema-key {key}: no [print_schema.{key}] section in diesel.toml"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Writes the section's file, or (`check`) compares it and writes nothing.
+fn settle_file(section: &Section, schema: String, check: bool) -> anyhow::Result<SectionReport> {
+    let Some(path) = section.file.clone() else {
+        return Err(error::usage(format!(
+            "[print_schema] section `{}` has no `file`",
+            section.name
+        )));
+    };
+    let current = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", path.display())),
+    };
+    let unchanged = current
+        .as_deref()
+        .is_some_and(|c| c.lines().eq(schema.lines()));
+    let mut report = SectionReport {
+        name: section.name.clone(),
+        file: Some(path.clone()),
+        status: "unchanged",
+        schema,
+        diff: None,
+    };
+    if unchanged {
+        return Ok(report);
+    }
+    if check {
+        let label = path.display().to_string();
+        report.diff = Some(diff::unified(
+            current.as_deref().unwrap_or(""),
+            &report.schema,
+            &label,
+            "new schema",
+        ));
+        report.status = "would_change";
+        return Ok(report);
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create `{}`", parent.display()))?;
+    }
+    std::fs::write(&path, report.schema.as_bytes())
+        .with_context(|| format!("cannot write `{}`", path.display()))?;
+    report.status = "written";
+    Ok(report)
+}
+
+/// After `migrate` or `init` changed the schema: writes (or, `locked`, checks) the `file` of
+/// each section that names one, saying so. A file that would change under `locked` is an
+/// error (exit 4) after the diff is printed on stdout.
+pub(crate) fn regenerate(
+    ctx: &Context,
+    conn: &mut AnyConnection,
+    locked: bool,
+) -> anyhow::Result<()> {
+    let sections = settings::read(ctx.config.diesel_toml())?;
+    let mut stale = Vec::new();
+    for section in sections.iter().filter(|s| s.file.is_some()) {
+        let schema = generate(conn, section, ctx.out)?;
+        let report = settle_file(section, schema, locked)?;
+        let file = report.file.as_deref().map(Path::display);
+        match (report.status, file) {
+            ("written", Some(f)) => ctx.out.info(format_args!("wrote the schema to {f}")),
+            ("would_change", Some(f)) => {
+                ctx.out.raw(report.diff.as_deref().unwrap_or_default())?;
+                stale.push(f.to_string());
+            }
+            _ => {}
+        }
+    }
+    if stale.is_empty() {
+        Ok(())
+    } else {
+        Err(error::tag(
+            anyhow::anyhow!(
+                "--locked-schema: {} would change (the diff is on stdout); run without \
+                 --locked-schema to update it",
+                stale.join(", ")
+            ),
+            Exit::Check,
+        ))
+    }
+}
+
+/// A connection as one of the two backends.
+enum Reader<'a> {
+    Pg(&'a mut diesel::PgConnection),
+    Sqlite(&'a mut diesel::SqliteConnection),
+}
+
+impl Reader<'_> {
+    fn primary_keys(&mut self, table: &TableName) -> anyhow::Result<Vec<String>> {
+        Ok(match self {
+            Reader::Pg(c) => pg::primary_keys(c, table)?,
+            Reader::Sqlite(c) => sqlite::primary_keys(c, table)?,
+        })
+    }
+}
+
+/// The schema.rs text of one section.
+pub(crate) fn generate(
+    conn: &mut AnyConnection,
+    section: &Section,
+    out: &Output,
+) -> anyhow::Result<String> {
+    let mut reader = match conn {
+        AnyConnection::Postgresql(c) => Reader::Pg(c),
+        AnyConnection::Sqlite(c) => Reader::Sqlite(c),
+    };
+    let schema = section.schema.as_deref();
+    let (names, keys) = match &mut reader {
+        Reader::Pg(c) => (
+            pg::table_names(c, schema).context("reading the table names")?,
+            pg::foreign_keys(c, schema).context("reading the foreign keys")?,
+        ),
+        Reader::Sqlite(c) => {
+            if schema.is_some() {
+                return Err(error::usage(format!(
+                    "[print_schema] section `{}`: `schema` is for PostgreSQL; SQLite prints only \
+                     the main database",
+                    section.name
+                )));
+            }
+            (
+                sqlite::table_names(c).context("reading the table names")?,
+                sqlite::foreign_keys(c).context("reading the foreign keys")?,
+            )
+        }
+    };
+    let names: Vec<TableName> = names
+        .into_iter()
+        .filter(|t| section.filter.keeps(&t.sql_name))
+        .collect();
+    let mut keys = keys;
+    keys.sort();
+    for key in &mut keys {
+        for name in &mut key.columns_rust {
+            if names::is_reserved(name) {
+                name.push('_');
+            }
+        }
+    }
+    let joinable = usable_keys(&mut reader, &keys, &names)?;
+    let mut tables = Vec::with_capacity(names.len());
+    for name in names {
+        let table = load_table(&mut reader, name, section, &keys, out)?;
+        tables.push(table);
+    }
+    let custom = section
+        .generate_missing_types
+        .then(|| custom_types(&reader, &tables, section));
+    let text = render::render(&render::Schema {
+        module: section.schema.as_deref(),
+        tables: &tables,
+        foreign_keys: &joinable,
+        docs: section.with_docs,
+        grouping: section.grouping,
+        import_types: section.import_types.as_deref(),
+        custom: custom.as_deref(),
+        derives: &section.custom_type_derives,
+    });
+    match &section.patch_file {
+        None => Ok(text),
+        Some(path) => {
+            let patch = std::fs::read_to_string(path).map_err(|e| {
+                error::usage(format!(
+                    "cannot read the patch_file `{}`: {e}",
+                    path.display()
+                ))
+            })?;
+            diff::apply(&text, &patch).map_err(|e| {
+                error::usage(format!(
+                    "patch_file `{}` does not apply to the generated schema: {e:#}",
+                    path.display()
+                ))
+            })
+        }
+    }
+}
+
+/// The foreign keys `joinable!` can express: single-column, between two printed tables that
+/// are not the same one, to a parent whose one-column primary key is the referenced column,
+/// and the only key between its two tables.
+fn usable_keys(
+    reader: &mut Reader,
+    keys: &[ForeignKey],
+    tables: &[TableName],
+) -> anyhow::Result<Vec<ForeignKey>> {
+    let mut pair_count: HashMap<(&TableName, &TableName), usize> = HashMap::new();
+    for key in keys {
+        *pair_count.entry(key.table_pair()).or_default() += 1;
+    }
+    let mut usable = Vec::new();
+    for key in keys {
+        if key.parent == key.child
+            || !tables.contains(&key.parent)
+            || !tables.contains(&key.child)
+            || key.columns.len() != 1
+        {
+            continue;
+        }
+        let parent_keys = reader.primary_keys(&key.parent)?;
+        if parent_keys.is_empty() {
+            return Err(no_primary_key(&key.parent));
+        }
+        if parent_keys.len() != 1 || key.parent_columns.first() != Some(&parent_keys[0]) {
+            continue;
+        }
+        if pair_count.get(&key.table_pair()).copied().unwrap_or(0) > 1 {
+            continue;
+        }
+        usable.push(key.clone());
+    }
+    Ok(usable)
+}
+
+fn no_primary_key(table: &TableName) -> anyhow::Error {
+    anyhow::anyhow!(
+        "Diesel only supports tables with primary keys. Table `{table}` has no primary key"
+    )
+}
+
+fn load_table(
+    reader: &mut Reader,
+    name: TableName,
+    section: &Section,
+    keys: &[ForeignKey],
+    out: &Output,
+) -> anyhow::Result<Table> {
+    let comment = match (&mut *reader, section.with_docs) {
+        (_, Docs::None) | (Reader::Sqlite(_), _) => None,
+        (Reader::Pg(c), _) => pg::table_comment(c, &name)
+            .with_context(|| format!("reading the comment of `{}`", name.full_sql_name()))?,
+    };
+    let primary_key = reader.primary_keys(&name)?;
+    if primary_key.is_empty() {
+        return Err(no_primary_key(&name));
+    }
+    let own_keys: HashMap<&str, &ForeignKey> = keys
+        .iter()
+        .filter(|k| k.child == name && k.columns.len() == 1)
+        .map(|k| (k.columns_rust[0].as_str(), k))
+        .collect();
+    let infos: Vec<ColumnInfo> = match &mut *reader {
+        Reader::Pg(c) => pg::columns(
+            c,
+            &name,
+            section.sort_by_name,
+            &section.pg_domains_as_custom_types,
+        ),
+        Reader::Sqlite(c) => sqlite::columns(c, &name, section.sort_by_name),
+    }
+    .with_context(|| format!("reading the columns of `{}`", name.full_sql_name()))?;
+    let mut columns = Vec::with_capacity(infos.len());
+    for info in infos {
+        let ty = match &mut *reader {
+            Reader::Pg(_) => pg_type(&info, out),
+            Reader::Sqlite(c) => sqlite_type(c, &info, &name, &primary_key, &own_keys, section)?,
+        };
+        columns.push(Column {
+            rust_name: names::rust_name(&info.name, Some(&name.rust_name)),
+            sql_name: info.name,
+            ty,
+            comment: info.comment,
+        });
+    }
+    let primary_key = primary_key
+        .iter()
+        .map(|k| names::rust_name(k, Some(&name.rust_name)))
+        .collect();
+    Ok(Table {
+        name,
+        primary_key,
+        columns,
+        comment,
+    })
+}
+
+/// diesel's type for a PostgreSQL column: the type's name in UpperCamelCase (`_name` is an
+/// array of `name`), with its schema when that is not `public`.
+fn pg_type(info: &ColumnInfo, out: &Output) -> ColumnType {
+    let (is_array, name) = match info.type_name.strip_prefix('_') {
+        Some(element) => (true, element),
+        None => (false, info.type_name.as_str()),
+    };
+    let lower = name.to_lowercase();
+    if is_array && (lower == "varchar" || lower == "citext") {
+        out.warn(format_args!(
+            "The column `{}` is of type `{name}[]`. This will cause problems when using Diesel. \
+             You should consider changing the column type to `text[]`.",
+            info.name
+        ));
+    }
+    ColumnType {
+        schema: info.type_schema.clone().filter(|s| s != pg::DEFAULT_SCHEMA),
+        rust_name: names::upper_camel(name),
+        sql_name: name.to_string(),
+        is_array,
+        is_nullable: info.nullable,
+        max_length: info.max_length,
+    }
+}
+
+/// diesel's type for a SQLite column, from the words its declared type holds.
+fn sqlite_type(
+    conn: &mut diesel::SqliteConnection,
+    info: &ColumnInfo,
+    table: &TableName,
+    primary_key: &[String],
+    own_keys: &HashMap<&str, &ForeignKey>,
+    section: &Section,
+) -> anyhow::Result<ColumnType> {
+    let mut declared = info.type_name.to_lowercase();
+    if declared == "generated always" {
+        declared.clear();
+    }
+    let Some(mut ty) = sqlite::diesel_type(&declared) else {
+        return Err(anyhow::anyhow!(
+            "Unsupported type: `{declared}` (column `{}` of `{}`)",
+            info.name,
+            table.sql_name
+        ));
+    };
+    if ty == "Integer" && section.sqlite_bigint_rowid {
+        let own = sqlite::is_rowid(conn, table, primary_key, &info.name, &declared)?;
+        let referenced = match own_keys.get(info.name.as_str()) {
+            Some(key) => {
+                let parent_keys = sqlite::primary_keys(conn, &key.parent)?;
+                match parent_keys.as_slice() {
+                    [id] => sqlite::is_rowid(conn, &key.parent, &parent_keys, id, "integer")?,
+                    _ => false,
+                }
+            }
+            None => false,
+        };
+        if own || referenced {
+            ty = "BigInt";
+        }
+    }
+    Ok(ColumnType {
+        schema: None,
+        rust_name: ty.to_string(),
+        sql_name: ty.to_string(),
+        is_array: false,
+        is_nullable: info.nullable,
+        max_length: info.max_length,
+    })
+}
+
+/// SQL types diesel provides for every backend (with their hidden aliases).
+const COMMON_TYPES: &[&str] = &[
+    "Bool",
+    "Integer",
+    "SmallInt",
+    "BigInt",
+    "Binary",
+    "Text",
+    "Double",
+    "Float",
+    "Numeric",
+    "Timestamp",
+    "Date",
+    "Time",
+    "Float4",
+    "Smallint",
+    "Int2",
+    "Int4",
+    "Int8",
+    "Bigint",
+    "Float8",
+    "Decimal",
+    "VarChar",
+    "Varchar",
+    "Char",
+    "Tinytext",
+    "Mediumtext",
+    "Longtext",
+    "Tinyblob",
+    "Blob",
+    "Mediumblob",
+    "Longblob",
+    "Varbinary",
+    "Bit",
+];
+
+/// SQL types diesel provides for PostgreSQL only.
+const PG_TYPES: &[&str] = &[
+    "Cidr",
+    "Citext",
+    "Inet",
+    "Jsonb",
+    "MacAddr",
+    "MacAddr8",
+    "Money",
+    "Oid",
+    "Range",
+    "Timestamptz",
+    "Uuid",
+    "Json",
+    "PgLsn",
+    "Record",
+    "Interval",
+    "Int4range",
+    "Int8range",
+    "Daterange",
+    "Numrange",
+    "Tsrange",
+    "Tstzrange",
+    "Int4multirange",
+    "Int8multirange",
+    "Datemultirange",
+    "Nummultirange",
+    "Tsmultirange",
+    "Tstzmultirange",
+    "SmallSerial",
+    "BigSerial",
+    "Serial",
+    "Bytea",
+    "Bpchar",
+    "Macaddr",
+    "Macaddr8",
+];
+
+/// Per table and column, the SQL type to generate in `sql_types` (one diesel does not provide
+/// and no `except_custom_type_definitions` regex matches).
+fn custom_types(
+    reader: &Reader,
+    tables: &[Table],
+    section: &Section,
+) -> Vec<Vec<Option<ColumnType>>> {
+    let pg = matches!(reader, Reader::Pg(_));
+    let provided = |name: &str| COMMON_TYPES.contains(&name) || (pg && PG_TYPES.contains(&name));
+    tables
+        .iter()
+        .map(|t| {
+            t.columns
+                .iter()
+                .map(|c| {
+                    Some(&c.ty)
+                        .filter(|ty| !provided(&ty.rust_name))
+                        .filter(|ty| {
+                            !section
+                                .except_custom_types
+                                .iter()
+                                .any(|rx| rx.is_match(&ty.rust_name))
+                        })
+                        .cloned()
+                })
+                .collect()
+        })
+        .collect()
+}
