@@ -34,6 +34,10 @@ pub(crate) struct InitArgs {
     /// Create the database and files, but apply no migrations
     #[arg(long)]
     no_migrate: bool,
+
+    /// Afterwards, exit 4 with a diff instead of rewriting diesel.toml's [print_schema] `file`
+    #[arg(long)]
+    locked_schema: bool,
 }
 
 #[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,7 +183,14 @@ pub(crate) fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<InitReport> {
     } else {
         migrate::Action::Up(migrate::UpTarget::default())
     };
+    // diesel.toml's [print_schema] files, rewritten after the migrations as diesel_cli does.
+    let schema_files = if args.no_migrate {
+        Vec::new()
+    } else {
+        crate::print_schema::file_sections(ctx)?
+    };
     let run = migrate::execute(ctx.out, db, &dir, &action, &migrate::Options::default())?;
+    crate::print_schema::regenerate(ctx, &schema_files, args.locked_schema)?;
     let status = if run.bookkeeping_created {
         Status::Created
     } else {

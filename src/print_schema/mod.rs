@@ -25,7 +25,8 @@ use crate::db::{AnyConnection, OpenMode};
 use crate::error::{self, Exit};
 use crate::output::{Format, Output, Report};
 use model::{Column, ColumnInfo, ColumnType, ForeignKey, Table, TableName};
-use settings::{Docs, Section};
+use settings::Docs;
+pub(crate) use settings::Section;
 
 /// Print the schema as diesel's schema.rs (what `diesel print-schema` prints).
 ///
@@ -230,18 +231,27 @@ fn settle_file(section: &Section, schema: String, check: bool) -> anyhow::Result
     Ok(report)
 }
 
+/// The diesel.toml sections that name a `file`, read before `migrate` or `init` changes
+/// anything, so that a bad diesel.toml stops them first.
+pub(crate) fn file_sections(ctx: &Context) -> anyhow::Result<Vec<Section>> {
+    Ok(settings::read(ctx.config.diesel_toml())?
+        .into_iter()
+        .filter(|s| s.file.is_some())
+        .collect())
+}
+
 /// After `migrate` or `init` changed the schema: writes (or, `locked`, checks) the `file` of
-/// each section that names one, saying so. A file that would change under `locked` is an
-/// error (exit 4) after the diff is printed on stdout.
-pub(crate) fn regenerate(
-    ctx: &Context,
-    conn: &mut AnyConnection,
-    locked: bool,
-) -> anyhow::Result<()> {
-    let sections = settings::read(ctx.config.diesel_toml())?;
+/// each of `sections`, saying so on stderr. A file that would change under `locked` is an
+/// error (exit 4) after its diff is printed on stdout; the migrations stay applied.
+pub(crate) fn regenerate(ctx: &Context, sections: &[Section], locked: bool) -> anyhow::Result<()> {
+    if sections.is_empty() {
+        return Ok(());
+    }
+    let db = ctx.open(OpenMode::Existing)?;
+    let mut conn = db.get()?;
     let mut stale = Vec::new();
-    for section in sections.iter().filter(|s| s.file.is_some()) {
-        let schema = generate(conn, section, ctx.out)?;
+    for section in sections {
+        let schema = generate(&mut conn, section, ctx.out)?;
         let report = settle_file(section, schema, locked)?;
         let file = report.file.as_deref().map(Path::display);
         match (report.status, file) {
@@ -258,8 +268,8 @@ pub(crate) fn regenerate(
     } else {
         Err(error::tag(
             anyhow::anyhow!(
-                "--locked-schema: {} would change (the diff is on stdout); run without \
-                 --locked-schema to update it",
+                "--locked-schema: {} would change (the diff is on stdout; the migrations did run); \
+                 run without --locked-schema to update it",
                 stale.join(", ")
             ),
             Exit::Check,

@@ -76,11 +76,18 @@ pub(crate) fn render(schema: &Schema) -> String {
         ));
         out.depth += 1;
     }
+    let before = out.text.len();
     custom_types(&mut out, schema);
     definitions(&mut out, schema);
     if schema.module.is_some() {
         out.depth -= 1;
-        out.line("}");
+        if out.text.len() == before {
+            // An empty module, as rustfmt writes it.
+            out.text.truncate(before - 1);
+            out.text.push_str("}\n");
+        } else {
+            out.line("}");
+        }
     }
     // rustfmt leaves one line break at the end of the file.
     while out.text.ends_with("\n\n") {
