@@ -39,6 +39,7 @@ pub(crate) use settings::Section;
 ///
 /// Examples:
 ///   dbctl print-schema > src/schema.rs
+///   dbctl print-schema -o users posts --with-docs
 ///   dbctl print-schema --write
 ///   dbctl print-schema --locked-schema
 ///   dbctl print-schema --schema-key users_db
@@ -56,6 +57,70 @@ pub(crate) struct PrintSchemaArgs {
     /// Write nothing; exit 4 with a unified diff when a section's `file` would change
     #[arg(long)]
     locked_schema: bool,
+
+    /// Only the tables matching the TABLE regexes (diesel's -o; overrides diesel.toml's filter)
+    #[arg(
+        short = 'o',
+        long,
+        conflicts_with = "except_tables",
+        requires = "tables"
+    )]
+    only_tables: bool,
+
+    /// Every table but those matching the TABLE regexes (diesel's -e)
+    #[arg(short = 'e', long, requires = "tables")]
+    except_tables: bool,
+
+    /// Table name regexes for --only-tables or --except-tables
+    #[arg(value_name = "TABLE")]
+    tables: Vec<String>,
+
+    /// The PostgreSQL schema to print, in a `pub mod` of its name (overrides diesel.toml)
+    #[arg(short = 's', long, value_name = "SCHEMA")]
+    schema: Option<String>,
+
+    /// Doc comments: the database's comments, else generated ones (diesel's --with-docs)
+    #[arg(long)]
+    with_docs: bool,
+
+    /// Column order (overrides diesel.toml's column_sorting)
+    #[arg(long, value_name = "ORDER", value_parser = ["ordinal_position", "name"])]
+    column_sorting: Option<String>,
+}
+
+impl PrintSchemaArgs {
+    /// The command line's settings, laid over each section's.
+    fn apply_to(&self, section: &mut Section) -> anyhow::Result<()> {
+        if !self.tables.is_empty() {
+            let regexes = self
+                .tables
+                .iter()
+                .map(|t| {
+                    regex::Regex::new(t)
+                        .map_err(|e| error::usage(format!("bad table regex `{t}`: {e}")))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            section.filter = if self.except_tables {
+                settings::Filter::Except(regexes)
+            } else if self.only_tables {
+                settings::Filter::Only(regexes)
+            } else {
+                return Err(error::usage(
+                    "table names go with --only-tables (-o) or --except-tables (-e)",
+                ));
+            };
+        }
+        if let Some(schema) = &self.schema {
+            section.schema = Some(schema.clone());
+        }
+        if self.with_docs {
+            section.with_docs = Docs::CommentsOrGenerated;
+        }
+        if let Some(order) = &self.column_sorting {
+            section.sort_by_name = order == "name";
+        }
+        Ok(())
+    }
 }
 
 /// What `print-schema` did, for `--format json` (with `--format human` the schema itself is
@@ -129,7 +194,10 @@ impl PrintReport {
 }
 
 pub(crate) fn run(ctx: &Context, args: PrintSchemaArgs) -> anyhow::Result<PrintReport> {
-    let sections = selected_sections(ctx, &args.schema_keys)?;
+    let mut sections = selected_sections(ctx, &args.schema_keys)?;
+    for section in &mut sections {
+        args.apply_to(section)?;
+    }
     let mode = if args.locked_schema {
         Mode::Check
     } else if args.write {

@@ -43,16 +43,15 @@ pub(crate) fn table_names(
         .collect())
 }
 
-/// `quote_ident(schema) || '.' || quote_ident(name)`, to be cast to `regclass`; the bare name
-/// (found through `search_path`) when the table is in the default schema.
-fn regclass_sql(table: &TableName, first_param: usize) -> String {
-    match table.schema {
-        Some(_) => format!(
-            "(quote_ident(${first_param}) || '.' || quote_ident(${}))::regclass",
-            first_param + 1
-        ),
-        None => format!("quote_ident(${first_param})::regclass"),
-    }
+/// `quote_ident(schema) || '.' || quote_ident(name)`, cast to `regclass`, with the schema and
+/// name bound at `$first` and `$first + 1`. diesel_cli leaves a table of the default schema
+/// unqualified (found through `search_path`); it is qualified here, so that a `search_path`
+/// set by `DATABASE_SCHEMA` still finds it. Both name the same table on a default setup.
+fn regclass_sql(first: usize) -> String {
+    format!(
+        "(quote_ident(${first}) || '.' || quote_ident(${}))::regclass",
+        first + 1
+    )
 }
 
 /// The primary key's columns in key order (empty when the table has none).
@@ -107,23 +106,20 @@ pub(crate) fn columns(
          col_description({}, ordinal_position::integer) AS comment \
          FROM information_schema.columns WHERE table_name = $1 AND table_schema = $2 \
          ORDER BY {}",
-        regclass_sql(table, 3),
+        regclass_sql(3),
         if by_name {
             "column_name"
         } else {
             "ordinal_position"
         }
     );
-    let query = diesel::sql_query(sql)
+    let schema = table.schema.as_deref().unwrap_or(DEFAULT_SCHEMA);
+    let rows: Vec<ColumnRow> = diesel::sql_query(sql)
         .bind::<Text, _>(&table.sql_name)
-        .bind::<Text, _>(table.schema.as_deref().unwrap_or(DEFAULT_SCHEMA));
-    let rows: Vec<ColumnRow> = match &table.schema {
-        Some(schema) => query
-            .bind::<Text, _>(schema)
-            .bind::<Text, _>(&table.sql_name)
-            .load(conn)?,
-        None => query.bind::<Text, _>(&table.sql_name).load(conn)?,
-    };
+        .bind::<Text, _>(schema)
+        .bind::<Text, _>(schema)
+        .bind::<Text, _>(&table.sql_name)
+        .load(conn)?;
     rows.into_iter()
         .map(|row| {
             let (type_name, type_schema) = match row.domain_name {
@@ -167,16 +163,12 @@ pub(crate) fn table_comment(
 ) -> QueryResult<Option<String>> {
     let sql = format!(
         "SELECT obj_description({}, 'pg_class') AS comment",
-        regclass_sql(table, 1)
+        regclass_sql(1)
     );
-    let query = diesel::sql_query(sql);
-    let row: CommentRow = match &table.schema {
-        Some(schema) => query
-            .bind::<Text, _>(schema)
-            .bind::<Text, _>(&table.sql_name)
-            .get_result(conn)?,
-        None => query.bind::<Text, _>(&table.sql_name).get_result(conn)?,
-    };
+    let row: CommentRow = diesel::sql_query(sql)
+        .bind::<Text, _>(table.schema.as_deref().unwrap_or(DEFAULT_SCHEMA))
+        .bind::<Text, _>(&table.sql_name)
+        .get_result(conn)?;
     Ok(row.comment)
 }
 

@@ -117,7 +117,7 @@ fn case_project(name: &str) -> Option<(Project, PathBuf)> {
         }
         other => panic!("{name}: unknown source {other}"),
     }
-    copy_dir(&dir, p.path(), &["source", "expected.rs"]);
+    copy_dir(&dir, p.path(), &["source", "args", "expected.rs"]);
     Some((p, dir))
 }
 
@@ -150,7 +150,14 @@ fn check_case(name: &str) {
     } else {
         assert!(!file.exists(), "{name}: no `file` is configured");
     }
-    let run = p.run(["print-schema"]);
+    // Flags given to both diesel_cli and dbctl, if any.
+    let args_file = dir.join("args");
+    let args = if args_file.is_file() {
+        read(&args_file)
+    } else {
+        String::new()
+    };
+    let run = p.run(std::iter::once("print-schema").chain(args.split_whitespace()));
     run.success();
     assert_same(name, &expected, &run.stdout);
 }
@@ -190,6 +197,8 @@ oracle_cases! {
     pg_types_except_custom_types,
     pg_types_except_tables,
     pg_types_fk_groups,
+    pg_types_flags,
+    pg_types_flags_schema,
     pg_types_import_types,
     pg_types_long_derives,
     pg_types_no_groups,
@@ -205,6 +214,7 @@ oracle_cases! {
     pg_vaultwarden_fk_docs,
     sqlite_example,
     sqlite_example_fk_groups,
+    sqlite_example_flags,
     sqlite_types,
     sqlite_types_bigint,
     sqlite_types_docs_by_name,
@@ -459,4 +469,31 @@ fn diesel_toml_is_found_from_a_subfolder_up_to_the_project_root() {
             .expect("run dbctl"),
     );
     run.code(2).stderr_has("names a `file`");
+}
+
+/// `DATABASE_SCHEMA` puts another schema alone on the search path; the tables of the printed
+/// schema (`public` by default, as in diesel_cli) are still found with their comments.
+#[test]
+fn comments_are_found_whatever_the_search_path() {
+    let Some(mut p) = Project::postgres() else {
+        return;
+    };
+    p.execute(
+        "CREATE SCHEMA app; CREATE TABLE t (id int PRIMARY KEY, n text);
+         COMMENT ON TABLE t IS 'the table'; COMMENT ON COLUMN t.n IS 'the name';",
+    );
+    p.file(
+        "diesel.toml",
+        "[print_schema]\nwith_docs = \"only-database-comments\"\n",
+    );
+    p.env("DATABASE_SCHEMA", "app");
+    let run = p.run(["print-schema"]);
+    run.success();
+    assert_eq!(
+        run.stdout,
+        format!(
+            "{HEADER}\ndiesel::table! {{\n    /// the table\n    t (id) {{\n        id -> Int4,\n        \
+             /// the name\n        n -> Nullable<Text>,\n    }}\n}}\n"
+        )
+    );
 }
