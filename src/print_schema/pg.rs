@@ -104,13 +104,14 @@ pub(crate) fn columns(
          domain_schema::text AS domain_schema, is_nullable::text AS nullable, \
          character_maximum_length::integer AS max_length, \
          col_description({}, ordinal_position::integer) AS comment \
-         FROM information_schema.columns WHERE table_name = $1 AND table_schema = $2 \
+         FROM information_schema.columns c WHERE table_name = $1 AND table_schema = $2 \
          ORDER BY {}",
         regclass_sql(3),
+        // The catalog's own column (type `name`, C collation), not the text output column.
         if by_name {
-            "column_name"
+            "c.column_name"
         } else {
-            "ordinal_position"
+            "c.ordinal_position"
         }
     );
     let schema = table.schema.as_deref().unwrap_or(DEFAULT_SCHEMA);
