@@ -46,7 +46,8 @@ pub(crate) use settings::Section;
 #[derive(clap::Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct PrintSchemaArgs {
-    /// Only this [print_schema.NAME] section (repeatable) [default: every section]
+    /// Only this [print_schema.NAME] section (repeatable) [default: every section; diesel
+    /// prints every section whatever --schema-key says]
     #[arg(long = "schema-key", value_name = "NAME")]
     schema_keys: Vec<String>,
 
@@ -86,6 +87,56 @@ pub(crate) struct PrintSchemaArgs {
     /// Column order (overrides diesel.toml's column_sorting)
     #[arg(long, value_name = "ORDER", value_parser = ["ordinal_position", "name"])]
     column_sorting: Option<String>,
+
+    /// Which doc comments to write (overrides with_docs)
+    #[arg(long, value_name = "MODE", value_parser = [
+        "database-comments-fallback-to-auto-generated-doc-comment",
+        "only-database-comments",
+        "no-doc-comments",
+    ])]
+    with_docs_config: Option<String>,
+
+    /// How allow_tables_to_appear_in_same_query! groups tables
+    #[arg(long, value_name = "MODE", value_parser = ["fk_related_tables", "all_tables", "none"])]
+    allow_tables_to_appear_in_same_query_config: Option<String>,
+
+    /// A unified diff applied to the output (relative to the current folder)
+    #[arg(long, value_name = "PATH")]
+    patch_file: Option<PathBuf>,
+
+    /// A `use` line for every table (repeatable; replaces import_types)
+    #[arg(long, value_name = "PATH")]
+    import_types: Vec<String>,
+
+    /// A derive for each generated SQL type (repeatable; replaces custom_type_derives)
+    #[arg(long, value_name = "DERIVE")]
+    custom_type_derives: Vec<String>,
+
+    /// Generate no `sql_types` module for types diesel does not provide
+    #[arg(long)]
+    no_generate_missing_sql_type_definitions: bool,
+
+    /// Generate no SQL type whose Rust name matches this regex (repeatable)
+    #[arg(long, value_name = "REGEX")]
+    except_custom_type_definitions: Vec<String>,
+
+    /// PostgreSQL domains matching this regex get a type of their own (repeatable)
+    #[arg(long, value_name = "REGEX")]
+    pg_domains_as_custom_types: Vec<String>,
+
+    /// SQLite: an INTEGER PRIMARY KEY (the rowid) and keys referencing one are BigInt
+    #[arg(long)]
+    sqlite_integer_primary_key_is_bigint: bool,
+}
+
+/// Regexes given on the command line; a bad one is a usage error naming the flag.
+fn flag_regexes(flag: &str, texts: &[String]) -> anyhow::Result<Vec<regex::Regex>> {
+    texts
+        .iter()
+        .map(|t| {
+            regex::Regex::new(t).map_err(|e| error::usage(format!("{flag} `{t}`: bad regex: {e}")))
+        })
+        .collect()
 }
 
 impl PrintSchemaArgs {
@@ -118,6 +169,51 @@ impl PrintSchemaArgs {
         }
         if let Some(order) = &self.column_sorting {
             section.sort_by_name = order == "name";
+        }
+        if let Some(mode) = &self.with_docs_config {
+            section.with_docs = match mode.as_str() {
+                "only-database-comments" => Docs::OnlyDatabaseComments,
+                "no-doc-comments" => Docs::None,
+                _ => Docs::CommentsOrGenerated,
+            };
+        }
+        if let Some(mode) = &self.allow_tables_to_appear_in_same_query_config {
+            section.grouping = match mode.as_str() {
+                "fk_related_tables" => settings::Grouping::FkRelatedTables,
+                "none" => settings::Grouping::None,
+                _ => settings::Grouping::AllTables,
+            };
+        }
+        if let Some(path) = &self.patch_file {
+            section.patch_file = Some(path.clone());
+        }
+        if !self.import_types.is_empty() {
+            section.import_types = Some(self.import_types.clone());
+        }
+        if !self.custom_type_derives.is_empty() {
+            let mut derives = self.custom_type_derives.clone();
+            if !derives.iter().any(|d| d == settings::SQL_TYPE_DERIVE) {
+                derives.push(settings::SQL_TYPE_DERIVE.to_string());
+            }
+            section.custom_type_derives = derives;
+        }
+        if self.no_generate_missing_sql_type_definitions {
+            section.generate_missing_types = false;
+        }
+        if !self.except_custom_type_definitions.is_empty() {
+            section.except_custom_types = flag_regexes(
+                "--except-custom-type-definitions",
+                &self.except_custom_type_definitions,
+            )?;
+        }
+        if !self.pg_domains_as_custom_types.is_empty() {
+            section.pg_domains_as_custom_types = flag_regexes(
+                "--pg-domains-as-custom-types",
+                &self.pg_domains_as_custom_types,
+            )?;
+        }
+        if self.sqlite_integer_primary_key_is_bigint {
+            section.sqlite_bigint_rowid = true;
         }
         Ok(())
     }

@@ -70,11 +70,14 @@ impl Section {
         Section {
             name: name.to_string(),
             generate_missing_types: true,
-            custom_type_derives: vec!["diesel::sql_types::SqlType".to_string()],
+            custom_type_derives: vec![SQL_TYPE_DERIVE.to_string()],
             ..Section::default()
         }
     }
 }
+
+/// The derive every generated SQL type has, added when `custom_type_derives` lacks it.
+pub(crate) const SQL_TYPE_DERIVE: &str = "diesel::sql_types::SqlType";
 
 /// The keys of a section, as diesel_cli 2.3 names them.
 pub(crate) const KEYS: &[&str] = &[
@@ -269,8 +272,8 @@ fn apply(section: &mut Section, key: &str, value: &toml::Value, base: &Path) -> 
         "except_custom_type_definitions" => section.except_custom_types = regexes(value)?,
         "custom_type_derives" => {
             let mut derives = strings(value)?;
-            if !derives.iter().any(|d| d == "diesel::sql_types::SqlType") {
-                derives.push("diesel::sql_types::SqlType".to_string());
+            if !derives.iter().any(|d| d == SQL_TYPE_DERIVE) {
+                derives.push(SQL_TYPE_DERIVE.to_string());
             }
             section.custom_type_derives = derives;
         }

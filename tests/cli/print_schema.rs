@@ -201,6 +201,7 @@ oracle_cases! {
     pg_types_flags_schema,
     pg_types_import_types,
     pg_types_long_derives,
+    pg_types_more_flags,
     pg_types_no_groups,
     pg_types_no_missing_types,
     pg_types_only_db_comments,
@@ -218,6 +219,7 @@ oracle_cases! {
     sqlite_types,
     sqlite_types_bigint,
     sqlite_types_docs_by_name,
+    sqlite_types_flags,
     sqlite_types_patch,
     sqlite_vaultwarden,
 }
