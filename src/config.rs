@@ -74,6 +74,8 @@ pub(crate) struct Config {
     dotenv_path: Option<PathBuf>,
     /// diesel.toml's `[migrations_directory] dir`, resolved against the file's folder.
     diesel_migrations_dir: Option<(PathBuf, PathBuf)>,
+    /// The diesel.toml read, if any (see [`find_diesel_toml`]).
+    diesel_toml: Option<PathBuf>,
     /// The driver parameters [`Config::database_url`] took out of the URL, decoded.
     driver_params: RefCell<Vec<(String, String)>>,
     /// Where the URL came from, once resolved (for [`Config::explain`]).
@@ -108,17 +110,19 @@ impl Config {
             dotenv,
             dotenv_path,
             diesel_migrations_dir: None,
+            diesel_toml: None,
             driver_params: RefCell::new(Vec::new()),
             url_source: RefCell::new(None),
             url_backend: std::cell::Cell::new(None),
         };
-        let (toml_path, named) = match config.lookup("DIESEL_CONFIG_FILE") {
-            Some((path, _)) => (PathBuf::from(path), true),
-            None => (PathBuf::from(DEFAULT_DIESEL_TOML), false),
+        let toml_path = match config.lookup("DIESEL_CONFIG_FILE") {
+            Some((path, _)) => Some(PathBuf::from(path)),
+            None => find_diesel_toml(),
         };
-        if named || toml_path.is_file() {
+        if let Some(toml_path) = toml_path {
             config.diesel_migrations_dir =
-                read_diesel_toml(&toml_path)?.map(|dir| (dir, toml_path));
+                read_diesel_toml(&toml_path)?.map(|dir| (dir, toml_path.clone()));
+            config.diesel_toml = Some(toml_path);
         }
         for (key, value) in &config.dotenv {
             if URL.contains(&key.as_str()) {
@@ -131,6 +135,11 @@ impl Config {
             error::register_secret(&password);
         }
         Ok(config)
+    }
+
+    /// The diesel.toml in use (`DIESEL_CONFIG_FILE`, else found by [`find_diesel_toml`]).
+    pub(crate) fn diesel_toml(&self) -> Option<&Path> {
+        self.diesel_toml.as_deref()
     }
 
     /// A setting from the environment, else from `.env`.
@@ -598,6 +607,31 @@ fn env_error(err: &dotenvy::Error, text: &str) -> String {
         dotenvy::Error::Io(io) => io.to_string(),
         other => error::redact_driver(&other.to_string()),
     }
+}
+
+/// diesel.toml in the current folder, else in the nearest parent folder that has one, looking
+/// no higher than the folder holding Cargo.toml (the project root, as diesel_cli looks). Found
+/// in the current folder it is `diesel.toml`, as before; higher up, its path from there.
+fn find_diesel_toml() -> Option<PathBuf> {
+    let here = Path::new(DEFAULT_DIESEL_TOML);
+    if here.is_file() {
+        return Some(here.to_path_buf());
+    }
+    if Path::new("Cargo.toml").is_file() {
+        return None;
+    }
+    let cwd = std::env::current_dir().ok()?;
+    let mut up = PathBuf::new();
+    for dir in cwd.ancestors().skip(1) {
+        up.push("..");
+        if dir.join(DEFAULT_DIESEL_TOML).is_file() {
+            return Some(up.join(DEFAULT_DIESEL_TOML));
+        }
+        if dir.join("Cargo.toml").is_file() {
+            return None;
+        }
+    }
+    None
 }
 
 /// diesel.toml's `[migrations_directory] dir`, relative to the file's folder.

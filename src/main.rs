@@ -12,6 +12,7 @@ mod files;
 mod interrupt;
 mod migrate;
 mod output;
+mod print_schema;
 mod schema;
 mod seed;
 mod sql;

@@ -34,6 +34,10 @@ pub(crate) struct InitArgs {
     /// Create the database and files, but apply no migrations
     #[arg(long)]
     no_migrate: bool,
+
+    /// Afterwards, exit 4 with a diff instead of rewriting diesel.toml's [print_schema] `file`
+    #[arg(long)]
+    locked_schema: bool,
 }
 
 #[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +226,12 @@ fn apply_migrations(
     } else {
         migrate::Action::Up(migrate::UpTarget::default())
     };
+    // diesel.toml's [print_schema] files, rewritten after the migrations as diesel_cli does.
+    let schema_files = if args.no_migrate {
+        Vec::new()
+    } else {
+        crate::print_schema::file_sections(ctx)?
+    };
     let run = migrate::execute(
         &crate::commands::migrate::Progress::new(ctx.out),
         db,
@@ -229,6 +239,7 @@ fn apply_migrations(
         &action,
         &migrate::Options::default(),
     )?;
+    crate::print_schema::regenerate(ctx, &schema_files, args.locked_schema)?;
     // Say where the bookkeeping lives when DATABASE_SCHEMA moved it out of the default schema.
     let table = match settings.schema.as_deref() {
         Some(schema) => format!("{schema}.{}", migrate::DIESEL_TABLE),

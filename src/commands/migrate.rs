@@ -49,6 +49,10 @@ struct RunArgs {
     /// Seconds to wait for another migration run on the same database to finish
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = crate::config::numbers::lock_timeout_flag)]
     lock_timeout: Duration,
+
+    /// Afterwards, exit 4 with a diff instead of rewriting diesel.toml's [print_schema] `file`
+    #[arg(long)]
+    locked_schema: bool,
 }
 
 /// Apply pending migrations, each in its own transaction.
@@ -202,6 +206,12 @@ pub(crate) fn run(ctx: &Context, args: MigrateArgs) -> anyhow::Result<MigrateRep
         }
         _ => "Nothing to revert: no migration is applied.".to_string(),
     };
+    let locked_schema = match &args.command {
+        MigrateCommand::Up(UpArgs { run, .. })
+        | MigrateCommand::Down(DownArgs { run, .. })
+        | MigrateCommand::Redo(RedoArgs { run, .. }) => run.locked_schema,
+        MigrateCommand::Status(_) => false,
+    };
     let (action, opts) = match args.command {
         MigrateCommand::Status(a) => {
             let db = ctx.open(OpenMode::Existing)?;
@@ -235,7 +245,14 @@ pub(crate) fn run(ctx: &Context, args: MigrateArgs) -> anyhow::Result<MigrateRep
     if !opts.dry_run {
         crate::db::topology::require_writable(&db)?;
     }
+    // diesel.toml's [print_schema] files, rewritten after the run as diesel_cli does.
+    let schema_files = if opts.dry_run {
+        Vec::new()
+    } else {
+        crate::print_schema::file_sections(ctx)?
+    };
     let run = migrate::execute(&Progress::new(ctx.out), db, &dir, &action, &opts)?;
+    crate::print_schema::regenerate(ctx, &schema_files, locked_schema)?;
     Ok(MigrateReport::Run(RunOutput {
         list_steps: ctx.out.is_verbose() || run.dry_run,
         run,

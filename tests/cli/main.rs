@@ -13,6 +13,7 @@ mod inspect;
 mod interface;
 mod migrate;
 mod ping;
+mod print_schema;
 mod reliability;
 mod revision;
 mod seed;
