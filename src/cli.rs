@@ -87,7 +87,7 @@ pub(crate) enum Command {
     Revision(commands::revision::RevisionArgs),
     Seed(commands::seed::SeedArgs),
     Inspect(commands::inspect::InspectArgs),
-    PrintSchema(crate::print_schema::PrintSchemaArgs),
+    PrintSchema(crate::schema::diesel_rs::PrintSchemaArgs),
     Completions(commands::shell::CompletionsArgs),
     Man(commands::shell::ManArgs),
 }

@@ -12,7 +12,6 @@ mod files;
 mod interrupt;
 mod migrate;
 mod output;
-mod print_schema;
 mod schema;
 mod seed;
 mod sql;

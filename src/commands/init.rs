@@ -230,7 +230,7 @@ fn apply_migrations(
     let schema_files = if args.no_migrate {
         Vec::new()
     } else {
-        crate::print_schema::file_sections(ctx)?
+        crate::schema::diesel_rs::file_sections(ctx)?
     };
     let run = migrate::execute(
         &crate::commands::migrate::Progress::new(ctx.out),
@@ -239,7 +239,7 @@ fn apply_migrations(
         &action,
         &migrate::Options::default(),
     )?;
-    crate::print_schema::regenerate(ctx, &schema_files, args.locked_schema)?;
+    crate::schema::diesel_rs::regenerate(ctx, &schema_files, args.locked_schema)?;
     // Say where the bookkeeping lives when DATABASE_SCHEMA moved it out of the default schema.
     let table = match settings.schema.as_deref() {
         Some(schema) => format!("{schema}.{}", migrate::DIESEL_TABLE),

@@ -249,10 +249,10 @@ pub(crate) fn run(ctx: &Context, args: MigrateArgs) -> anyhow::Result<MigrateRep
     let schema_files = if opts.dry_run {
         Vec::new()
     } else {
-        crate::print_schema::file_sections(ctx)?
+        crate::schema::diesel_rs::file_sections(ctx)?
     };
     let run = migrate::execute(&Progress::new(ctx.out), db, &dir, &action, &opts)?;
-    crate::print_schema::regenerate(ctx, &schema_files, locked_schema)?;
+    crate::schema::diesel_rs::regenerate(ctx, &schema_files, locked_schema)?;
     Ok(MigrateReport::Run(RunOutput {
         list_steps: ctx.out.is_verbose() || run.dry_run,
         run,

@@ -128,7 +128,7 @@ pub(crate) fn run(cli: Cli, out: &Output) -> anyhow::Result<Exit> {
         Command::Revision(args) => out.emit(&revision::run(&ctx, args)?),
         Command::Seed(args) => out.emit(&seed::run(&ctx, args)?),
         Command::Inspect(args) => inspect::run(&ctx, args)?.print(out),
-        Command::PrintSchema(args) => crate::print_schema::run(&ctx, args)?.print(out),
+        Command::PrintSchema(args) => crate::schema::diesel_rs::run(&ctx, args)?.print(out),
         Command::Completions(_) | Command::Man(_) => Ok(Exit::Success),
     }
 }
