@@ -15,12 +15,12 @@
 //! prints through the same printer and exits with the error's code.
 
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::thread;
 use std::time::Duration;
 
 use crate::error::{self, Exit};
-use crate::output::{Format, Output};
+use crate::output::{abort, Format};
 
 /// The signal received (0: none).
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
@@ -28,16 +28,13 @@ static SIGNAL: AtomicI32 = AtomicI32::new(0);
 /// What the command undid after the signal besides its own rollback (a lock released, ...).
 static UNDONE: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
 
-/// How `main` prints, for a message printed from another thread.
-static PRINTER: OnceLock<(Format, bool, bool)> = OnceLock::new();
-
 /// How long the command gets to roll back after the first signal.
 const GRACE: Duration = Duration::from_secs(10);
 
 /// Blocks SIGINT and SIGTERM in this thread (and so in every thread started after it) and starts
 /// the thread that receives them. Call it first in `main`.
 pub(crate) fn install(format: Format, quiet: bool, verbose: bool) {
-    let _ = PRINTER.set((format, quiet, verbose));
+    crate::output::remember_printer(format, quiet, verbose);
     // SAFETY: plain libc calls on a sigset_t owned by this frame.
     let set = unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -185,19 +182,6 @@ pub(crate) fn exit_code(sig: i32) -> u8 {
     } else {
         Exit::Interrupted.code()
     }
-}
-
-/// Prints `err` the way `main` would and exits with its code, from any thread. `_exit`, not
-/// `exit`: the main thread may be inside libpq or SQLite, and must not see their exit handlers
-/// run under it (what was printed is flushed already).
-pub(crate) fn abort(err: anyhow::Error) -> ! {
-    let (format, quiet, verbose) = PRINTER
-        .get()
-        .copied()
-        .unwrap_or((Format::Human, false, false));
-    Output::new(format, quiet, verbose).error(&err);
-    // SAFETY: ends the process; nothing runs after it.
-    unsafe { libc::_exit(i32::from(error::exit_of(&err).code())) }
 }
 
 #[cfg(test)]

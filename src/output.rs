@@ -413,6 +413,27 @@ pub(crate) fn ms_f64(d: Duration) -> f64 {
     (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
+/// How `main` prints, for a message printed from another thread (see [`abort`]).
+static PRINTER: std::sync::OnceLock<(Format, bool, bool)> = std::sync::OnceLock::new();
+
+/// Remembers how `main` prints, for [`abort`]. Called once, first thing in `main`.
+pub(crate) fn remember_printer(format: Format, quiet: bool, verbose: bool) {
+    let _ = PRINTER.set((format, quiet, verbose));
+}
+
+/// Prints `err` the way `main` would and exits with its code, from any thread. `_exit`, not
+/// `exit`: the main thread may be inside libpq or SQLite, and must not see their exit handlers
+/// run under it (what was printed is flushed already).
+pub(crate) fn abort(err: anyhow::Error) -> ! {
+    let (format, quiet, verbose) = PRINTER
+        .get()
+        .copied()
+        .unwrap_or((Format::Human, false, false));
+    Output::new(format, quiet, verbose).error(&err);
+    // SAFETY: ends the process; nothing runs after it.
+    unsafe { libc::_exit(i32::from(error::exit_of(&err).code())) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::redact_json;

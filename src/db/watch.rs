@@ -309,7 +309,7 @@ fn watchdog() {
                 if answers {
                     terminate(&conn_str, pid, timeout, &mut spare);
                 }
-                crate::interrupt::abort(error::connect(format!(
+                crate::output::abort(error::connect(format!(
                     "lost the connection to {redacted}: no answer for {:.0}s to `{statement}`; \
                      {why}; the server rolls back whatever this session had not committed",
                     since.elapsed().as_secs_f64()

@@ -27,8 +27,15 @@ use diesel::connection::SimpleConnection as _;
 use diesel::prelude::*;
 use diesel::sql_types::{Double, Nullable, Text};
 
-use super::bookkeeping::PG_LOCK_KEY;
 use crate::db::{quote_ident, AnyConnection};
+
+/// The advisory lock key dbctl's migration runs share on PostgreSQL ("dbctlmig" in ASCII).
+/// Advisory locks are per database, so runs against different databases do not wait for each
+/// other.
+pub(crate) const PG_LOCK_KEY: i64 = 0x6462_6374_6c6d_6967;
+
+/// Sets UTC for the current transaction only (transaction-pooling mode).
+pub(crate) const SET_LOCAL_UTC: &str = "SET LOCAL TIME ZONE 'UTC'";
 
 /// How long a lease outlives its holder's last heartbeat, unless `DB_LOCK_EXPIRY` says otherwise.
 pub(crate) const DEFAULT_EXPIRY: Duration = Duration::from_secs(30);
@@ -374,7 +381,7 @@ pub(crate) fn still_to_do(
 ) -> anyhow::Result<bool> {
     conn.batch_execute(&format!(
         "SELECT pg_catalog.pg_advisory_xact_lock({XACT_KEY}); {}",
-        super::bookkeeping::SET_LOCAL_UTC
+        SET_LOCAL_UTC
     ))
     .context("taking the migration's transaction lock (pg_advisory_xact_lock)")?;
     crate::db::pooled_transaction_setup(conn).context("setting the transaction's timeout")?;

@@ -15,8 +15,6 @@
 mod pg;
 mod sqlite;
 
-pub(crate) use pg::SET_LOCAL_UTC;
-
 use std::cell::Cell;
 use std::path::Path;
 use std::time::Duration;
@@ -30,11 +28,6 @@ use crate::db::{quote_ident, AnyConnection, Backend};
 
 pub(crate) const DIESEL_TABLE: &str = "__diesel_schema_migrations";
 pub(crate) const DBCTL_TABLE: &str = "__dbctl_migrations";
-
-/// The advisory lock key dbctl's migration runs share on PostgreSQL ("dbctlmig" in ASCII).
-/// Advisory locks are per database, so runs against different databases do not wait for each
-/// other.
-pub(crate) const PG_LOCK_KEY: i64 = 0x6462_6374_6c6d_6967;
 
 /// What differs between backends in keeping the books and locking a run. Each method is one
 /// backend's SQL; callers never ask which backend they have.

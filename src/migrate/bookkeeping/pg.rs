@@ -13,10 +13,10 @@ use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sql_types::{BigInt, Bool, Double, Nullable, Text};
 
 use super::{
-    Applied, AppliedRow, Book, Bookkeeping, Located, Session, DBCTL_TABLE, DIESEL_TABLE,
-    PG_LOCK_KEY, UPSERT,
+    Applied, AppliedRow, Book, Bookkeeping, Located, Session, DBCTL_TABLE, DIESEL_TABLE, UPSERT,
 };
 use crate::db::{quote_ident, AnyConnection, Backend};
+use crate::migrate::lease::{PG_LOCK_KEY, SET_LOCAL_UTC};
 use crate::migrate::lock::RunLock;
 
 /// PostgreSQL.
@@ -204,9 +204,6 @@ impl Bookkeeping for Pg {
         None
     }
 }
-
-/// Sets UTC for the current transaction only (transaction-pooling mode).
-pub(crate) const SET_LOCAL_UTC: &str = "SET LOCAL TIME ZONE 'UTC'";
 
 /// A string literal for SQL sent without binds: only for text of digits and ASCII letters (a
 /// version, a hex checksum), where no setting (`standard_conforming_strings`, the client
