@@ -16,23 +16,6 @@ fn skip(why: &str) {
     let _ = writeln!(std::io::stderr(), "skipping the corpus gate: {why}");
 }
 
-/// The vaultwarden corpus (`sqlite/`, `postgresql/`, `mysql/` inside), if it is there.
-fn corpus() -> Option<PathBuf> {
-    let dir = match std::env::var_os("DBCTL_CORPUS_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/vaultwarden"),
-    };
-    if dir.join("sqlite").is_dir() && dir.join("postgresql").is_dir() {
-        Some(dir)
-    } else {
-        skip(&format!(
-            "no corpus at {} (set DBCTL_CORPUS_DIR to a folder holding sqlite/ and postgresql/)",
-            dir.display()
-        ));
-        None
-    }
-}
-
 fn tool(name: &str) -> bool {
     let found = Command::new(name)
         .arg("--version")
@@ -157,7 +140,9 @@ fn schema(p: &Project) -> Vec<String> {
 }
 
 fn gate(backend: Backend) {
-    let Some(corpus) = corpus() else { return };
+    let Some(corpus) = crate::support::vaultwarden("the corpus gate") else {
+        return;
+    };
     let reference_tool = match backend {
         Backend::Sqlite => "sqlite3",
         Backend::Postgres => "psql",

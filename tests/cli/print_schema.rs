@@ -7,7 +7,6 @@
 //! for byte. The vaultwarden cases need `../shared/corpus/vaultwarden` (or `DBCTL_CORPUS_DIR`)
 //! and say on stderr that they skipped when it is absent.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::support::{Backend, Project, Run};
@@ -20,27 +19,6 @@ fn fixtures() -> PathBuf {
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-/// The vaultwarden corpus folder for `backend`, or `None` with a line on stderr saying why.
-fn corpus(backend: Backend, test: &str) -> Option<PathBuf> {
-    let root = match std::env::var_os("DBCTL_CORPUS_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/vaultwarden"),
-    };
-    let dir = root.join(match backend {
-        Backend::Sqlite => "sqlite",
-        Backend::Postgres => "postgresql",
-    });
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "skipping {test}: no vaultwarden corpus at {} (set DBCTL_CORPUS_DIR)",
-        dir.display()
-    );
-    None
 }
 
 fn copy_dir(from: &Path, to: &Path, skip: &[&str]) {
@@ -94,7 +72,7 @@ fn case_project(name: &str) -> Option<(Project, PathBuf)> {
         other => panic!("{name}: unknown backend {other}"),
     };
     let migrations = match source {
-        "vaultwarden" => Some(corpus(backend, name)?),
+        "vaultwarden" => Some(crate::support::vaultwarden_for(backend, name)?),
         _ => None,
     };
     let p = Project::new(backend)?;

@@ -460,21 +460,12 @@ fn pgbouncer_eight_concurrent_ups_apply_each_migration_once() {
 
 #[test]
 fn pgbouncer_vaultwarden_corpus_applies_with_every_migration_recorded_once() {
-    let dir = std::env::var_os("DBCTL_CORPUS_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/vaultwarden")
-        })
-        .join("postgresql");
-    if !dir.is_dir() {
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipping the PgBouncer corpus run: no corpus at {} (set DBCTL_CORPUS_DIR)",
-            dir.display()
-        );
+    let Some(dir) = crate::support::vaultwarden_for(
+        crate::support::Backend::Postgres,
+        "the PgBouncer corpus run",
+    ) else {
         return;
-    }
+    };
     let Some((p, _)) = through_bouncer() else {
         return;
     };

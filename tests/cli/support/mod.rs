@@ -76,6 +76,38 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}_{}_{n}_{nanos}", std::process::id())
 }
 
+/// The vaultwarden corpus (`sqlite/`, `postgresql/` inside): `../shared/corpus/vaultwarden` beside
+/// the repository, or `DBCTL_CORPUS_DIR`. `None`, with a line on stderr saying that `test` skips
+/// and why, when it is not there: the corpus is shared material, not part of the repository.
+pub fn vaultwarden(test: &str) -> Option<PathBuf> {
+    let dir = match std::env::var_os("DBCTL_CORPUS_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/vaultwarden"),
+    };
+    if dir.join("sqlite").is_dir() && dir.join("postgresql").is_dir() {
+        return Some(dir);
+    }
+    // Straight to the process's stderr, past the test harness's capture: a skip must be seen.
+    let _ = std::io::Write::write_fmt(
+        &mut std::io::stderr(),
+        format_args!(
+            "skipping {test}: no vaultwarden corpus at {} (set DBCTL_CORPUS_DIR to a folder \
+             holding sqlite/ and postgresql/)\n",
+            dir.display()
+        ),
+    );
+    None
+}
+
+/// The vaultwarden migrations folder for `backend` (see [`vaultwarden`]).
+pub fn vaultwarden_for(backend: Backend, test: &str) -> Option<PathBuf> {
+    let folder = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgresql",
+    };
+    vaultwarden(test).map(|dir| dir.join(folder))
+}
+
 /// A connection to the PostgreSQL server's maintenance database; panics with a clear message when
 /// the server is down (the tests must not pass silently).
 pub fn pg_admin() -> PgConnection {
