@@ -413,6 +413,12 @@ pub(crate) fn ms_f64(d: Duration) -> f64 {
     (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
+/// Serializes a duration the way [`ms_f64`] shows it, so that an engine's result can keep a
+/// `Duration` and its JSON still says milliseconds.
+pub(crate) fn serialize_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(ms_f64(*d))
+}
+
 /// How `main` prints, for a message printed from another thread (see [`abort`]).
 static PRINTER: std::sync::OnceLock<(Format, bool, bool)> = std::sync::OnceLock::new();
 

@@ -17,7 +17,6 @@ use super::plan::{Kind, SeedFile};
 use super::transaction::{run_sql, savepoint, DbFailure, Savepoint, UserSql};
 use super::Sink;
 use crate::db::{self, AnyConnection, TableName};
-use crate::output::ms_f64;
 
 /// The savepoint each `.sql` file runs in.
 const SQL_SAVEPOINT: &str = "dbctl_seed_sql";
@@ -142,8 +141,7 @@ pub(crate) struct FileLoaded {
     /// Rows loaded from a CSV file (not counted for .sql files).
     pub(crate) rows: Option<u64>,
     pub(crate) bytes: u64,
-    pub(crate) duration_ms: f64,
-    #[serde(skip)]
+    #[serde(rename = "duration_ms", serialize_with = "crate::output::serialize_ms")]
     pub(crate) duration: Duration,
 }
 
@@ -214,7 +212,6 @@ impl<'a> FileLoader<'a> {
             table: file.table.as_ref().map(|t| t.to_string()),
             rows,
             bytes,
-            duration_ms: ms_f64(duration),
             duration,
         };
         self.sink.file_loaded(&loaded);
