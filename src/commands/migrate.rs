@@ -11,7 +11,9 @@ use serde::Serialize;
 use crate::commands::Context;
 use crate::db::OpenMode;
 use crate::error::Exit;
-use crate::migrate::{self, Action, DownTarget, Options, RunReport, StatusReport, UpTarget};
+use crate::migrate::{
+    self, Action, DownTarget, Engine, Options, RunReport, StatusReport, UpTarget,
+};
 use crate::output::{self, Output, Report};
 
 /// Apply, revert, redo and list migrations (diesel's folder format and bookkeeping).
@@ -49,6 +51,19 @@ struct RunArgs {
     /// Seconds to wait for another migration run on the same database to finish
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = crate::config::numbers::lock_timeout_flag)]
     lock_timeout: Duration,
+
+    /// What applies and records the migrations: dbctl's engine, or diesel_migrations' own
+    /// MigrationHarness as diesel_cli runs it (no dry run, no checksums; see docs/migrate.md)
+    #[arg(long, value_name = "ENGINE", value_enum, default_value = "dbctl")]
+    engine: EngineArg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum EngineArg {
+    /// dbctl's engine: run lock, checksums, the failing line and statement
+    Dbctl,
+    /// diesel_migrations' MigrationHarness (dbctl still holds its run lock around it)
+    Diesel,
 }
 
 /// Apply pending migrations, each in its own transaction.
@@ -262,6 +277,10 @@ fn options(run: &RunArgs, strict: bool, allow_modified: bool) -> anyhow::Result<
         strict,
         allow_modified,
         lock_timeout: run.lock_timeout,
+        engine: match run.engine {
+            EngineArg::Dbctl => Engine::Dbctl,
+            EngineArg::Diesel => Engine::Diesel,
+        },
     })
 }
 
@@ -356,8 +375,12 @@ fn summary(r: &RunReport) -> String {
         format!("{dir}{}_{}{ms}", s.version, s.name)
     };
     let mut text = format!(
-        "{verb} {n} migration{} in {}",
+        "{verb} {n} migration{}{} in {}",
         if n == 1 { "" } else { "s" },
+        match r.engine {
+            Engine::Dbctl => "",
+            Engine::Diesel => " with diesel_migrations' harness",
+        },
         ms_text(r.duration_ms)
     );
     if r.steps.len() <= 3 {
