@@ -229,6 +229,17 @@ both_backends!(
                 .stderr_has(&format!("{flag} works only with dbctl's engine"));
         }
         p.run(["migrate", "up", "--engine", "harness"]).code(2);
+        if p.backend == Backend::Postgres {
+            // Through a transaction-pooling proxy dbctl's lock is a lease that each migration's
+            // transaction must check, and the harness opens those transactions itself.
+            let mut pooled = p.command();
+            pooled
+                .env("DB_PGBOUNCER", "true")
+                .args(["migrate", "up", "--engine", "diesel"]);
+            crate::support::Run::from(pooled.output().unwrap())
+                .code(2)
+                .stderr_has("--engine diesel cannot run through a transaction-pooling proxy");
+        }
         assert!(p.applied().is_empty());
         assert!(!p.has_table("a"));
 
