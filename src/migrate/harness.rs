@@ -578,6 +578,24 @@ mod tests {
             .collect::<Vec<_>>();
         assert_eq!(ran, versions);
         assert_eq!(applied(&mut conn).unwrap().len(), 3);
+        // diesel's own reader of the same folder agrees on versions, order, names and
+        // run_in_transaction (for a folder both accept).
+        let diesels = diesel_migrations::FileBasedMigrations::from_path(dir.path()).unwrap();
+        let theirs = MigrationSource::<diesel::sqlite::Sqlite>::migrations(&diesels).unwrap();
+        let seen = |list: &[Box<dyn DieselMigration<diesel::sqlite::Sqlite>>]| {
+            list.iter()
+                .map(|m| {
+                    (
+                        m.name().version().to_string(),
+                        m.metadata().run_in_transaction(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut theirs_seen = seen(&theirs);
+        theirs_seen.sort();
+        assert_eq!(seen(&listed), theirs_seen);
+
         // c has no down.sql: diesel's revert stops with dbctl's reason.
         let err = MigrationHarness::revert_last_migration(&mut conn, &folder).unwrap_err();
         assert!(err.to_string().contains("down.sql"), "{err}");
