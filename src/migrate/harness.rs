@@ -218,7 +218,7 @@ fn applied(conn: &mut AnyConnection) -> anyhow::Result<Vec<String>> {
 }
 
 /// The part of an `--engine diesel` run that happens under dbctl's run lock. `book` says whether
-/// diesel's table existed before the harness created it.
+/// diesel's table exists yet.
 pub(crate) fn locked(
     events: &dyn Events,
     conn: &mut AnyConnection,
@@ -228,11 +228,24 @@ pub(crate) fn locked(
     report: &mut RunReport,
 ) -> anyhow::Result<()> {
     let folder = Folder::new(source);
-    report.bookkeeping_created = !book.diesel_exists();
-    let plan = plan(conn, &folder, source, action)?;
+    // Asking the harness anything creates its table: a database without it is asked nothing
+    // until the checks passed and there is something to do.
+    let asked = Asked {
+        applied: if book.diesel_exists() {
+            Some(applied(conn)?)
+        } else {
+            None
+        },
+    };
+    let plan = plan(events, conn, &asked, &folder, source, action, report)?;
     super::check_steps(source, &plan)?;
     if plan.is_empty() {
         return Ok(());
+    }
+    if asked.applied.is_none() {
+        // The harness creates its table (`MigrationConnection::setup`) when asked.
+        applied(conn)?;
+        report.bookkeeping_created = true;
     }
     let session = book.begin_session(conn)?;
     events.steps_started(plan.len());
@@ -243,30 +256,58 @@ pub(crate) fn locked(
     ended
 }
 
+/// What the harness said before the run.
+struct Asked {
+    /// The applied versions, newest version first; `None` when diesel's table does not exist yet
+    /// (nothing is applied).
+    applied: Option<Vec<String>>,
+}
+
 /// What the harness will do, worked out with the harness's own answers (its pending list, its
 /// applied list) and refused, before anything runs, when a migration to revert has no down.sql.
 fn plan<'a>(
+    events: &dyn Events,
     conn: &mut AnyConnection,
+    asked: &Asked,
     folder: &Folder,
     source: &'a Source,
     action: &Action,
+    report: &mut RunReport,
 ) -> anyhow::Result<Vec<(&'a Migration, Direction)>> {
     let find = |v: &str| source.migrations.iter().find(|m| m.version == v);
+    let applied = asked.applied.as_deref().unwrap_or_default();
     match action {
         Action::Prepare => Ok(Vec::new()),
-        Action::Up(target) => Ok(up_plan(conn, folder, source, target)?
-            .into_iter()
-            .map(|m| (m, Direction::Up))
-            .collect()),
+        Action::Up(target) => {
+            let plan = up_plan(conn, asked, folder, source, target)?;
+            // The harness applies a migration older than an applied one as any other; dbctl says
+            // so, as its own engine does.
+            let newest = applied.first();
+            let late: Vec<String> = plan
+                .iter()
+                .filter(|m| newest.is_some_and(|n| *n > m.version))
+                .map(|m| m.label())
+                .collect();
+            if !late.is_empty() {
+                let msg = format!(
+                    "out of order: {} {} older than a migration already applied; applying anyway",
+                    late.join(", "),
+                    if late.len() == 1 { "is" } else { "are" }
+                );
+                events.warn(&msg);
+                report.warnings.push(msg);
+            }
+            Ok(plan.into_iter().map(|m| (m, Direction::Up)).collect())
+        }
         Action::Down(target) => {
-            let reverts = down_plan(conn, target)?;
+            let reverts = down_plan(applied, target)?;
             Ok(revertible(&reverts, find)?
                 .into_iter()
                 .map(|m| (m, Direction::Down))
                 .collect())
         }
         Action::Redo(target) => {
-            let reverts = revertible(&down_plan(conn, target)?, find)?;
+            let reverts = revertible(&down_plan(applied, target)?, find)?;
             let mut again = reverts.clone();
             again.sort_by(|a, b| a.version.cmp(&b.version));
             Ok(reverts
@@ -278,9 +319,11 @@ fn plan<'a>(
     }
 }
 
-/// The harness's pending migrations (oldest version first), cut by `--to` and `--step`.
+/// The harness's pending migrations (oldest version first; every migration when its table does
+/// not exist yet), cut by `--to` and `--step`.
 fn up_plan<'a>(
     conn: &mut AnyConnection,
+    asked: &Asked,
     folder: &Folder,
     source: &'a Source,
     target: &UpTarget,
@@ -292,14 +335,21 @@ fn up_plan<'a>(
             )));
         }
     }
-    let pending = MigrationHarness::pending_migrations(conn, folder)
-        .map_err(|e| harness_error(e).context("asking diesel_migrations what is pending"))?;
+    let pending: Vec<String> = match asked.applied {
+        Some(_) => MigrationHarness::pending_migrations(conn, folder)
+            .map_err(|e| harness_error(e).context("asking diesel_migrations what is pending"))?
+            .iter()
+            .map(|p| p.name().version().to_string())
+            .collect(),
+        None => source
+            .migrations
+            .iter()
+            .map(|m| m.version.clone())
+            .collect(),
+    };
     let mut plan: Vec<&Migration> = pending
         .iter()
-        .filter_map(|p| {
-            let version = p.name().version().to_string();
-            source.migrations.iter().find(|m| m.version == version)
-        })
+        .filter_map(|version| source.migrations.iter().find(|m| &m.version == version))
         .filter(|m| target.to.as_ref().is_none_or(|to| m.version <= *to))
         .collect();
     if let Some(n) = target.step {
@@ -310,18 +360,18 @@ fn up_plan<'a>(
 
 /// The versions `revert_last_migration` would revert one after another: the harness reverts the
 /// highest applied *version* each time (not the last applied, as dbctl's engine does).
-fn down_plan(conn: &mut AnyConnection, target: &DownTarget) -> anyhow::Result<Vec<String>> {
-    let applied = applied(conn)?;
+fn down_plan(applied: &[String], target: &DownTarget) -> anyhow::Result<Vec<String>> {
+    let applied = applied.iter().cloned();
     Ok(match target {
-        DownTarget::Step(n) => applied.into_iter().take(*n).collect(),
-        DownTarget::All => applied,
+        DownTarget::Step(n) => applied.take(*n).collect(),
+        DownTarget::All => applied.collect(),
         DownTarget::To(to) => {
-            if !applied.iter().any(|v| v == to) {
+            if !applied.clone().any(|v| &v == to) {
                 return Err(error::usage(format!(
                     "--to {to}: that version is not applied"
                 )));
             }
-            applied.into_iter().filter(|v| v > to).collect()
+            applied.filter(|v| v > to).collect()
         }
     })
 }

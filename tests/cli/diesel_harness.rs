@@ -337,3 +337,63 @@ both_backends!(diesels_harness_runs_under_dbctls_run_lock, |p: Project| {
     p.run(["migrate", "up", "--engine", "diesel"]).success();
     assert_eq!(p.applied().len(), 3);
 });
+
+// Asking diesel's harness anything creates its table: a run that is refused, or finds nothing to
+// do, on a database without the table leaves it without one.
+both_backends!(
+    a_refused_run_through_diesels_harness_creates_no_table,
+    |p: Project| {
+        init(&p);
+        p.execute("DROP TABLE __diesel_schema_migrations");
+        p.migration_folder("2024-01-01-000000_empty", "", None);
+        p.run(["migrate", "up", "--engine", "diesel"])
+            .code(2)
+            .stderr_has("refusing to apply an unwritten migration");
+        p.run(["migrate", "down", "--engine", "diesel"])
+            .success()
+            .stdout_has("Nothing to revert");
+        assert!(!p.has_table("__diesel_schema_migrations"));
+        // With something to do, the harness creates its table, and the report says so.
+        p.file(
+            "migrations/2024-01-01-000000_empty/up.sql",
+            "CREATE TABLE e (id INTEGER);",
+        );
+        let json = p
+            .run(["migrate", "up", "--engine", "diesel", "--format", "json"])
+            .json();
+        assert_eq!(json["bookkeeping_created"], true);
+        assert_eq!(p.applied(), ["20240101000000"]);
+    }
+);
+
+// The harness applies a migration older than an applied one as any other; dbctl warns, as its
+// own engine does.
+both_backends!(
+    an_out_of_order_migration_through_diesels_harness_is_warned_about,
+    |p: Project| {
+        p.migration_folder(
+            "2024-01-03-000000_late",
+            "CREATE TABLE late (id INTEGER);",
+            None,
+        );
+        init(&p);
+        p.run(["migrate", "up", "--engine", "diesel"]).success();
+        p.migration_folder(
+            "2024-01-02-000000_merged",
+            "CREATE TABLE merged (id INTEGER);",
+            None,
+        );
+        let run = p.run(["migrate", "up", "--engine", "diesel", "--format", "json"]);
+        run.success();
+        let json = run.json();
+        assert_eq!(json["steps"][0]["version"], "20240102000000");
+        assert!(
+            json["warnings"][0]
+                .as_str()
+                .unwrap()
+                .contains("out of order: 20240102000000_merged is older"),
+            "{json}"
+        );
+        assert_eq!(p.applied(), ["20240102000000", "20240103000000"]);
+    }
+);
