@@ -1,7 +1,8 @@
 //! The migration engine: reading diesel-format folders ([`source`]), deciding what to do
 //! ([`plan`]), doing it ([`run`]), under a run lock ([`lock`], or [`lease`] through a
 //! transaction-pooling proxy) with diesel's and dbctl's bookkeeping tables ([`bookkeeping`], whose
-//! per-backend files hold every piece of backend-specific SQL).
+//! per-backend files hold every piece of backend-specific SQL). With `--engine diesel` the work
+//! under the lock is handed to diesel_migrations' own `MigrationHarness` instead ([`harness`]).
 //!
 //! The surface the commands use: [`execute`] and [`status`] (which report progress and warnings
 //! to an [`Events`] sink and print nothing), [`state_summary`] (what `inspect` shows), the plan
