@@ -11,7 +11,9 @@ use serde::Serialize;
 use crate::commands::Context;
 use crate::db::OpenMode;
 use crate::error::Exit;
-use crate::migrate::{self, Action, DownTarget, Options, RunReport, StatusReport, UpTarget};
+use crate::migrate::{
+    self, Action, DownTarget, Engine, Options, RunReport, StatusReport, UpTarget,
+};
 use crate::output::{self, Output, Report};
 
 /// Apply, revert, redo and list migrations (diesel's folder format and bookkeeping).
@@ -53,6 +55,18 @@ struct RunArgs {
     /// Afterwards, exit 4 with a diff instead of rewriting diesel.toml's [print_schema] `file`
     #[arg(long)]
     locked_schema: bool,
+    /// What applies and records the migrations: dbctl's engine, or diesel_migrations' own
+    /// MigrationHarness as diesel_cli runs it (no dry run, no checksums; see docs/migrate.md)
+    #[arg(long, value_name = "ENGINE", value_enum, default_value = "dbctl")]
+    engine: EngineArg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum EngineArg {
+    /// dbctl's engine: run lock, checksums, the failing line and statement
+    Dbctl,
+    /// diesel_migrations' MigrationHarness (dbctl still holds its run lock around it)
+    Diesel,
 }
 
 /// Apply pending migrations, each in its own transaction.
@@ -279,6 +293,10 @@ fn options(run: &RunArgs, strict: bool, allow_modified: bool) -> anyhow::Result<
         strict,
         allow_modified,
         lock_timeout: run.lock_timeout,
+        engine: match run.engine {
+            EngineArg::Dbctl => Engine::Dbctl,
+            EngineArg::Diesel => Engine::Diesel,
+        },
     })
 }
 
@@ -373,8 +391,12 @@ fn summary(r: &RunReport) -> String {
         format!("{dir}{}_{}{ms}", s.version, s.name)
     };
     let mut text = format!(
-        "{verb} {n} migration{} in {}",
+        "{verb} {n} migration{}{} in {}",
         if n == 1 { "" } else { "s" },
+        match r.engine {
+            Engine::Dbctl => "",
+            Engine::Diesel => " with diesel_migrations' harness",
+        },
         ms_text(r.duration_ms)
     );
     if r.steps.len() <= 3 {

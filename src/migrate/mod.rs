@@ -1,7 +1,8 @@
 //! The migration engine: reading diesel-format folders ([`source`]), deciding what to do
 //! ([`plan`]), doing it ([`run`]), under a run lock ([`lock`], or [`lease`] through a
 //! transaction-pooling proxy) with diesel's and dbctl's bookkeeping tables ([`bookkeeping`], whose
-//! per-backend files hold every piece of backend-specific SQL).
+//! per-backend files hold every piece of backend-specific SQL). With `--engine diesel` the work
+//! under the lock is handed to diesel_migrations' own `MigrationHarness` instead ([`harness`]).
 //!
 //! The surface the commands use: [`execute`] and [`status`] (which report progress and warnings
 //! to an [`Events`] sink and print nothing), [`state_summary`] (what `inspect` shows), the plan
@@ -14,6 +15,7 @@
 //! locking and change nothing, not even the bookkeeping tables.
 
 mod bookkeeping;
+mod harness;
 mod lease;
 mod lock;
 mod plan;
@@ -34,6 +36,7 @@ use lease::Lease;
 use source::{Migration, Source, Unwritten};
 
 pub(crate) use bookkeeping::DIESEL_TABLE;
+pub(crate) use harness::Engine;
 pub(crate) use lease::DEFAULT_EXPIRY as DEFAULT_LOCK_EXPIRY;
 pub(crate) use plan::{DownTarget, State, StatusRow, UpTarget};
 pub(crate) use run::Direction;
@@ -92,6 +95,8 @@ pub(crate) struct Options {
     /// Go on although an applied migration's up.sql changed.
     pub(crate) allow_modified: bool,
     pub(crate) lock_timeout: Duration,
+    /// Which code applies and records the migrations (see [`harness`]).
+    pub(crate) engine: Engine,
 }
 
 impl Default for Options {
@@ -101,6 +106,7 @@ impl Default for Options {
             strict: false,
             allow_modified: false,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            engine: Engine::Dbctl,
         }
     }
 }
@@ -124,6 +130,8 @@ pub(crate) struct Step {
 #[derive(Serialize, Debug)]
 pub(crate) struct RunReport {
     pub(crate) command: &'static str,
+    /// Which code applied and recorded the migrations (`--engine`).
+    pub(crate) engine: Engine,
     pub(crate) dry_run: bool,
     /// The folder read (the per-backend one when there are several).
     pub(crate) migrations_dir: String,
@@ -267,6 +275,7 @@ pub(crate) fn execute(
     };
     let mut report = RunReport {
         command: action.name(),
+        engine: opts.engine,
         dry_run: opts.dry_run,
         migrations_dir: source.as_ref().map_or_else(
             || dir.display().to_string(),
@@ -281,6 +290,9 @@ pub(crate) fn execute(
         lock_wait_ms: 0.0,
         duration_ms: 0.0,
     };
+    if opts.engine == Engine::Diesel {
+        harness::refuse(&db, action, opts)?;
+    }
     let mut conn = db.get()?;
     if opts.dry_run {
         let applied = applied_rows(&mut conn)?;
@@ -314,15 +326,20 @@ pub(crate) fn execute(
         ))
     })?;
     report.lock_wait_ms = millis(waited);
-    let result = locked(
-        events,
-        &mut conn,
-        source.as_ref(),
-        action,
-        opts,
-        &mut report,
-        None,
-    );
+    let result = match (opts.engine, source.as_ref()) {
+        (Engine::Diesel, Some(source)) => {
+            diesel_locked(events, &mut conn, source, action, opts, &mut report)
+        }
+        _ => locked(
+            events,
+            &mut conn,
+            source.as_ref(),
+            action,
+            opts,
+            &mut report,
+            None,
+        ),
+    };
     let released = lock.release(&mut conn);
     if released.is_ok() {
         crate::interrupt::undone("the migration lock was released");
@@ -385,6 +402,28 @@ fn pooled_run(
     released?;
     report.duration_ms = millis(started.elapsed());
     Ok(report)
+}
+
+/// The part of an `--engine diesel` run that happens under the lock: after any run through a
+/// pooler is over, diesel's harness does the work (see [`harness`]).
+fn diesel_locked(
+    events: &dyn Events,
+    conn: &mut AnyConnection,
+    source: &Source,
+    action: &Action,
+    opts: &Options,
+    report: &mut RunReport,
+) -> anyhow::Result<()> {
+    let book = Book::locate(conn)?;
+    let waited =
+        book.sql()
+            .wait_for_pooled_runs(conn, book.prefix(), opts.lock_timeout, &mut |owner| {
+                events.waiting(&format!(
+                    "waiting for a migration run through a pooler ({owner}) to finish ..."
+                ))
+            })?;
+    let book = if waited { Book::locate(conn)? } else { book };
+    harness::locked(events, conn, &book, source, action, report)
 }
 
 /// The part of a run that happens under the lock.
@@ -502,6 +541,13 @@ fn decide<'a>(
     warnings: &mut Vec<String>,
 ) -> anyhow::Result<Vec<(&'a Migration, Direction)>> {
     let steps = plan_steps(events, source, applied, action, opts, warnings)?;
+    check_steps(source, &steps)?;
+    Ok(steps)
+}
+
+/// The checks on the files of `steps`, whichever engine runs them: an up.sql not written yet is
+/// refused, and so is transaction control in a migration that runs in a transaction (exit 2).
+fn check_steps(source: &Source, steps: &[(&Migration, Direction)]) -> anyhow::Result<()> {
     let unwritten: Vec<String> = steps
         .iter()
         .filter(|(_, d)| *d == Direction::Up)
@@ -520,7 +566,7 @@ fn decide<'a>(
             unwritten.join(", ")
         )));
     }
-    for (m, direction) in &steps {
+    for (m, direction) in steps {
         if !m.run_in_transaction {
             continue;
         }
@@ -536,7 +582,7 @@ fn decide<'a>(
              `run_in_transaction = false` to its metadata.toml; no migration was applied",
         )?;
     }
-    Ok(steps)
+    Ok(())
 }
 
 fn plan_steps<'a>(

@@ -2,7 +2,8 @@
 //! beside the repository, or `DBCTL_CORPUS_DIR`) run through dbctl on both backends. Every
 //! migration must be applied and recorded, the last reversible ones reverted and applied again,
 //! and the schema must equal the one `sqlite3` / `psql` build from the same up.sql files, one
-//! transaction each. Where the corpus (or `sqlite3`, `psql`, `pg_dump`) is absent the test says on
+//! transaction each; and again with diesel_migrations' own harness (`--engine diesel`) taking
+//! turns with dbctl's engine. Where the corpus (or `sqlite3`, `psql`, `pg_dump`) is absent the test says on
 //! stderr that it skipped and why.
 
 use std::io::Write as _;
@@ -139,7 +140,17 @@ fn schema(p: &Project) -> Vec<String> {
     }
 }
 
-fn gate(backend: Backend) {
+/// Which engine applies the corpus.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Engines {
+    /// dbctl's engine throughout.
+    Dbctl,
+    /// diesel_migrations' harness (`--engine diesel`) applies the first half, dbctl's engine the
+    /// rest; the harness reverts and re-applies the tail.
+    Mixed,
+}
+
+fn gate(backend: Backend, engines: Engines) {
     let Some(corpus) = crate::support::vaultwarden("the corpus gate") else {
         return;
     };
@@ -168,9 +179,30 @@ fn gate(backend: Backend) {
     };
 
     p.run(with_dir(&["init", "--no-migrate"])).success();
+    let by_diesel = match engines {
+        Engines::Dbctl => 0,
+        Engines::Mixed => all.len() / 2,
+    };
+    if by_diesel > 0 {
+        let run = p.run(with_dir(&[
+            "migrate",
+            "up",
+            "--engine",
+            "diesel",
+            "--step",
+            &by_diesel.to_string(),
+            "--format",
+            "json",
+        ]));
+        run.success();
+        assert_eq!(run.json()["steps"].as_array().unwrap().len(), by_diesel);
+    }
     let run = p.run(with_dir(&["migrate", "up", "--format", "json"]));
     run.success();
-    assert_eq!(run.json()["steps"].as_array().unwrap().len(), all.len());
+    assert_eq!(
+        run.json()["steps"].as_array().unwrap().len(),
+        all.len() - by_diesel
+    );
     let recorded: Vec<String> = p
         .strings("SELECT version AS v FROM __diesel_schema_migrations ORDER BY version")
         .into_iter()
@@ -180,7 +212,8 @@ fn gate(backend: Backend) {
     assert_eq!(recorded, expected, "every migration is recorded");
     assert_eq!(
         p.count("SELECT count(*) AS n FROM __dbctl_migrations"),
-        all.len() as i64
+        (all.len() - by_diesel) as i64,
+        "a companion row for each migration dbctl's engine applied"
     );
     p.run(with_dir(&["migrate", "status", "--check"])).success();
 
@@ -192,9 +225,15 @@ fn gate(backend: Backend) {
         .take(4)
         .count();
     assert!(tail > 0, "the corpus's newest migration has a down.sql");
+    let engine = match engines {
+        Engines::Dbctl => "dbctl",
+        Engines::Mixed => "diesel",
+    };
     let run = p.run(with_dir(&[
         "migrate",
         "down",
+        "--engine",
+        engine,
         "--step",
         &tail.to_string(),
         "--format",
@@ -202,7 +241,8 @@ fn gate(backend: Backend) {
     ]));
     run.success();
     assert_eq!(run.json()["steps"].as_array().unwrap().len(), tail);
-    p.run(with_dir(&["migrate", "up"])).success();
+    p.run(with_dir(&["migrate", "up", "--engine", engine]))
+        .success();
     p.run(with_dir(&["migrate", "status", "--check"])).success();
 
     let script = reference_script(&all);
@@ -232,8 +272,9 @@ fn gate(backend: Backend) {
     }
     let _ = writeln!(
         std::io::stderr(),
-        "corpus gate {folder_name}: {} migrations applied and recorded, {tail} reverted and \
-         re-applied, schema identical to {reference_tool}'s ({} lines)",
+        "corpus gate {folder_name}: {} migrations applied and recorded ({by_diesel} by diesel's \
+         harness), {tail} reverted and re-applied ({engine}), schema identical to \
+         {reference_tool}'s ({} lines)",
         all.len(),
         ours.len()
     );
@@ -241,10 +282,22 @@ fn gate(backend: Backend) {
 
 #[test]
 fn vaultwarden_sqlite() {
-    gate(Backend::Sqlite);
+    gate(Backend::Sqlite, Engines::Dbctl);
 }
 
 #[test]
 fn vaultwarden_postgres() {
-    gate(Backend::Postgres);
+    gate(Backend::Postgres, Engines::Dbctl);
+}
+
+/// The corpus taking turns: diesel's own harness (`--engine diesel`) and dbctl's engine each
+/// apply part of it, each seeing the other's bookkeeping as applied, to the same schema.
+#[test]
+fn vaultwarden_sqlite_with_diesels_harness() {
+    gate(Backend::Sqlite, Engines::Mixed);
+}
+
+#[test]
+fn vaultwarden_postgres_with_diesels_harness() {
+    gate(Backend::Postgres, Engines::Mixed);
 }

@@ -201,3 +201,70 @@ fn diesel_cli_reads_dbctls_bookkeeping_and_blank_down_sql() {
         }
     }
 }
+
+/// `dbctl migrate --engine diesel` (diesel_migrations' harness over dbctl's reader) leaves what
+/// diesel_cli leaves, and each reads the other's work: one folder applied by diesel_cli on one
+/// database and by dbctl's diesel engine on another, then reverted and redone crosswise.
+#[test]
+fn dbctls_diesel_engine_leaves_what_diesel_cli_leaves() {
+    let Some(bin) = diesel_cli("dbctls_diesel_engine_leaves_what_diesel_cli_leaves") else {
+        return;
+    };
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let (Some(by_cli), Some(by_dbctl)) = (Project::new(backend), Project::new(backend)) else {
+            return;
+        };
+        for p in [&by_cli, &by_dbctl] {
+            for (i, t) in ["a", "b", "c"].iter().enumerate() {
+                let folder = format!("migrations/2024-01-0{}-000000_create_{t}", i + 1);
+                p.file(
+                    &format!("{folder}/up.sql"),
+                    format!("CREATE TABLE {t} (id INTEGER PRIMARY KEY);\nCREATE TABLE {t}2 (id INTEGER);\n"),
+                );
+                p.file(
+                    &format!("{folder}/down.sql"),
+                    format!("DROP TABLE {t}2;\nDROP TABLE {t};\n"),
+                );
+            }
+            p.file(
+                "migrations/2024-01-02-000000_create_b/metadata.toml",
+                "run_in_transaction = false\n",
+            );
+            p.run(["init", "--no-migrate"]).success();
+        }
+        diesel(&bin, &by_cli, &["migration", "run"]).success();
+        by_dbctl
+            .run(["migrate", "up", "--engine", "diesel"])
+            .success();
+        let all = ["20240101000000", "20240102000000", "20240103000000"];
+        for p in [&by_cli, &by_dbctl] {
+            assert_eq!(p.applied(), all, "{backend:?}");
+            assert!(p.has_table("b2") && p.has_table("c2"), "{backend:?}");
+        }
+        // Each tool sees the other's rows as applied.
+        diesel(&bin, &by_dbctl, &["migration", "pending"])
+            .success()
+            .stdout_has("false");
+        by_cli
+            .run(["migrate", "up", "--engine", "diesel"])
+            .success()
+            .stdout_has("Nothing to apply");
+        // Reverting crosswise: both revert the highest version.
+        diesel(&bin, &by_dbctl, &["migration", "revert"]).success();
+        by_cli
+            .run(["migrate", "down", "--engine", "diesel"])
+            .success();
+        for p in [&by_cli, &by_dbctl] {
+            assert_eq!(p.applied(), &all[..2], "{backend:?}");
+            assert!(!p.has_table("c") && p.has_table("b"), "{backend:?}");
+        }
+        diesel(&bin, &by_cli, &["migration", "redo", "--all"]).success();
+        by_dbctl
+            .run(["migrate", "redo", "--engine", "diesel", "--all"])
+            .success();
+        for p in [&by_cli, &by_dbctl] {
+            assert_eq!(p.applied(), &all[..2], "{backend:?}");
+            assert!(p.has_table("a2") && p.has_table("b2"), "{backend:?}");
+        }
+    }
+}

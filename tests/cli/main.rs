@@ -6,6 +6,7 @@ mod support;
 mod connection;
 mod corpus;
 mod diesel_cli;
+mod diesel_harness;
 mod floor;
 mod hostile;
 mod init;

@@ -794,11 +794,13 @@ both_backends!(
         three(&p);
         p.init();
         p.run(["migrate", "up", "--step", "1"]).success();
-        // What diesel_cli leaves behind when it applies the second one a little later: its row (with
-        // a whole-second run_on on SQLite), no companion row.
+        // diesel's own harness applies the second one a little later: its row (with a
+        // whole-second run_on on SQLite), no companion row.
         std::thread::sleep(std::time::Duration::from_millis(1100));
-        p.execute("CREATE TABLE b (id INTEGER PRIMARY KEY)");
-        p.execute("INSERT INTO __diesel_schema_migrations (version) VALUES ('20240102000000')");
+        p.run(["migrate", "up", "--engine", "diesel", "--step", "1"])
+            .success();
+        assert!(p.has_table("b"));
+        assert_eq!(p.count("SELECT count(*) AS n FROM __dbctl_migrations"), 1);
         let json = p.run(["migrate", "status", "--format", "json"]).json();
         assert_eq!(json["applied"], 2);
         assert_eq!(json["migrations"][1]["state"], "applied");
@@ -962,18 +964,20 @@ fn stale_companion_row(p: Project) {
             json["migrations"][0]["applied_at"].as_str().unwrap(),
             diesel_run_on(&p, "20240101000000")
         );
-        // What `diesel migration revert` does: down.sql, then delete its own row only (dbctl's
-        // companion row stays).
-        p.execute("DROP TABLE c");
-        p.execute("DELETE FROM __diesel_schema_migrations WHERE version = '20240103000000'");
-        // The user edits up.sql, then `diesel migration run`: up.sql, and a fresh row whose run_on
-        // is CURRENT_TIMESTAMP (whole seconds on SQLite; here in the same second as dbctl's).
+        // What `diesel migration revert` does, through diesel's own harness: down.sql, then
+        // delete its own row only (dbctl's companion row stays).
+        p.run(["migrate", "down", "--engine", "diesel"]).success();
+        assert!(!p.has_table("c"));
+        // The user edits up.sql, then `diesel migration run` (diesel's harness again): up.sql,
+        // and a fresh row whose run_on is CURRENT_TIMESTAMP (whole seconds on SQLite; here
+        // maybe in the same second as dbctl's).
         p.file(
             "migrations/2024-01-03-000000_create_c/up.sql",
             "CREATE TABLE c (id INTEGER PRIMARY KEY, added TEXT);\n",
         );
-        p.execute("CREATE TABLE c (id INTEGER PRIMARY KEY, added TEXT)");
-        p.execute("INSERT INTO __diesel_schema_migrations (version) VALUES ('20240103000000')");
+        p.run(["migrate", "up", "--engine", "diesel"]).success();
+        // The edited up.sql ran (`added` exists).
+        assert_eq!(p.count("SELECT count(added) AS n FROM c"), 0);
         assert_eq!(
             p.count("SELECT count(*) AS n FROM __dbctl_migrations"),
             3,

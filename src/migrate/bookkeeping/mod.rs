@@ -245,6 +245,11 @@ impl Book {
         &self.prefix
     }
 
+    /// Whether diesel's table existed when the tables were located (or was created since).
+    pub(crate) fn diesel_exists(&self) -> bool {
+        self.diesel_exists
+    }
+
     /// Pooled mode: the lease row (table and owner) the run holds.
     pub(crate) fn set_lease(&mut self, table: &str, owner: &str) {
         self.lease = Some((table.to_string(), owner.to_string()));
