@@ -12,7 +12,7 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use super::csv::{self, CsvReader, FileReader, Record};
-use super::loader::{loader, Column, ForeignKey, TargetKind};
+use super::loader::{loader, Column, CsvTarget, ForeignKey, RowStream, TargetKind};
 use super::plan::{Kind, SeedFile};
 use super::transaction::{run_sql, savepoint, DbFailure, Savepoint, UserSql};
 use super::Sink;
@@ -20,62 +20,6 @@ use crate::db::{self, AnyConnection, TableName};
 
 /// The savepoint each `.sql` file runs in.
 const SQL_SAVEPOINT: &str = "dbctl_seed_sql";
-
-/// The data rows of one CSV file, checked for width, with progress.
-pub(crate) struct RowStream<'a> {
-    pub(super) path: &'a Path,
-    pub(super) reader: FileReader,
-    /// The file's delimiter and encoding, to read it again when looking for a refused row.
-    pub(super) dialect: csv::Dialect,
-    pub(super) record: Record,
-    pub(super) width: usize,
-    /// Data rows read so far (1 = the first row after the header).
-    pub(super) row: u64,
-    pub(super) bar: &'a ProgressBar,
-    pub(super) bytes_before: u64,
-}
-
-impl RowStream<'_> {
-    /// Advances to the next data row; `Ok(false)` at the end of the file.
-    pub(super) fn next(&mut self) -> anyhow::Result<bool> {
-        crate::interrupt::check()?;
-        let more = self
-            .reader
-            .read(&mut self.record)
-            .map_err(|e| anyhow::anyhow!("{} {}", self.path.display(), e.at_row(self.row + 1)))?;
-        if !more {
-            return Ok(false);
-        }
-        self.row += 1;
-        if self.record.len() != self.width {
-            anyhow::bail!(
-                "{} {}: expected {} fields as in the header, found {}",
-                self.path.display(),
-                self.at(),
-                self.width,
-                self.record.len()
-            );
-        }
-        if self.row.is_multiple_of(4096) {
-            self.bar
-                .set_position(self.bytes_before + self.reader.bytes_read());
-            self.bar.set_message(format!(
-                "{}: {} rows",
-                self.path
-                    .file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default(),
-                self.row
-            ));
-        }
-        Ok(true)
-    }
-
-    /// `row N (line L)` for the current row.
-    fn at(&self) -> String {
-        format!("row {} (line {})", self.row, self.record.line)
-    }
-}
 
 /// Opens a CSV file again, past its header, to look for the row a database refused; `None` when
 /// the header is no longer there.
@@ -117,18 +61,6 @@ impl Located {
             ..self.failure
         }
     }
-}
-
-/// A CSV file's table and the columns its header names, as the backends load it.
-pub(crate) struct CsvTarget {
-    pub(crate) table: TableName,
-    /// The header's columns, in the file's order.
-    pub(crate) columns: Vec<Column>,
-    /// Their names, as the bulk statements list them.
-    pub(crate) names: Vec<String>,
-    /// The table references itself and its keys are not already deferred to the commit (a
-    /// cycle): a backend that checks keys row by row defers them for this file.
-    pub(crate) self_referencing: bool,
 }
 
 /// What one file loaded: the engine's result for it.

@@ -3,12 +3,16 @@
 //! foreign keys, the bulk path for a CSV file and the last steps before COMMIT), `seed/pg.rs` and
 //! `seed/sqlite.rs` implement it on diesel's connections, and [`loader`] picks one for an
 //! [`AnyConnection`]. A third backend is one more file implementing the trait and one more arm
-//! here. The catalog types the implementations return live here too.
+//! here. The catalog types the implementations return, and the CSV rows they are handed, live
+//! here too.
+
+use std::path::Path;
 
 use diesel::prelude::*;
 use diesel::sql_types::Text;
+use indicatif::ProgressBar;
 
-use super::load::{CsvTarget, RowStream};
+use super::csv::{self, FileReader, Record};
 use super::Sink;
 use crate::db::{AnyConnection, TableName};
 
@@ -151,4 +155,72 @@ pub(crate) struct Relation {
 pub(super) fn quoted_target(table: &TableName, columns: &[String]) -> String {
     let columns: Vec<String> = columns.iter().map(|c| crate::db::quote_ident(c)).collect();
     format!("{} ({})", table.quoted(), columns.join(", "))
+}
+
+/// A CSV file's table and the columns its header names, as the backends load it.
+pub(crate) struct CsvTarget {
+    pub(crate) table: TableName,
+    /// The header's columns, in the file's order.
+    pub(crate) columns: Vec<Column>,
+    /// Their names, as the bulk statements list them.
+    pub(crate) names: Vec<String>,
+    /// The table references itself and its keys are not already deferred to the commit (a
+    /// cycle): a backend that checks keys row by row defers them for this file.
+    pub(crate) self_referencing: bool,
+}
+
+/// The data rows of one CSV file, checked for width, with progress.
+pub(crate) struct RowStream<'a> {
+    pub(super) path: &'a Path,
+    pub(super) reader: FileReader,
+    /// The file's delimiter and encoding, to read it again when looking for a refused row.
+    pub(super) dialect: csv::Dialect,
+    pub(super) record: Record,
+    pub(super) width: usize,
+    /// Data rows read so far (1 = the first row after the header).
+    pub(super) row: u64,
+    pub(super) bar: &'a ProgressBar,
+    pub(super) bytes_before: u64,
+}
+
+impl RowStream<'_> {
+    /// Advances to the next data row; `Ok(false)` at the end of the file.
+    pub(super) fn next(&mut self) -> anyhow::Result<bool> {
+        crate::interrupt::check()?;
+        let more = self
+            .reader
+            .read(&mut self.record)
+            .map_err(|e| anyhow::anyhow!("{} {}", self.path.display(), e.at_row(self.row + 1)))?;
+        if !more {
+            return Ok(false);
+        }
+        self.row += 1;
+        if self.record.len() != self.width {
+            anyhow::bail!(
+                "{} {}: expected {} fields as in the header, found {}",
+                self.path.display(),
+                self.at(),
+                self.width,
+                self.record.len()
+            );
+        }
+        if self.row.is_multiple_of(4096) {
+            self.bar
+                .set_position(self.bytes_before + self.reader.bytes_read());
+            self.bar.set_message(format!(
+                "{}: {} rows",
+                self.path
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default(),
+                self.row
+            ));
+        }
+        Ok(true)
+    }
+
+    /// `row N (line L)` for the current row.
+    fn at(&self) -> String {
+        format!("row {} (line {})", self.row, self.record.line)
+    }
 }

@@ -21,8 +21,9 @@ use diesel::query_builder::AstPass;
 use diesel::sql_types::{Integer, Nullable, Text};
 
 use super::csv::{self, Record};
-use super::load::{reopen, CsvTarget, Located, RowStream};
+use super::load::{reopen, Located};
 use super::loader::{quoted_target, Column, ForeignKey, Loader, Relation, TargetKind, TargetRow};
+use super::loader::{CsvTarget, RowStream};
 use super::transaction::{database_message, savepoint, DbFailure, Savepoint};
 use super::Sink;
 use crate::db::{self, quote_ident, TableName};

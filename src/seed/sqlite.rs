@@ -16,8 +16,9 @@ use diesel::sqlite::Sqlite;
 use indicatif::ProgressBar;
 
 use super::csv::{self, Record};
-use super::load::{reopen, CsvTarget, Located, RowStream};
+use super::load::{reopen, Located};
 use super::loader::{quoted_target, Column, ForeignKey, Loader, Relation, TargetKind, TargetRow};
+use super::loader::{CsvTarget, RowStream};
 use super::transaction::{savepoint, DbFailure, Savepoint};
 use super::Sink;
 use crate::db::{self, quote_ident, TableName};
