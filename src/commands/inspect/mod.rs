@@ -185,6 +185,15 @@ fn read_and_report(
     let detail = !args.tables.is_empty();
 
     if let Some((path, expected)) = snapshot {
+        if !diff::compares_everything(expected.dbctl_schema_version) {
+            ctx.out.warn(format_args!(
+                "`{}` is a version {} snapshot: comments, triggers, deferrable and NOT VALID \
+                 constraints, composite types, domains, functions and extensions are not \
+                 compared (save a new snapshot to compare them)",
+                path.display(),
+                expected.dbctl_schema_version
+            ));
+        }
         return Ok(InspectReport::Diff(compare(&path, expected, schema, args)?));
     }
     if detail {
@@ -376,11 +385,14 @@ fn read_snapshot(path: &Path) -> anyhow::Result<(PathBuf, Schema)> {
             path.display()
         ))
     })?;
-    if schema.dbctl_schema_version != schema::MODEL_VERSION {
+    // What a later version added has a default, so an older snapshot reads as one that has none
+    // of it; a newer one may mean something this dbctl does not know.
+    let version = schema.dbctl_schema_version;
+    if !(schema::OLDEST_MODEL_VERSION..=schema::MODEL_VERSION).contains(&version) {
         return Err(error::usage(format!(
-            "`{}` has dbctl_schema_version {}; this dbctl reads version {}",
+            "`{}` has dbctl_schema_version {version}; this dbctl reads versions {} to {}",
             path.display(),
-            schema.dbctl_schema_version,
+            schema::OLDEST_MODEL_VERSION,
             schema::MODEL_VERSION
         )));
     }
