@@ -87,7 +87,7 @@ pub(crate) struct InspectArgs {
 #[derive(Serialize, Debug)]
 #[serde(untagged)]
 pub(crate) enum InspectReport {
-    Schema(SchemaReport),
+    Schema(Box<SchemaReport>),
     Diff(diff::DiffReport),
     Lint(lint::LintReport),
 }
@@ -124,7 +124,7 @@ impl InspectReport {
                 out.raw(&diagram::dot(&r.schema))?;
                 Ok(Exit::Success)
             }
-            (InspectReport::Schema(r), _) => out.emit(r),
+            (InspectReport::Schema(r), _) => out.emit(r.as_ref()),
             (InspectReport::Diff(r), _) => out.emit(r),
             (InspectReport::Lint(r), _) => out.emit(r),
         }
@@ -243,7 +243,10 @@ fn read_and_report(
         }
     }
     schema.migrations = Some(migration_state(ctx, conn, schema.backend)?);
-    Ok(InspectReport::Schema(SchemaReport { schema, detail }))
+    Ok(InspectReport::Schema(Box::new(SchemaReport {
+        schema,
+        detail,
+    })))
 }
 
 /// `--diff`: the snapshot and the live schema through the same filters, then compared.
