@@ -15,8 +15,8 @@ use serde::Serialize;
 use crate::error::Exit;
 use crate::output::Report;
 use crate::schema::{
-    Check, Column, CompositeType, Domain, Extension, ForeignKey, Function, Index, Schema, Table,
-    Trigger, UniqueConstraint, View,
+    deferral, not_valid, Check, Column, CompositeType, Domain, Extension, ForeignKey, Function,
+    Index, Schema, Table, Trigger, UniqueConstraint, View,
 };
 
 /// The first model version with comments, triggers, deferrable and `NOT VALID` constraints,
@@ -225,7 +225,7 @@ impl Names {
     fn domains(&self, s: &Schema) -> BTreeMap<String, String> {
         s.domains
             .iter()
-            .map(|d| (self.name(&d.schema, &d.name), domain_text(d)))
+            .map(|d: &Domain| (self.name(&d.schema, &d.name), d.declaration()))
             .collect()
     }
 
@@ -584,28 +584,10 @@ fn fk_text(f: &ForeignKey, full: bool) -> String {
         f.on_delete
     );
     if full {
-        text.push_str(&deferral(f.deferrable, f.initially_deferred));
+        text.push_str(deferral(f.deferrable, f.initially_deferred));
         text.push_str(not_valid(f.validated));
     }
     text
-}
-
-/// ` DEFERRABLE [INITIALLY DEFERRED]`, or nothing for the default `NOT DEFERRABLE`.
-pub(crate) fn deferral(deferrable: bool, initially_deferred: bool) -> String {
-    match (deferrable, initially_deferred) {
-        (false, _) => String::new(),
-        (true, false) => " DEFERRABLE".to_string(),
-        (true, true) => " DEFERRABLE INITIALLY DEFERRED".to_string(),
-    }
-}
-
-/// ` NOT VALID` for a constraint not validated, else nothing.
-pub(crate) fn not_valid(validated: bool) -> &'static str {
-    if validated {
-        ""
-    } else {
-        " NOT VALID"
-    }
 }
 
 fn uq_key(u: &UniqueConstraint) -> String {
@@ -617,7 +599,7 @@ fn uq_key(u: &UniqueConstraint) -> String {
 fn uq_text(u: &UniqueConstraint, full: bool) -> String {
     let mut text = format!("UNIQUE ({})", u.columns.join(", "));
     if full {
-        text.push_str(&deferral(u.deferrable, u.initially_deferred));
+        text.push_str(deferral(u.deferrable, u.initially_deferred));
     }
     text
 }
@@ -639,30 +621,6 @@ fn trigger_text(t: &Trigger) -> String {
     } else {
         format!("{} (disabled)", t.definition)
     }
-}
-
-/// A domain as `CREATE DOMAIN` would declare it after its name.
-pub(crate) fn domain_text(d: &Domain) -> String {
-    let mut text = d.data_type.clone();
-    if let Some(default) = &d.default {
-        text.push_str(&format!(" DEFAULT {default}"));
-    }
-    if !d.nullable {
-        text.push_str(" NOT NULL");
-    }
-    for c in &d.checks {
-        let name = c
-            .name
-            .as_deref()
-            .map(|n| format!(" CONSTRAINT {n}"))
-            .unwrap_or_default();
-        text.push_str(&format!(
-            "{name} CHECK ({}){}",
-            c.expression,
-            not_valid(c.validated)
-        ));
-    }
-    text
 }
 
 fn function_summary(f: &Function) -> String {

@@ -365,6 +365,51 @@ impl Schema {
     }
 }
 
+/// ` DEFERRABLE [INITIALLY DEFERRED]` as SQL writes it after a constraint, or nothing for the
+/// default `NOT DEFERRABLE`.
+pub(crate) fn deferral(deferrable: bool, initially_deferred: bool) -> &'static str {
+    match (deferrable, initially_deferred) {
+        (false, _) => "",
+        (true, false) => " DEFERRABLE",
+        (true, true) => " DEFERRABLE INITIALLY DEFERRED",
+    }
+}
+
+/// ` NOT VALID` after a constraint not validated, else nothing.
+pub(crate) fn not_valid(validated: bool) -> &'static str {
+    if validated {
+        ""
+    } else {
+        " NOT VALID"
+    }
+}
+
+impl Domain {
+    /// What follows `CREATE DOMAIN name AS`: the type, default, `NOT NULL` and checks.
+    pub(crate) fn declaration(&self) -> String {
+        let mut text = self.data_type.clone();
+        if let Some(default) = &self.default {
+            text.push_str(" DEFAULT ");
+            text.push_str(default);
+        }
+        if !self.nullable {
+            text.push_str(" NOT NULL");
+        }
+        for c in &self.checks {
+            if let Some(name) = &c.name {
+                text.push_str(" CONSTRAINT ");
+                text.push_str(name);
+            }
+            text.push_str(&format!(
+                " CHECK ({}){}",
+                c.expression,
+                not_valid(c.validated)
+            ));
+        }
+        text
+    }
+}
+
 impl Table {
     /// A table with these columns and, so far, no keys, constraints, indexes or row count.
     pub(crate) fn new(schema: String, name: String, columns: Vec<Column>) -> Table {

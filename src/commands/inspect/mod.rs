@@ -168,6 +168,17 @@ pub(crate) fn run(ctx: &Context, args: InspectArgs) -> anyhow::Result<InspectRep
     };
     // Read the snapshot before connecting: a bad file is the user's to fix, whatever the database.
     let snapshot = args.diff.as_deref().map(read_snapshot).transpose()?;
+    if let Some((path, old)) = &snapshot {
+        if !diff::compares_everything(old.dbctl_schema_version) {
+            ctx.out.warn(format_args!(
+                "`{}` is a version {} snapshot: comments, triggers, deferrable and NOT VALID \
+                 constraints, composite types, domains, functions and extensions are not \
+                 compared (save a new snapshot to compare them)",
+                path.display(),
+                old.dbctl_schema_version
+            ));
+        }
+    }
 
     let db = ctx.open(OpenMode::Existing)?;
     let mut conn = db.get()?;
@@ -214,15 +225,6 @@ fn read_and_report(
     let detail = !args.tables.is_empty();
 
     if let Some((path, expected)) = snapshot {
-        if !diff::compares_everything(expected.dbctl_schema_version) {
-            ctx.out.warn(format_args!(
-                "`{}` is a version {} snapshot: comments, triggers, deferrable and NOT VALID \
-                 constraints, composite types, domains, functions and extensions are not \
-                 compared (save a new snapshot to compare them)",
-                path.display(),
-                expected.dbctl_schema_version
-            ));
-        }
         return Ok(InspectReport::Diff(compare(&path, expected, schema, args)?));
     }
     if detail {

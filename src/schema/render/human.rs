@@ -4,8 +4,9 @@
 use std::fmt::Write as _;
 
 use crate::output;
-use crate::schema::diff::{deferral, domain_text, not_valid};
-use crate::schema::{ForeignKey, Index, RowCounts, Schema, Table, Trigger, View};
+use crate::schema::{
+    deferral, not_valid, ForeignKey, Index, RowCounts, Schema, Table, Trigger, View,
+};
 
 /// One row per table, then views, enums, sequences, composite types, domains, functions and
 /// extensions, with the migration state first.
@@ -208,7 +209,7 @@ pub(crate) fn fk_definition(schema: &Schema, fk: &ForeignKey) -> String {
     if fk.on_delete != "NO ACTION" {
         let _ = write!(text, " ON DELETE {}", fk.on_delete);
     }
-    text.push_str(&deferral(fk.deferrable, fk.initially_deferred));
+    text.push_str(deferral(fk.deferrable, fk.initially_deferred));
     text.push_str(not_valid(fk.validated));
     text
 }
@@ -329,7 +330,7 @@ fn append_types_and_code(schema: &Schema, out: &mut String) {
         for d in &schema.domains {
             table.add_row(vec![
                 schema.display_name(&d.schema, &d.name),
-                domain_text(d),
+                d.declaration(),
             ]);
         }
         let _ = writeln!(out, "{table}");
