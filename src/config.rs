@@ -27,6 +27,8 @@ const MAX_OVERFLOW: &[&str] = &["DB_MAX_OVERFLOW", "DATABASE_MAX_OVERFLOW"];
 const ECHO: &[&str] = &["DB_ECHO", "DATABASE_ECHO"];
 const SCHEMA: &str = "DATABASE_SCHEMA";
 const LINT_ALLOW: &str = "DBCTL_LINT_ALLOW";
+const LINT_NAMING: &str = "DBCTL_LINT_NAMING";
+const LINT_LARGE_ROWS: &str = "DBCTL_LINT_LARGE_ROWS";
 
 /// The database used when nothing else names one (diesel and sqlx users expect a local file).
 pub(crate) const DEFAULT_DATABASE_URL: &str = "sqlite://dev.db";
@@ -388,6 +390,43 @@ impl Config {
             return (raw.split(',').map(str::to_string).collect(), source);
         }
         (Vec::new(), Source::Default)
+    }
+
+    /// `DBCTL_LINT_NAMING`: the naming convention `inspect --lint` checks names against (one of
+    /// `conventions`), or `None` (`none`, empty or unset: the name rules do not run by default).
+    pub(crate) fn lint_naming(
+        &self,
+        conventions: &[&'static str],
+    ) -> anyhow::Result<(Option<&'static str>, Source)> {
+        let Some((raw, source)) = self.lookup(LINT_NAMING) else {
+            return Ok((None, Source::Default));
+        };
+        let value = raw.trim().to_ascii_lowercase();
+        if value.is_empty() || value == "none" {
+            return Ok((None, source));
+        }
+        match conventions.iter().find(|c| **c == value) {
+            Some(c) => Ok((Some(c), source)),
+            None => Err(bad_value(
+                LINT_NAMING,
+                &raw,
+                &source,
+                &format!("{} or none", conventions.join(", ")),
+            )),
+        }
+    }
+
+    /// `DBCTL_LINT_LARGE_ROWS`: the rows from which `inspect --lint` counts a table as large, else
+    /// `default`.
+    pub(crate) fn lint_large_rows(&self, default: i64) -> anyhow::Result<i64> {
+        let Some((raw, source)) = self.lookup(LINT_LARGE_ROWS) else {
+            return Ok(default);
+        };
+        raw.trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| bad_value(LINT_LARGE_ROWS, &raw, &source, "a whole number of rows"))
     }
 
     /// Pool and connection settings; `connect_timeout` (from `ping --timeout`) overrides

@@ -59,14 +59,26 @@ pub(crate) struct InspectArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "lint")]
     diff: Option<PathBuf>,
 
-    /// Report missing primary keys, unindexed foreign keys and names that break the naming
-    /// convention; exit 4 on any
+    /// Report missing primary keys, unindexed foreign keys, NOT VALID constraints, foreign keys
+    /// without ON DELETE on large tables, duplicate and redundant indexes (and, with
+    /// DBCTL_LINT_NAMING=sqlalchemy, names that break the convention); exit 4 on any
     #[arg(long)]
     lint: bool,
 
+    /// With --lint: run only these rules (repeatable, or comma-separated). Rules:
+    /// missing-primary-key, unindexed-foreign-key, not-valid-constraint, fk-without-on-delete,
+    /// duplicate-index, redundant-index, pk-name, fk-name, uq-name, ck-name, ix-name; groups:
+    /// default, naming (the five name rules), all
+    #[arg(
+        long = "rule",
+        value_name = "RULE",
+        value_delimiter = ',',
+        requires = "lint"
+    )]
+    rules: Vec<String>,
+
     /// With --lint: turn RULE off, everywhere or for one TABLE (repeatable, or comma-separated;
-    /// default: the setting DBCTL_LINT_ALLOW). Rules: missing-primary-key, unindexed-foreign-key, pk-name, fk-name,
-    /// uq-name, ck-name, ix-name, naming (the five name rules)
+    /// default: the setting DBCTL_LINT_ALLOW). Takes the rules and groups of --rule
     #[arg(long, value_name = "RULE[:TABLE]", value_delimiter = ',')]
     allow: Vec<String>,
 }
@@ -75,7 +87,7 @@ pub(crate) struct InspectArgs {
 #[derive(Serialize, Debug)]
 #[serde(untagged)]
 pub(crate) enum InspectReport {
-    Schema(SchemaReport),
+    Schema(Box<SchemaReport>),
     Diff(diff::DiffReport),
     Lint(lint::LintReport),
 }
@@ -112,7 +124,7 @@ impl InspectReport {
                 out.raw(&diagram::dot(&r.schema))?;
                 Ok(Exit::Success)
             }
-            (InspectReport::Schema(r), _) => out.emit(r),
+            (InspectReport::Schema(r), _) => out.emit(r.as_ref()),
             (InspectReport::Diff(r), _) => out.emit(r),
             (InspectReport::Lint(r), _) => out.emit(r),
         }
@@ -126,7 +138,7 @@ pub(crate) fn run(ctx: &Context, args: InspectArgs) -> anyhow::Result<InspectRep
             "--format mermaid and --format dot draw the schema; they do not go with --diff or --lint",
         ));
     }
-    let allow = if args.lint {
+    let lint_settings = if args.lint {
         let (rules, source) = ctx.config.lint_allow(&args.allow);
         ctx.out.verbose(format_args!(
             "lint rules turned off: {} ({source})",
@@ -140,19 +152,47 @@ pub(crate) fn run(ctx: &Context, args: InspectArgs) -> anyhow::Result<InspectRep
             crate::config::Source::Flag(flag) => flag.to_string(),
             other => format!("DBCTL_LINT_ALLOW ({other})"),
         };
-        lint::parse_allow(&rules, &from)?
+        let allow = lint::parse_allow(&rules, &from)?;
+        let (convention, naming_source) = ctx.config.lint_naming(&lint::CONVENTIONS)?;
+        ctx.out.verbose(format_args!(
+            "lint naming convention: {} ({naming_source})",
+            convention.unwrap_or("none")
+        ));
+        Some(lint::Settings {
+            rules: lint::choose_rules(&args.rules, convention)?,
+            allow,
+            large_rows: ctx.config.lint_large_rows(lint::DEFAULT_LARGE_ROWS)?,
+        })
     } else {
-        Vec::new()
+        None
     };
     // Read the snapshot before connecting: a bad file is the user's to fix, whatever the database.
     let snapshot = args.diff.as_deref().map(read_snapshot).transpose()?;
+    if let Some((path, old)) = &snapshot {
+        if !diff::compares_everything(old.dbctl_schema_version) {
+            ctx.out.warn(format_args!(
+                "`{}` is a version {} snapshot: comments, triggers, deferrable and NOT VALID \
+                 constraints, composite types, domains, functions and extensions are not \
+                 compared (save a new snapshot to compare them)",
+                path.display(),
+                old.dbctl_schema_version
+            ));
+        }
+    }
 
     let db = ctx.open(OpenMode::Existing)?;
     let mut conn = db.get()?;
     // The catalog, the counts and the migration state come from one read-only snapshot, so a
     // migration running meanwhile is seen whole or not at all.
     read::in_snapshot(&mut conn, |conn, last| {
-        read_and_report(ctx, conn, &args, snapshot.clone(), &allow, last)
+        read_and_report(
+            ctx,
+            conn,
+            &args,
+            snapshot.clone(),
+            lint_settings.as_ref(),
+            last,
+        )
     })
 }
 
@@ -162,7 +202,7 @@ fn read_and_report(
     conn: &mut AnyConnection,
     args: &InspectArgs,
     snapshot: Option<(PathBuf, Schema)>,
-    allow: &[lint::Allow],
+    lint: Option<&lint::Settings>,
     last_attempt: bool,
 ) -> anyhow::Result<InspectReport> {
     let started = std::time::Instant::now();
@@ -190,11 +230,11 @@ fn read_and_report(
     if detail {
         select(&mut schema, &args.tables)?;
     }
-    if args.lint {
-        return Ok(InspectReport::Lint(lint::check(&schema, allow)));
-    }
-
     schema.row_counts = count_rows(conn, &mut schema, args, last_attempt)?;
+    if let Some(settings) = lint {
+        // The row counts (PostgreSQL's estimates, SQLite's count) tell which tables are large.
+        return Ok(InspectReport::Lint(lint::check(&schema, settings)));
+    }
     if schema.row_counts == RowCounts::Exact {
         for t in schema.tables.iter().filter(|t| t.rows.is_none()) {
             ctx.out.warn(format_args!(
@@ -205,7 +245,10 @@ fn read_and_report(
         }
     }
     schema.migrations = Some(migration_state(ctx, conn, schema.backend)?);
-    Ok(InspectReport::Schema(SchemaReport { schema, detail }))
+    Ok(InspectReport::Schema(Box::new(SchemaReport {
+        schema,
+        detail,
+    })))
 }
 
 /// `--diff`: the snapshot and the live schema through the same filters, then compared.
@@ -376,11 +419,14 @@ fn read_snapshot(path: &Path) -> anyhow::Result<(PathBuf, Schema)> {
             path.display()
         ))
     })?;
-    if schema.dbctl_schema_version != schema::MODEL_VERSION {
+    // What a later version added has a default, so an older snapshot reads as one that has none
+    // of it; a newer one may mean something this dbctl does not know.
+    let version = schema.dbctl_schema_version;
+    if !(schema::OLDEST_MODEL_VERSION..=schema::MODEL_VERSION).contains(&version) {
         return Err(error::usage(format!(
-            "`{}` has dbctl_schema_version {}; this dbctl reads version {}",
+            "`{}` has dbctl_schema_version {version}; this dbctl reads versions {} to {}",
             path.display(),
-            schema.dbctl_schema_version,
+            schema::OLDEST_MODEL_VERSION,
             schema::MODEL_VERSION
         )));
     }

@@ -1,7 +1,11 @@
 //! `inspect --diff FILE`: the live schema against a snapshot written earlier by
 //! `inspect --format json`. Objects are matched by name (constraints SQLite keeps no name for, by
-//! their columns); row counts and the migration state are not compared. "added" means in the
-//! database but not in the snapshot, "removed" the other way round.
+//! their columns, functions by their argument types); row counts and the migration state are not
+//! compared. "added" means in the database but not in the snapshot, "removed" the other way round.
+//!
+//! A snapshot of model version 1 knew nothing of comments, triggers, deferrable and `NOT VALID`
+//! constraints, composite types, domains, functions and extensions: against one, those are not
+//! compared (the caller says so), rather than all reported as added.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,7 +14,19 @@ use serde::Serialize;
 
 use crate::error::Exit;
 use crate::output::Report;
-use crate::schema::{Check, Column, ForeignKey, Index, Schema, Table, UniqueConstraint, View};
+use crate::schema::{
+    deferral, not_valid, Check, Column, CompositeType, Domain, Extension, ForeignKey, Function,
+    Index, Schema, Table, Trigger, UniqueConstraint, View,
+};
+
+/// The first model version with comments, triggers, deferrable and `NOT VALID` constraints,
+/// composite types, domains, functions and extensions.
+const FULL_MODEL: u32 = 2;
+
+/// Whether a snapshot of this version is compared in full (see the module's notes).
+pub(crate) fn compares_everything(snapshot_version: u32) -> bool {
+    snapshot_version >= FULL_MODEL
+}
 
 #[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -23,13 +39,15 @@ pub(crate) enum Change {
 /// One difference.
 #[derive(Serialize, Debug)]
 pub(crate) struct Difference {
-    /// `table`, `column`, `primary_key`, `foreign_key`, `unique`, `check`, `index`, `view`,
-    /// `enum` or `sequence`.
+    /// `table`, `column`, `primary_key`, `foreign_key`, `unique`, `check`, `index`, `trigger`,
+    /// `view`, `enum`, `sequence`, `composite_type`, `domain`, `function`, `procedure` or
+    /// `extension`.
     kind: &'static str,
     change: Change,
     /// `table`, `table.column`, `table.constraint`, ...
     object: String,
-    /// For `changed`: what changed (`type`, `nullable`, `default`, `definition`, ...).
+    /// For `changed`: what changed (`type`, `nullable`, `default`, `definition`, `comment`, ...).
+    /// A function's `definition` gives, as `from` and `to`, the first line that differs.
     property: Option<&'static str>,
     /// The snapshot's value (`changed` and `removed`).
     from: Option<String>,
@@ -92,7 +110,10 @@ pub(crate) fn compare(path: &Path, expected: &Schema, actual: &Schema) -> DiffRe
     let names = Names {
         qualify: expected.qualify() || actual.qualify(),
     };
-    let mut d = Diff { out: Vec::new() };
+    let mut d = Diff {
+        out: Vec::new(),
+        full: compares_everything(expected.dbctl_schema_version),
+    };
     let (e, a) = (expected, actual);
     pair(&names.tables(e), &names.tables(a), |object, e, a| {
         d.table_or_presence(object, e, a)
@@ -106,6 +127,22 @@ pub(crate) fn compare(path: &Path, expected: &Schema, actual: &Schema) -> DiffRe
     pair(&names.sequences(e), &names.sequences(a), |object, e, a| {
         d.either("sequence", object, "definition", e, a)
     });
+    if d.full {
+        pair(
+            &names.composites(e),
+            &names.composites(a),
+            |object, e, a| d.either("composite_type", object, "attributes", e, a),
+        );
+        pair(&names.domains(e), &names.domains(a), |object, e, a| {
+            d.either("domain", object, "definition", e, a)
+        });
+        pair(&names.functions(e), &names.functions(a), |object, e, a| {
+            d.function(object, e, a)
+        });
+        pair(&extensions(e), &extensions(a), |object, e, a| {
+            d.either("extension", object, "version", e, a)
+        });
+    }
     DiffReport {
         snapshot: path.display().to_string(),
         differences: d.out,
@@ -168,6 +205,55 @@ impl Names {
     }
 }
 
+impl Names {
+    /// Each composite type's attributes as one string.
+    fn composites(&self, s: &Schema) -> BTreeMap<String, String> {
+        s.composite_types
+            .iter()
+            .map(|c: &CompositeType| {
+                let fields: Vec<String> = c
+                    .attributes
+                    .iter()
+                    .map(|a| format!("{} {}", a.name, a.data_type))
+                    .collect();
+                (self.name(&c.schema, &c.name), fields.join(", "))
+            })
+            .collect()
+    }
+
+    /// Each domain as SQL would declare it.
+    fn domains(&self, s: &Schema) -> BTreeMap<String, String> {
+        s.domains
+            .iter()
+            .map(|d: &Domain| (self.name(&d.schema, &d.name), d.declaration()))
+            .collect()
+    }
+
+    /// Functions and procedures by `name(argument types)`, overloads apart.
+    fn functions<'s>(&self, s: &'s Schema) -> BTreeMap<String, &'s Function> {
+        s.functions
+            .iter()
+            .map(|f| {
+                let key = format!("{}({})", self.name(&f.schema, &f.name), f.arguments);
+                (key, f)
+            })
+            .collect()
+    }
+}
+
+/// Extensions by name (they belong to the database, not to a schema).
+fn extensions(s: &Schema) -> BTreeMap<String, String> {
+    s.extensions
+        .iter()
+        .map(|x: &Extension| {
+            (
+                x.name.clone(),
+                format!("version {} in schema {}", x.version, x.schema),
+            )
+        })
+        .collect()
+}
+
 /// Calls `f` for each key of either map, in key order, with both sides.
 fn pair<V>(
     e: &BTreeMap<String, V>,
@@ -184,6 +270,8 @@ fn pair<V>(
 
 struct Diff {
     out: Vec<Difference>,
+    /// Whether what model version 2 added is compared (see [`compares_everything`]).
+    full: bool,
 }
 
 impl Diff {
@@ -282,19 +370,67 @@ impl Diff {
             |i| i.name.clone(),
             ix_text,
         );
+        if self.full {
+            self.changed(
+                "view",
+                object,
+                "comment",
+                &opt(&e.comment),
+                &opt(&a.comment),
+            );
+            self.triggers(object, &e.triggers, &a.triggers);
+        }
+    }
+
+    /// Triggers, matched by name, compared by their `CREATE TRIGGER` and whether they fire.
+    fn triggers(&mut self, on: &str, e: &[Trigger], a: &[Trigger]) {
+        self.constraints("trigger", on, e, a, |t| t.name.clone(), trigger_text);
+    }
+
+    /// A function or procedure: its result, language and whole definition.
+    fn function(&mut self, object: &str, e: Option<&&Function>, a: Option<&&Function>) {
+        let (e, a) = match (e, a) {
+            (Some(e), Some(a)) => (e, a),
+            _ => {
+                let kind = if e.or(a).is_some_and(|f| f.kind == "procedure") {
+                    "procedure"
+                } else {
+                    "function"
+                };
+                return self.presence(
+                    kind,
+                    object,
+                    e.map(|f| function_summary(f)),
+                    a.map(|f| function_summary(f)),
+                );
+            }
+        };
+        let kind = if a.kind == "procedure" {
+            "procedure"
+        } else {
+            "function"
+        };
+        self.changed(kind, object, "kind", &e.kind, &a.kind);
+        self.changed(kind, object, "returns", &opt(&e.returns), &opt(&a.returns));
+        self.changed(kind, object, "language", &e.language, &a.language);
+        if e.definition != a.definition {
+            let (from, to) = first_difference(&e.definition, &a.definition);
+            self.changed(kind, object, "definition", &from, &to);
+        }
     }
 
     /// Both sides of a table: its columns, keys, constraints and indexes.
     fn table(&mut self, t: &str, e: &Table, a: &Table) {
         self.columns(t, e, a);
         self.primary_key(t, e, a);
+        let full = self.full;
         self.constraints(
             "foreign_key",
             t,
             &e.foreign_keys,
             &a.foreign_keys,
             fk_key,
-            fk_text,
+            |f| fk_text(f, full),
         );
         self.constraints(
             "unique",
@@ -302,9 +438,11 @@ impl Diff {
             &e.unique_constraints,
             &a.unique_constraints,
             uq_key,
-            uq_text,
+            |u| uq_text(u, full),
         );
-        self.constraints("check", t, &e.checks, &a.checks, ck_key, ck_text);
+        self.constraints("check", t, &e.checks, &a.checks, ck_key, |c| {
+            ck_text(c, full)
+        });
         self.constraints(
             "index",
             t,
@@ -313,6 +451,10 @@ impl Diff {
             |i: &Index| i.name.clone(),
             ix_text,
         );
+        if self.full {
+            self.changed("table", t, "comment", &opt(&e.comment), &opt(&a.comment));
+            self.triggers(t, &e.triggers, &a.triggers);
+        }
     }
 
     /// The columns of a table, and their order.
@@ -338,13 +480,16 @@ impl Diff {
             let object = format!("{t}.{column}");
             match (x, y) {
                 (Some(x), Some(y)) => {
-                    let fields = [
+                    let mut fields = vec![
                         ("type", x.data_type.clone(), y.data_type.clone()),
                         ("nullable", x.nullable.to_string(), y.nullable.to_string()),
                         ("default", opt(&x.default), opt(&y.default)),
                         ("identity", opt(&x.identity), opt(&y.identity)),
                         ("generated", opt(&x.generated), opt(&y.generated)),
                     ];
+                    if self.full {
+                        fields.push(("comment", opt(&x.comment), opt(&y.comment)));
+                    }
                     for (field, was, now) in fields {
                         self.changed("column", &object, field, &was, &now);
                     }
@@ -427,8 +572,9 @@ fn fk_key(f: &ForeignKey) -> String {
         .unwrap_or_else(|| format!("({}) -> {}", f.columns.join(", "), f.referred_table))
 }
 
-fn fk_text(f: &ForeignKey) -> String {
-    format!(
+/// A foreign key as SQL declares it; `full` adds what model version 2 added.
+fn fk_text(f: &ForeignKey, full: bool) -> String {
+    let mut text = format!(
         "FOREIGN KEY ({}) REFERENCES {}.{} ({}) ON UPDATE {} ON DELETE {}",
         f.columns.join(", "),
         f.referred_schema,
@@ -436,7 +582,12 @@ fn fk_text(f: &ForeignKey) -> String {
         f.referred_columns.join(", "),
         f.on_update,
         f.on_delete
-    )
+    );
+    if full {
+        text.push_str(deferral(f.deferrable, f.initially_deferred));
+        text.push_str(not_valid(f.validated));
+    }
+    text
 }
 
 fn uq_key(u: &UniqueConstraint) -> String {
@@ -445,8 +596,12 @@ fn uq_key(u: &UniqueConstraint) -> String {
         .unwrap_or_else(|| format!("unique ({})", u.columns.join(", ")))
 }
 
-fn uq_text(u: &UniqueConstraint) -> String {
-    format!("UNIQUE ({})", u.columns.join(", "))
+fn uq_text(u: &UniqueConstraint, full: bool) -> String {
+    let mut text = format!("UNIQUE ({})", u.columns.join(", "));
+    if full {
+        text.push_str(deferral(u.deferrable, u.initially_deferred));
+    }
+    text
 }
 
 fn ck_key(c: &Check) -> String {
@@ -455,8 +610,49 @@ fn ck_key(c: &Check) -> String {
         .unwrap_or_else(|| format!("check ({})", c.expression))
 }
 
-fn ck_text(c: &Check) -> String {
-    format!("CHECK ({})", c.expression)
+fn ck_text(c: &Check, full: bool) -> String {
+    let validity = if full { not_valid(c.validated) } else { "" };
+    format!("CHECK ({}){validity}", c.expression)
+}
+
+fn trigger_text(t: &Trigger) -> String {
+    if t.enabled {
+        t.definition.clone()
+    } else {
+        format!("{} (disabled)", t.definition)
+    }
+}
+
+fn function_summary(f: &Function) -> String {
+    let returns = f
+        .returns
+        .as_deref()
+        .map(|r| format!(" returns {r}"))
+        .unwrap_or_default();
+    format!("{}{returns} language {}", f.kind, f.language)
+}
+
+/// The first line where two texts differ, on each side, as `line N: text` (`(none)` past the
+/// end of one).
+fn first_difference(from: &str, to: &str) -> (String, String) {
+    let (mut a, mut b) = (from.lines(), to.lines());
+    let mut n = 1;
+    loop {
+        match (a.next(), b.next()) {
+            (Some(x), Some(y)) if x == y => n += 1,
+            (None, None) => {
+                // Only the line endings or trailing text differ: show the ends.
+                return (format!("{:?}", from), format!("{:?}", to));
+            }
+            (x, y) => {
+                let show = |l: Option<&str>| match l {
+                    Some(l) => format!("line {n}: {}", l.trim()),
+                    None => format!("line {n}: (none)"),
+                };
+                return (show(x), show(y));
+            }
+        }
+    }
 }
 
 fn ix_text(i: &Index) -> String {

@@ -1,6 +1,15 @@
-//! `inspect --lint`: what a reviewer looks for in a schema. A table without a primary key, a
-//! foreign key whose columns no index leads with (every delete of a referred row then scans the
-//! referencing table), and constraint and index names that break the project's naming convention:
+//! `inspect --lint`: what a reviewer looks for in a schema. Two kinds of rules:
+//!
+//! - Problems, on by default (each finds something that costs in production):
+//!   `missing-primary-key`; `unindexed-foreign-key` (every delete of a referred row then scans
+//!   the referencing table); `not-valid-constraint` (a check or foreign key added `NOT VALID` and
+//!   never validated: old rows may break it); `fk-without-on-delete` (a foreign key with no
+//!   `ON DELETE` action on a table of at least [`Settings::large_rows`] rows, by the row-count
+//!   estimate); `duplicate-index` (two indexes on the same keys); `redundant-index` (an index
+//!   whose keys start another index's).
+//! - Naming, off unless a naming convention is configured (`DBCTL_LINT_NAMING=sqlalchemy`) or the
+//!   rules are asked for by name (`--rule naming`): a project that never adopted a convention
+//!   would otherwise see every object flagged. The one convention is SQLAlchemy's:
 //!
 //! | rule       | name expected                                   |
 //! |------------|-------------------------------------------------|
@@ -13,16 +22,35 @@
 //! A constraint without a name breaks its rule too: SQLite keeps only the names written in the
 //! DDL, and PostgreSQL invents names (`users_pkey`) that break the convention anyway.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::error::{self, Exit};
 use crate::output::{self, Report};
-use crate::schema::{Schema, Table};
+use crate::schema::{Index, Schema, Table};
 
-/// Every rule, by the name `--allow` takes.
-pub(crate) const RULES: [&str; 7] = [
+/// The rules on by default.
+const DEFAULT: [&str; 6] = [
     "missing-primary-key",
     "unindexed-foreign-key",
+    "not-valid-constraint",
+    "fk-without-on-delete",
+    "duplicate-index",
+    "redundant-index",
+];
+
+/// The name rules: on with a naming convention, or asked for by name.
+const NAMING: [&str; 5] = ["pk-name", "fk-name", "uq-name", "ck-name", "ix-name"];
+
+/// Every rule, by the name `--rule` and `--allow` take.
+pub(crate) const RULES: [&str; 11] = [
+    "missing-primary-key",
+    "unindexed-foreign-key",
+    "not-valid-constraint",
+    "fk-without-on-delete",
+    "duplicate-index",
+    "redundant-index",
     "pk-name",
     "fk-name",
     "uq-name",
@@ -30,8 +58,29 @@ pub(crate) const RULES: [&str; 7] = [
     "ix-name",
 ];
 
-/// `naming` turns off every name rule at once.
-const NAMING: [&str; 5] = ["pk-name", "fk-name", "uq-name", "ck-name", "ix-name"];
+/// The naming conventions the name rules know, by the name `DBCTL_LINT_NAMING` takes.
+pub(crate) const CONVENTIONS: [&str; 1] = ["sqlalchemy"];
+
+/// The rows from which a table counts as large for `fk-without-on-delete`, unless the setting
+/// `DBCTL_LINT_LARGE_ROWS` says otherwise.
+pub(crate) const DEFAULT_LARGE_ROWS: i64 = 100_000;
+
+/// The rules a name or group stands for (`naming`, `default`, `all`), or `None` if unknown.
+fn expand(name: &str) -> Option<Vec<&'static str>> {
+    Some(match name {
+        "naming" => NAMING.to_vec(),
+        "default" => DEFAULT.to_vec(),
+        "all" => RULES.to_vec(),
+        _ => vec![*RULES.iter().find(|r| **r == name)?],
+    })
+}
+
+fn unknown_rule(rule: &str, value: &str, from: &str) -> anyhow::Error {
+    error::usage(format!(
+        "unknown lint rule `{rule}` in {from} {value} (rules: {}; groups: default, naming, all)",
+        RULES.join(", ")
+    ))
+}
 
 /// A rule turned off, everywhere or for one table.
 #[derive(Debug, Clone)]
@@ -49,16 +98,7 @@ pub(crate) fn parse_allow(values: &[String], from: &str) -> anyhow::Result<Vec<A
             Some((r, t)) => (r, Some(t.to_string())),
             None => (value, None),
         };
-        let rules: Vec<&'static str> = if rule == "naming" {
-            NAMING.to_vec()
-        } else if let Some(r) = RULES.iter().find(|r| **r == rule) {
-            vec![r]
-        } else {
-            return Err(error::usage(format!(
-                "unknown lint rule `{rule}` in {from} {value} (rules: {}, naming)",
-                RULES.join(", ")
-            )));
-        };
+        let rules = expand(rule).ok_or_else(|| unknown_rule(rule, value, from))?;
         for rule in rules {
             out.push(Allow {
                 rule,
@@ -67,6 +107,44 @@ pub(crate) fn parse_allow(values: &[String], from: &str) -> anyhow::Result<Vec<A
         }
     }
     Ok(out)
+}
+
+/// The rules to run: those named by `--rule` (names or groups), else the default ones and, with
+/// a naming convention, the name rules.
+pub(crate) fn choose_rules(
+    asked: &[String],
+    convention: Option<&str>,
+) -> anyhow::Result<Vec<&'static str>> {
+    let mut chosen: Vec<&'static str> = Vec::new();
+    let names: Vec<&str> = asked
+        .iter()
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .collect();
+    if names.is_empty() {
+        chosen.extend(DEFAULT);
+        if convention.is_some() {
+            chosen.extend(NAMING);
+        }
+    }
+    for name in names {
+        chosen.extend(expand(name).ok_or_else(|| unknown_rule(name, name, "--rule"))?);
+    }
+    // In the order of RULES, each once.
+    Ok(RULES
+        .iter()
+        .copied()
+        .filter(|r| chosen.contains(r))
+        .collect())
+}
+
+/// What the rules need besides the schema.
+pub(crate) struct Settings {
+    /// The rules that run (see [`choose_rules`]).
+    pub(crate) rules: Vec<&'static str>,
+    pub(crate) allow: Vec<Allow>,
+    /// The rows from which a table is large (`fk-without-on-delete`).
+    pub(crate) large_rows: i64,
 }
 
 #[derive(Serialize, Debug)]
@@ -80,24 +158,42 @@ pub(crate) struct Problem {
 
 #[derive(Serialize, Debug)]
 pub(crate) struct LintReport {
-    /// The rules that ran (those not turned off everywhere).
+    /// The rules that ran (those chosen and not turned off everywhere).
     rules: Vec<&'static str>,
     problems: Vec<Problem>,
+    /// The number of problems each rule that ran found (0 included).
+    counts: BTreeMap<&'static str, usize>,
 }
 
 impl Report for LintReport {
     fn human(&self) -> String {
         if self.problems.is_empty() {
-            return format!("no problems ({} rules checked)", self.rules.len());
+            return format!(
+                "no problems ({} rule{} checked: {})",
+                self.rules.len(),
+                if self.rules.len() == 1 { "" } else { "s" },
+                self.rules.join(", ")
+            );
         }
         let mut table = output::table(["rule", "table", "problem"]);
         for p in &self.problems {
             table.add_row(vec![p.rule, p.table.as_str(), p.message.as_str()]);
         }
+        let per_rule: Vec<String> = self
+            .rules
+            .iter()
+            .filter_map(|r| {
+                self.counts
+                    .get(r)
+                    .filter(|n| **n > 0)
+                    .map(|n| format!("{r} {n}"))
+            })
+            .collect();
         format!(
-            "{table}\n{} problem{} (turn a rule off with --allow RULE or --allow RULE:TABLE)",
+            "{table}\n{} problem{}: {} (turn a rule off with --allow RULE or --allow RULE:TABLE)",
             self.problems.len(),
-            if self.problems.len() == 1 { "" } else { "s" }
+            if self.problems.len() == 1 { "" } else { "s" },
+            per_rule.join(", ")
         )
     }
 
@@ -110,12 +206,19 @@ impl Report for LintReport {
     }
 }
 
-pub(crate) fn check(schema: &Schema, allow: &[Allow]) -> LintReport {
+pub(crate) fn check(schema: &Schema, settings: &Settings) -> LintReport {
+    let allow = &settings.allow;
+    let rules: Vec<&'static str> = settings
+        .rules
+        .iter()
+        .copied()
+        .filter(|r| !allow.iter().any(|a| a.rule == *r && a.table.is_none()))
+        .collect();
     let mut problems = Vec::new();
     for t in &schema.tables {
         let display = schema.display_name(&t.schema, &t.name);
         let mut found = Vec::new();
-        check_table(t, &mut found);
+        check_table(t, settings.large_rows, &mut found);
         for (rule, object, message) in found {
             let allowed = allow.iter().any(|a| {
                 a.rule == rule
@@ -123,7 +226,7 @@ pub(crate) fn check(schema: &Schema, allow: &[Allow]) -> LintReport {
                         .as_deref()
                         .is_none_or(|x| x == t.name || x == display)
             });
-            if !allowed {
+            if rules.contains(&rule) && !allowed {
                 problems.push(Problem {
                     rule,
                     table: display.clone(),
@@ -133,22 +236,26 @@ pub(crate) fn check(schema: &Schema, allow: &[Allow]) -> LintReport {
             }
         }
     }
+    let mut counts: BTreeMap<&'static str, usize> = rules.iter().map(|r| (*r, 0)).collect();
+    for p in &problems {
+        *counts.entry(p.rule).or_default() += 1;
+    }
     LintReport {
-        rules: RULES
-            .iter()
-            .copied()
-            .filter(|r| !allow.iter().any(|a| a.rule == *r && a.table.is_none()))
-            .collect(),
+        rules,
         problems,
+        counts,
     }
 }
 
 type Found = Vec<(&'static str, String, String)>;
 
-/// Every rule on one table, one kind of object after the other.
-fn check_table(t: &Table, found: &mut Found) {
+/// Every rule on one table, one kind of object after the other (the caller keeps the findings
+/// of the rules that run).
+fn check_table(t: &Table, large_rows: i64, found: &mut Found) {
     primary_key(t, found);
-    foreign_keys(t, found);
+    foreign_keys(t, large_rows, found);
+    not_valid(t, found);
+    duplicate_and_redundant_indexes(t, found);
     let table = &t.name;
     for u in &t.unique_constraints {
         let first = u.columns.first().map_or("", String::as_str);
@@ -189,7 +296,7 @@ fn primary_key(t: &Table, found: &mut Found) {
     }
 }
 
-fn foreign_keys(t: &Table, found: &mut Found) {
+fn foreign_keys(t: &Table, large_rows: i64, found: &mut Found) {
     let table = &t.name;
     for fk in &t.foreign_keys {
         let first = fk.columns.first().map_or("", String::as_str);
@@ -210,6 +317,157 @@ fn foreign_keys(t: &Table, found: &mut Found) {
                      (add one, e.g. ix_{table}_{first})",
                     fk.columns.join(", "),
                     fk.referred_table,
+                ),
+            ));
+        }
+        if let Some(rows) = t.rows.filter(|n| *n >= large_rows) {
+            if fk.on_delete == "NO ACTION" {
+                found.push((
+                    "fk-without-on-delete",
+                    fk.name.clone().unwrap_or_else(|| fk.columns.join(", ")),
+                    format!(
+                        "foreign key ({}) → {} has no ON DELETE action on a table of ~{rows} \
+                         rows: deleting a referred row fails while rows point at it (say \
+                         CASCADE, SET NULL or RESTRICT)",
+                        fk.columns.join(", "),
+                        fk.referred_table,
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// Checks and foreign keys added `NOT VALID` and never validated.
+fn not_valid(t: &Table, found: &mut Found) {
+    let table = &t.name;
+    let unvalidated = t
+        .foreign_keys
+        .iter()
+        .filter(|f| !f.validated)
+        .map(|f| ("foreign key", &f.name))
+        .chain(
+            t.checks
+                .iter()
+                .filter(|c| !c.validated)
+                .map(|c| ("check", &c.name)),
+        );
+    for (what, name) in unvalidated {
+        let name = name.clone().unwrap_or_default();
+        found.push((
+            "not-valid-constraint",
+            name.clone(),
+            format!(
+                "{what} {name} was added NOT VALID and never validated: rows from before may \
+                 break it (ALTER TABLE {table} VALIDATE CONSTRAINT {name})"
+            ),
+        ));
+    }
+}
+
+/// One b-tree key list of a table: an index, or the index behind its primary key or a unique
+/// constraint.
+struct Keys<'t> {
+    name: &'t str,
+    /// `index`, `primary key` or `unique constraint`.
+    what: &'static str,
+    columns: &'t [String],
+    unique: bool,
+    /// Made by `CREATE INDEX` (the only kind these rules suggest dropping).
+    created: bool,
+}
+
+/// The plain b-tree keys of a table: the primary key, unique constraints, and the indexes that
+/// are not partial, use b-tree, and whose definition has none of `INCLUDE`, `DESC`, `COLLATE`
+/// or operator classes that would make two alike key lists serve different queries.
+fn btree_keys(t: &Table) -> Vec<Keys<'_>> {
+    let mut keys = Vec::new();
+    if let Some(pk) = &t.primary_key {
+        keys.push(Keys {
+            name: pk.name.as_deref().unwrap_or("(primary key)"),
+            what: "primary key",
+            columns: &pk.columns,
+            unique: true,
+            created: false,
+        });
+    }
+    for u in &t.unique_constraints {
+        keys.push(Keys {
+            name: u.name.as_deref().unwrap_or("(unnamed)"),
+            what: "unique constraint",
+            columns: &u.columns,
+            unique: true,
+            created: false,
+        });
+    }
+    for ix in t.indexes.iter().filter(|ix| plain_btree(ix)) {
+        keys.push(Keys {
+            name: &ix.name,
+            what: "index",
+            columns: &ix.columns,
+            unique: ix.unique,
+            created: true,
+        });
+    }
+    keys
+}
+
+fn plain_btree(ix: &Index) -> bool {
+    // The words after the index's name and table: its keys and what follows them.
+    let keys = ix
+        .definition
+        .find('(')
+        .map_or("", |at| &ix.definition[at..]);
+    let odd = keys
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .map(str::to_ascii_uppercase)
+        .any(|w| ["INCLUDE", "DESC", "COLLATE"].contains(&w.as_str()) || w.ends_with("_OPS"));
+    ix.predicate.is_none() && ix.method.as_deref().is_none_or(|m| m == "btree") && !odd
+}
+
+/// `duplicate-index`: an index with the same keys as another index or key (the index to drop is
+/// the one that enforces nothing more); `redundant-index`: a non-unique index whose keys start
+/// another's, which serves the same lookups.
+fn duplicate_and_redundant_indexes(t: &Table, found: &mut Found) {
+    let keys = btree_keys(t);
+    for (i, k) in keys.iter().enumerate().filter(|(_, k)| k.created) {
+        let same = keys.iter().enumerate().find(|(j, o)| {
+            *j != i
+                && o.columns == k.columns
+                // Keep the one that enforces uniqueness, else the one first by kind and name.
+                && (o.unique && !k.unique || (o.unique == k.unique && (!o.created || *j < i)))
+        });
+        if let Some((_, o)) = same {
+            found.push((
+                "duplicate-index",
+                k.name.to_string(),
+                format!(
+                    "index {} ({}) duplicates {} {}",
+                    k.name,
+                    k.columns.join(", "),
+                    o.what,
+                    o.name
+                ),
+            ));
+            continue;
+        }
+        if k.unique {
+            continue;
+        }
+        let longer = keys.iter().find(|o| {
+            o.columns.len() > k.columns.len() && o.columns[..k.columns.len()] == *k.columns
+        });
+        if let Some(o) = longer {
+            found.push((
+                "redundant-index",
+                k.name.to_string(),
+                format!(
+                    "index {} ({}) is covered by {} {} ({}), whose keys start with its own",
+                    k.name,
+                    k.columns.join(", "),
+                    o.what,
+                    o.name,
+                    o.columns.join(", ")
                 ),
             ));
         }

@@ -1,7 +1,8 @@
 //! The schema of a database: one backend-neutral model and everything dbctl does with it.
 //!
-//! - `model.rs`: the model itself (tables, columns, keys, indexes, views, enums, sequences), the
-//!   JSON of `inspect --format json`.
+//! - `model.rs`: the model itself (tables, columns, keys, indexes, triggers, comments, views,
+//!   enums, sequences, composite types, domains, functions, extensions), the JSON of
+//!   `inspect --format json`.
 //! - `read/`: filling the model from a live catalog, one file per backend behind one dispatch.
 //! - `diff.rs`: comparing two models (`inspect --diff`); `lint.rs`: review rules (`inspect --lint`).
 //! - `render/`: turning a model into text for people and tools (tables, Mermaid, Graphviz); a new

@@ -6,8 +6,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::Backend;
 
-/// The version of the JSON model, bumped when a field changes meaning or disappears.
-pub(crate) const MODEL_VERSION: u32 = 1;
+/// The version of the JSON model, bumped when a field changes meaning, disappears or is added.
+/// Version 2 added comments, triggers, deferrable and `NOT VALID` constraints, composite types,
+/// domains, functions and procedures, and extensions; every field it added has a default, so a
+/// version 1 snapshot still loads (see [`OLDEST_MODEL_VERSION`]).
+pub(crate) const MODEL_VERSION: u32 = 2;
+
+/// The oldest snapshot version `--diff` still reads: what later versions added is then empty,
+/// false or absent (which `--diff` reports as a difference if the database has it).
+pub(crate) const OLDEST_MODEL_VERSION: u32 = 1;
 
 /// A whole schema: what `inspect --format json` prints, sorted so that equal schemas give equal
 /// bytes.
@@ -28,6 +35,19 @@ pub(crate) struct Schema {
     pub(crate) enums: Vec<EnumType>,
     /// PostgreSQL sequences (always empty on SQLite).
     pub(crate) sequences: Vec<Sequence>,
+    /// PostgreSQL composite types made by `CREATE TYPE ... AS (...)` (always empty on SQLite).
+    #[serde(default)]
+    pub(crate) composite_types: Vec<CompositeType>,
+    /// PostgreSQL domains (always empty on SQLite).
+    #[serde(default)]
+    pub(crate) domains: Vec<Domain>,
+    /// PostgreSQL functions and procedures, not those an extension owns (always empty on SQLite).
+    #[serde(default)]
+    pub(crate) functions: Vec<Function>,
+    /// PostgreSQL extensions of the whole database, whatever schemas were read (always empty on
+    /// SQLite).
+    #[serde(default)]
+    pub(crate) extensions: Vec<Extension>,
 }
 
 /// How row counts were obtained.
@@ -74,6 +94,11 @@ pub(crate) struct Table {
     pub(crate) indexes: Vec<Index>,
     /// The row count (see [`Schema::row_counts`]); `None` when unknown.
     pub(crate) rows: Option<i64>,
+    /// `COMMENT ON TABLE` (PostgreSQL).
+    #[serde(default)]
+    pub(crate) comment: Option<String>,
+    #[serde(default)]
+    pub(crate) triggers: Vec<Trigger>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -89,6 +114,9 @@ pub(crate) struct Column {
     pub(crate) identity: Option<String>,
     /// The expression of a generated column.
     pub(crate) generated: Option<String>,
+    /// `COMMENT ON COLUMN` (PostgreSQL).
+    #[serde(default)]
+    pub(crate) comment: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -108,12 +136,27 @@ pub(crate) struct ForeignKey {
     /// `NO ACTION`, `RESTRICT`, `CASCADE`, `SET NULL` or `SET DEFAULT`.
     pub(crate) on_update: String,
     pub(crate) on_delete: String,
+    /// `DEFERRABLE`.
+    #[serde(default)]
+    pub(crate) deferrable: bool,
+    /// `DEFERRABLE INITIALLY DEFERRED`.
+    #[serde(default)]
+    pub(crate) initially_deferred: bool,
+    /// False for a constraint added `NOT VALID` and not validated since (PostgreSQL).
+    #[serde(default = "yes")]
+    pub(crate) validated: bool,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub(crate) struct UniqueConstraint {
     pub(crate) name: Option<String>,
     pub(crate) columns: Vec<String>,
+    /// `DEFERRABLE` (PostgreSQL).
+    #[serde(default)]
+    pub(crate) deferrable: bool,
+    /// `DEFERRABLE INITIALLY DEFERRED` (PostgreSQL).
+    #[serde(default)]
+    pub(crate) initially_deferred: bool,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -121,6 +164,14 @@ pub(crate) struct Check {
     pub(crate) name: Option<String>,
     /// The boolean expression, without `CHECK ( )`.
     pub(crate) expression: String,
+    /// False for a check added `NOT VALID` and not validated since (PostgreSQL).
+    #[serde(default = "yes")]
+    pub(crate) validated: bool,
+}
+
+/// The default of the `validated` fields (snapshots of version 1 knew no `NOT VALID`).
+fn yes() -> bool {
+    true
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -150,6 +201,80 @@ pub(crate) struct View {
     pub(crate) indexes: Vec<Index>,
     /// PostgreSQL: the view's query as `pg_get_viewdef` prints it; SQLite: its `CREATE VIEW`.
     pub(crate) definition: String,
+    /// `COMMENT ON VIEW` / `COMMENT ON MATERIALIZED VIEW` (PostgreSQL).
+    #[serde(default)]
+    pub(crate) comment: Option<String>,
+    /// `INSTEAD OF` triggers and the like.
+    #[serde(default)]
+    pub(crate) triggers: Vec<Trigger>,
+}
+
+/// A trigger on a table or view.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Trigger {
+    pub(crate) name: String,
+    /// False after `ALTER TABLE ... DISABLE TRIGGER` (PostgreSQL; SQLite triggers always fire).
+    pub(crate) enabled: bool,
+    /// The `CREATE TRIGGER` statement: PostgreSQL's `pg_get_triggerdef`, SQLite's stored text.
+    pub(crate) definition: String,
+}
+
+/// A composite type (`CREATE TYPE name AS (field type, ...)`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CompositeType {
+    pub(crate) schema: String,
+    pub(crate) name: String,
+    /// In declaration order.
+    pub(crate) attributes: Vec<Attribute>,
+}
+
+/// One field of a composite type.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Attribute {
+    pub(crate) name: String,
+    #[serde(rename = "type")]
+    pub(crate) data_type: String,
+}
+
+/// A domain (`CREATE DOMAIN name AS type ...`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Domain {
+    pub(crate) schema: String,
+    pub(crate) name: String,
+    /// The underlying type, as `format_type` prints it.
+    #[serde(rename = "type")]
+    pub(crate) data_type: String,
+    pub(crate) nullable: bool,
+    pub(crate) default: Option<String>,
+    /// Its `CHECK` constraints (on `VALUE`).
+    pub(crate) checks: Vec<Check>,
+}
+
+/// A function or procedure.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Function {
+    pub(crate) schema: String,
+    pub(crate) name: String,
+    /// `function` or `procedure`.
+    pub(crate) kind: String,
+    /// The argument types that identify it among overloads (`a integer, b text`).
+    pub(crate) arguments: String,
+    /// The result type (`integer`, `trigger`, `TABLE(...)`); `None` for a procedure.
+    pub(crate) returns: Option<String>,
+    /// `plpgsql`, `sql`, `c`, ...
+    pub(crate) language: String,
+    /// The whole `CREATE OR REPLACE FUNCTION` statement as `pg_get_functiondef` prints it: the
+    /// signature, the attributes (volatility, security, settings) and the body.
+    pub(crate) definition: String,
+}
+
+/// An installed extension.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Extension {
+    pub(crate) name: String,
+    /// The schema its objects went to.
+    pub(crate) schema: String,
+    pub(crate) version: String,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -198,16 +323,30 @@ impl Schema {
             t.checks
                 .sort_by(|a, b| (&a.name, &a.expression).cmp(&(&b.name, &b.expression)));
             t.indexes.sort_by(|a, b| a.name.cmp(&b.name));
+            t.triggers.sort_by(|a, b| a.name.cmp(&b.name));
         }
         self.views
             .sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
         for v in &mut self.views {
             v.indexes.sort_by(|a, b| a.name.cmp(&b.name));
+            v.triggers.sort_by(|a, b| a.name.cmp(&b.name));
         }
         self.enums
             .sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
         self.sequences
             .sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+        self.composite_types
+            .sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+        self.domains
+            .sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+        for d in &mut self.domains {
+            d.checks
+                .sort_by(|a, b| (&a.name, &a.expression).cmp(&(&b.name, &b.expression)));
+        }
+        self.functions.sort_by(|a, b| {
+            (&a.schema, &a.name, &a.arguments).cmp(&(&b.schema, &b.name, &b.arguments))
+        });
+        self.extensions.sort_by(|a, b| a.name.cmp(&b.name));
     }
 
     /// Whether names need their schema to be unambiguous (more than one schema read).
@@ -226,6 +365,51 @@ impl Schema {
     }
 }
 
+/// ` DEFERRABLE [INITIALLY DEFERRED]` as SQL writes it after a constraint, or nothing for the
+/// default `NOT DEFERRABLE`.
+pub(crate) fn deferral(deferrable: bool, initially_deferred: bool) -> &'static str {
+    match (deferrable, initially_deferred) {
+        (false, _) => "",
+        (true, false) => " DEFERRABLE",
+        (true, true) => " DEFERRABLE INITIALLY DEFERRED",
+    }
+}
+
+/// ` NOT VALID` after a constraint not validated, else nothing.
+pub(crate) fn not_valid(validated: bool) -> &'static str {
+    if validated {
+        ""
+    } else {
+        " NOT VALID"
+    }
+}
+
+impl Domain {
+    /// What follows `CREATE DOMAIN name AS`: the type, default, `NOT NULL` and checks.
+    pub(crate) fn declaration(&self) -> String {
+        let mut text = self.data_type.clone();
+        if let Some(default) = &self.default {
+            text.push_str(" DEFAULT ");
+            text.push_str(default);
+        }
+        if !self.nullable {
+            text.push_str(" NOT NULL");
+        }
+        for c in &self.checks {
+            if let Some(name) = &c.name {
+                text.push_str(" CONSTRAINT ");
+                text.push_str(name);
+            }
+            text.push_str(&format!(
+                " CHECK ({}){}",
+                c.expression,
+                not_valid(c.validated)
+            ));
+        }
+        text
+    }
+}
+
 impl Table {
     /// A table with these columns and, so far, no keys, constraints, indexes or row count.
     pub(crate) fn new(schema: String, name: String, columns: Vec<Column>) -> Table {
@@ -239,6 +423,8 @@ impl Table {
             checks: Vec::new(),
             indexes: Vec::new(),
             rows: None,
+            comment: None,
+            triggers: Vec::new(),
         }
     }
 

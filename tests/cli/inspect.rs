@@ -519,6 +519,28 @@ both_backends!(lint_reports_each_rule, |mut p: Project| {
         None,
     );
     p.run(["init"]).success();
+    // Without a naming convention, the name rules do not run.
+    let plain = p.run(["inspect", "--lint", "--format", "json"]);
+    plain.code(4);
+    let plain = plain.json();
+    let rules: Vec<&str> = plain["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, ["unindexed-foreign-key", "missing-primary-key"]);
+    assert!(!strings(&plain["rules"]).contains(&"pk-name".to_string()));
+    assert_eq!(plain["counts"]["missing-primary-key"], 1);
+    assert_eq!(plain["counts"]["duplicate-index"], 0);
+    assert_eq!(plain["counts"].get("pk-name"), None);
+    // Asked for by name, they run without the setting.
+    let named = p.run(["inspect", "--lint", "--rule", "naming", "--format", "json"]);
+    named.code(4);
+    assert_eq!(named.json()["problems"].as_array().unwrap().len(), 5);
+    assert_eq!(strings(&named.json()["rules"]).len(), 5);
+
+    p.env("DBCTL_LINT_NAMING", "sqlalchemy");
     let run = p.run(["inspect", "--lint", "--format", "json"]);
     run.code(4);
     let json = run.json();
@@ -547,7 +569,8 @@ both_backends!(lint_reports_each_rule, |mut p: Project| {
     let human = p.run(["inspect", "--lint"]);
     human
         .code(4)
-        .stdout_has("primary key authors_pk should be named pk_authors");
+        .stdout_has("primary key authors_pk should be named pk_authors")
+        .stdout_has("7 problems: missing-primary-key 1, unindexed-foreign-key 1, pk-name 1");
 
     // Rules off, everywhere or for one table.
     let fewer = p.run([
@@ -598,7 +621,7 @@ fn lint_allow_is_a_setting_read_from_env_file_and_environment() {
     // From .env: honoured, and -v says where it came from.
     p.file(
         ".env",
-        "DBCTL_LINT_ALLOW=naming,missing-primary-key:notes\n",
+        "DBCTL_LINT_NAMING=sqlalchemy\nDBCTL_LINT_ALLOW=naming,missing-primary-key:notes\n",
     );
     let run = p.run(["inspect", "--lint", "--format", "json"]);
     run.code(4);
@@ -656,6 +679,10 @@ both_backends!(lint_passes_a_conventional_schema, |mut p: Project| {
     p.run(["inspect", "--lint"])
         .success()
         .stdout_has("no problems");
+    p.env("DBCTL_LINT_NAMING", "sqlalchemy");
+    p.run(["inspect", "--lint"])
+        .success()
+        .stdout_has("no problems (11 rules checked");
 });
 
 both_backends!(mermaid_and_dot_are_well_formed, |mut p: Project| {
@@ -786,25 +813,50 @@ both_backends!(query_count_does_not_grow_with_tables, |mut p: Project| {
     );
     p.run(["init"]).success();
     let few = (statements(&p, &[]), statements(&p, &["--exact"]));
+    // Each table also has a trigger; on PostgreSQL a comment, a commented column, a NOT VALID
+    // check, a function, a domain and a composite type of its own.
     let many: String = (1..40)
         .map(|i| {
-            format!(
+            let tables = format!(
                 "CREATE TABLE t{i} (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES t{} (id), v TEXT);
                  CREATE INDEX ix_t{i}_parent_id ON t{i} (parent_id);",
                 i - 1
-            )
+            );
+            let more = match p.backend {
+                Backend::Sqlite => format!(
+                    "CREATE TRIGGER trg_t{i} AFTER UPDATE ON t{i} BEGIN SELECT 1; END;"
+                ),
+                Backend::Postgres => format!(
+                    "COMMENT ON TABLE t{i} IS 'table {i}'; COMMENT ON COLUMN t{i}.v IS 'v';
+                     ALTER TABLE t{i} ADD CONSTRAINT ck_t{i} CHECK (id > 0) NOT VALID;
+                     CREATE FUNCTION f{i}() RETURNS trigger LANGUAGE plpgsql
+                         AS $$ BEGIN RETURN NEW; END $$;
+                     CREATE TRIGGER trg_t{i} BEFORE UPDATE ON t{i}
+                         FOR EACH ROW EXECUTE FUNCTION f{i}();
+                     CREATE DOMAIN d{i} AS integer CHECK (VALUE > {i});
+                     CREATE TYPE c{i} AS (a integer, b text);"
+                ),
+            };
+            format!("{tables}\n{more}\n")
         })
         .collect();
     p.migration("many", &many, None);
     p.run(["init"]).success();
-    assert_eq!(
-        inspect_json(&p, &[])["tables"].as_array().unwrap().len(),
-        40
-    );
+    let json = inspect_json(&p, &[]);
+    assert_eq!(json["tables"].as_array().unwrap().len(), 40);
+    assert_eq!(table(&json, "t39")["triggers"][0]["name"], "trg_t39");
+    if p.backend == Backend::Postgres {
+        assert_eq!(json["functions"].as_array().unwrap().len(), 39);
+        assert_eq!(json["domains"].as_array().unwrap().len(), 39);
+        assert_eq!(json["composite_types"].as_array().unwrap().len(), 39);
+        assert_eq!(table(&json, "t39")["comment"], "table 39");
+    }
     let lots = (statements(&p, &[]), statements(&p, &["--exact"]));
     assert_eq!(few, lots, "statements for 1 table vs 40 tables");
-    // Connection setup, the pre-ping, the catalog queries and the migration bookkeeping reads.
-    assert!(few.0 <= 16, "{few:?}");
+    // Connection setup, the pre-ping, the catalog queries and the migration bookkeeping reads
+    // (PostgreSQL reads 11 catalog queries since model version 2 added triggers, types,
+    // functions and extensions, four more than before).
+    assert!(few.0 <= 20, "{few:?}");
 });
 
 #[test]
@@ -862,3 +914,561 @@ both_backends!(migration_line_comes_from_the_engine, |mut p: Project| {
     assert_eq!(json["migrations"]["modified"], 1);
     p.run(["inspect"]).success().stdout_has("1 modified");
 });
+
+/// The differences of a `--diff --format json` run as (kind, change, object, property).
+fn differences(run: &Run) -> Vec<(String, String, String, String)> {
+    run.json()["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let s = |k: &str| d[k].as_str().unwrap_or("").to_string();
+            (s("kind"), s("change"), s("object"), s("property"))
+        })
+        .collect()
+}
+
+/// A PostgreSQL schema with every object of model version 2.
+const PG_OBJECTS: &str = r#"
+    CREATE EXTENSION IF NOT EXISTS pgcrypto;
+    CREATE TYPE money_pair AS (amount numeric(12, 2), currency char(3));
+    CREATE DOMAIN positive_int AS integer NOT NULL DEFAULT 1
+        CONSTRAINT positive_int_check CHECK (VALUE > 0);
+    CREATE TABLE accounts (id INTEGER PRIMARY KEY, code TEXT,
+        CONSTRAINT uq_accounts_code UNIQUE (code) DEFERRABLE);
+    CREATE TABLE entries (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER,
+        qty positive_int,
+        CONSTRAINT fk_entries_account_id_accounts FOREIGN KEY (account_id)
+            REFERENCES accounts (id) DEFERRABLE INITIALLY DEFERRED
+    );
+    CREATE INDEX ix_entries_account_id ON entries (account_id);
+    ALTER TABLE entries ADD CONSTRAINT ck_entries_id CHECK (id > 0) NOT VALID;
+    ALTER TABLE entries ADD CONSTRAINT fk_entries_id_accounts FOREIGN KEY (id)
+        REFERENCES accounts (id) NOT VALID;
+    COMMENT ON TABLE entries IS 'ledger lines';
+    COMMENT ON COLUMN entries.qty IS 'how many';
+    CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+    CREATE FUNCTION twice(n integer) RETURNS integer LANGUAGE sql AS $$ SELECT n * 2 $$;
+    CREATE PROCEDURE settle(account integer) LANGUAGE sql AS $$ SELECT 1 $$;
+    CREATE TRIGGER trg_entries_touch BEFORE UPDATE ON entries
+        FOR EACH ROW EXECUTE FUNCTION touch();
+    CREATE VIEW entry_ids AS SELECT id FROM entries;
+    COMMENT ON VIEW entry_ids IS 'ids only';
+"#;
+
+#[test]
+fn postgres_model_objects_in_json_and_human() {
+    let Some(mut p) = Project::postgres() else {
+        return;
+    };
+    p.migration("objects", PG_OBJECTS, None);
+    p.run(["init"]).success();
+    let json = inspect_json(&p, &[]);
+    assert_eq!(json["dbctl_schema_version"], 2);
+
+    let entries = table(&json, "entries");
+    assert_eq!(entries["comment"], "ledger lines");
+    assert_eq!(entries["columns"][2]["comment"], "how many");
+    assert_eq!(entries["columns"][2]["type"], "positive_int");
+    assert_eq!(entries["columns"][0]["comment"], Value::Null);
+    let fks = entries["foreign_keys"].as_array().unwrap();
+    let deferred = fks
+        .iter()
+        .find(|f| f["name"] == "fk_entries_account_id_accounts")
+        .unwrap();
+    assert_eq!(deferred["deferrable"], true);
+    assert_eq!(deferred["initially_deferred"], true);
+    assert_eq!(deferred["validated"], true);
+    let unvalidated = fks
+        .iter()
+        .find(|f| f["name"] == "fk_entries_id_accounts")
+        .unwrap();
+    assert_eq!(unvalidated["validated"], false);
+    assert_eq!(unvalidated["deferrable"], false);
+    assert_eq!(entries["checks"][0]["name"], "ck_entries_id");
+    assert_eq!(entries["checks"][0]["validated"], false);
+    let trigger = &entries["triggers"][0];
+    assert_eq!(trigger["name"], "trg_entries_touch");
+    assert_eq!(trigger["enabled"], true);
+    assert!(trigger["definition"]
+        .as_str()
+        .unwrap()
+        .starts_with("CREATE TRIGGER trg_entries_touch BEFORE UPDATE ON"));
+    let accounts = table(&json, "accounts");
+    assert_eq!(accounts["unique_constraints"][0]["deferrable"], true);
+    assert_eq!(
+        accounts["unique_constraints"][0]["initially_deferred"],
+        false
+    );
+    assert_eq!(accounts["triggers"], Value::Array(vec![]));
+    assert_eq!(json["views"][0]["comment"], "ids only");
+
+    let composite = &json["composite_types"][0];
+    assert_eq!(composite["name"], "money_pair");
+    assert_eq!(composite["attributes"][0]["name"], "amount");
+    assert_eq!(composite["attributes"][0]["type"], "numeric(12,2)");
+    assert_eq!(composite["attributes"][1]["type"], "character(3)");
+    let domain = &json["domains"][0];
+    assert_eq!(domain["name"], "positive_int");
+    assert_eq!(domain["type"], "integer");
+    assert_eq!(domain["nullable"], false);
+    assert_eq!(domain["default"], "1");
+    assert_eq!(domain["checks"][0]["name"], "positive_int_check");
+    assert_eq!(domain["checks"][0]["expression"], "VALUE > 0");
+
+    let functions: Vec<(String, String, String, Value)> = json["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap().to_string(),
+                f["kind"].as_str().unwrap().to_string(),
+                f["arguments"].as_str().unwrap().to_string(),
+                f["returns"].clone(),
+            )
+        })
+        .collect();
+    // pgcrypto's own functions (digest, crypt, ...) belong to the extension, not the schema.
+    assert_eq!(
+        functions,
+        [
+            (
+                "settle".into(),
+                "procedure".into(),
+                "IN account integer".into(),
+                Value::Null
+            ),
+            (
+                "touch".into(),
+                "function".into(),
+                String::new(),
+                "trigger".into()
+            ),
+            (
+                "twice".into(),
+                "function".into(),
+                "n integer".into(),
+                "integer".into()
+            ),
+        ]
+    );
+    let twice = &json["functions"][2];
+    assert_eq!(twice["language"], "sql");
+    assert!(twice["definition"]
+        .as_str()
+        .unwrap()
+        .contains("SELECT n * 2"));
+    let extensions: Vec<&str> = json["extensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(extensions.contains(&"pgcrypto"), "{extensions:?}");
+
+    p.run(["inspect"])
+        .success()
+        .stdout_has("money_pair")
+        .stdout_has("amount numeric(12,2), currency character(3)")
+        .stdout_has("positive_int")
+        .stdout_has("integer DEFAULT 1 NOT NULL CONSTRAINT positive_int_check CHECK (VALUE > 0)")
+        .stdout_has("twice(n integer)")
+        .stdout_has("settle(IN account integer)")
+        .stdout_has("pgcrypto");
+    p.run(["inspect", "entries", "accounts", "entry_ids"])
+        .success()
+        .stdout_has("comment: ledger lines")
+        .stdout_has("how many")
+        .stdout_has("REFERENCES accounts (id) DEFERRABLE INITIALLY DEFERRED")
+        .stdout_has("CHECK (id > 0) NOT VALID")
+        .stdout_has("UNIQUE (code) DEFERRABLE")
+        .stdout_has("trg_entries_touch")
+        .stdout_has("EXECUTE FUNCTION touch()")
+        .stdout_has("comment: ids only");
+}
+
+#[test]
+fn postgres_diff_catches_each_new_kind_of_change() {
+    let Some(mut p) = Project::postgres() else {
+        return;
+    };
+    p.migration("objects", PG_OBJECTS, None);
+    p.run(["init"]).success();
+    p.file("s.json", p.run(["inspect", "--format", "json"]).stdout);
+    p.run(["inspect", "--diff", "s.json"])
+        .success()
+        .stdout_has("no differences");
+
+    // Each statement alone is a difference that version 1 of the model did not see.
+    let one_by_one = [
+        (
+            "ALTER TABLE entries VALIDATE CONSTRAINT ck_entries_id",
+            ("check", "changed", "entries.ck_entries_id", "definition"),
+        ),
+        (
+            "ALTER TABLE entries VALIDATE CONSTRAINT fk_entries_id_accounts",
+            (
+                "foreign_key",
+                "changed",
+                "entries.fk_entries_id_accounts",
+                "definition",
+            ),
+        ),
+        (
+            "ALTER TABLE entries ALTER CONSTRAINT fk_entries_account_id_accounts NOT DEFERRABLE",
+            (
+                "foreign_key",
+                "changed",
+                "entries.fk_entries_account_id_accounts",
+                "definition",
+            ),
+        ),
+        (
+            "CREATE TRIGGER trg_entries_again AFTER INSERT ON entries \
+             FOR EACH ROW EXECUTE FUNCTION touch()",
+            ("trigger", "added", "entries.trg_entries_again", ""),
+        ),
+        (
+            "ALTER TABLE entries DISABLE TRIGGER trg_entries_touch",
+            (
+                "trigger",
+                "changed",
+                "entries.trg_entries_touch",
+                "definition",
+            ),
+        ),
+        (
+            "COMMENT ON TABLE entries IS 'journal lines'",
+            ("table", "changed", "entries", "comment"),
+        ),
+        (
+            "COMMENT ON COLUMN entries.qty IS NULL",
+            ("column", "changed", "entries.qty", "comment"),
+        ),
+        (
+            "CREATE OR REPLACE FUNCTION twice(n integer) RETURNS integer LANGUAGE sql \
+             AS $$ SELECT n + n $$",
+            ("function", "changed", "twice(n integer)", "definition"),
+        ),
+        (
+            "CREATE FUNCTION twice(n bigint) RETURNS bigint LANGUAGE sql AS $$ SELECT n * 2 $$",
+            ("function", "added", "twice(n bigint)", ""),
+        ),
+        (
+            "DROP PROCEDURE settle(integer)",
+            ("procedure", "removed", "settle(IN account integer)", ""),
+        ),
+        (
+            "DROP EXTENSION pgcrypto",
+            ("extension", "removed", "pgcrypto", ""),
+        ),
+        (
+            "ALTER TYPE money_pair ADD ATTRIBUTE note text",
+            ("composite_type", "changed", "money_pair", "attributes"),
+        ),
+        (
+            "ALTER DOMAIN positive_int DROP DEFAULT",
+            ("domain", "changed", "positive_int", "definition"),
+        ),
+    ];
+    for (sql, (kind, change, object, property)) in one_by_one {
+        p.execute(sql);
+        let run = p.run(["inspect", "--diff", "s.json", "--format", "json"]);
+        run.code(4);
+        let found = differences(&run);
+        let want = (
+            kind.to_string(),
+            change.to_string(),
+            object.to_string(),
+            property.to_string(),
+        );
+        assert!(
+            found.contains(&want),
+            "after {sql}: missing {want:?} in {found:#?}"
+        );
+        // The snapshot moves on, so that each step shows only its own change.
+        assert_eq!(found.len(), 1, "after {sql}: {found:#?}");
+        p.file("s.json", p.run(["inspect", "--format", "json"]).stdout);
+    }
+    p.execute("CREATE OR REPLACE FUNCTION twice(n integer) RETURNS integer LANGUAGE sql AS $$ SELECT 3 * n $$");
+    p.run(["inspect", "--diff", "s.json"])
+        .code(4)
+        .stdout_has("~ function twice(n integer): definition changed from line 4:")
+        .stdout_has("SELECT 3 * n");
+}
+
+#[test]
+fn sqlite_triggers_and_deferrable_foreign_keys() {
+    let mut p = Project::sqlite();
+    p.migration(
+        "objects",
+        "CREATE TABLE accounts (id INTEGER PRIMARY KEY);
+         CREATE TABLE entries (
+             id INTEGER PRIMARY KEY,
+             account_id INTEGER REFERENCES accounts (id) DEFERRABLE INITIALLY DEFERRED,
+             other_id INTEGER,
+             CONSTRAINT fk_entries_other_id_accounts FOREIGN KEY (other_id) REFERENCES accounts (id)
+         );
+         CREATE INDEX ix_entries_account_id ON entries (account_id);
+         CREATE INDEX ix_entries_other_id ON entries (other_id);
+         CREATE TRIGGER trg_entries_touch AFTER UPDATE ON entries BEGIN SELECT 1; END;
+         CREATE VIEW entry_ids AS SELECT id FROM entries;
+         CREATE TRIGGER trg_entry_ids INSTEAD OF DELETE ON entry_ids BEGIN SELECT 1; END;",
+        None,
+    );
+    p.run(["init"]).success();
+    let json = inspect_json(&p, &[]);
+    let entries = table(&json, "entries");
+    let fk = |name: &str| {
+        entries["foreign_keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["columns"][0] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(fk("account_id")["deferrable"], true);
+    assert_eq!(fk("account_id")["initially_deferred"], true);
+    assert_eq!(fk("other_id")["deferrable"], false);
+    assert_eq!(fk("other_id")["validated"], true);
+    assert_eq!(entries["triggers"][0]["name"], "trg_entries_touch");
+    assert!(entries["triggers"][0]["definition"]
+        .as_str()
+        .unwrap()
+        .starts_with("CREATE TRIGGER trg_entries_touch AFTER UPDATE ON entries"));
+    assert_eq!(json["views"][0]["triggers"][0]["name"], "trg_entry_ids");
+    for kind in ["composite_types", "domains", "functions", "extensions"] {
+        assert_eq!(json[kind], Value::Array(vec![]), "{kind}");
+    }
+    p.run(["inspect", "entries"])
+        .success()
+        .stdout_has("REFERENCES accounts (id) DEFERRABLE INITIALLY DEFERRED")
+        .stdout_has("trg_entries_touch");
+
+    p.file("s.json", p.run(["inspect", "--format", "json"]).stdout);
+    p.execute("CREATE TRIGGER trg_entries_new AFTER INSERT ON entries BEGIN SELECT 2; END");
+    let run = p.run(["inspect", "--diff", "s.json", "--format", "json"]);
+    run.code(4);
+    assert_eq!(
+        differences(&run),
+        [(
+            "trigger".to_string(),
+            "added".to_string(),
+            "entries.trg_entries_new".to_string(),
+            String::new()
+        )]
+    );
+    // SQLite changes a foreign key by rebuilding the table.
+    p.execute("DROP TRIGGER trg_entries_new");
+    p.execute("DROP VIEW entry_ids");
+    p.execute("DROP TABLE entries");
+    p.execute(
+        "CREATE TABLE entries (id INTEGER PRIMARY KEY, \
+         account_id INTEGER REFERENCES accounts (id) NOT DEFERRABLE, other_id INTEGER, \
+         CONSTRAINT fk_entries_other_id_accounts FOREIGN KEY (other_id) REFERENCES accounts (id))",
+    );
+    p.execute("CREATE INDEX ix_entries_account_id ON entries (account_id)");
+    p.execute("CREATE INDEX ix_entries_other_id ON entries (other_id)");
+    p.execute("CREATE TRIGGER trg_entries_touch AFTER UPDATE ON entries BEGIN SELECT 1; END");
+    p.execute("CREATE VIEW entry_ids AS SELECT id FROM entries");
+    p.execute("CREATE TRIGGER trg_entry_ids INSTEAD OF DELETE ON entry_ids BEGIN SELECT 1; END");
+    let run = p.run(["inspect", "--diff", "s.json", "--format", "json"]);
+    run.code(4);
+    assert_eq!(
+        differences(&run),
+        [(
+            "foreign_key".to_string(),
+            "changed".to_string(),
+            "entries.(account_id) -> accounts".to_string(),
+            "definition".to_string()
+        )]
+    );
+}
+
+// The fixture snapshots were written by dbctl before model version 2, from `v1-schema.sql`.
+both_backends!(old_snapshot_still_loads, |mut p: Project| {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/inspect");
+    let schema = std::fs::read_to_string(fixtures.join("v1-schema.sql")).unwrap();
+    let snapshot = match p.backend {
+        Backend::Sqlite => "v1-sqlite.json",
+        Backend::Postgres => "v1-postgres.json",
+    };
+    let old = std::fs::read_to_string(fixtures.join(snapshot)).unwrap();
+    assert!(old.contains("\"dbctl_schema_version\": 1"));
+    p.file("old.json", &old);
+    p.migration("books", &schema, None);
+    p.run(["init"]).success();
+    p.run(["inspect", "--diff", "old.json"])
+        .success()
+        .stdout_has("no differences")
+        .stderr_has("version 1 snapshot");
+    // What version 1 did not know is not compared (not reported as added); the rest still is.
+    p.execute("CREATE TABLE later (id INTEGER PRIMARY KEY)");
+    let trigger = match p.backend {
+        Backend::Sqlite => "CREATE TRIGGER trg_books AFTER UPDATE ON books BEGIN SELECT 1; END",
+        Backend::Postgres => {
+            p.execute(
+                "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql \
+                 AS $$ BEGIN RETURN NEW; END $$",
+            );
+            "CREATE TRIGGER trg_books AFTER UPDATE ON books FOR EACH ROW EXECUTE FUNCTION touch()"
+        }
+    };
+    p.execute(trigger);
+    let run = p.run(["inspect", "--diff", "old.json", "--format", "json"]);
+    run.code(4);
+    assert_eq!(
+        differences(&run),
+        [(
+            "table".to_string(),
+            "added".to_string(),
+            "later".to_string(),
+            String::new()
+        )]
+    );
+    // A snapshot from a later dbctl is refused.
+    p.file(
+        "new.json",
+        old.replace(
+            "\"dbctl_schema_version\": 1",
+            "\"dbctl_schema_version\": 99",
+        ),
+    );
+    p.run(["inspect", "--diff", "new.json"])
+        .code(2)
+        .stderr_has("dbctl_schema_version 99");
+});
+
+// The rules on by default: each fires once on `bad`, and stays quiet on the look-alikes.
+both_backends!(lint_default_rules_fire_and_stay_quiet, |mut p: Project| {
+    p.migration(
+        "lintable",
+        "CREATE TABLE parents (id INTEGER PRIMARY KEY, code TEXT, CONSTRAINT uq_parents_code UNIQUE (code));
+         CREATE TABLE bad (
+             id INTEGER PRIMARY KEY,
+             parent_id INTEGER REFERENCES parents (id),
+             a INTEGER, b INTEGER
+         );
+         CREATE INDEX ix_bad_parent_id ON bad (parent_id);
+         CREATE INDEX ix_bad_a ON bad (a);
+         CREATE INDEX ix_bad_a_b ON bad (a, b);
+         CREATE INDEX ix_bad_a_b_again ON bad (a, b);
+         CREATE TABLE good (
+             id INTEGER PRIMARY KEY,
+             parent_id INTEGER REFERENCES parents (id) ON DELETE CASCADE,
+             a INTEGER, b INTEGER
+         );
+         CREATE INDEX ix_good_parent_id ON good (parent_id);
+         CREATE UNIQUE INDEX uq_good_a ON good (a);
+         CREATE INDEX ix_good_a_b ON good (a, b);
+         CREATE INDEX ix_good_b ON good (b) WHERE a IS NULL;
+         CREATE INDEX ix_good_b_a ON good (b, a);
+         CREATE TABLE small (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parents (id));
+         CREATE INDEX ix_small_parent_id ON small (parent_id);",
+        None,
+    );
+    p.run(["init"]).success();
+    p.execute("INSERT INTO parents (id, code) VALUES (1, 'a')");
+    p.execute("INSERT INTO bad (id, parent_id) VALUES (1, 1), (2, 1), (3, 1), (4, 1)");
+    p.execute("INSERT INTO good (id, parent_id) VALUES (1, 1), (2, 1), (3, 1), (4, 1)");
+    p.execute("INSERT INTO small (id, parent_id) VALUES (1, 1)");
+    if p.backend == Backend::Postgres {
+        p.execute("ALTER TABLE bad ADD CONSTRAINT ck_bad_a CHECK (a > 0) NOT VALID");
+        p.execute("ALTER TABLE good ADD CONSTRAINT ck_good_a CHECK (a > 0) NOT VALID");
+        p.execute("ALTER TABLE good VALIDATE CONSTRAINT ck_good_a");
+        // The rows of a table are PostgreSQL's estimate, known once analyzed.
+        p.execute("ANALYZE");
+    }
+    p.env("DBCTL_LINT_LARGE_ROWS", "3");
+    let run = p.run(["inspect", "--lint", "--format", "json"]);
+    run.code(4);
+    let json = run.json();
+    let found: Vec<(String, String, String)> = json["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let s = |k: &str| p[k].as_str().unwrap().to_string();
+            (s("rule"), s("table"), s("object"))
+        })
+        .collect();
+    let unnamed_fk = match p.backend {
+        Backend::Postgres => "bad_parent_id_fkey",
+        Backend::Sqlite => "parent_id",
+    };
+    let mut want = vec![
+        ("fk-without-on-delete", "bad", unnamed_fk),
+        ("redundant-index", "bad", "ix_bad_a"),
+        ("duplicate-index", "bad", "ix_bad_a_b_again"),
+    ];
+    if p.backend == Backend::Postgres {
+        want.push(("not-valid-constraint", "bad", "ck_bad_a"));
+    }
+    let want: Vec<(String, String, String)> = want
+        .into_iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        .collect();
+    let mut sorted = found.clone();
+    sorted.sort();
+    let mut want_sorted = want.clone();
+    want_sorted.sort();
+    assert_eq!(sorted, want_sorted, "{found:#?}");
+    assert_eq!(json["counts"]["duplicate-index"], 1);
+    assert_eq!(json["counts"]["redundant-index"], 1);
+    assert_eq!(json["counts"]["fk-without-on-delete"], 1);
+    assert_eq!(json["counts"]["missing-primary-key"], 0);
+    p.run(["inspect", "--lint"])
+        .code(4)
+        .stdout_has("duplicate-index 1, redundant-index 1")
+        .stdout_has("index ix_bad_a (a) is covered by index ix_bad_a_b (a, b)");
+
+    // Below the size, a foreign key without ON DELETE is fine; without counts it is not judged.
+    p.env("DBCTL_LINT_LARGE_ROWS", "1000");
+    let run = p.run(["inspect", "--lint", "--format", "json"]);
+    assert_eq!(run.json()["counts"]["fk-without-on-delete"], 0);
+    p.env("DBCTL_LINT_LARGE_ROWS", "0");
+    let run = p.run(["inspect", "--lint", "--no-rows", "--format", "json"]);
+    assert_eq!(run.json()["counts"]["fk-without-on-delete"], 0);
+    // Only the rules asked for run.
+    p.run([
+        "inspect",
+        "--lint",
+        "--rule",
+        "missing-primary-key,unindexed-foreign-key",
+    ])
+    .success()
+    .stdout_has("no problems (2 rules checked");
+    p.run(["inspect", "--lint", "--rule", "nosuch"])
+        .code(2)
+        .stderr_has("unknown lint rule `nosuch` in --rule");
+    p.env("DBCTL_LINT_LARGE_ROWS", "many");
+    p.run(["inspect", "--lint"])
+        .code(2)
+        .stderr_has("invalid DBCTL_LINT_LARGE_ROWS");
+});
+
+#[test]
+fn lint_naming_setting_is_checked() {
+    let mut p = Project::sqlite();
+    p.migration("t", "CREATE TABLE t (id INTEGER PRIMARY KEY);", None);
+    p.run(["init"]).success();
+    p.run(["inspect", "--lint"]).success();
+    p.env("DBCTL_LINT_NAMING", "sqlalchemy");
+    p.run(["inspect", "--lint", "-v"])
+        .code(4)
+        .stdout_has("primary key has no name (expected pk_t)")
+        .stderr_has(
+            "lint naming convention: sqlalchemy (from the environment variable DBCTL_LINT_NAMING)",
+        );
+    p.env("DBCTL_LINT_NAMING", "none");
+    p.run(["inspect", "--lint"]).success();
+    p.env("DBCTL_LINT_NAMING", "rails");
+    p.run(["inspect", "--lint"])
+        .code(2)
+        .stderr_has("invalid DBCTL_LINT_NAMING `rails`")
+        .stderr_has("expected sqlalchemy or none");
+}

@@ -47,7 +47,7 @@ pub(crate) struct ReadOptions {
 }
 
 /// Reads the whole schema, sorted (row counts: PostgreSQL's estimates, none on SQLite; see
-/// [`count_rows`]). PostgreSQL: 7 queries; SQLite: 5.
+/// [`count_rows`]). PostgreSQL: 11 queries; SQLite: 5.
 pub(crate) fn read(conn: &mut AnyConnection, opts: &ReadOptions) -> anyhow::Result<Schema> {
     let mut schema = catalog(conn).read(&opts.schemas)?;
     schema.sort();

@@ -1,8 +1,9 @@
-//! PostgreSQL's catalog, read from `pg_catalog` in seven queries whatever the number of tables:
-//! schemas, relations, columns, constraints (key columns gathered with array subqueries),
-//! indexes, enum types (labels gathered with `array_agg`) and sequences. Each query returns the
-//! rows of every table at once; they are joined here by the relation's oid, one step per kind of
-//! object. The SQL lives in `pg/*.sql`, beside this file.
+//! PostgreSQL's catalog, read from `pg_catalog` in eleven queries whatever the number of tables:
+//! schemas, relations (with their comments), columns (with theirs), constraints (key columns
+//! gathered with array subqueries), indexes, triggers, enum types (labels gathered with
+//! `array_agg`), sequences, composite types and domains (one query), functions and procedures,
+//! and extensions. Each query returns the rows of every table at once; they are joined here by
+//! the relation's oid, one step per kind of object. The SQL lives in `pg/*.sql`, beside this file.
 
 use std::collections::HashMap;
 
@@ -15,8 +16,9 @@ use diesel::PgConnection;
 use super::{fk_action, put_count, CountRow};
 use crate::db::{quote_ident, Backend};
 use crate::schema::{
-    Check, Column, EnumType, ForeignKey, Index, PrimaryKey, RowCounts, Schema, Sequence, Table,
-    UniqueConstraint, View, MODEL_VERSION,
+    Attribute, Check, Column, CompositeType, Domain, EnumType, Extension, ForeignKey, Function,
+    Index, PrimaryKey, RowCounts, Schema, Sequence, Table, Trigger, UniqueConstraint, View,
+    MODEL_VERSION,
 };
 
 #[derive(QueryableByName)]
@@ -39,6 +41,8 @@ struct RelationRow {
     reltuples: f64,
     #[diesel(sql_type = Nullable<Text>)]
     definition: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    comment: Option<String>,
 }
 
 #[derive(QueryableByName)]
@@ -57,6 +61,8 @@ struct ColumnRow {
     identity: String,
     #[diesel(sql_type = Text)]
     generated: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    comment: Option<String>,
 }
 
 #[derive(QueryableByName)]
@@ -81,6 +87,78 @@ struct ConstraintRow {
     on_delete: String,
     #[diesel(sql_type = Nullable<Text>)]
     check_expr: Option<String>,
+    #[diesel(sql_type = Bool)]
+    deferrable: bool,
+    #[diesel(sql_type = Bool)]
+    deferred: bool,
+    #[diesel(sql_type = Bool)]
+    validated: bool,
+}
+
+#[derive(QueryableByName)]
+struct TriggerRow {
+    #[diesel(sql_type = BigInt)]
+    oid: i64,
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Text)]
+    enabled: String,
+    #[diesel(sql_type = Text)]
+    definition: String,
+}
+
+#[derive(QueryableByName)]
+struct TypeRow {
+    #[diesel(sql_type = Text)]
+    kind: String,
+    #[diesel(sql_type = Text)]
+    schema: String,
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Array<Text>)]
+    attribute_names: Vec<String>,
+    #[diesel(sql_type = Array<Text>)]
+    attribute_types: Vec<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    base_type: Option<String>,
+    #[diesel(sql_type = Bool)]
+    not_null: bool,
+    #[diesel(sql_type = Nullable<Text>)]
+    default_expr: Option<String>,
+    #[diesel(sql_type = Array<Text>)]
+    check_names: Vec<String>,
+    #[diesel(sql_type = Array<Text>)]
+    check_exprs: Vec<String>,
+    #[diesel(sql_type = Array<Bool>)]
+    check_validated: Vec<bool>,
+}
+
+#[derive(QueryableByName)]
+struct FunctionRow {
+    #[diesel(sql_type = Text)]
+    schema: String,
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Text)]
+    kind: String,
+    #[diesel(sql_type = Text)]
+    arguments: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    returns: Option<String>,
+    #[diesel(sql_type = Text)]
+    language: String,
+    #[diesel(sql_type = Text)]
+    definition: String,
+}
+
+#[derive(QueryableByName)]
+struct ExtensionRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Text)]
+    schema: String,
+    #[diesel(sql_type = Text)]
+    version: String,
 }
 
 #[derive(QueryableByName)]
@@ -144,6 +222,13 @@ const CONSTRAINTS: Query = query!("constraints.sql", "reading constraints from p
 const INDEXES: Query = query!("indexes.sql", "reading indexes from pg_index");
 const ENUMS: Query = query!("enums.sql", "reading enum types from pg_enum");
 const SEQUENCES: Query = query!("sequences.sql", "reading sequences from pg_sequence");
+const TRIGGERS: Query = query!("triggers.sql", "reading triggers from pg_trigger");
+const TYPES: Query = query!(
+    "types.sql",
+    "reading composite types and domains from pg_type"
+);
+const FUNCTIONS: Query = query!("functions.sql", "reading functions from pg_proc");
+const EXTENSIONS: Query = query!("extensions.sql", "reading extensions from pg_extension");
 
 impl Query {
     /// Every row of the query for the schemas `schemas`.
@@ -156,6 +241,14 @@ impl Query {
             .bind::<Array<Text>, _>(schemas)
             .load(conn)
             .context(self.1)
+    }
+
+    /// Every row of a query that takes no schemas (what belongs to the whole database).
+    fn load_all<R: QueryableByName<diesel::pg::Pg> + 'static>(
+        &self,
+        conn: &mut PgConnection,
+    ) -> anyhow::Result<Vec<R>> {
+        diesel::sql_query(self.0).load(conn).context(self.1)
     }
 }
 
@@ -177,7 +270,7 @@ impl super::Catalog for PgConnection {
     }
 }
 
-/// Seven queries, each returning the rows of every table at once, joined here by oid.
+/// Eleven queries, each returning the rows of every table at once, joined here by oid.
 fn read(conn: &mut PgConnection, wanted: &[String]) -> anyhow::Result<Schema> {
     let schemas = resolve_schemas(conn, wanted)?;
     let relations: Vec<RelationRow> = RELATIONS.load(conn, &schemas)?;
@@ -186,10 +279,16 @@ fn read(conn: &mut PgConnection, wanted: &[String]) -> anyhow::Result<Schema> {
     let indexes: Vec<IndexRow> = INDEXES.load(conn, &schemas)?;
     let enums: Vec<EnumRow> = ENUMS.load(conn, &schemas)?;
     let sequences: Vec<SequenceRow> = SEQUENCES.load(conn, &schemas)?;
+    let triggers: Vec<TriggerRow> = TRIGGERS.load(conn, &schemas)?;
+    let types: Vec<TypeRow> = TYPES.load(conn, &schemas)?;
+    let functions: Vec<FunctionRow> = FUNCTIONS.load(conn, &schemas)?;
+    let extensions: Vec<ExtensionRow> = EXTENSIONS.load_all(conn)?;
 
     let (mut tables, mut views) = relations_of(relations, columns_by_relation(columns));
     add_constraints(&mut tables, constraints);
     add_indexes(&mut tables, &mut views, indexes);
+    add_triggers(&mut tables, &mut views, triggers);
+    let (composite_types, domains) = types_of(types);
     Ok(Schema {
         dbctl_schema_version: MODEL_VERSION,
         backend: Backend::Postgres,
@@ -200,6 +299,17 @@ fn read(conn: &mut PgConnection, wanted: &[String]) -> anyhow::Result<Schema> {
         views: views.into_values().collect(),
         enums: enums.into_iter().map(enum_type).collect(),
         sequences: sequences.into_iter().map(sequence).collect(),
+        composite_types,
+        domains,
+        functions: functions.into_iter().map(function).collect(),
+        extensions: extensions
+            .into_iter()
+            .map(|e| Extension {
+                name: e.name,
+                schema: e.schema,
+                version: e.version,
+            })
+            .collect(),
     })
 }
 
@@ -259,6 +369,7 @@ fn columns_by_relation(rows: Vec<ColumnRow>) -> HashMap<i64, Vec<Column>> {
                 _ => None,
             },
             generated,
+            comment: c.comment,
         });
     }
     columns_of
@@ -282,6 +393,8 @@ fn relations_of(
                     columns,
                     indexes: Vec::new(),
                     definition: definition.trim().to_string(),
+                    comment: r.comment,
+                    triggers: Vec::new(),
                 };
                 views.insert(r.oid, view);
             }
@@ -289,6 +402,7 @@ fn relations_of(
                 let mut table = Table::new(r.schema, r.name, columns);
                 // -1 means never vacuumed or analyzed: no estimate at all.
                 table.rows = (r.reltuples >= 0.0).then(|| r.reltuples.round() as i64);
+                table.comment = r.comment;
                 tables.insert(r.oid, table);
             }
         }
@@ -313,6 +427,8 @@ fn add_constraints(tables: &mut HashMap<i64, Table>, constraints: Vec<Constraint
             "u" => table.unique_constraints.push(UniqueConstraint {
                 name,
                 columns: con.columns,
+                deferrable: con.deferrable,
+                initially_deferred: con.deferred,
             }),
             "f" => table.foreign_keys.push(ForeignKey {
                 name,
@@ -322,10 +438,14 @@ fn add_constraints(tables: &mut HashMap<i64, Table>, constraints: Vec<Constraint
                 referred_columns: con.ref_columns,
                 on_update: fk_action(&con.on_update),
                 on_delete: fk_action(&con.on_delete),
+                deferrable: con.deferrable,
+                initially_deferred: con.deferred,
+                validated: con.validated,
             }),
             _ => table.checks.push(Check {
                 name,
                 expression: con.check_expr.unwrap_or_default(),
+                validated: con.validated,
             }),
         }
     }
@@ -354,6 +474,87 @@ fn add_indexes(
             method: Some(ix.method),
             definition: ix.definition,
         });
+    }
+}
+
+/// Triggers, onto their tables or views.
+fn add_triggers(
+    tables: &mut HashMap<i64, Table>,
+    views: &mut HashMap<i64, View>,
+    triggers: Vec<TriggerRow>,
+) {
+    for t in triggers {
+        let list = match tables.get_mut(&t.oid) {
+            Some(table) => &mut table.triggers,
+            None => match views.get_mut(&t.oid) {
+                Some(view) => &mut view.triggers,
+                None => continue,
+            },
+        };
+        list.push(Trigger {
+            name: t.name,
+            // 'D' is disabled; 'O' (origin), 'R' (replica) and 'A' (always) fire.
+            enabled: t.enabled != "D",
+            definition: t.definition,
+        });
+    }
+}
+
+/// Composite types and domains, from the rows of `types.sql`.
+fn types_of(rows: Vec<TypeRow>) -> (Vec<CompositeType>, Vec<Domain>) {
+    let mut composites = Vec::new();
+    let mut domains = Vec::new();
+    for r in rows {
+        if r.kind == "c" {
+            composites.push(CompositeType {
+                schema: r.schema,
+                name: r.name,
+                attributes: r
+                    .attribute_names
+                    .into_iter()
+                    .zip(r.attribute_types)
+                    .map(|(name, data_type)| Attribute { name, data_type })
+                    .collect(),
+            });
+        } else {
+            let checks = r
+                .check_names
+                .into_iter()
+                .zip(r.check_exprs)
+                .zip(r.check_validated)
+                .map(|((name, expression), validated)| Check {
+                    name: Some(name),
+                    expression,
+                    validated,
+                })
+                .collect();
+            domains.push(Domain {
+                schema: r.schema,
+                name: r.name,
+                data_type: r.base_type.unwrap_or_default(),
+                nullable: !r.not_null,
+                default: r.default_expr,
+                checks,
+            });
+        }
+    }
+    (composites, domains)
+}
+
+fn function(f: FunctionRow) -> Function {
+    Function {
+        schema: f.schema,
+        name: f.name,
+        kind: if f.kind == "p" {
+            "procedure"
+        } else {
+            "function"
+        }
+        .to_string(),
+        arguments: f.arguments,
+        returns: f.returns,
+        language: f.language,
+        definition: f.definition.trim_end().to_string(),
     }
 }
 

@@ -2,8 +2,9 @@
 //! pragma table-valued functions joined to it (`pragma_table_xinfo`, `pragma_index_list` with
 //! `pragma_index_xinfo`, `pragma_foreign_key_list`), each returning the rows of every table at
 //! once (view columns are asked apart, see `view_columns`). What no pragma reports (constraint
-//! names, CHECKs, generated columns' expressions, index expressions and predicates) comes from the
-//! stored `CREATE` text, see `sqlite_ddl`. The rows are assembled one kind of object at a time.
+//! names, CHECKs, generated columns' expressions, index expressions and predicates, whether a
+//! foreign key is `DEFERRABLE`) comes from the stored `CREATE` text, see `sqlite_ddl`; triggers
+//! are their `sqlite_master` rows. The rows are assembled one kind of object at a time.
 
 use std::collections::HashMap;
 
@@ -16,8 +17,8 @@ use super::sqlite_ddl::{self, Kind};
 use super::{fk_action, put_count, CountRow};
 use crate::db::{quote_ident, Backend};
 use crate::schema::{
-    Check, Column, ForeignKey, Index, PrimaryKey, RowCounts, Schema, Table, UniqueConstraint, View,
-    MODEL_VERSION,
+    Check, Column, ForeignKey, Index, PrimaryKey, RowCounts, Schema, Table, Trigger,
+    UniqueConstraint, View, MODEL_VERSION,
 };
 
 #[derive(QueryableByName)]
@@ -26,6 +27,9 @@ struct MasterRow {
     kind: String,
     #[diesel(sql_type = Text)]
     name: String,
+    /// The table or view a trigger (or index) belongs to.
+    #[diesel(sql_type = Text)]
+    tbl: String,
     #[diesel(sql_type = Nullable<Text>)]
     sql: Option<String>,
 }
@@ -134,8 +138,8 @@ impl super::Catalog for SqliteConnection {
 /// Five queries, then the model built one kind of object after the other.
 fn read(conn: &mut SqliteConnection) -> anyhow::Result<Schema> {
     let master: Vec<MasterRow> = diesel::sql_query(
-        "SELECT type AS kind, name, sql FROM main.sqlite_master \
-         WHERE type IN ('table', 'view', 'index') ORDER BY name",
+        "SELECT type AS kind, name, tbl_name AS tbl, sql FROM main.sqlite_master \
+         WHERE type IN ('table', 'view', 'index', 'trigger') ORDER BY name",
     )
     .load(conn)
     .context("reading sqlite_master")?;
@@ -156,6 +160,7 @@ fn read(conn: &mut SqliteConnection) -> anyhow::Result<Schema> {
     objects.add_columns(columns);
     add_indexes(&mut objects.drafts, indexes, &objects.index_sql);
     add_foreign_keys(&mut objects.drafts, foreign_keys);
+    objects.add_triggers();
     Ok(Schema {
         dbctl_schema_version: MODEL_VERSION,
         backend: Backend::Sqlite,
@@ -166,6 +171,10 @@ fn read(conn: &mut SqliteConnection) -> anyhow::Result<Schema> {
         views: objects.views.into_values().collect(),
         enums: Vec::new(),
         sequences: Vec::new(),
+        composite_types: Vec::new(),
+        domains: Vec::new(),
+        functions: Vec::new(),
+        extensions: Vec::new(),
     })
 }
 
@@ -212,6 +221,8 @@ struct Objects {
     views: HashMap<String, View>,
     /// Each index's `CREATE INDEX`, by name.
     index_sql: HashMap<String, String>,
+    /// Each trigger, with the table or view it is on.
+    triggers: Vec<(String, Trigger)>,
 }
 
 impl Objects {
@@ -220,6 +231,7 @@ impl Objects {
             drafts: HashMap::new(),
             views: HashMap::new(),
             index_sql: HashMap::new(),
+            triggers: Vec::new(),
         };
         for m in master {
             let sql = m.sql.unwrap_or_default();
@@ -240,8 +252,18 @@ impl Objects {
                         columns: Vec::new(),
                         indexes: Vec::new(),
                         definition: sql,
+                        comment: None,
+                        triggers: Vec::new(),
                     };
                     objects.views.insert(m.name, view);
+                }
+                "trigger" => {
+                    let trigger = Trigger {
+                        name: m.name,
+                        enabled: true,
+                        definition: sql,
+                    };
+                    objects.triggers.push((m.tbl, trigger));
                 }
                 _ => {
                     objects.index_sql.insert(m.name, sql);
@@ -249,6 +271,25 @@ impl Objects {
             }
         }
         objects
+    }
+
+    /// Triggers onto their tables and views (SQLite matches those names without case).
+    fn add_triggers(&mut self) {
+        for (on, trigger) in std::mem::take(&mut self.triggers) {
+            if let Some(d) = self
+                .drafts
+                .values_mut()
+                .find(|d| d.table.name.eq_ignore_ascii_case(&on))
+            {
+                d.table.triggers.push(trigger);
+            } else if let Some(v) = self
+                .views
+                .values_mut()
+                .find(|v| v.name.eq_ignore_ascii_case(&on))
+            {
+                v.triggers.push(trigger);
+            }
+        }
     }
 
     /// Columns onto their tables and views, noting each table's primary-key columns.
@@ -269,6 +310,7 @@ impl Objects {
                 default: if c.hidden >= 2 { None } else { c.default_expr },
                 identity: None,
                 generated: None,
+                comment: None,
             };
             if let Some(d) = self.drafts.get_mut(&c.tbl) {
                 if c.pk > 0 {
@@ -303,7 +345,7 @@ impl Draft {
         if !self.pk.is_empty() {
             let columns = self.pk_columns();
             self.table.primary_key = Some(PrimaryKey {
-                name: take_name(&mut self.ddl, Kind::PrimaryKey, &columns, None),
+                name: take(&mut self.ddl, Kind::PrimaryKey, &columns, None).and_then(|c| c.name),
                 columns,
             });
         }
@@ -321,6 +363,7 @@ impl Draft {
             self.table.checks.push(Check {
                 name: c.name.clone(),
                 expression: c.expression.clone().unwrap_or_default(),
+                validated: true,
             });
         }
         self.table
@@ -331,13 +374,13 @@ fn same_columns(a: &[String], b: &[String]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.eq_ignore_ascii_case(y))
 }
 
-/// Takes the name of the first parsed constraint of `kind` on `columns` (each is used once).
-fn take_name(
+/// Takes the first parsed constraint of `kind` on `columns` (each is used once).
+fn take(
     ddl: &mut [sqlite_ddl::Constraint],
     kind: Kind,
     columns: &[String],
     referred: Option<&str>,
-) -> Option<String> {
+) -> Option<sqlite_ddl::Constraint> {
     let found = ddl.iter_mut().find(|c| {
         c.kind == kind
             && same_columns(&c.columns, columns)
@@ -348,7 +391,7 @@ fn take_name(
             && !c.used
     })?;
     found.used = true;
-    found.name.clone()
+    Some(found.clone())
 }
 
 /// One key of an index: position, column number (-1 rowid, -2 expression), column name.
@@ -378,10 +421,12 @@ fn add_indexes(
             // The primary key's own index: the key is reported from the columns.
             "pk" => {}
             "u" => {
-                let name = take_name(&mut d.ddl, Kind::Unique, &named_keys, None);
+                let name = take(&mut d.ddl, Kind::Unique, &named_keys, None).and_then(|c| c.name);
                 d.table.unique_constraints.push(UniqueConstraint {
                     name,
                     columns: named_keys,
+                    deferrable: false,
+                    initially_deferred: false,
                 });
             }
             _ => {
@@ -453,20 +498,26 @@ fn add_foreign_keys(drafts: &mut HashMap<String, Draft>, rows: Vec<ForeignKeyRow
                 .cloned()
                 .unwrap_or_default();
         }
-        let name = take_name(
+        let written = take(
             &mut d.ddl,
             Kind::ForeignKey,
             &columns,
             Some(&first.ref_table),
         );
+        let (deferrable, initially_deferred) = written
+            .as_ref()
+            .map_or((false, false), |c| (c.deferrable, c.initially_deferred));
         d.table.foreign_keys.push(ForeignKey {
-            name,
+            name: written.and_then(|c| c.name),
             columns,
             referred_schema: MAIN.to_string(),
             referred_table: first.ref_table.clone(),
             referred_columns,
             on_update: fk_action(&first.on_update),
             on_delete: fk_action(&first.on_delete),
+            deferrable,
+            initially_deferred,
+            validated: true,
         });
     }
 }

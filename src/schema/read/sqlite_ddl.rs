@@ -1,5 +1,6 @@
 //! What SQLite keeps only in the text of its `CREATE` statements: constraint names, CHECK
-//! expressions, and the key expressions and `WHERE` clause of an index. No pragma reports them,
+//! expressions, whether a foreign key is `DEFERRABLE [INITIALLY DEFERRED]`, and the key
+//! expressions and `WHERE` clause of an index. No pragma reports them,
 //! so they are read from `sqlite_master.sql` with the shared SQL lexer (`crate::sql`, SQLite's
 //! quoting and comments), and never evaluated.
 
@@ -87,6 +88,10 @@ pub(super) struct Constraint {
     pub(super) expression: Option<String>,
     /// The table a foreign key refers to.
     pub(super) referred_table: Option<String>,
+    /// A foreign key's `DEFERRABLE` (not `NOT DEFERRABLE`).
+    pub(super) deferrable: bool,
+    /// A deferrable foreign key's `INITIALLY DEFERRED` (SQLite ignores it without `DEFERRABLE`).
+    pub(super) initially_deferred: bool,
     /// Set once matched to what the pragmas report, so that two alike constraints get one each.
     pub(super) used: bool,
 }
@@ -145,6 +150,8 @@ fn constraints_in(sql: &str, toks: &[Token], column: Option<&str>, out: &mut Vec
             columns: column.map(|c| vec![c.to_string()]).unwrap_or_default(),
             expression: None,
             referred_table: None,
+            deferrable: false,
+            initially_deferred: false,
             used: false,
         };
         i = read_constraint(sql, toks, i + 1, column.is_some(), &mut c);
@@ -206,7 +213,44 @@ fn read_constraint(
         }
         c.referred_table = toks.get(i).and_then(|t| t.unquoted(sql));
         i += 1;
+        i = foreign_key_tail(sql, toks, i, in_column, c);
     }
+    i
+}
+
+/// Reads the clauses after a foreign key's referred table (its columns, `ON DELETE`, `MATCH`,
+/// `[NOT] DEFERRABLE [INITIALLY DEFERRED|IMMEDIATE]`) up to the next constraint; returns where
+/// it stopped.
+fn foreign_key_tail(
+    sql: &str,
+    toks: &[Token],
+    mut i: usize,
+    in_column: bool,
+    c: &mut Constraint,
+) -> usize {
+    let at_keyword = |i: usize, kw: &str| toks.get(i).is_some_and(|t| t.is_keyword(sql, kw));
+    let mut deferred = false;
+    while i < toks.len() {
+        if toks[i].kind == Tok::Open {
+            i = matching_close(toks, i).map_or(toks.len(), |c| c + 1);
+            continue;
+        }
+        if at_keyword(i, "CONSTRAINT") || kind_at(sql, toks, i, in_column).is_some() {
+            break;
+        }
+        if at_keyword(i, "NOT") && at_keyword(i + 1, "DEFERRABLE") {
+            c.deferrable = false;
+            i += 2;
+            continue;
+        }
+        if at_keyword(i, "DEFERRABLE") {
+            c.deferrable = true;
+        } else if at_keyword(i, "INITIALLY") {
+            deferred = at_keyword(i + 1, "DEFERRED");
+        }
+        i += 1;
+    }
+    c.initially_deferred = c.deferrable && deferred;
     i
 }
 
@@ -352,6 +396,38 @@ mod tests {
         }
         let c = table_constraints("CREATE TABLE é (ü INT CHECK (ü > 'ß'))");
         assert_eq!(c[0].expression.as_deref(), Some("ü > 'ß'"));
+    }
+
+    #[test]
+    fn deferrable_foreign_keys() {
+        let sql = "CREATE TABLE t (
+            a INTEGER REFERENCES p (id) ON DELETE SET DEFAULT DEFERRABLE INITIALLY DEFERRED NOT NULL,
+            b INTEGER REFERENCES p DEFERRABLE CHECK (b > 0),
+            c INTEGER REFERENCES p NOT DEFERRABLE INITIALLY DEFERRED,
+            d INTEGER,
+            CONSTRAINT fk_d FOREIGN KEY (d) REFERENCES p (id) MATCH SIMPLE DEFERRABLE INITIALLY IMMEDIATE,
+            FOREIGN KEY (a, d) REFERENCES q (x, y) DEFERRABLE INITIALLY DEFERRED
+        )";
+        let fks: Vec<_> = table_constraints(sql)
+            .into_iter()
+            .filter(|c| c.kind == Kind::ForeignKey)
+            .map(|c| (c.columns.join(","), c.deferrable, c.initially_deferred))
+            .collect();
+        assert_eq!(
+            fks,
+            vec![
+                ("a".to_string(), true, true),
+                ("b".to_string(), true, false),
+                ("c".to_string(), false, false),
+                ("d".to_string(), true, false),
+                ("a,d".to_string(), true, true),
+            ]
+        );
+        let checks = table_constraints(sql)
+            .into_iter()
+            .filter(|c| c.kind == Kind::Check)
+            .count();
+        assert_eq!(checks, 1, "the CHECK after a foreign key is still read");
     }
 
     #[test]

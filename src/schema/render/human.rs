@@ -4,9 +4,12 @@
 use std::fmt::Write as _;
 
 use crate::output;
-use crate::schema::{ForeignKey, Index, RowCounts, Schema, Table, View};
+use crate::schema::{
+    deferral, not_valid, ForeignKey, Index, RowCounts, Schema, Table, Trigger, View,
+};
 
-/// One row per table, then views, enums and sequences, with the migration state first.
+/// One row per table, then views, enums, sequences, composite types, domains, functions and
+/// extensions, with the migration state first.
 pub(crate) fn overview(schema: &Schema) -> String {
     let mut out = header(schema);
     if schema.tables.is_empty() {
@@ -48,7 +51,8 @@ pub(crate) fn overview(schema: &Schema) -> String {
     out
 }
 
-/// Every column, constraint and index of the selected tables, and the selected views.
+/// Every column, constraint, index and trigger of the selected tables (and their comments), and
+/// the selected views.
 pub(crate) fn detail(schema: &Schema) -> String {
     let mut out = String::new();
     for t in &schema.tables {
@@ -58,7 +62,15 @@ pub(crate) fn detail(schema: &Schema) -> String {
             schema.display_name(&t.schema, &t.name),
             rows(schema, t)
         );
-        let mut columns = output::table(["column", "type", "nullable", "default"]);
+        if let Some(comment) = &t.comment {
+            let _ = writeln!(out, "comment: {comment}");
+        }
+        let commented = t.columns.iter().any(|c| c.comment.is_some());
+        let mut header = vec!["column", "type", "nullable", "default"];
+        if commented {
+            header.push("comment");
+        }
+        let mut columns = output::table(header);
         for c in &t.columns {
             let default = match (&c.default, &c.identity, &c.generated) {
                 (_, Some(identity), _) => format!("generated {identity} as identity"),
@@ -66,12 +78,16 @@ pub(crate) fn detail(schema: &Schema) -> String {
                 (Some(d), _, _) => d.clone(),
                 _ => String::new(),
             };
-            columns.add_row(vec![
+            let mut row = vec![
                 c.name.clone(),
                 c.data_type.clone(),
                 if c.nullable { "yes" } else { "no" }.to_string(),
                 default,
-            ]);
+            ];
+            if commented {
+                row.push(c.comment.clone().unwrap_or_default());
+            }
+            columns.add_row(row);
         }
         let _ = writeln!(out, "{columns}");
         let constraints = constraint_rows(schema, t);
@@ -83,6 +99,7 @@ pub(crate) fn detail(schema: &Schema) -> String {
             let _ = writeln!(out, "{table}");
         }
         index_table(&t.indexes, &mut out);
+        trigger_table(&t.triggers, &mut out);
         out.push('\n');
     }
     for v in &schema.views {
@@ -98,12 +115,16 @@ fn view_detail(schema: &Schema, v: &View, out: &mut String) {
         "view"
     };
     let _ = writeln!(out, "{kind} {}", schema.display_name(&v.schema, &v.name));
+    if let Some(comment) = &v.comment {
+        let _ = writeln!(out, "comment: {comment}");
+    }
     let mut columns = output::table(["column", "type"]);
     for c in &v.columns {
         columns.add_row(vec![c.name.clone(), c.data_type.clone()]);
     }
     let _ = writeln!(out, "{columns}");
     index_table(&v.indexes, out);
+    trigger_table(&v.triggers, out);
     let _ = writeln!(out, "{}\n", v.definition);
 }
 
@@ -115,6 +136,23 @@ fn index_table(indexes: &[Index], out: &mut String) {
     let mut table = output::table(["index", "definition"]);
     for ix in indexes {
         table.add_row(vec![ix.name.clone(), ix.definition.clone()]);
+    }
+    let _ = writeln!(out, "{table}");
+}
+
+/// The triggers of a table or view, with their definitions (nothing when none).
+fn trigger_table(triggers: &[Trigger], out: &mut String) {
+    if triggers.is_empty() {
+        return;
+    }
+    let mut table = output::table(["trigger", "definition"]);
+    for t in triggers {
+        let name = if t.enabled {
+            t.name.clone()
+        } else {
+            format!("{} (disabled)", t.name)
+        };
+        table.add_row(vec![name, t.definition.clone()]);
     }
     let _ = writeln!(out, "{table}");
 }
@@ -134,7 +172,11 @@ fn constraint_rows(schema: &Schema, t: &Table) -> Vec<Vec<String>> {
         rows.push(vec![
             name(&u.name),
             "unique".to_string(),
-            format!("UNIQUE ({})", u.columns.join(", ")),
+            format!(
+                "UNIQUE ({}){}",
+                u.columns.join(", "),
+                deferral(u.deferrable, u.initially_deferred)
+            ),
         ]);
     }
     for fk in &t.foreign_keys {
@@ -148,7 +190,7 @@ fn constraint_rows(schema: &Schema, t: &Table) -> Vec<Vec<String>> {
         rows.push(vec![
             name(&c.name),
             "check".to_string(),
-            format!("CHECK ({})", c.expression),
+            format!("CHECK ({}){}", c.expression, not_valid(c.validated)),
         ]);
     }
     rows
@@ -167,6 +209,8 @@ pub(crate) fn fk_definition(schema: &Schema, fk: &ForeignKey) -> String {
     if fk.on_delete != "NO ACTION" {
         let _ = write!(text, " ON DELETE {}", fk.on_delete);
     }
+    text.push_str(deferral(fk.deferrable, fk.initially_deferred));
+    text.push_str(not_valid(fk.validated));
     text
 }
 
@@ -258,6 +302,59 @@ fn append_others(schema: &Schema, out: &mut String) {
                 s.increment.to_string(),
                 s.owned_by.clone().unwrap_or_default(),
             ]);
+        }
+        let _ = writeln!(out, "{table}");
+    }
+    append_types_and_code(schema, out);
+}
+
+/// Composite types, domains, functions and procedures, and extensions.
+fn append_types_and_code(schema: &Schema, out: &mut String) {
+    if !schema.composite_types.is_empty() {
+        let mut table = output::table(["composite type", "attributes"]);
+        for c in &schema.composite_types {
+            let fields: Vec<String> = c
+                .attributes
+                .iter()
+                .map(|a| format!("{} {}", a.name, a.data_type))
+                .collect();
+            table.add_row(vec![
+                schema.display_name(&c.schema, &c.name),
+                fields.join(", "),
+            ]);
+        }
+        let _ = writeln!(out, "{table}");
+    }
+    if !schema.domains.is_empty() {
+        let mut table = output::table(["domain", "definition"]);
+        for d in &schema.domains {
+            table.add_row(vec![
+                schema.display_name(&d.schema, &d.name),
+                d.declaration(),
+            ]);
+        }
+        let _ = writeln!(out, "{table}");
+    }
+    if !schema.functions.is_empty() {
+        let mut table = output::table(["function", "returns", "language"]);
+        for f in &schema.functions {
+            let name = format!(
+                "{}({})",
+                schema.display_name(&f.schema, &f.name),
+                f.arguments
+            );
+            let returns = f
+                .returns
+                .clone()
+                .unwrap_or_else(|| "(procedure)".to_string());
+            table.add_row(vec![name, returns, f.language.clone()]);
+        }
+        let _ = writeln!(out, "{table}");
+    }
+    if !schema.extensions.is_empty() {
+        let mut table = output::table(["extension", "version", "schema"]);
+        for x in &schema.extensions {
+            table.add_row(vec![x.name.clone(), x.version.clone(), x.schema.clone()]);
         }
         let _ = writeln!(out, "{table}");
     }

@@ -2,7 +2,8 @@
 SELECT a.attrelid::bigint AS oid, a.attname::text AS name,
        pg_catalog.format_type(a.atttypid, a.atttypmod) AS data_type,
        a.attnotnull AS not_null, pg_catalog.pg_get_expr(d.adbin, d.adrelid, true) AS default_expr,
-       a.attidentity::text AS identity, a.attgenerated::text AS generated
+       a.attidentity::text AS identity, a.attgenerated::text AS generated,
+       pg_catalog.col_description(a.attrelid, a.attnum) AS comment
 FROM pg_catalog.pg_attribute a
 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
