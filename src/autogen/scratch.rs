@@ -1,0 +1,370 @@
+//! The two scratch databases `revision --autogenerate` compares: one holding the desired schema
+//! (the schema file run as it is), one holding what the migrations folder builds (applied by the
+//! migration engine, as `migrate up` would). Both are of the backend the migrations are for, and
+//! neither is the user's database.
+//!
+//! SQLite: two in-memory databases (shared cache, so that the migration engine's pool and the
+//! reader see the same one); nothing touches the disk. PostgreSQL: one database created on the
+//! server of the database URL, holding the desired schema first and, emptied, the migrations'
+//! next; it is dropped with `WITH (FORCE)` when [`Scratch`] is dropped, so on every way out, an
+//! error or an interrupt included (a second Ctrl-C exits at once and may leave it: its name
+//! starts with `dbctl_autogen_`). With `--dev-url`, that database (which must be empty) is used
+//! the same way and emptied again afterwards.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::Context as _;
+use diesel::connection::SimpleConnection as _;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+
+use crate::db::catalog::{self, ReadOptions, Schema};
+use crate::db::{AnyConnection, Backend, Database, DbUrl, OpenMode, PoolSettings};
+use crate::error::{self, Exit};
+use crate::migrate::{self, Action, Options, UpTarget};
+use crate::output::{Format, Output};
+
+/// A schema as read from a scratch database, with what the model does not keep and SQLite's
+/// DDL writer needs: each table's `CREATE TABLE` and the triggers, as stored.
+#[derive(Debug, Clone)]
+pub(crate) struct Side {
+    pub(crate) schema: Schema,
+    /// SQLite: table name to its `CREATE TABLE` statement.
+    pub(crate) table_sql: HashMap<String, String>,
+    /// SQLite triggers.
+    pub(crate) triggers: Vec<Trigger>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Trigger {
+    pub(crate) name: String,
+    pub(crate) table: String,
+    pub(crate) sql: String,
+}
+
+/// Where the scratch databases come from.
+pub(crate) struct Target<'a> {
+    /// The backend's URL: PostgreSQL's server to create the scratch databases on (or the dev
+    /// database itself with `dev` set); ignored for SQLite.
+    pub(crate) url: DbUrl,
+    /// `--dev-url` was given: use `url` itself, emptied, instead of creating databases.
+    pub(crate) dev: bool,
+    pub(crate) settings: PoolSettings,
+    pub(crate) out: &'a Output,
+}
+
+/// Builds both sides: (desired, current).
+pub(crate) fn build(
+    target: &Target<'_>,
+    desired_file: &Path,
+    desired_sql: &str,
+    migrations_dir: &Path,
+) -> anyhow::Result<(Side, Side)> {
+    match target.url.backend() {
+        Backend::Sqlite => {
+            let desired = sqlite_memory(target, "desired")?;
+            load_desired(&desired, desired_file, desired_sql)?;
+            let desired = read(&desired)?;
+            let current_url = memory_url("current")?;
+            let keeper = open(target, &current_url)?;
+            apply_migrations(target, &current_url, migrations_dir)?;
+            Ok((desired, read(&keeper)?))
+        }
+        Backend::Postgres if target.dev => {
+            let dev = open(target, &target.url)?;
+            ensure_empty(&dev, &target.url)?;
+            let _wipe = Wipe { db: &dev };
+            both_in_turn(
+                target,
+                &target.url,
+                desired_file,
+                desired_sql,
+                migrations_dir,
+            )
+        }
+        Backend::Postgres => {
+            let scratch = Scratch::create(target)?;
+            let url = target.url.with_pg_database(&scratch.name);
+            let sides = both_in_turn(target, &url, desired_file, desired_sql, migrations_dir);
+            drop(scratch);
+            sides
+        }
+    }
+}
+
+/// PostgreSQL: the desired schema built and read, the database emptied, then the migrations
+/// applied and read, all in the one database `url` names. (One scratch database rather than two:
+/// creating and dropping one costs the larger part of the whole run.)
+fn both_in_turn(
+    target: &Target<'_>,
+    url: &DbUrl,
+    desired_file: &Path,
+    desired_sql: &str,
+    migrations_dir: &Path,
+) -> anyhow::Result<(Side, Side)> {
+    let desired = {
+        let db = open(target, url)?;
+        load_desired(&db, desired_file, desired_sql)?;
+        // A fresh session: the file may have changed the search path (pg_dump's does).
+        let fresh = open(target, url)?;
+        let side = read(&fresh)?;
+        wipe(&fresh)?;
+        side
+    };
+    apply_migrations(target, url, migrations_dir)?;
+    let current = read(&open(target, url)?)?;
+    Ok((desired, current))
+}
+
+fn open(target: &Target<'_>, url: &DbUrl) -> anyhow::Result<Database> {
+    let mut settings = target.settings.clone();
+    settings.schema = None;
+    settings.size = settings.size.max(2);
+    Database::open(url, &settings, OpenMode::Existing)
+}
+
+/// A unique name within this process and moment.
+fn unique(tag: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "dbctl_autogen_{}_{}_{}_{tag}",
+        std::process::id(),
+        nanos,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn memory_url(tag: &str) -> anyhow::Result<DbUrl> {
+    DbUrl::parse(&format!("file:{}?mode=memory&cache=shared", unique(tag)))
+}
+
+fn sqlite_memory(target: &Target<'_>, tag: &str) -> anyhow::Result<Database> {
+    open(target, &memory_url(tag)?)
+}
+
+fn load_desired(db: &Database, file: &Path, sql: &str) -> anyhow::Result<()> {
+    let mut conn = db.get()?;
+    conn.batch_execute(sql).map_err(|e| {
+        error::tag(
+            anyhow::anyhow!(
+                "the desired schema `{}` does not load: {}",
+                file.display(),
+                error::redact_driver(&e.to_string())
+            ),
+            Exit::Usage,
+        )
+    })
+}
+
+fn apply_migrations(target: &Target<'_>, url: &DbUrl, dir: &Path) -> anyhow::Result<()> {
+    let quiet = Output::new(Format::Json, true, false);
+    let db = open(target, url)?;
+    let report = migrate::execute(
+        &quiet,
+        db,
+        dir,
+        &Action::Up(UpTarget::default()),
+        &Options::default(),
+    )
+    .context("applying the migrations folder to a scratch database")?;
+    for w in report.warnings {
+        target.out.warn(w);
+    }
+    Ok(())
+}
+
+fn read(db: &Database) -> anyhow::Result<Side> {
+    let mut conn = db.get()?;
+    let mut schema = catalog::read(&mut conn, &ReadOptions { schemas: vec![] })?;
+    schema.tables.retain(|t| !catalog::is_internal(&t.name));
+    schema.views.retain(|v| !catalog::is_internal(&v.name));
+    schema.sequences.retain(|s| {
+        s.owned_by
+            .as_deref()
+            .is_none_or(|o| !catalog::is_internal(o.split('.').next().unwrap_or("")))
+    });
+    let mut side = Side {
+        schema,
+        table_sql: HashMap::new(),
+        triggers: Vec::new(),
+    };
+    if let AnyConnection::Sqlite(sq) = &mut *conn {
+        read_sqlite_extras(sq, &mut side)?;
+    }
+    Ok(side)
+}
+
+#[derive(QueryableByName)]
+struct MasterRow {
+    #[diesel(sql_type = Text)]
+    kind: String,
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Text)]
+    tbl: String,
+    #[diesel(sql_type = Text)]
+    sql: String,
+}
+
+fn read_sqlite_extras(conn: &mut diesel::SqliteConnection, side: &mut Side) -> anyhow::Result<()> {
+    let rows: Vec<MasterRow> = diesel::sql_query(
+        "SELECT type AS kind, name, tbl_name AS tbl, sql FROM main.sqlite_master \
+         WHERE type IN ('table', 'trigger') AND sql IS NOT NULL ORDER BY rowid",
+    )
+    .load(conn)
+    .context("reading table and trigger statements from sqlite_master")?;
+    for r in rows {
+        if catalog::is_internal(&r.tbl) {
+            continue;
+        }
+        if r.kind == "table" {
+            side.table_sql.insert(r.name, r.sql);
+        } else {
+            side.triggers.push(Trigger {
+                name: r.name,
+                table: r.tbl,
+                sql: r.sql,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The PostgreSQL scratch database, dropped on drop.
+struct Scratch<'a> {
+    admin: Database,
+    name: String,
+    created: bool,
+    out: &'a Output,
+}
+
+impl<'a> Scratch<'a> {
+    fn create(target: &Target<'a>) -> anyhow::Result<Scratch<'a>> {
+        let admin = open(target, &target.url).or_else(|first| {
+            // The database the URL names may not exist yet: its server's `postgres` will do.
+            if error::exit_of(&first) != Exit::Connect {
+                return Err(first);
+            }
+            open(target, &target.url.with_pg_database("postgres")).map_err(|_| first)
+        })?;
+        let mut scratch = Scratch {
+            admin,
+            name: unique("scratch"),
+            created: false,
+            out: target.out,
+        };
+        let mut conn = scratch.admin.get()?;
+        crate::db::pg_create_database(&mut conn, &scratch.name).map_err(|e| {
+            error::tag(
+                e.context(
+                    "creating a scratch database for --autogenerate (or give --dev-url, an \
+                     empty database to use instead)",
+                ),
+                Exit::Failed,
+            )
+        })?;
+        scratch.created = true;
+        drop(conn);
+        Ok(scratch)
+    }
+}
+
+impl Drop for Scratch<'_> {
+    fn drop(&mut self) {
+        if !self.created {
+            return;
+        }
+        let name = &self.name;
+        let dropped = self.admin.get().and_then(|mut conn| {
+            let sql = format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                crate::db::quote_ident(name)
+            );
+            conn.batch_execute(&sql)
+                .map_err(|e| anyhow::anyhow!(error::redact_driver(&e.to_string())))
+        });
+        if let Err(e) = dropped {
+            self.out.warn(format_args!(
+                "could not drop the scratch database {name}: {e:#}"
+            ));
+        }
+    }
+}
+
+/// Empties the dev database on drop.
+struct Wipe<'a> {
+    db: &'a Database,
+}
+
+impl Drop for Wipe<'_> {
+    fn drop(&mut self) {
+        let _ = wipe(self.db);
+    }
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
+struct Name {
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+/// User schemas (not PostgreSQL's own).
+const USER_SCHEMAS: &str = "nspname NOT IN ('pg_catalog', 'information_schema') \
+     AND nspname NOT LIKE 'pg\\_toast%' AND nspname NOT LIKE 'pg\\_temp\\_%'";
+
+fn ensure_empty(db: &Database, url: &DbUrl) -> anyhow::Result<()> {
+    let mut conn = db.get()?;
+    let found: Count = diesel::sql_query(format!(
+        "SELECT (SELECT count(*) FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE {USER_SCHEMAS}) \
+              + (SELECT count(*) FROM pg_catalog.pg_type t \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace \
+                 WHERE {USER_SCHEMAS} AND t.typtype IN ('e', 'd', 'c', 'r') AND t.typrelid = 0) \
+              + (SELECT count(*) FROM pg_catalog.pg_namespace WHERE {USER_SCHEMAS} AND nspname <> 'public') \
+              AS n"
+    ))
+    .get_result(&mut conn)
+    .context("checking that the dev database is empty")?;
+    if found.n > 0 {
+        return Err(error::usage(format!(
+            "the dev database {} is not empty ({} objects): --dev-url needs an empty database, \
+             which dbctl fills and empties again",
+            url.redacted(),
+            found.n
+        )));
+    }
+    Ok(())
+}
+
+/// Drops every user schema and creates `public` again.
+fn wipe(db: &Database) -> anyhow::Result<()> {
+    let mut conn = db.get()?;
+    let schemas: Vec<Name> = diesel::sql_query(format!(
+        "SELECT nspname::text AS name FROM pg_catalog.pg_namespace WHERE {USER_SCHEMAS}"
+    ))
+    .load(&mut conn)
+    .context("listing the dev database's schemas")?;
+    let mut sql = String::new();
+    for s in schemas {
+        sql.push_str(&format!(
+            "DROP SCHEMA {} CASCADE;",
+            crate::db::quote_ident(&s.name)
+        ));
+    }
+    sql.push_str("CREATE SCHEMA IF NOT EXISTS public;");
+    conn.batch_execute(&sql)
+        .context("emptying the dev database")?;
+    Ok(())
+}
