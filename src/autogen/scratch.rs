@@ -239,6 +239,9 @@ fn read_sqlite_extras(conn: &mut diesel::SqliteConnection, side: &mut Side) -> a
 /// The PostgreSQL scratch database, dropped on drop.
 struct Scratch<'a> {
     admin: Database,
+    /// Where `admin` goes, for the connection that drops the scratch database.
+    admin_url: DbUrl,
+    connect_timeout: std::time::Duration,
     name: String,
     created: bool,
     out: &'a Output,
@@ -246,15 +249,19 @@ struct Scratch<'a> {
 
 impl<'a> Scratch<'a> {
     fn create(target: &Target<'a>) -> anyhow::Result<Scratch<'a>> {
-        let admin = open(target, &target.url).or_else(|first| {
+        let (admin, admin_url) = match open(target, &target.url) {
+            Ok(db) => (db, target.url.clone()),
             // The database the URL names may not exist yet: its server's `postgres` will do.
-            if error::exit_of(&first) != Exit::Connect {
-                return Err(first);
+            Err(first) if error::exit_of(&first) == Exit::Connect => {
+                let maintenance = target.url.with_pg_database("postgres");
+                (open(target, &maintenance).map_err(|_| first)?, maintenance)
             }
-            open(target, &target.url.with_pg_database("postgres")).map_err(|_| first)
-        })?;
+            Err(first) => return Err(first),
+        };
         let mut scratch = Scratch {
             admin,
+            admin_url,
+            connect_timeout: target.settings.connect_timeout,
             name: unique("scratch"),
             created: false,
             out: target.out,
@@ -281,18 +288,26 @@ impl Drop for Scratch<'_> {
             return;
         }
         let name = &self.name;
-        let dropped = self.admin.get().and_then(|mut conn| {
-            let sql = format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                crate::db::quote_ident(name)
-            );
-            conn.batch_execute(&sql)
-                .map_err(|e| anyhow::anyhow!(error::redact_driver(&e.to_string())))
-        });
-        if let Err(e) = dropped {
-            self.out.warn(format_args!(
+        // A connection of its own, outside dbctl's watch: after Ctrl-C the watch cancels every
+        // statement that runs, and this one must run.
+        let conn_str = self
+            .admin_url
+            .connection_string(self.connect_timeout.as_secs().max(1));
+        let sql = format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            crate::db::quote_ident(name)
+        );
+        let dropped = diesel::PgConnection::establish(&conn_str)
+            .map_err(|e| anyhow::anyhow!(error::redact_driver(&e.to_string())))
+            .and_then(|mut conn| {
+                conn.batch_execute(&sql)
+                    .map_err(|e| anyhow::anyhow!(error::redact_driver(&e.to_string())))
+            });
+        match dropped {
+            Ok(()) => crate::interrupt::undone("the scratch database was dropped"),
+            Err(e) => self.out.warn(format_args!(
                 "could not drop the scratch database {name}: {e:#}"
-            ));
+            )),
         }
     }
 }
@@ -304,7 +319,9 @@ struct Wipe<'a> {
 
 impl Drop for Wipe<'_> {
     fn drop(&mut self) {
-        let _ = wipe(self.db);
+        if wipe(self.db).is_ok() {
+            crate::interrupt::undone("the dev database was emptied");
+        }
     }
 }
 
