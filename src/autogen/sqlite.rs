@@ -134,9 +134,16 @@ pub(crate) fn plan(from: &Side, to: &Side) -> Vec<Step> {
         }
     }
 
-    // Triggers.
+    // Triggers. Those whose body names a rebuilt table are made again too: renaming the new
+    // table checks every trigger, and one naming the dropped table fails it.
+    let mentions_rebuilt = |sql: &str| {
+        rebuilt
+            .iter()
+            .any(|t| super::plan::replace_word(sql, t, "\u{1}") != sql)
+    };
     for tr in &to.triggers {
         let same = !fresh.contains(&tr.table)
+            && !mentions_rebuilt(&tr.sql)
             && from
                 .triggers
                 .iter()
@@ -152,10 +159,11 @@ pub(crate) fn plan(from: &Side, to: &Side) -> Vec<Step> {
     for tr in &from.triggers {
         let gone_with_table =
             !new_tables.contains_key(tr.table.as_str()) || fresh.contains(&tr.table);
-        let same = to
-            .triggers
-            .iter()
-            .any(|n| n.name == tr.name && normal(&n.sql) == normal(&tr.sql));
+        let same = !mentions_rebuilt(&tr.sql)
+            && to
+                .triggers
+                .iter()
+                .any(|n| n.name == tr.name && normal(&n.sql) == normal(&tr.sql));
         if !same && !gone_with_table {
             steps.push(Step::new(
                 Phase::DropViews,
