@@ -4,12 +4,13 @@
 //! neither is the user's database.
 //!
 //! SQLite: two in-memory databases (shared cache, so that the migration engine's pool and the
-//! reader see the same one); nothing touches the disk. PostgreSQL: one database created on the
-//! server of the database URL, holding the desired schema first and, emptied, the migrations'
-//! next; it is dropped with `WITH (FORCE)` when [`Scratch`] is dropped, so on every way out, an
-//! error or an interrupt included (a second Ctrl-C exits at once and may leave it: its name
-//! starts with `dbctl_autogen_`). With `--dev-url`, that database (which must be empty) is used
-//! the same way and emptied again afterwards.
+//! reader see the same one); nothing touches the disk. PostgreSQL: two databases created on the
+//! server of the database URL, one loaded with the desired schema while the migrations are
+//! applied to the other (in parallel); both are dropped with `WITH (FORCE)` when [`Scratch`] is
+//! dropped, so on every way out, an error or an interrupt included (a second Ctrl-C exits at
+//! once and may leave them: their names start with `dbctl_autogen_`). With `--dev-url`, that
+//! database (which must be empty) holds the desired schema first and, emptied, the migrations'
+//! next, and is emptied again afterwards.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -86,12 +87,55 @@ pub(crate) fn build(
         }
         Backend::Postgres => {
             let scratch = Scratch::create(target)?;
-            let url = target.url.with_pg_database(&scratch.name);
-            let sides = both_in_turn(target, &url, desired_file, desired_sql, migrations_dir);
+            let sides = in_parallel(target, &scratch, desired_file, desired_sql, migrations_dir);
             drop(scratch);
             sides
         }
     }
+}
+
+/// PostgreSQL: the desired schema built and read in one scratch database while the migrations
+/// are applied and read in the other.
+fn in_parallel(
+    target: &Target<'_>,
+    scratch: &Scratch<'_>,
+    desired_file: &Path,
+    desired_sql: &str,
+    migrations_dir: &Path,
+) -> anyhow::Result<(Side, Side)> {
+    let started = std::time::Instant::now();
+    let desired_url = target.url.with_pg_database(&scratch.names[0]);
+    let current_url = target.url.with_pg_database(&scratch.names[1]);
+    let settings = target.settings.clone();
+    let (desired, current) = std::thread::scope(|s| {
+        let current = s.spawn(|| -> anyhow::Result<(Side, Vec<String>)> {
+            let warnings = apply_quietly(&settings, &current_url, migrations_dir)?;
+            let side = read(&open_with(&settings, &current_url)?)?;
+            Ok((side, warnings))
+        });
+        let desired = (|| -> anyhow::Result<Side> {
+            let db = open(target, &desired_url)?;
+            load_desired(&db, desired_file, desired_sql)?;
+            // A fresh session: the file may have changed the search path (pg_dump's does).
+            read(&open(target, &desired_url)?)
+        })();
+        let current = current.join().unwrap_or_else(|_| {
+            Err(anyhow::anyhow!(
+                "applying the migrations stopped unexpectedly"
+            ))
+        });
+        (desired, current)
+    });
+    let desired = desired?;
+    let (current, warnings) = current?;
+    for w in warnings {
+        target.out.warn(w);
+    }
+    target.out.verbose(format_args!(
+        "autogenerate: both schemas built and read in parallel in {}",
+        crate::output::millis(started.elapsed())
+    ));
+    Ok((desired, current))
 }
 
 /// PostgreSQL: the desired schema built and read, the database emptied, then the migrations
@@ -104,22 +148,37 @@ fn both_in_turn(
     desired_sql: &str,
     migrations_dir: &Path,
 ) -> anyhow::Result<(Side, Side)> {
+    let started = std::time::Instant::now();
+    let lap = |what: &str| {
+        target.out.verbose(format_args!(
+            "autogenerate: {what} at {}",
+            crate::output::millis(started.elapsed())
+        ))
+    };
     let desired = {
         let db = open(target, url)?;
         load_desired(&db, desired_file, desired_sql)?;
+        lap("desired schema loaded");
         // A fresh session: the file may have changed the search path (pg_dump's does).
         let fresh = open(target, url)?;
         let side = read(&fresh)?;
         wipe(&fresh)?;
+        lap("desired schema read, scratch database emptied");
         side
     };
     apply_migrations(target, url, migrations_dir)?;
+    lap("migrations applied");
     let current = read(&open(target, url)?)?;
+    lap("migrations' schema read");
     Ok((desired, current))
 }
 
 fn open(target: &Target<'_>, url: &DbUrl) -> anyhow::Result<Database> {
-    let mut settings = target.settings.clone();
+    open_with(&target.settings, url)
+}
+
+fn open_with(settings: &PoolSettings, url: &DbUrl) -> anyhow::Result<Database> {
+    let mut settings = settings.clone();
     settings.schema = None;
     settings.size = settings.size.max(2);
     Database::open(url, &settings, OpenMode::Existing)
@@ -163,8 +222,16 @@ fn load_desired(db: &Database, file: &Path, sql: &str) -> anyhow::Result<()> {
 }
 
 fn apply_migrations(target: &Target<'_>, url: &DbUrl, dir: &Path) -> anyhow::Result<()> {
+    for w in apply_quietly(&target.settings, url, dir)? {
+        target.out.warn(w);
+    }
+    Ok(())
+}
+
+/// Applies the migrations without printing; returns the warnings.
+fn apply_quietly(settings: &PoolSettings, url: &DbUrl, dir: &Path) -> anyhow::Result<Vec<String>> {
     let quiet = Output::new(Format::Json, true, false);
-    let db = open(target, url)?;
+    let db = open_with(settings, url)?;
     let report = migrate::execute(
         &quiet,
         db,
@@ -173,10 +240,7 @@ fn apply_migrations(target: &Target<'_>, url: &DbUrl, dir: &Path) -> anyhow::Res
         &Options::default(),
     )
     .context("applying the migrations folder to a scratch database")?;
-    for w in report.warnings {
-        target.out.warn(w);
-    }
-    Ok(())
+    Ok(report.warnings)
 }
 
 fn read(db: &Database) -> anyhow::Result<Side> {
@@ -242,8 +306,9 @@ struct Scratch<'a> {
     /// Where `admin` goes, for the connection that drops the scratch database.
     admin_url: DbUrl,
     connect_timeout: std::time::Duration,
-    name: String,
-    created: bool,
+    names: [String; 2],
+    /// How many of `names` exist.
+    created: usize,
     out: &'a Output,
 }
 
@@ -262,21 +327,30 @@ impl<'a> Scratch<'a> {
             admin,
             admin_url,
             connect_timeout: target.settings.connect_timeout,
-            name: unique("scratch"),
-            created: false,
+            names: [unique("desired"), unique("current")],
+            created: 0,
             out: target.out,
         };
         let mut conn = scratch.admin.get()?;
-        crate::db::pg_create_database(&mut conn, &scratch.name).map_err(|e| {
-            error::tag(
-                e.context(
-                    "creating a scratch database for --autogenerate (or give --dev-url, an \
-                     empty database to use instead)",
-                ),
-                Exit::Failed,
-            )
-        })?;
-        scratch.created = true;
+        for name in scratch.names.clone() {
+            crate::db::pg_create_database(&mut conn, &name).map_err(|e| {
+                error::tag(
+                    e.context(
+                        "creating a scratch database for --autogenerate (or give --dev-url, an \
+                         empty database to use instead)",
+                    ),
+                    Exit::Failed,
+                )
+            })?;
+            scratch.created += 1;
+            // Nothing here needs to survive a crash: commits need not wait for the disk
+            // (measured: a third of the time of applying 200 small migrations).
+            conn.batch_execute(&format!(
+                "ALTER DATABASE {} SET synchronous_commit = off",
+                crate::db::quote_ident(&name)
+            ))
+            .context("setting up the scratch database")?;
+        }
         drop(conn);
         Ok(scratch)
     }
@@ -284,32 +358,53 @@ impl<'a> Scratch<'a> {
 
 impl Drop for Scratch<'_> {
     fn drop(&mut self) {
-        if !self.created {
-            return;
-        }
-        let name = &self.name;
-        // A connection of its own, outside dbctl's watch: after Ctrl-C the watch cancels every
-        // statement that runs, and this one must run.
+        // Connections of their own, outside dbctl's watch: after Ctrl-C the watch cancels every
+        // statement that runs, and these must run. Both at once: each waits for a checkpoint.
         let conn_str = self
             .admin_url
             .connection_string(self.connect_timeout.as_secs().max(1));
-        let sql = format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            crate::db::quote_ident(name)
-        );
-        let dropped = diesel::PgConnection::establish(&conn_str)
-            .map_err(|e| anyhow::anyhow!(error::redact_driver(&e.to_string())))
-            .and_then(|mut conn| {
-                conn.batch_execute(&sql)
-                    .map_err(|e| anyhow::anyhow!(error::redact_driver(&e.to_string())))
-            });
-        match dropped {
-            Ok(()) => crate::interrupt::undone("the scratch database was dropped"),
-            Err(e) => self.out.warn(format_args!(
-                "could not drop the scratch database {name}: {e:#}"
-            )),
+        let results: Vec<(String, anyhow::Result<()>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = self.names[..self.created]
+                .iter()
+                .map(|name| {
+                    let conn_str = &conn_str;
+                    (name.clone(), s.spawn(move || drop_database(conn_str, name)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|(name, h)| {
+                    let result = h
+                        .join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("the drop stopped unexpectedly")));
+                    (name, result)
+                })
+                .collect()
+        });
+        let mut all = true;
+        for (name, result) in results {
+            if let Err(e) = result {
+                all = false;
+                self.out.warn(format_args!(
+                    "could not drop the scratch database {name}: {e:#}"
+                ));
+            }
+        }
+        if all && self.created > 0 {
+            crate::interrupt::undone("the scratch databases were dropped");
         }
     }
+}
+
+fn drop_database(conn_str: &str, name: &str) -> anyhow::Result<()> {
+    let sql = format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        crate::db::quote_ident(name)
+    );
+    let mut conn = diesel::PgConnection::establish(conn_str)
+        .map_err(|e| anyhow::anyhow!(error::redact_driver(&e.to_string())))?;
+    conn.batch_execute(&sql)
+        .map_err(|e| anyhow::anyhow!(error::redact_driver(&e.to_string())))
 }
 
 /// Empties the dev database on drop.

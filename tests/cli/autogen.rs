@@ -530,7 +530,10 @@ fn postgres_scratch_database_dropped_on_error_and_interrupt() {
     while scratch_left(pid) == 0 && started.elapsed().as_secs() < 20 {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert_eq!(scratch_left(pid), 1, "the scratch database never appeared");
+    assert!(
+        scratch_left(pid) > 0,
+        "the scratch databases never appeared"
+    );
     std::thread::sleep(std::time::Duration::from_millis(300));
     std::process::Command::new("kill")
         .args(["-INT", &pid.to_string()])
