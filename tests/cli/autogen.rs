@@ -462,12 +462,14 @@ both_backends!(refusals, |p: Project| {
         .code(2);
     // The setting names the file.
     p.file("other.sql", BASE.split("INSERT").next().unwrap());
-    p.command()
-        .env("DBCTL_SCHEMA_FILE", "other.sql")
-        .args(["revision", "--check"])
-        .status()
-        .map(|s| assert_eq!(s.code(), Some(0)))
-        .unwrap();
+    let run = crate::support::Run::from(
+        p.command()
+            .env("DBCTL_SCHEMA_FILE", "other.sql")
+            .args(["revision", "--check"])
+            .output()
+            .unwrap(),
+    );
+    run.success().stdout_has("other.sql");
     assert_eq!(
         std::fs::read_dir(p.path().join("migrations"))
             .unwrap()
