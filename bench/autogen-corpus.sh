@@ -34,7 +34,11 @@ ordered() { ls -1 "$1" | while read -r n; do [ -d "$1/$n" ] && printf '%s\t%s\n'
 normal_json() { # url backend
   local sort='.'
   [ "$2" = postgresql ] && sort='.tables[].columns |= sort_by(.name)'
-  "$DBCTL" inspect --format json --no-rows --database-url "$1" 2>&1 | jq -S "del(.migrations) | .tables[].rows = null | $sort" 2>/dev/null
+  local json
+  # A failed read never compares equal to anything.
+  json=$("$DBCTL" inspect --format json --no-rows --database-url "$1" 2>/dev/null) \
+    && jq -e -S "del(.migrations) | .tables[].rows = null | $sort" <<<"$json" 2>/dev/null \
+    || echo "inspect of $1 failed ($RANDOM$RANDOM)"
 }
 
 dump() { # url backend file
