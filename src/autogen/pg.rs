@@ -371,6 +371,18 @@ fn alter_table(
 ) -> bool {
     let t = ident(&new.name);
     let mut reshaped = false;
+    // Columns dropped and added again (a new generation expression): what stands on them goes
+    // with them and comes back.
+    let recreated: BTreeSet<&str> = new
+        .columns
+        .iter()
+        .filter(|c| {
+            old.column(&c.name)
+                .is_some_and(|o| o.generated != c.generated)
+        })
+        .map(|c| c.name.as_str())
+        .collect();
+    let on_recreated = |cols: &[String]| cols.iter().any(|c| recreated.contains(c.as_str()));
     let dropped: Vec<&Column> = old
         .columns
         .iter()
@@ -451,7 +463,7 @@ fn alter_table(
     pair_by_name(
         &old.unique_constraints,
         &new.unique_constraints,
-        |u| u.name.clone(),
+        |u| (u.name.clone(), on_recreated(&u.columns)),
         |u, phase| match phase {
             Phase::AddConstraints => Some(Step::new(
                 phase,
@@ -469,7 +481,10 @@ fn alter_table(
     pair_by_name(
         &old.checks,
         &new.checks,
-        |c| c.name.clone(),
+        |c| {
+            let mentions = recreated.iter().any(|r| mentions(&c.expression, r));
+            (c.name.clone(), mentions)
+        },
         |c, phase| match phase {
             Phase::AddConstraints => Some(Step::new(
                 phase,
@@ -487,7 +502,10 @@ fn alter_table(
     // Foreign keys: also dropped and added again when the key they point at is.
     for fk in &old.foreign_keys {
         let same = new.foreign_keys.iter().find(|n| n.name == fk.name);
-        if same != Some(fk) || rekeyed.contains(fk.referred_table.as_str()) {
+        if same != Some(fk)
+            || rekeyed.contains(fk.referred_table.as_str())
+            || on_recreated(&fk.columns)
+        {
             steps.extend(drop_constraint(
                 old,
                 Phase::DropForeignKeys,
@@ -498,14 +516,18 @@ fn alter_table(
     }
     for fk in &new.foreign_keys {
         let same = old.foreign_keys.iter().find(|o| o.name == fk.name);
-        if same != Some(fk) || rekeyed.contains(fk.referred_table.as_str()) {
+        if same != Some(fk)
+            || rekeyed.contains(fk.referred_table.as_str())
+            || on_recreated(&fk.columns)
+        {
             steps.push(add_foreign_key(new, fk));
         }
     }
     // Indexes: by name and statement.
     for ix in &old.indexes {
         let same = new.indexes.iter().find(|n| n.name == ix.name);
-        if same.map(|n| index_sql(&new.schema, n)) != Some(index_sql(&old.schema, ix)) {
+        let forced = recreated.iter().any(|r| mentions(&ix.definition, r));
+        if forced || same.map(|n| index_sql(&new.schema, n)) != Some(index_sql(&old.schema, ix)) {
             steps.push(Step::new(
                 Phase::DropIndexes,
                 format!("- index {}.{}", old.name, ix.name),
@@ -515,7 +537,8 @@ fn alter_table(
     }
     for ix in &new.indexes {
         let same = old.indexes.iter().find(|o| o.name == ix.name);
-        if same.map(|o| index_sql(&old.schema, o)) != Some(index_sql(&new.schema, ix)) {
+        let forced = recreated.iter().any(|r| mentions(&ix.definition, r));
+        if forced || same.map(|o| index_sql(&old.schema, o)) != Some(index_sql(&new.schema, ix)) {
             steps.push(Step::new(
                 Phase::CreateIndexes,
                 format!("+ index {}.{}", new.name, ix.name),
@@ -528,20 +551,24 @@ fn alter_table(
 
 /// Drops the items of `old` that `new` lacks or has otherwise, adds those of `new` that `old`
 /// lacks or has otherwise.
+/// `key` gives an item's name and whether it must be made again regardless (it stands on a
+/// recreated column).
 fn pair_by_name<T: PartialEq>(
     old: &[T],
     new: &[T],
-    name: impl Fn(&T) -> Option<String>,
+    key: impl Fn(&T) -> (Option<String>, bool),
     step: impl Fn(&T, Phase) -> Option<Step>,
     steps: &mut Vec<Step>,
 ) {
     for o in old {
-        if new.iter().find(|n| name(n) == name(o)) != Some(o) {
+        let (name, forced) = key(o);
+        if forced || new.iter().find(|n| key(n).0 == name) != Some(o) {
             steps.extend(step(o, Phase::DropConstraints));
         }
     }
     for n in new {
-        if old.iter().find(|o| name(o) == name(n)) != Some(n) {
+        let (name, forced) = key(n);
+        if forced || old.iter().find(|o| key(o).0 == name) != Some(n) {
             steps.extend(step(n, Phase::AddConstraints));
         }
     }
@@ -561,18 +588,25 @@ fn alter_column(
     let mut destructive = false;
     let mut summary = Vec::new();
     if oc.generated != nc.generated {
-        // A generation expression cannot be changed in place: drop the column and add it.
+        // A generation expression cannot be changed in place: the column is dropped before the
+        // columns it reads change type, and added after (with what stands on it, see
+        // `alter_table`).
         steps.push(
             Step::new(
-                Phase::Columns,
+                Phase::DropConstraints,
                 format!("~ column {label}: generated expression (dropped and added)"),
-                format!(
-                    "ALTER TABLE {table} DROP COLUMN {col};\nALTER TABLE {table} ADD COLUMN {};",
-                    column_def(schema, t, nc)
-                ),
+                format!("ALTER TABLE {table} DROP COLUMN {col};"),
             )
             .destructive(),
         );
+        steps.push(Step::new(
+            Phase::AddConstraints,
+            format!("+ column {label} (generated)"),
+            format!(
+                "ALTER TABLE {table} ADD COLUMN {};",
+                column_def(schema, t, nc)
+            ),
+        ));
         return true;
     }
     let default_changes = oc.default != nc.default;
