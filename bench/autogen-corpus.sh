@@ -21,9 +21,12 @@ WHICH=${1:-both}
 command -v jq >/dev/null || { echo "autogen-corpus: needs jq"; exit 2; }
 
 WORK=$(mktemp -d)
-PG_DBS=()
+# The PostgreSQL databases made (a file: new_db runs in a subshell).
+: >"$WORK/pg_dbs"
 cleanup() {
-  for db in "${PG_DBS[@]}"; do psql -qh 127.0.0.1 -U postgres -c "drop database if exists \"$db\" with (force)" >/dev/null 2>&1; done
+  while read -r db; do
+    psql -qh 127.0.0.1 -U postgres -c "drop database if exists \"$db\" with (force)" >/dev/null 2>&1
+  done <"$WORK/pg_dbs"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -55,7 +58,7 @@ new_db() { # backend name -> url
   if [ "$1" = sqlite ]; then
     : >"$WORK/$2.db"; echo "sqlite://$WORK/$2.db"
   else
-    psql -qh 127.0.0.1 -U postgres -c "create database \"$2\"" >/dev/null && PG_DBS+=("$2")
+    psql -qh 127.0.0.1 -U postgres -c "create database \"$2\"" >/dev/null && echo "$2" >>"$WORK/pg_dbs"
     echo "$PG_SERVER/$2"
   fi
 }
