@@ -230,6 +230,12 @@ fn desired_file(ctx: &Context, dir: &Path, args: &AutogenArgs) -> PathBuf {
 }
 
 fn read_desired(file: &Path) -> anyhow::Result<String> {
+    if file.exists() && !file.is_file() {
+        return Err(error::usage(format!(
+            "the desired schema `{}` is not a regular file",
+            file.display()
+        )));
+    }
     if !file.is_file() {
         return Err(error::usage(format!(
             "the desired schema `{}` does not exist (write it, or name it with --from or {})",

@@ -498,6 +498,9 @@ both_backends!(refusals, |p: Project| {
     p.run(["revision", "x", "--from", "broken.sql"])
         .code(2)
         .stderr_has("--autogenerate");
+    p.run(["revision", "x", "--autogenerate", "--from", "migrations"])
+        .code(2)
+        .stderr_has("not a regular file");
     p.run(["revision", "x", "--autogenerate", "--rename", "no_equals"])
         .code(2)
         .stderr_has("--rename");
