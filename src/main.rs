@@ -3,6 +3,7 @@
 //! `main` only translates: parse the command line, run the command, turn the result into an exit
 //! code. Everything printed passes through `error::redact`.
 
+mod autogen;
 mod cli;
 mod commands;
 mod config;

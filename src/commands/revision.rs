@@ -29,11 +29,14 @@ use crate::output::{self, Report};
 ///   dbctl revision add_index --sql 'CREATE INDEX users_email ON users (email);' \
 ///       --down-sql 'DROP INDEX users_email;'
 ///   dbctl revision add_posts --format json
+///   dbctl revision add_posts --autogenerate --from schema.sql
+///   dbctl revision --check
 #[derive(clap::Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct RevisionArgs {
     /// The migration's name (letters, digits, spaces, `_` and `-`)
-    name: String,
+    #[arg(required_unless_present = "check")]
+    name: Option<String>,
 
     /// The SQL for up.sql (instead of a placeholder comment)
     #[arg(long, value_name = "SQL")]
@@ -42,10 +45,23 @@ pub(crate) struct RevisionArgs {
     /// The SQL for down.sql (instead of a placeholder comment)
     #[arg(long, value_name = "SQL")]
     down_sql: Option<String>,
+
+    #[command(flatten)]
+    autogen: crate::autogen::AutogenArgs,
 }
 
 #[derive(Serialize, Debug)]
 pub(crate) struct RevisionReport {
+    /// The folder written (none for `--check`, or when --autogenerate found no change).
+    #[serde(flatten)]
+    written: Option<Written>,
+    /// What --autogenerate compared and found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    autogenerate: Option<crate::autogen::Summary>,
+}
+
+#[derive(Serialize, Debug)]
+struct Written {
     version: String,
     name: String,
     folder: String,
@@ -55,23 +71,55 @@ pub(crate) struct RevisionReport {
 
 impl Report for RevisionReport {
     fn human(&self) -> String {
-        output::key_value_table(&[
-            ("version", self.version.as_str()),
-            ("up", self.up.as_str()),
-            ("down", self.down.as_str()),
-        ])
-        .to_string()
+        let mut out = String::new();
+        if let Some(auto) = &self.autogenerate {
+            out.push_str(&auto.human());
+        }
+        if let Some(w) = &self.written {
+            let table = output::key_value_table(&[
+                ("version", w.version.as_str()),
+                ("up", w.up.as_str()),
+                ("down", w.down.as_str()),
+            ]);
+            out.push_str(&table.to_string());
+        }
+        out
+    }
+
+    fn exit(&self) -> Exit {
+        match &self.autogenerate {
+            Some(auto) if auto.check && auto.differs() => Exit::Check,
+            _ => Exit::Success,
+        }
     }
 }
 
 const DOWN_PLACEHOLDER: &str = "-- Write the SQL that undoes up.sql here. While this file holds \
 no statement, dbctl refuses to revert the migration.\n";
 
-pub(crate) fn run(ctx: &Context, args: RevisionArgs) -> anyhow::Result<RevisionReport> {
-    let name = args.name.trim();
-    check_name(name)?;
-    let (dir, _) = ctx.config.migrations_dir();
-    let dir = source_dir(ctx, &dir)?;
+pub(crate) fn run(ctx: &Context, mut args: RevisionArgs) -> anyhow::Result<RevisionReport> {
+    args.autogen.validate()?;
+    let name = args.name.clone().unwrap_or_default();
+    let name = name.trim();
+    if !args.autogen.check {
+        check_name(name)?;
+    }
+    let (top, _) = ctx.config.migrations_dir();
+    backend::require_migrations_dir(&top)?;
+    let mut summary = None;
+    if args.autogen.wanted() {
+        let generated = crate::autogen::generate(ctx, &top, &args.autogen)?;
+        if args.autogen.check || !generated.summary.differs() {
+            return Ok(RevisionReport {
+                written: None,
+                autogenerate: Some(generated.summary),
+            });
+        }
+        args.sql = Some(generated.up);
+        args.down_sql = Some(generated.down);
+        summary = Some(generated.summary);
+    }
+    let dir = source_dir(ctx, &top)?;
 
     // Hold the folder's lock while choosing the version and creating the folder.
     let lock = fs::File::open(&dir)
@@ -115,11 +163,14 @@ pub(crate) fn run(ctx: &Context, args: RevisionArgs) -> anyhow::Result<RevisionR
     write(&down, args.down_sql.as_deref(), DOWN_PLACEHOLDER)?;
     drop(lock);
     Ok(RevisionReport {
-        version,
-        name: name.to_string(),
-        folder: folder.display().to_string(),
-        up: up.display().to_string(),
-        down: down.display().to_string(),
+        written: Some(Written {
+            version,
+            name: name.to_string(),
+            folder: folder.display().to_string(),
+            up: up.display().to_string(),
+            down: down.display().to_string(),
+        }),
+        autogenerate: summary,
     })
 }
 

@@ -175,7 +175,7 @@ fn database_exists(conn: &mut AnyConnection, name: &str) -> anyhow::Result<bool>
 /// another session created it meanwhile: the unique violation (23505) on `pg_database` that a
 /// concurrent creation gives, or any failure after which the database is there (that is
 /// `duplicate_database`, 42P04, which diesel does not tell apart by kind).
-fn create_database(conn: &mut AnyConnection, name: &str) -> anyhow::Result<bool> {
+pub(crate) fn create_database(conn: &mut AnyConnection, name: &str) -> anyhow::Result<bool> {
     use diesel::result::{DatabaseErrorKind, Error};
     match conn.batch_execute(&format!("CREATE DATABASE {}", quote_ident(name))) {
         Ok(()) => Ok(true),

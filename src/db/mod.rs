@@ -9,7 +9,7 @@
 //! missing database carries [`OpenError::MissingDatabase`], a refused connection exit 3.
 
 pub(crate) mod backend;
-mod create;
+pub(crate) mod create;
 mod probe;
 mod sqlite_ext;
 pub(crate) mod topology;

@@ -61,6 +61,20 @@ pub(crate) trait Events {
     fn steps_ended(&self, ok: bool);
 }
 
+/// Events nobody watches: a run whose warnings are read from its report afterwards (the scratch
+/// databases of `revision --autogenerate`).
+pub(crate) struct Unwatched;
+
+impl Events for Unwatched {
+    fn warn(&self, _: &str) {}
+    fn waiting(&self, _: &str) {}
+    fn detail(&self, _: &str) {}
+    fn steps_started(&self, _: usize) {}
+    fn step_started(&self, _: &str) {}
+    fn step_finished(&self, _: &str, _: Direction, _: Option<Duration>) {}
+    fn steps_ended(&self, _: bool) {}
+}
+
 /// The default for `--lock-timeout`.
 pub(crate) const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod autogen;
 mod connection;
 mod corpus;
 mod diesel_cli;

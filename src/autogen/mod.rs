@@ -1,0 +1,249 @@
+//! `dbctl revision NAME --autogenerate`: a migration written from the difference between what
+//! the migrations folder builds and a desired schema kept as SQL in the repository.
+//!
+//! No SQL is parsed to learn the schemas: both are built in scratch databases of the same backend
+//! (`scratch`), read with the catalog reader `inspect` uses, and compared model to model. The DDL
+//! writers (`pg`, `sqlite`) turn the difference into steps in dependency order (`plan`); up.sql
+//! goes from the migrations to the desired schema, down.sql back, each written by the same writer
+//! with the sides swapped. This module resolves the inputs and hands `revision` the two files and
+//! the list of changes; `revision` creates the folder.
+
+mod pg;
+mod plan;
+mod scratch;
+mod sql;
+mod sqlite;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::commands::Context;
+use crate::db::{Backend, DbUrl};
+use crate::error;
+pub(crate) use plan::Change;
+use plan::{Renames, Step};
+
+/// The setting that names the desired schema file.
+const SCHEMA_FILE_SETTING: &str = "DBCTL_SCHEMA_FILE";
+
+/// `revision`'s options for writing a migration from a desired schema.
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct AutogenArgs {
+    /// Write up.sql and down.sql from the difference between what the migrations build and the
+    /// desired schema file (see --from)
+    #[arg(long, conflicts_with_all = ["sql", "down_sql"])]
+    pub(crate) autogenerate: bool,
+
+    /// The desired schema, as SQL [default: $DBCTL_SCHEMA_FILE, then schema.sql beside the
+    /// migrations folder]
+    #[arg(long, value_name = "FILE")]
+    pub(crate) from: Option<PathBuf>,
+
+    /// PostgreSQL: an empty database to build both schemas in, instead of two temporary
+    /// databases created and dropped on the server of the database URL
+    #[arg(long, value_name = "URL", hide_env_values = true)]
+    pub(crate) dev_url: Option<String>,
+
+    /// A rename, instead of a drop and an add: OLD_TABLE=NEW_TABLE or TABLE.OLD=NEW (the table
+    /// as the desired schema names it); repeat for several
+    #[arg(long, value_name = "OLD=NEW")]
+    pub(crate) rename: Vec<String>,
+
+    /// Write nothing; exit 4 when the migrations and the desired schema differ, printing how
+    /// (implies --autogenerate)
+    #[arg(long, conflicts_with_all = ["sql", "down_sql"])]
+    pub(crate) check: bool,
+}
+
+impl AutogenArgs {
+    pub(crate) fn wanted(&self) -> bool {
+        self.autogenerate || self.check
+    }
+
+    /// Refuses the options that mean nothing without --autogenerate.
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        if !self.wanted()
+            && (self.from.is_some() || self.dev_url.is_some() || !self.rename.is_empty())
+        {
+            return Err(error::usage(
+                "--from, --dev-url and --rename are options of --autogenerate",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the comparison found: the files to write when anything differs.
+pub(crate) struct Generated {
+    pub(crate) up: String,
+    pub(crate) down: String,
+    pub(crate) summary: Summary,
+}
+
+/// The part of `revision`'s report that `--autogenerate` adds.
+#[derive(Serialize, Debug, Clone)]
+pub(crate) struct Summary {
+    /// The desired schema file.
+    pub(crate) desired: String,
+    pub(crate) backend: Backend,
+    /// Whether this was `--check` (nothing written).
+    pub(crate) check: bool,
+    /// What up.sql changes, in its order.
+    pub(crate) changes: Vec<Change>,
+    /// How many of them can lose data.
+    pub(crate) destructive: usize,
+    pub(crate) duration_ms: f64,
+}
+
+impl Summary {
+    pub(crate) fn differs(&self) -> bool {
+        !self.changes.is_empty()
+    }
+
+    /// The changes as lines for people.
+    pub(crate) fn human(&self) -> String {
+        if self.changes.is_empty() {
+            return format!(
+                "no changes: the migrations build the schema of {}",
+                self.desired
+            );
+        }
+        let mut out = format!(
+            "{} change{} from the migrations to {} (+ add, - drop, ~ change):\n",
+            self.changes.len(),
+            if self.changes.len() == 1 { "" } else { "s" },
+            self.desired
+        );
+        for c in &self.changes {
+            out.push_str("  ");
+            out.push_str(&c.summary);
+            if c.destructive {
+                out.push_str("  [DESTRUCTIVE]");
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Compares what the migrations in `dir` build with the desired schema, and writes the two
+/// migration files' text for the difference.
+pub(crate) fn generate(ctx: &Context, dir: &Path, args: &AutogenArgs) -> anyhow::Result<Generated> {
+    let started = Instant::now();
+    let mut renames = Renames::default();
+    for hint in &args.rename {
+        renames.add(hint)?;
+    }
+    let (url, dev) = match &args.dev_url {
+        Some(raw) => (
+            DbUrl::parse(raw).map_err(|e| error::tag(e, error::Exit::Usage))?,
+            true,
+        ),
+        None => (ctx.config.database_url()?.0, false),
+    };
+    let desired_file = desired_file(ctx, dir, args);
+    let desired_sql = read_desired(&desired_file)?;
+    ctx.out.verbose(format_args!(
+        "autogenerate: desired schema {}, migrations {}, {} scratch databases",
+        desired_file.display(),
+        dir.display(),
+        url.backend()
+    ));
+    let target = scratch::Target {
+        url: url.clone(),
+        dev: dev && url.backend() == Backend::Postgres,
+        settings: ctx.config.pool_settings(None)?,
+        out: ctx.out,
+    };
+    let (desired, current) = scratch::build(&target, &desired_file, &desired_sql, dir)?;
+    ctx.out.verbose(format_args!(
+        "autogenerate: both schemas built and read in {}",
+        crate::output::millis(started.elapsed())
+    ));
+    let up = steps(url.backend(), &current, &desired, &renames, false)?;
+    let down = steps(url.backend(), &desired, &current, &renames, true)?;
+    let changes: Vec<Change> = up
+        .iter()
+        .filter(|s| s.summary.starts_with(['+', '-', '~']))
+        .map(|s| Change {
+            summary: s.summary.clone(),
+            destructive: s.destructive,
+        })
+        .collect();
+    for c in changes.iter().filter(|c| c.destructive) {
+        ctx.out.warn(format_args!("DESTRUCTIVE: {}", c.summary));
+    }
+    let shown = desired_file.display().to_string();
+    let header = |what: &str| {
+        format!(
+            "Written by `dbctl revision --autogenerate` ({}): {what}.\nReview it before applying.",
+            url.backend()
+        )
+    };
+    Ok(Generated {
+        up: plan::render(&header(&format!("from the migrations to {shown}")), &up),
+        down: plan::render(
+            &header(&format!("from {shown} back to the migrations")),
+            &down,
+        ),
+        summary: Summary {
+            desired: shown,
+            backend: url.backend(),
+            check: args.check,
+            destructive: changes.iter().filter(|c| c.destructive).count(),
+            changes,
+            duration_ms: crate::output::ms_f64(started.elapsed()),
+        },
+    })
+}
+
+fn steps(
+    backend: Backend,
+    from: &scratch::Side,
+    to: &scratch::Side,
+    renames: &Renames,
+    reverse: bool,
+) -> anyhow::Result<Vec<Step>> {
+    let mut from = from.clone();
+    let mut steps = renames.apply(&mut from, to, reverse)?;
+    steps.extend(match backend {
+        Backend::Postgres => pg::plan(&from, to),
+        Backend::Sqlite => sqlite::plan(&from, to),
+    });
+    steps.sort_by_key(|s| s.phase);
+    Ok(steps)
+}
+
+/// `--from`, else `DBCTL_SCHEMA_FILE`, else `schema.sql` beside the migrations folder.
+fn desired_file(ctx: &Context, dir: &Path, args: &AutogenArgs) -> PathBuf {
+    if let Some(file) = &args.from {
+        return file.clone();
+    }
+    if let Some((file, _)) = ctx.config.lookup(SCHEMA_FILE_SETTING) {
+        return PathBuf::from(file);
+    }
+    dir.parent()
+        .map_or_else(|| PathBuf::from("schema.sql"), |p| p.join("schema.sql"))
+}
+
+fn read_desired(file: &Path) -> anyhow::Result<String> {
+    if file.exists() && !file.is_file() {
+        return Err(error::usage(format!(
+            "the desired schema `{}` is not a regular file",
+            file.display()
+        )));
+    }
+    if !file.is_file() {
+        return Err(error::usage(format!(
+            "the desired schema `{}` does not exist (write it, or name it with --from or {})",
+            file.display(),
+            SCHEMA_FILE_SETTING
+        )));
+    }
+    std::fs::read_to_string(file)
+        .with_context(|| format!("reading the desired schema `{}`", file.display()))
+        .map_err(|e| error::tag(e, error::Exit::Usage))
+}
