@@ -106,7 +106,8 @@ PG_GEN_URL="$PG_SERVER/$PG_GEN"
 SQLITE_REAL="$WORK/real.db"
 SQLITE_GEN="$WORK/gen.db"
 "$DBCTL" migrate up -q --migrations-dir "$CORPUS/postgresql" --database-url "$PG_REAL_URL"
-"$DBCTL" migrate up -q --migrations-dir "$CORPUS/sqlite" --database-url "sqlite://$SQLITE_REAL"
+touch "$SQLITE_REAL"
+"$DBCTL" migrate up -q --migrations-dir "$CORPUS/sqlite" --database-url "$SQLITE_REAL"
 gen_pg > "$WORK/gen-pg.sql"
 psql "$PG_GEN_URL" -f "$WORK/gen-pg.sql" >/dev/null
 gen_sqlite | sqlite3 "$SQLITE_GEN"
@@ -116,25 +117,25 @@ mkdir -p "$WORK/cwd"
 cd "$WORK/cwd"
 
 # Same bytes from both printers, or the timings compare different work.
-for url in "$PG_REAL_URL" "sqlite://$SQLITE_REAL" "$PG_GEN_URL" "sqlite://$SQLITE_GEN"; do
+for url in "$PG_REAL_URL" "$SQLITE_REAL" "$PG_GEN_URL" "$SQLITE_GEN"; do
   "$DBCTL" print-schema --database-url "$url" > "$WORK/dbctl.rs"
-  "$DIESEL" print-schema --database-url "${url#sqlite://}" > "$WORK/diesel.rs" 2>/dev/null
+  "$DIESEL" print-schema --database-url "$url" > "$WORK/diesel.rs" 2>/dev/null
   if ! cmp -s "$WORK/dbctl.rs" "$WORK/diesel.rs"; then
-    echo "dbctl print-schema and diesel print-schema differ on ${url%%:*} ($url):" >&2
+    echo "dbctl print-schema and diesel print-schema differ on $url:" >&2
     diff "$WORK/diesel.rs" "$WORK/dbctl.rs" | head -20 >&2
     exit 1
   fi
   echo "same schema.rs from dbctl and diesel on $url ($(grep -c 'diesel::table!' "$WORK/dbctl.rs") tables)" >&2
 done
 
-run() { # name, database URL for dbctl, database URL for diesel
-  local name=$1 url=$2 diesel_url=$3
+run() { # name, database URL (a plain path for SQLite, which both tools read)
+  local name=$1 url=$2
   echo
   echo "== $name =="
   hyperfine --warmup 1 --min-runs 3 --max-runs "$MAX_RUNS" --style basic --export-json "$WORK/$name.json" \
     -n "dbctl print-schema" "$DBCTL print-schema --database-url '$url'" \
     -n "dbctl inspect --format json" "$DBCTL inspect --database-url '$url' --format json" \
-    -n "diesel print-schema" "$DIESEL print-schema --database-url '$diesel_url'"
+    -n "diesel print-schema" "$DIESEL print-schema --database-url '$url'"
   python3 - "$WORK/$name.json" "$name" <<'PY'
 import json, sys
 results = json.load(open(sys.argv[1]))["results"]
@@ -147,7 +148,7 @@ for r in results[1:]:
 PY
 }
 
-run "vaultwarden-postgresql" "$PG_REAL_URL" "$PG_REAL_URL"
-run "vaultwarden-sqlite" "sqlite://$SQLITE_REAL" "$SQLITE_REAL"
-run "generated-postgresql-$TABLES" "$PG_GEN_URL" "$PG_GEN_URL"
-run "generated-sqlite-$TABLES" "sqlite://$SQLITE_GEN" "$SQLITE_GEN"
+run "vaultwarden-postgresql" "$PG_REAL_URL"
+run "vaultwarden-sqlite" "$SQLITE_REAL"
+run "generated-postgresql-$TABLES" "$PG_GEN_URL"
+run "generated-sqlite-$TABLES" "$SQLITE_GEN"
