@@ -87,7 +87,7 @@ pub(crate) enum Command {
     Revision(commands::revision::RevisionArgs),
     Seed(commands::seed::SeedArgs),
     Inspect(commands::inspect::InspectArgs),
-    PrintSchema(crate::schema::diesel_rs::PrintSchemaArgs),
+    PrintSchema(commands::print_schema::PrintSchemaArgs),
     Completions(commands::shell::CompletionsArgs),
     Man(commands::shell::ManArgs),
 }

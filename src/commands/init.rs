@@ -81,6 +81,10 @@ pub(crate) struct Step {
 pub(crate) struct InitReport {
     backend: Backend,
     url: String,
+    /// The server that answered (`host:port`; for a URL naming several, the one libpq chose);
+    /// absent for SQLite.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
     steps: Vec<Step>,
     applied: Vec<migrate::Step>,
 }
@@ -115,10 +119,12 @@ pub(crate) fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<InitReport> {
     let mut report = InitReport {
         backend: url.backend(),
         url: url.redacted(),
+        host: None,
         steps: Vec::new(),
         applied: Vec::new(),
     };
     let db = open_database(ctx, &url, &settings, &mut report)?;
+    report.host = db.server();
     db::topology::require_writable(&db)?;
     let dir = migrations_folder(ctx, &mut report)?;
     project_files(&dir, &mut report)?;
@@ -230,7 +236,7 @@ fn apply_migrations(
     let schema_files = if args.no_migrate {
         Vec::new()
     } else {
-        crate::schema::diesel_rs::file_sections(ctx)?
+        super::print_schema::file_sections(ctx)?
     };
     let run = migrate::execute(
         &crate::commands::migrate::Progress::new(ctx.out),
@@ -239,7 +245,7 @@ fn apply_migrations(
         &action,
         &migrate::Options::default(),
     )?;
-    crate::schema::diesel_rs::regenerate(ctx, &schema_files, args.locked_schema)?;
+    super::print_schema::regenerate(ctx, &schema_files, args.locked_schema)?;
     // Say where the bookkeeping lives when DATABASE_SCHEMA moved it out of the default schema.
     let table = match settings.schema.as_deref() {
         Some(schema) => format!("{schema}.{}", migrate::DIESEL_TABLE),

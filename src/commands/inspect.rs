@@ -83,16 +83,26 @@ pub(crate) struct InspectArgs {
     allow: Vec<String>,
 }
 
-/// What `inspect` found, in one of its four modes.
+/// What `inspect` found, in one of its four modes, and which server it asked.
+#[derive(Serialize, Debug)]
+pub(crate) struct InspectReport {
+    #[serde(flatten)]
+    found: Found,
+    /// The server that answered (`host:port`; for a URL naming several, the one libpq chose);
+    /// absent for SQLite.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
+}
+
 #[derive(Serialize, Debug)]
 #[serde(untagged)]
-pub(crate) enum InspectReport {
+enum Found {
     Schema(Box<SchemaReport>),
     Diff(diff::DiffReport),
     Lint(lint::LintReport),
 }
 
-/// The schema itself; its JSON is exactly the model of `schema::Schema`.
+/// The schema itself; its JSON is the model of `schema::Schema` (with `host` beside it).
 #[derive(Serialize, Debug)]
 #[serde(transparent)]
 pub(crate) struct SchemaReport {
@@ -115,18 +125,16 @@ impl Report for SchemaReport {
 impl InspectReport {
     /// Prints the report: diagrams as they are, everything else through `Output::emit`.
     pub(crate) fn print(&self, out: &Output) -> anyhow::Result<Exit> {
-        match (self, out.format()) {
-            (InspectReport::Schema(r), Format::Mermaid) => {
+        match (&self.found, out.format()) {
+            (Found::Schema(r), Format::Mermaid) => {
                 out.raw(&diagram::mermaid(&r.schema))?;
                 Ok(Exit::Success)
             }
-            (InspectReport::Schema(r), Format::Dot) => {
+            (Found::Schema(r), Format::Dot) => {
                 out.raw(&diagram::dot(&r.schema))?;
                 Ok(Exit::Success)
             }
-            (InspectReport::Schema(r), _) => out.emit(r.as_ref()),
-            (InspectReport::Diff(r), _) => out.emit(r),
-            (InspectReport::Lint(r), _) => out.emit(r),
+            _ => out.emit(self),
         }
     }
 }
@@ -184,7 +192,7 @@ pub(crate) fn run(ctx: &Context, args: InspectArgs) -> anyhow::Result<InspectRep
     let mut conn = db.get()?;
     // The catalog, the counts and the migration state come from one read-only snapshot, so a
     // migration running meanwhile is seen whole or not at all.
-    read::in_snapshot(&mut conn, |conn, last| {
+    let found = read::in_snapshot(&mut conn, |conn, last| {
         read_and_report(
             ctx,
             conn,
@@ -193,7 +201,29 @@ pub(crate) fn run(ctx: &Context, args: InspectArgs) -> anyhow::Result<InspectRep
             lint_settings.as_ref(),
             last,
         )
+    })?;
+    Ok(InspectReport {
+        found,
+        host: db.server(),
     })
+}
+
+impl Report for InspectReport {
+    fn human(&self) -> String {
+        match &self.found {
+            Found::Schema(r) => r.human(),
+            Found::Diff(r) => r.human(),
+            Found::Lint(r) => r.human(),
+        }
+    }
+
+    fn exit(&self) -> Exit {
+        match &self.found {
+            Found::Schema(r) => r.exit(),
+            Found::Diff(r) => r.exit(),
+            Found::Lint(r) => r.exit(),
+        }
+    }
 }
 
 /// The part of `run` that reads the database, inside one snapshot.
@@ -204,7 +234,7 @@ fn read_and_report(
     snapshot: Option<(PathBuf, Schema)>,
     lint: Option<&lint::Settings>,
     last_attempt: bool,
-) -> anyhow::Result<InspectReport> {
+) -> anyhow::Result<Found> {
     let started = std::time::Instant::now();
     let mut schema = read::read(
         conn,
@@ -225,7 +255,7 @@ fn read_and_report(
     let detail = !args.tables.is_empty();
 
     if let Some((path, expected)) = snapshot {
-        return Ok(InspectReport::Diff(compare(&path, expected, schema, args)?));
+        return Ok(Found::Diff(compare(&path, expected, schema, args)?));
     }
     if detail {
         select(&mut schema, &args.tables)?;
@@ -233,7 +263,7 @@ fn read_and_report(
     schema.row_counts = count_rows(conn, &mut schema, args, last_attempt)?;
     if let Some(settings) = lint {
         // The row counts (PostgreSQL's estimates, SQLite's count) tell which tables are large.
-        return Ok(InspectReport::Lint(lint::check(&schema, settings)));
+        return Ok(Found::Lint(lint::check(&schema, settings)));
     }
     if schema.row_counts == RowCounts::Exact {
         for t in schema.tables.iter().filter(|t| t.rows.is_none()) {
@@ -245,10 +275,7 @@ fn read_and_report(
         }
     }
     schema.migrations = Some(migration_state(ctx, conn, schema.backend)?);
-    Ok(InspectReport::Schema(Box::new(SchemaReport {
-        schema,
-        detail,
-    })))
+    Ok(Found::Schema(Box::new(SchemaReport { schema, detail })))
 }
 
 /// `--diff`: the snapshot and the live schema through the same filters, then compared.

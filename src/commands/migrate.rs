@@ -184,6 +184,10 @@ pub(crate) enum MigrateReport {
 
 #[derive(Serialize, Debug)]
 pub(crate) struct RunOutput {
+    /// The server that answered (`host:port`; for a URL naming several, the one libpq chose);
+    /// absent for SQLite.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
     #[serde(flatten)]
     run: RunReport,
     /// Show every step (`-v`, dry runs), not only the summary.
@@ -196,6 +200,10 @@ pub(crate) struct RunOutput {
 
 #[derive(Serialize, Debug)]
 pub(crate) struct StatusOutput {
+    /// The server that answered (`host:port`; for a URL naming several, the one libpq chose);
+    /// absent for SQLite.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
     #[serde(flatten)]
     status: StatusReport,
     /// Whether `--check` was given.
@@ -233,6 +241,7 @@ pub(crate) fn run(ctx: &Context, args: MigrateArgs) -> anyhow::Result<MigrateRep
             let c = &status.counts;
             let ok = c.pending == 0 && c.modified == 0 && c.missing == 0;
             return Ok(MigrateReport::Status(StatusOutput {
+                host: db.server(),
                 status,
                 check: a.check,
                 ok,
@@ -255,6 +264,7 @@ pub(crate) fn run(ctx: &Context, args: MigrateArgs) -> anyhow::Result<MigrateRep
         ),
     };
     let db = ctx.open(OpenMode::Existing)?;
+    let host = db.server();
     // A dry run only reads, so it may look at a standby; anything else stops before the lock.
     if !opts.dry_run {
         crate::db::topology::require_writable(&db)?;
@@ -263,11 +273,12 @@ pub(crate) fn run(ctx: &Context, args: MigrateArgs) -> anyhow::Result<MigrateRep
     let schema_files = if opts.dry_run {
         Vec::new()
     } else {
-        crate::schema::diesel_rs::file_sections(ctx)?
+        super::print_schema::file_sections(ctx)?
     };
     let run = migrate::execute(&Progress::new(ctx.out), db, &dir, &action, &opts)?;
-    crate::schema::diesel_rs::regenerate(ctx, &schema_files, locked_schema)?;
+    super::print_schema::regenerate(ctx, &schema_files, locked_schema)?;
     Ok(MigrateReport::Run(RunOutput {
+        host,
         list_steps: ctx.out.is_verbose() || run.dry_run,
         run,
         nothing,

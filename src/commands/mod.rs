@@ -5,6 +5,7 @@ pub(crate) mod init;
 pub(crate) mod inspect;
 pub(crate) mod migrate;
 pub(crate) mod ping;
+pub(crate) mod print_schema;
 pub(crate) mod revision;
 pub(crate) mod seed;
 pub(crate) mod shell;
@@ -128,7 +129,7 @@ pub(crate) fn run(cli: Cli, out: &Output) -> anyhow::Result<Exit> {
         Command::Revision(args) => out.emit(&revision::run(&ctx, args)?),
         Command::Seed(args) => out.emit(&seed::run(&ctx, args)?),
         Command::Inspect(args) => inspect::run(&ctx, args)?.print(out),
-        Command::PrintSchema(args) => crate::schema::diesel_rs::run(&ctx, args)?.print(out),
+        Command::PrintSchema(args) => print_schema::run(&ctx, args)?.print(out),
         Command::Completions(_) | Command::Man(_) => Ok(Exit::Success),
     }
 }

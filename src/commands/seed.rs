@@ -59,6 +59,10 @@ pub(crate) struct SeedArgs {
 
 #[derive(Serialize, Debug)]
 pub(crate) struct SeedReport {
+    /// The server that answered (`host:port`; for a URL naming several, the one libpq chose);
+    /// absent for SQLite and when there was nothing to seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
     /// True when the transaction was committed; false for `--dry-run` (rolled back).
     committed: bool,
     dry_run: bool,
@@ -132,6 +136,7 @@ pub(crate) fn run(ctx: &Context, args: SeedArgs) -> anyhow::Result<SeedReport> {
     let seeded = seed::run(&mut conn, files, &options, ctx.out)?;
     let duration = started.elapsed();
     Ok(SeedReport {
+        host: database.server(),
         committed: seeded.committed,
         dry_run: args.dry_run,
         truncated: seed::names(&seeded.truncated),
@@ -147,6 +152,7 @@ impl SeedReport {
     /// The report when there is no seed file at all.
     fn nothing(dir: &Path, dry_run: bool) -> SeedReport {
         SeedReport {
+            host: None,
             committed: !dry_run,
             dry_run,
             truncated: Vec::new(),

@@ -226,11 +226,20 @@ fn several_hosts_reach_the_writable_server_for_every_command() {
     p.run(["init", "-v"])
         .success()
         .stderr_has(&format!("connected to {primary}"));
-    p.run(["seed"]).success();
-    p.run(["migrate", "redo"]).success();
-    p.run(["seed"]).success();
-    p.run(["migrate", "status", "--check"]).success();
-    p.run(["inspect", "items"]).success();
+    // Every command's JSON names the server that answered, as ping's does.
+    for args in [
+        &["init"][..],
+        &["seed"],
+        &["migrate", "redo"],
+        &["seed"],
+        &["migrate", "status", "--check"],
+        &["inspect", "items"],
+        &["print-schema"],
+    ] {
+        let run = p.run(args.iter().chain(&["--format", "json"]));
+        let json = run.success().json();
+        assert_eq!(json["host"], primary.as_str(), "{args:?}: {json}");
+    }
     // The libpq key=value form of the same list.
     p.use_url(&format!(
         "host=127.0.0.1,127.0.0.1,127.0.0.1 port={closed},{},{} user=postgres dbname={name} \
@@ -256,6 +265,14 @@ fn several_hosts_reach_the_writable_server_for_every_command() {
     p.run(["migrate", "up", "-v"])
         .code(5)
         .stderr_has(&format!("connected to {standby}"));
+    // Reading commands work there, and say so.
+    let json = p
+        .run(["migrate", "status", "--format", "json"])
+        .success()
+        .json();
+    assert_eq!(json["host"], standby.as_str(), "{json}");
+    let json = p.run(["inspect", "--format", "json"]).success().json();
+    assert_eq!(json["host"], standby.as_str(), "{json}");
     // No writable host at all: libpq finds none, which is a failure to connect (exit 3).
     let none = format!(
         "postgresql://postgres@127.0.0.1:{closed},127.0.0.1:{}/{name}?target_session_attrs=read-write",
@@ -866,4 +883,76 @@ fn a_plain_tcp_proxy_is_not_taken_for_a_pooler() {
         .success()
         .stderr_has("transaction pooling off")
         .stderr_has(&format!("connected to 127.0.0.1:{port}"));
+}
+
+/// The test server's `host:port` (from the URL the PostgreSQL tests use).
+fn test_server_hostport() -> String {
+    let url = crate::support::pg_url_for("x");
+    let after = url.split_once('@').map_or(url.as_str(), |(_, r)| r);
+    let hostport = after.split('/').next().unwrap_or("127.0.0.1:5432");
+    if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:5432")
+    }
+}
+
+#[test]
+fn every_json_report_names_the_host_that_answered() {
+    // No standby needed: a dead host first, then the tests' own server. libpq skips the dead
+    // one; every command's JSON (and -v) names the one that answered, ping's `host` field.
+    let Some(mut p) = Project::postgres() else {
+        return;
+    };
+    let name = db_name(&p);
+    let server = test_server_hostport();
+    let closed = topology::free_port();
+    let direct = crate::support::pg_url_for(&name);
+    let multi = direct.replacen(&server, &format!("127.0.0.1:{closed},{server}"), 1);
+    assert_ne!(multi, direct, "the test URL names its server as {server}");
+    let sep = if multi.contains('?') { '&' } else { '?' };
+    p.use_url(&format!("{multi}{sep}target_session_attrs=read-write"));
+    create_items(&mut p, "id INT PRIMARY KEY, label TEXT");
+    p.file("seeds/items.csv", "id,label\n1,a\n2,b\n");
+    let json = p.run(["ping", "--format", "json"]).success().json();
+    assert_eq!(json["host"], server.as_str(), "{json}");
+    for args in [
+        &["init"][..],
+        &["migrate", "status"],
+        &["seed"],
+        &["migrate", "redo"],
+        &["migrate", "down"],
+        &["migrate", "up", "--dry-run"],
+        &["migrate", "up"],
+        &["inspect"],
+        &["inspect", "items"],
+        &["print-schema"],
+    ] {
+        let run = p.run(args.iter().chain(&["--format", "json"]));
+        let json = run.success().json();
+        assert_eq!(json["host"], server.as_str(), "{args:?}: {json}");
+    }
+    // The lint finds `items_pkey` misnamed (exit 4); its report names the host too.
+    let lint = p.run(["inspect", "--lint", "--format", "json"]);
+    let json = lint.code(4).json();
+    assert_eq!(json["host"], server.as_str(), "{json}");
+    p.run(["migrate", "status", "-v"])
+        .success()
+        .stderr_has(&format!("connected to {server}"));
+
+    // SQLite has no server: the field is absent.
+    let s = Project::sqlite();
+    s.run(["init", "-q"]).success();
+    for args in [
+        &["init"][..],
+        &["migrate", "status"],
+        &["inspect"],
+        &["print-schema"],
+    ] {
+        let json = s
+            .run(args.iter().chain(&["--format", "json"]))
+            .success()
+            .json();
+        assert!(json.get("host").is_none(), "{args:?}: {json}");
+    }
 }

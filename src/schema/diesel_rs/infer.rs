@@ -3,7 +3,7 @@
 //! types to generate, then the rendering and the `patch_file` step. What differs between the
 //! backends is asked of `pg` and `sqlite`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::Context as _;
 
@@ -14,38 +14,45 @@ use crate::db::AnyConnection;
 use crate::error;
 use crate::output::Output;
 
-/// A connection as one of the two backends.
+/// A connection as one of the two backends, with what was read of its catalog.
 enum Reader<'a> {
-    Pg(&'a mut diesel::PgConnection),
-    Sqlite(&'a mut diesel::SqliteConnection),
+    Pg(&'a mut diesel::PgConnection, pg::Catalog),
+    Sqlite(&'a mut diesel::SqliteConnection, sqlite::Catalog),
 }
 
 impl Reader<'_> {
     fn primary_keys(&mut self, table: &TableName) -> anyhow::Result<Vec<String>> {
         Ok(match self {
-            Reader::Pg(c) => pg::primary_keys(c, table)?,
-            Reader::Sqlite(c) => sqlite::primary_keys(c, table)?,
+            Reader::Pg(c, catalog) => catalog.primary_keys(c, table)?,
+            Reader::Sqlite(c, catalog) => catalog.primary_keys(c, table)?,
         })
     }
 }
 
-/// The schema.rs text of one section.
+/// The schema.rs text of one section. The catalog is read in a fixed number of queries,
+/// whatever the number of tables.
 pub(crate) fn generate(
     conn: &mut AnyConnection,
     section: &Section,
     out: &Output,
 ) -> anyhow::Result<String> {
-    let mut reader = match conn {
-        AnyConnection::Postgresql(c) => Reader::Pg(c),
-        AnyConnection::Sqlite(c) => Reader::Sqlite(c),
-    };
     let schema = section.schema.as_deref();
-    let (names, keys) = match &mut reader {
-        Reader::Pg(c) => (
-            pg::table_names(c, schema).context("reading the table names")?,
-            pg::foreign_keys(c, schema).context("reading the foreign keys")?,
-        ),
-        Reader::Sqlite(c) => {
+    let (mut reader, names, keys) = match conn {
+        AnyConnection::Postgresql(c) => {
+            let names = pg::table_names(c, schema).context("reading the table names")?;
+            let keys = pg::foreign_keys(c, schema).context("reading the foreign keys")?;
+            let catalog = pg::Catalog::load(
+                c,
+                schema,
+                &names,
+                section.sort_by_name,
+                &section.pg_domains_as_custom_types,
+                section.with_docs != Docs::None,
+            )
+            .context("reading the primary keys, columns and comments")?;
+            (Reader::Pg(c, catalog), names, keys)
+        }
+        AnyConnection::Sqlite(c) => {
             if schema.is_some() {
                 return Err(error::usage(format!(
                     "[print_schema] section `{}`: `schema` is for PostgreSQL; SQLite prints only \
@@ -53,10 +60,12 @@ pub(crate) fn generate(
                     section.name
                 )));
             }
-            (
-                sqlite::table_names(c).context("reading the table names")?,
-                sqlite::foreign_keys(c).context("reading the foreign keys")?,
-            )
+            let names = sqlite::table_names(c).context("reading the table names")?;
+            let mut catalog = sqlite::Catalog::load(c).context("reading the columns")?;
+            let keys = catalog
+                .foreign_keys(c)
+                .context("reading the foreign keys")?;
+            (Reader::Sqlite(c, catalog), names, keys)
         }
     };
     let names: Vec<TableName> = names
@@ -122,11 +131,12 @@ fn usable_keys(
     for key in keys {
         *pair_count.entry(key.table_pair()).or_default() += 1;
     }
+    let printed: HashSet<&TableName> = tables.iter().collect();
     let mut usable = Vec::new();
     for key in keys {
         if key.parent == key.child
-            || !tables.contains(&key.parent)
-            || !tables.contains(&key.child)
+            || !printed.contains(&key.parent)
+            || !printed.contains(&key.child)
             || key.columns.len() != 1
         {
             continue;
@@ -160,9 +170,8 @@ fn load_table(
     out: &Output,
 ) -> anyhow::Result<Table> {
     let comment = match (&mut *reader, section.with_docs) {
-        (_, Docs::None) | (Reader::Sqlite(_), _) => None,
-        (Reader::Pg(c), _) => pg::table_comment(c, &name)
-            .with_context(|| format!("reading the comment of `{}`", name.full_sql_name()))?,
+        (_, Docs::None) | (Reader::Sqlite(..), _) => None,
+        (Reader::Pg(_, catalog), _) => catalog.table_comment(&name),
     };
     let primary_key = reader.primary_keys(&name)?;
     if primary_key.is_empty() {
@@ -174,20 +183,18 @@ fn load_table(
         .map(|k| (k.columns_rust[0].as_str(), k))
         .collect();
     let infos: Vec<ColumnInfo> = match &mut *reader {
-        Reader::Pg(c) => pg::columns(
-            c,
-            &name,
-            section.sort_by_name,
-            &section.pg_domains_as_custom_types,
-        ),
-        Reader::Sqlite(c) => sqlite::columns(c, &name, section.sort_by_name),
-    }
-    .with_context(|| format!("reading the columns of `{}`", name.full_sql_name()))?;
+        Reader::Pg(_, catalog) => catalog.columns(&name),
+        Reader::Sqlite(c, catalog) => catalog
+            .columns(c, &name, section.sort_by_name)
+            .with_context(|| format!("reading the columns of `{}`", name.full_sql_name()))?,
+    };
     let mut columns = Vec::with_capacity(infos.len());
     for info in infos {
         let ty = match &mut *reader {
-            Reader::Pg(_) => pg_type(&info, out),
-            Reader::Sqlite(c) => sqlite_type(c, &info, &name, &primary_key, &own_keys, section)?,
+            Reader::Pg(..) => pg_type(&info, out),
+            Reader::Sqlite(c, catalog) => {
+                sqlite_type(c, catalog, &info, &name, &primary_key, &own_keys, section)?
+            }
         };
         columns.push(Column {
             rust_name: names::rust_name(&info.name, Some(&name.rust_name)),
@@ -236,6 +243,7 @@ fn pg_type(info: &ColumnInfo, out: &Output) -> ColumnType {
 /// diesel's type for a SQLite column, from the words its declared type holds.
 fn sqlite_type(
     conn: &mut diesel::SqliteConnection,
+    catalog: &mut sqlite::Catalog,
     info: &ColumnInfo,
     table: &TableName,
     primary_key: &[String],
@@ -254,12 +262,12 @@ fn sqlite_type(
         ));
     };
     if ty == "Integer" && section.sqlite_bigint_rowid {
-        let own = sqlite::is_rowid(conn, table, primary_key, &info.name, &declared)?;
+        let own = catalog.is_rowid(conn, table, primary_key, &info.name, &declared)?;
         let referenced = match own_keys.get(info.name.as_str()) {
             Some(key) => {
-                let parent_keys = sqlite::primary_keys(conn, &key.parent)?;
+                let parent_keys = catalog.primary_keys(conn, &key.parent)?;
                 match parent_keys.as_slice() {
-                    [id] => sqlite::is_rowid(conn, &key.parent, &parent_keys, id, "integer")?,
+                    [id] => catalog.is_rowid(conn, &key.parent, &parent_keys, id, "integer")?,
                     _ => false,
                 }
             }
@@ -360,7 +368,7 @@ fn custom_types(
     tables: &[Table],
     section: &Section,
 ) -> Vec<Vec<Option<ColumnType>>> {
-    let pg = matches!(reader, Reader::Pg(_));
+    let pg = matches!(reader, Reader::Pg(..));
     let provided = |name: &str| COMMON_TYPES.contains(&name) || (pg && PG_TYPES.contains(&name));
     tables
         .iter()
