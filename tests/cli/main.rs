@@ -3,6 +3,7 @@
 
 mod support;
 
+mod adversary;
 mod connection;
 mod corpus;
 mod diesel_cli;

@@ -1,0 +1,298 @@
+//! Faults aimed at `print-schema` and `migrate --engine diesel`: hostile names compared with
+//! diesel_cli's own output, `file` paths that cannot be written, schema files that differ from
+//! diesel's only in bytes a line-by-line comparison misses, `--locked-schema` under
+//! `--format json`, a redo through diesel's harness that fails half way, and passwords in the
+//! errors of both commands.
+
+use crate::both_backends;
+use crate::diesel_cli::{diesel, diesel_cli};
+use crate::support::{Backend, Project, Run};
+
+/// `diesel print-schema ARGS` in the project folder against the project's database.
+fn diesel_print_schema(bin: &std::path::Path, p: &Project, args: &[&str]) -> Run {
+    let out = std::process::Command::new(bin)
+        .current_dir(p.path())
+        .args(args)
+        .args(["--database-url", p.url()])
+        .env_remove("DATABASE_URL")
+        .env_remove("DIESEL_CONFIG_FILE")
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run diesel");
+    Run::from(out)
+}
+
+fn init(p: &Project) {
+    p.run(["init", "--no-migrate"]).success();
+}
+
+/// Tables and columns whose Rust names need diesel's mangling: quotes, spaces, `-`, non-ASCII
+/// letters, keywords, names `table!` keeps, a leading digit, names that collide once mangled,
+/// a column named like its table, a raw-string-breaking `#"`, and a 120-character name.
+const HOSTILE_SQLITE: &str = r###"
+CREATE TABLE "we""ird tab" (id INTEGER PRIMARY KEY, "select" TEXT, "a b" INT, "a-b" INT,
+  "é" TEXT, "ü" TEXT, "we""ird tab" TEXT);
+CREATE TABLE "type" (id INTEGER PRIMARY KEY, "type" TEXT, "table" TEXT, "columns" TEXT,
+  "self" INT, "_" INT, "__x" INT, "1x" INT, "r#x" INT, "crate" INT, "super" INT);
+CREATE TABLE "Mixed" (id INTEGER PRIMARY KEY, "x#y""z" TEXT, "q""#""##" TEXT,
+  "abcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghij" INTEGER);
+CREATE TABLE kids (id INTEGER PRIMARY KEY, parent INTEGER REFERENCES "type"(id),
+  p2 INTEGER REFERENCES "Mixed"(id));
+CREATE TABLE "日本" (id INTEGER PRIMARY KEY, "列" TEXT);
+CREATE TABLE x (id INTEGER PRIMARY KEY, "x" TEXT, "x_" TEXT);
+"###;
+
+const HOSTILE_PG: &str = r##"
+CREATE TYPE "My ""Mood""" AS ENUM ('a');
+CREATE TYPE "select" AS ENUM ('b');
+CREATE TYPE "HTTPStatus" AS ENUM ('c');
+CREATE TYPE http_status AS ENUM ('d');
+CREATE TYPE "日本型" AS ENUM ('e');
+CREATE TABLE "we""ird tab" (id serial PRIMARY KEY, "select" "select", m "My ""Mood""",
+  h "HTTPStatus", h2 http_status, j "日本型", "Id" int, arr "HTTPStatus"[]);
+COMMENT ON TABLE "we""ird tab" IS 'multi
+line */ comment with "quotes" and ## hashes';
+COMMENT ON COLUMN "we""ird tab"."Id" IS '  leading spaces ';
+CREATE TABLE "type" (id bigserial PRIMARY KEY, parent int REFERENCES "we""ird tab"(id));
+CREATE SCHEMA "Other Schema";
+CREATE TABLE "Other Schema"."t x" (id int PRIMARY KEY, n numeric(10,2), c char(3));
+CREATE DOMAIN posint AS int CHECK (VALUE > 0);
+CREATE TABLE dom (id posint PRIMARY KEY, r int4range, x xml, l pg_lsn, ip inet);
+CREATE TABLE fk2 (id int PRIMARY KEY, a int REFERENCES "type"(id), b int REFERENCES "type"(id));
+"##;
+
+both_backends!(
+    hostile_names_print_as_diesel_cli_prints_them,
+    |p: Project| {
+        let Some(bin) = diesel_cli("hostile_names_print_as_diesel_cli_prints_them") else {
+            return;
+        };
+        init(&p);
+        let flag_sets: Vec<Vec<&str>> = match p.backend {
+            Backend::Sqlite => {
+                p.execute(HOSTILE_SQLITE);
+                vec![vec![], vec!["--with-docs", "--column-sorting", "name"]]
+            }
+            Backend::Postgres => {
+                p.execute(HOSTILE_PG);
+                vec![
+                    vec![],
+                    vec!["--with-docs"],
+                    vec!["--schema", "Other Schema"],
+                    vec!["--with-docs", "--pg-domains-as-custom-types", "posint"],
+                ]
+            }
+        };
+        for flags in flag_sets {
+            let mut args = vec!["print-schema"];
+            args.extend(&flags);
+            let theirs = diesel_print_schema(&bin, &p, &args);
+            assert_eq!(theirs.code, 0, "diesel_cli {flags:?}: {}", theirs.stderr);
+            let ours = p.run(&args);
+            ours.success();
+            assert_eq!(ours.stdout, theirs.stdout, "print-schema {flags:?}");
+        }
+    }
+);
+
+/// A `file` that is a folder, or lies under a file, is refused (exit 2) before `migrate`
+/// changes anything; before, the migrations ran and the write failed after them (exit 1).
+#[test]
+fn a_file_that_cannot_be_written_stops_migrate_before_it_changes_anything() {
+    let p = Project::sqlite();
+    p.migration_folder(
+        "2024-01-01-000000_a",
+        "CREATE TABLE a (id INTEGER PRIMARY KEY);",
+        Some("DROP TABLE a;"),
+    );
+    init(&p);
+    std::fs::create_dir_all(p.path().join("src/schema.rs")).expect("mkdir");
+    p.file("notes.txt", "a file, not a folder\n");
+    for (file, says) in [
+        ("src/schema.rs", "it is a folder"),
+        ("notes.txt/schema.rs", "is not a folder"),
+        ("notes.txt/deeper/schema.rs", "is not a folder"),
+    ] {
+        p.file(
+            "diesel.toml",
+            format!("[print_schema]\nfile = \"{file}\"\n"),
+        );
+        for engine in ["dbctl", "diesel"] {
+            let run = p.run(["migrate", "up", "--engine", engine]);
+            run.code(2).stderr_has(file).stderr_has(says);
+            assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+            assert!(!p.has_table("a"), "{file}: the migration ran");
+            assert!(p.applied().is_empty());
+        }
+        p.run(["print-schema", "--write"]).code(2).stderr_has(says);
+        p.run(["print-schema", "--locked-schema"])
+            .code(2)
+            .stderr_has(says);
+    }
+}
+
+/// diesel_cli compares the schema file byte for byte: a file with CRLF line ends, or without
+/// its last line break, is stale, and `--write` rewrites it as diesel would.
+#[test]
+fn locked_schema_compares_bytes_as_diesel_cli_does() {
+    let p = Project::sqlite();
+    p.migration_folder(
+        "2024-01-01-000000_a",
+        "CREATE TABLE a (id INTEGER PRIMARY KEY);",
+        Some("DROP TABLE a;"),
+    );
+    p.file("diesel.toml", "[print_schema]\nfile = \"src/schema.rs\"\n");
+    p.run(["init"]).success();
+    let path = p.path().join("src/schema.rs");
+    let fresh = std::fs::read_to_string(&path).expect("schema.rs");
+    assert!(fresh.ends_with("}\n"), "{fresh}");
+    p.run(["print-schema", "--locked-schema"]).success();
+    for (what, stale) in [
+        ("CRLF line ends", fresh.replace('\n', "\r\n")),
+        ("no last line break", fresh.trim_end().to_string()),
+    ] {
+        std::fs::write(&path, &stale).expect("write");
+        p.run(["print-schema", "--locked-schema"])
+            .code(4)
+            .stdout_has("+++ new schema");
+        p.run(["migrate", "redo", "--locked-schema"]).code(4);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), stale, "{what}");
+        p.run(["print-schema", "--write"])
+            .success()
+            .stderr_has("wrote");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), fresh, "{what}");
+    }
+}
+
+/// `migrate up --locked-schema --format json` with a stale file: stdout is one JSON document
+/// (the error, exit 4), the diff on stderr; before, the diff was printed on stdout first.
+#[test]
+fn migrate_locked_schema_with_json_prints_one_document() {
+    let p = Project::sqlite();
+    p.migration_folder(
+        "2024-01-01-000000_a",
+        "CREATE TABLE a (id INTEGER PRIMARY KEY);",
+        Some("DROP TABLE a;"),
+    );
+    p.file("diesel.toml", "[print_schema]\nfile = \"src/schema.rs\"\n");
+    init(&p);
+    for engine in ["dbctl", "diesel"] {
+        p.file("src/schema.rs", "// stale\n");
+        let run = p.run([
+            "migrate",
+            "up",
+            "--locked-schema",
+            "--format",
+            "json",
+            "--engine",
+            engine,
+        ]);
+        run.code(4).stderr_has("+++ new schema");
+        let json = run.json();
+        assert_eq!(json["error"]["exit_code"], 4, "{json}");
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("src/schema.rs would change"),
+            "{json}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(p.path().join("src/schema.rs")).unwrap(),
+            "// stale\n"
+        );
+        p.run(["migrate", "down", "--engine", engine]).success();
+    }
+}
+
+fn three(p: &Project) {
+    for (i, t) in ["a", "b", "c"].iter().enumerate() {
+        p.migration_folder(
+            &format!("2024-01-0{}-000000_create_{t}", i + 1),
+            &format!("CREATE TABLE {t} (id INTEGER PRIMARY KEY);\n"),
+            Some(&format!("DROP TABLE {t};")),
+        );
+    }
+}
+
+both_backends!(
+    a_redo_through_diesels_harness_that_fails_changes_nothing,
+    |p: Project| {
+        three(&p);
+        init(&p);
+        p.run(["migrate", "up", "--engine", "diesel"]).success();
+        let all = ["20240101000000", "20240102000000", "20240103000000"];
+        // The up.sql of b fails once its down.sql ran: diesel_cli's redo is one transaction, so
+        // b and c stay applied, their tables in place.
+        p.file(
+            "migrations/2024-01-02-000000_create_b/up.sql",
+            "CREATE TABLE b (id INTEGER PRIMARY KEY);\nINSERT INTO nowhere VALUES (1);\n",
+        );
+        let run = p.run(["migrate", "redo", "--engine", "diesel", "--step", "2"]);
+        run.code(1)
+            .stderr_has("20240102000000_create_b")
+            .stderr_has("rolled back");
+        assert_eq!(p.applied(), all);
+        for t in ["a", "b", "c"] {
+            assert!(p.has_table(t), "table {t} is gone after a failed redo");
+        }
+        // A down.sql that fails after another one ran: the same.
+        p.file(
+            "migrations/2024-01-02-000000_create_b/up.sql",
+            "CREATE TABLE b (id INTEGER PRIMARY KEY);\n",
+        );
+        p.file(
+            "migrations/2024-01-02-000000_create_b/down.sql",
+            "DROP TABLE b;\nDROP TABLE nowhere;\n",
+        );
+        let run = p.run([
+            "migrate", "redo", "--engine", "diesel", "--all", "--format", "json",
+        ]);
+        run.code(1);
+        assert_eq!(run.json()["error"]["exit_code"], 1);
+        assert_eq!(p.applied(), all);
+        for t in ["a", "b", "c"] {
+            assert!(p.has_table(t), "table {t} is gone after a failed redo");
+        }
+        // What diesel_cli leaves after the same failed redo.
+        if let Some(bin) = diesel_cli("a_redo_through_diesels_harness_that_fails_changes_nothing") {
+            let theirs = diesel(&bin, &p, &["migration", "redo", "--all"]);
+            assert_ne!(theirs.code, 0, "{}", theirs.stderr);
+            assert_eq!(p.applied(), all, "diesel_cli's redo");
+            assert!(p.has_table("c"));
+        }
+        // A redo that works still works, as one transaction.
+        p.file(
+            "migrations/2024-01-02-000000_create_b/down.sql",
+            "DROP TABLE b;\n",
+        );
+        p.run(["migrate", "redo", "--engine", "diesel", "--all"])
+            .success();
+        assert_eq!(p.applied(), all);
+    }
+);
+
+/// A password (percent-encoded `@`) never shows in print-schema's or the harness's errors: a
+/// missing database and a dead port, each one line and exit 3.
+#[test]
+fn print_schema_and_diesels_harness_hide_the_password() {
+    let mut p = Project::sqlite();
+    three(&p);
+    p.file("diesel.toml", "[print_schema]\nfile = \"src/schema.rs\"\n");
+    for url in [
+        "postgres://postgres:s3cr%40t@127.0.0.1:5432/dbctl_no_such_database_adv",
+        "postgres://postgres:s3cr%40t@127.0.0.1:1/x",
+    ] {
+        p.use_url(url);
+        for args in [
+            vec!["print-schema"],
+            vec!["print-schema", "--write"],
+            vec!["migrate", "up", "--engine", "diesel"],
+            vec!["migrate", "redo", "--engine", "diesel", "--format", "json"],
+        ] {
+            let run = p.run(&args);
+            run.code(3).no_secret("s3cr").no_secret("%40t");
+            assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {}", run.stderr);
+        }
+    }
+}
