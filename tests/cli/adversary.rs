@@ -112,6 +112,9 @@ fn a_file_that_cannot_be_written_stops_migrate_before_it_changes_anything() {
         ("src/schema.rs", "it is a folder"),
         ("notes.txt/schema.rs", "is not a folder"),
         ("notes.txt/deeper/schema.rs", "is not a folder"),
+        ("", "names no file"),
+        ("src/", "names no file"),
+        (".", "it is a folder"),
     ] {
         p.file(
             "diesel.toml",

@@ -368,6 +368,10 @@ fn check_target(section: &Section) -> anyhow::Result<()> {
             path.display()
         ))
     };
+    let text = path.as_os_str().to_string_lossy();
+    if text.is_empty() || text.ends_with(std::path::MAIN_SEPARATOR) {
+        return Err(refuse("it names no file"));
+    }
     if path.is_dir() {
         return Err(refuse("it is a folder, not a file"));
     }
