@@ -249,7 +249,13 @@ pub(crate) fn locked(
     }
     let session = book.begin_session(conn)?;
     events.steps_started(plan.len());
-    let result = if matches!(action, Action::Redo(_)) {
+    // diesel_cli redoes in one transaction unless a migration to revert has
+    // run_in_transaction = false.
+    let in_one_transaction = matches!(action, Action::Redo(_))
+        && plan
+            .iter()
+            .all(|(m, direction)| *direction == Direction::Up || m.run_in_transaction);
+    let result = if in_one_transaction {
         redo(events, conn, &folder, &plan, report)
     } else {
         run_plan(events, conn, &folder, &plan, report, false)
@@ -407,10 +413,10 @@ fn revertible<'a>(
     Ok(out)
 }
 
-/// What diesel_cli's `migration redo` does on PostgreSQL and SQLite
-/// (`should_redo_migration_in_transaction`): the reverts and the applications in one transaction,
-/// each migration's own transaction nested in it (a savepoint). A failure or SIGINT rolls all of
-/// it back: every migration is as it was before the redo.
+/// What diesel_cli's `migration redo` does on PostgreSQL and SQLite when every migration it
+/// reverts runs in a transaction: the reverts and the applications in one transaction, each
+/// migration's own transaction nested in it (a savepoint). A failure or SIGINT rolls all of it
+/// back: every migration is as it was before the redo.
 fn redo(
     events: &dyn Events,
     conn: &mut AnyConnection,

@@ -299,3 +299,40 @@ fn print_schema_and_diesels_harness_hide_the_password() {
         }
     }
 }
+
+/// As diesel_cli, a redo that reverts a migration with `run_in_transaction = false` runs
+/// without the redo's own transaction: `DROP INDEX CONCURRENTLY` works in it.
+#[test]
+fn a_redo_of_a_migration_outside_a_transaction_runs_without_one() {
+    let Some(p) = Project::postgres() else {
+        return;
+    };
+    p.migration_folder(
+        "2024-01-01-000000_a",
+        "CREATE TABLE a (id INT PRIMARY KEY, v INT);",
+        Some("DROP TABLE a;"),
+    );
+    p.migration_folder(
+        "2024-01-02-000000_idx",
+        "CREATE INDEX CONCURRENTLY a_v ON a (v);",
+        Some("DROP INDEX CONCURRENTLY a_v;"),
+    );
+    p.file(
+        "migrations/2024-01-02-000000_idx/metadata.toml",
+        "run_in_transaction = false\n",
+    );
+    init(&p);
+    p.run(["migrate", "up", "--engine", "diesel"]).success();
+    p.run(["migrate", "redo", "--engine", "diesel"]).success();
+    p.run(["migrate", "redo", "--engine", "diesel", "--all"])
+        .success();
+    assert_eq!(p.applied(), ["20240101000000", "20240102000000"]);
+    assert_eq!(
+        p.count("SELECT count(*) AS n FROM pg_indexes WHERE indexname = 'a_v'"),
+        1
+    );
+    if let Some(bin) = diesel_cli("a_redo_of_a_migration_outside_a_transaction_runs_without_one") {
+        let theirs = diesel(&bin, &p, &["migration", "redo", "--all"]);
+        assert_eq!(theirs.code, 0, "{}", theirs.stderr);
+    }
+}
