@@ -336,3 +336,37 @@ fn a_redo_of_a_migration_outside_a_transaction_runs_without_one() {
         assert_eq!(theirs.code, 0, "{}", theirs.stderr);
     }
 }
+
+/// A `patch_file` that cannot be read, or a `schema` on SQLite, would stop the schema.rs
+/// rewrite whatever the migrations do: `migrate` and `init` stop before running them (before,
+/// the migrations ran and the command failed after them).
+#[test]
+fn a_rewrite_that_cannot_work_stops_migrate_before_it_changes_anything() {
+    let p = Project::sqlite();
+    p.migration_folder(
+        "2024-01-01-000000_a",
+        "CREATE TABLE a (id INTEGER PRIMARY KEY);",
+        Some("DROP TABLE a;"),
+    );
+    std::fs::create_dir_all(p.path().join("patches")).expect("mkdir");
+    for (toml, says) in [
+        ("patch_file = \"missing.patch\"", "missing.patch"),
+        ("patch_file = \"patches\"", "patches"),
+        ("schema = \"other\"", "`schema` is for PostgreSQL"),
+    ] {
+        p.file(
+            "diesel.toml",
+            format!("[print_schema]\nfile = \"src/schema.rs\"\n{toml}\n"),
+        );
+        for args in [
+            vec!["init"],
+            vec!["migrate", "up"],
+            vec!["migrate", "up", "--engine", "diesel"],
+        ] {
+            let run = p.run(&args);
+            run.code(2).stderr_has(says);
+            assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {}", run.stderr);
+            assert!(!p.has_table("a"), "{toml}: {args:?} ran the migration");
+        }
+    }
+}

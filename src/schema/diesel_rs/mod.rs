@@ -449,14 +449,25 @@ fn settle_file(section: &Section, schema: String, check: bool) -> anyhow::Result
 }
 
 /// The diesel.toml sections that name a `file`, read before `migrate` or `init` changes
-/// anything, so that a bad diesel.toml stops them first.
-pub(crate) fn file_sections(ctx: &Context) -> anyhow::Result<Vec<Section>> {
+/// anything, so that a bad diesel.toml (or a `file` that cannot be written, a `patch_file` that
+/// cannot be read, a `schema` on SQLite) stops them first.
+pub(crate) fn file_sections(
+    ctx: &Context,
+    backend: crate::db::Backend,
+) -> anyhow::Result<Vec<Section>> {
     let sections: Vec<Section> = settings::read(ctx.config.diesel_toml())?
         .into_iter()
         .filter(|s| s.file.is_some())
         .collect();
     for section in &sections {
         check_target(section)?;
+        // What would stop the rewrite whatever the migrations do stops the run now.
+        if backend == crate::db::Backend::Sqlite && section.schema.is_some() {
+            return Err(infer::schema_on_sqlite(section));
+        }
+        if let Some(path) = &section.patch_file {
+            infer::read_patch(path)?;
+        }
     }
     Ok(sections)
 }
