@@ -59,6 +59,19 @@ CREATE TABLE "Other Schema"."t x" (id int PRIMARY KEY, n numeric(10,2), c char(3
 CREATE DOMAIN posint AS int CHECK (VALUE > 0);
 CREATE TABLE dom (id posint PRIMARY KEY, r int4range, x xml, l pg_lsn, ip inet);
 CREATE TABLE fk2 (id int PRIMARY KEY, a int REFERENCES "type"(id), b int REFERENCES "type"(id));
+CREATE SCHEMA "we""ird";
+CREATE TYPE "we""ird"."k ind" AS ENUM ('x');
+CREATE TABLE sql_types (id int PRIMARY KEY, k "we""ird"."k ind", k2 "select"[], "trailing " int,
+  "crate::x" int);
+CREATE TABLE "we""ird".t (id int PRIMARY KEY, k "we""ird"."k ind", p int REFERENCES sql_types(id));
+CREATE TABLE "abcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabc" (id int, "Id" int,
+  PRIMARY KEY (id, "Id"));
+CREATE TABLE child (id int PRIMARY KEY, p int REFERENCES sql_types(id), "user" int,
+  "default" text, "Σίσυφος" text);
+CREATE TYPE "ΣΊΣΥΦΟΣ_type" AS ENUM ('z');
+CREATE TYPE "ABCdef_GHI123jkl" AS ENUM ('z');
+CREATE TYPE "a__b--c" AS ENUM ('z');
+CREATE TABLE "ΣΊΣΥΦΟΣ" (id int PRIMARY KEY, a "ΣΊΣΥΦΟΣ_type", b "ABCdef_GHI123jkl", c "a__b--c");
 "##;
 
 both_backends!(
@@ -79,6 +92,7 @@ both_backends!(
                     vec![],
                     vec!["--with-docs"],
                     vec!["--schema", "Other Schema"],
+                    vec!["--schema", "we\"ird", "--with-docs"],
                     vec!["--with-docs", "--pg-domains-as-custom-types", "posint"],
                 ]
             }
