@@ -384,3 +384,58 @@ fn a_rewrite_that_cannot_work_stops_migrate_before_it_changes_anything() {
         }
     }
 }
+
+/// SIGINT while a redo through diesel's harness applies again: exit 130, and the migrations it
+/// had already reverted are back (the redo's transaction is rolled back), as after a failure.
+#[test]
+fn sigint_in_a_redo_through_diesels_harness_changes_nothing() {
+    let Some(p) = Project::postgres() else {
+        return;
+    };
+    p.migration_folder(
+        "2024-01-01-000000_a",
+        "CREATE TABLE a (id INT PRIMARY KEY);",
+        Some("DROP TABLE a;"),
+    );
+    p.migration_folder(
+        "2024-01-02-000000_b",
+        "CREATE TABLE b (id INT PRIMARY KEY);",
+        Some("DROP TABLE b;"),
+    );
+    init(&p);
+    p.run(["migrate", "up", "--engine", "diesel"]).success();
+    // b applies again slowly.
+    p.file(
+        "migrations/2024-01-02-000000_b/up.sql",
+        "CREATE TABLE b (id INT PRIMARY KEY);\nSELECT pg_sleep(40);\n",
+    );
+    let mut child = p
+        .command()
+        .args(["migrate", "redo", "--all", "--engine", "diesel"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn dbctl");
+    let db = p.pg_database().expect("a database").to_string();
+    let active = format!(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = '{db}' \
+         AND query LIKE '%pg_sleep(40)%' AND pid <> pg_backend_pid()"
+    );
+    let started = std::time::Instant::now();
+    while p.count(&active) == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the redo never reached b's up.sql"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let pid = i32::try_from(child.id()).expect("a pid");
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let run = Run::from(child.wait_with_output().expect("wait"));
+    run.code(130)
+        .stderr_has("interrupted by SIGINT")
+        .stderr_has("rolled back");
+    assert_eq!(p.applied(), ["20240101000000", "20240102000000"]);
+    assert!(p.has_table("a") && p.has_table("b"));
+}
