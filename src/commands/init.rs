@@ -230,7 +230,7 @@ fn apply_migrations(
     let schema_files = if args.no_migrate {
         Vec::new()
     } else {
-        crate::schema::diesel_rs::file_sections(ctx, db.backend())?
+        crate::schema::diesel_rs::file_sections(ctx, db.backend(), args.locked_schema)?
     };
     let run = migrate::execute(
         &crate::commands::migrate::Progress::new(ctx.out),

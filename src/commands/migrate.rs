@@ -263,7 +263,7 @@ pub(crate) fn run(ctx: &Context, args: MigrateArgs) -> anyhow::Result<MigrateRep
     let schema_files = if opts.dry_run {
         Vec::new()
     } else {
-        crate::schema::diesel_rs::file_sections(ctx, db.backend())?
+        crate::schema::diesel_rs::file_sections(ctx, db.backend(), locked_schema)?
     };
     let run = migrate::execute(&Progress::new(ctx.out), db, &dir, &action, &opts)?;
     crate::schema::diesel_rs::regenerate(ctx, &schema_files, locked_schema)?;

@@ -146,6 +146,27 @@ fn a_file_that_cannot_be_written_stops_migrate_before_it_changes_anything() {
             .code(2)
             .stderr_has(says);
     }
+    // A folder nobody may create files in (root included): refused before migrating, unless
+    // the file is only checked (--locked-schema writes nothing).
+    if std::path::Path::new("/proc").is_dir() {
+        p.file(
+            "diesel.toml",
+            "[print_schema]\nfile = \"/proc/schema.rs\"\n",
+        );
+        for engine in ["dbctl", "diesel"] {
+            p.run(["migrate", "up", "--engine", engine])
+                .code(2)
+                .stderr_has("cannot create it");
+            assert!(p.applied().is_empty());
+        }
+        p.run(["print-schema", "--write"])
+            .code(2)
+            .stderr_has("cannot create it");
+        p.run(["migrate", "up", "--locked-schema"])
+            .code(4)
+            .stdout_has("+++ new schema");
+        assert!(p.has_table("a"));
+    }
 }
 
 /// diesel_cli compares the schema file byte for byte: a file with CRLF line ends, or without

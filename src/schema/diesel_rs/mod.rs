@@ -308,7 +308,7 @@ pub(crate) fn run(ctx: &Context, args: PrintSchemaArgs) -> anyhow::Result<PrintR
     }
     if mode != Mode::Print {
         for section in &sections {
-            check_target(section)?;
+            check_target(section, mode == Mode::Write)?;
         }
     }
     let db = ctx.open(OpenMode::Existing)?;
@@ -354,10 +354,11 @@ fn selected_sections(ctx: &Context, keys: &[String]) -> anyhow::Result<Vec<Secti
 }
 
 /// Refuses (exit 2) a section whose `file` cannot be a file: an existing folder, or a path
-/// under something that is not a folder. Checked before anything is written or migrated, so
-/// that a `file` that can never be written stops `migrate` and `init` before they change the
-/// database, not after.
-fn check_target(section: &Section) -> anyhow::Result<()> {
+/// under something that is not a folder; and, when it is to be `written`, a file (or, for a new
+/// file, a folder) the system does not let dbctl write. Checked before anything is written or
+/// migrated, so that a `file` that can never be written stops `migrate` and `init` before they
+/// change the database, not after.
+fn check_target(section: &Section, written: bool) -> anyhow::Result<()> {
     let Some(path) = &section.file else {
         return Ok(());
     };
@@ -397,7 +398,36 @@ fn check_target(section: &Section) -> anyhow::Result<()> {
             }
         }
     }
+    if written {
+        probe_writable(path).map_err(|e| refuse(&e))?;
+    }
     Ok(())
+}
+
+/// Whether `path` can be written, changing nothing: an existing file is opened for writing
+/// (not truncated); a new one is created and removed again when its folder exists (a missing
+/// folder is created at the write, and says so then).
+fn probe_writable(path: &Path) -> Result<(), String> {
+    use std::fs::OpenOptions;
+    match OpenOptions::new().write(true).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let folder = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            // A symbolic link to a file not there yet is left to the write (which follows it).
+            if !folder.is_dir() || path.symlink_metadata().is_ok() {
+                return Ok(());
+            }
+            match OpenOptions::new().write(true).create_new(true).open(path) {
+                Ok(_) => std::fs::remove_file(path)
+                    .map_err(|e| format!("cannot remove the file made to test it: {e}")),
+                Err(e) => Err(format!("cannot create it: {e}")),
+            }
+        }
+        Err(e) => Err(format!("cannot open it for writing: {e}")),
+    }
 }
 
 /// Writes the section's file, or (`check`) compares it and writes nothing.
@@ -454,13 +484,14 @@ fn settle_file(section: &Section, schema: String, check: bool) -> anyhow::Result
 pub(crate) fn file_sections(
     ctx: &Context,
     backend: crate::db::Backend,
+    locked: bool,
 ) -> anyhow::Result<Vec<Section>> {
     let sections: Vec<Section> = settings::read(ctx.config.diesel_toml())?
         .into_iter()
         .filter(|s| s.file.is_some())
         .collect();
     for section in &sections {
-        check_target(section)?;
+        check_target(section, !locked)?;
         // What would stop the rewrite whatever the migrations do stops the run now.
         if backend == crate::db::Backend::Sqlite && section.schema.is_some() {
             return Err(infer::schema_on_sqlite(section));
