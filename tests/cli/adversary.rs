@@ -430,7 +430,7 @@ fn sigint_in_a_redo_through_diesels_harness_changes_nothing() {
         "migrations/2024-01-02-000000_b/up.sql",
         "CREATE TABLE b (id INT PRIMARY KEY);\nSELECT pg_sleep(40);\n",
     );
-    let mut child = p
+    let child = p
         .command()
         .args(["migrate", "redo", "--all", "--engine", "diesel"])
         .stdout(std::process::Stdio::piped())
