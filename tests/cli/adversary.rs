@@ -28,7 +28,8 @@ fn init(p: &Project) {
 
 /// Tables and columns whose Rust names need diesel's mangling: quotes, spaces, `-`, non-ASCII
 /// letters, keywords, names `table!` keeps, a leading digit, names that collide once mangled,
-/// a column named like its table, a raw-string-breaking `#"`, and a 120-character name.
+/// a column named like its table, a raw-string-breaking `#"`, a 120-character name, and line
+/// breaks (diesel indents the lines of a multi-line name inside its string literal).
 const HOSTILE_SQLITE: &str = r###"
 CREATE TABLE "we""ird tab" (id INTEGER PRIMARY KEY, "select" TEXT, "a b" INT, "a-b" INT,
   "é" TEXT, "ü" TEXT, "we""ird tab" TEXT);
@@ -40,6 +41,11 @@ CREATE TABLE kids (id INTEGER PRIMARY KEY, parent INTEGER REFERENCES "type"(id),
   p2 INTEGER REFERENCES "Mixed"(id));
 CREATE TABLE "日本" (id INTEGER PRIMARY KEY, "列" TEXT);
 CREATE TABLE x (id INTEGER PRIMARY KEY, "x" TEXT, "x_" TEXT);
+CREATE TABLE "two
+lines" (id INTEGER PRIMARY KEY, "new
+line" TEXT, "blank
+
+line" TEXT);
 "###;
 
 const HOSTILE_PG: &str = r##"
@@ -72,6 +78,11 @@ CREATE TYPE "ΣΊΣΥΦΟΣ_type" AS ENUM ('z');
 CREATE TYPE "ABCdef_GHI123jkl" AS ENUM ('z');
 CREATE TYPE "a__b--c" AS ENUM ('z');
 CREATE TABLE "ΣΊΣΥΦΟΣ" (id int PRIMARY KEY, a "ΣΊΣΥΦΟΣ_type", b "ABCdef_GHI123jkl", c "a__b--c");
+CREATE TABLE "two
+lines" (id int PRIMARY KEY, "new
+line" int, "blank
+
+line" int);
 "##;
 
 both_backends!(

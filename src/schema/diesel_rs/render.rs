@@ -37,12 +37,20 @@ struct Out {
 }
 
 impl Out {
+    /// Writes `line` indented; a line holding line breaks (a SQL name with a newline in it) has
+    /// each non-empty piece indented, as diesel's pad adapter writes it (inside the string
+    /// literal too: rustfmt leaves a literal's text alone).
     fn line(&mut self, line: &str) {
-        if !line.is_empty() {
-            for _ in 0..self.depth {
-                self.text.push_str("    ");
+        for (i, piece) in line.split('\n').enumerate() {
+            if i > 0 {
+                self.text.push('\n');
             }
-            self.text.push_str(line);
+            if !piece.is_empty() {
+                for _ in 0..self.depth {
+                    self.text.push_str("    ");
+                }
+                self.text.push_str(piece);
+            }
         }
         self.text.push('\n');
     }
