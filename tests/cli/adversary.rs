@@ -471,3 +471,71 @@ fn sigint_in_a_redo_through_diesels_harness_changes_nothing() {
     assert_eq!(p.applied(), ["20240101000000", "20240102000000"]);
     assert!(p.has_table("a") && p.has_table("b"));
 }
+
+/// A SQL name whose string literal Rust cannot read (`\s` is no escape): rustfmt refuses
+/// diesel's output, and diesel_cli prints it unformatted; dbctl prints the same bytes (before,
+/// it laid out the lines rustfmt would have changed as rustfmt does).
+#[test]
+fn names_rust_cannot_read_print_unformatted_as_diesel_cli_prints_them() {
+    let Some(bin) =
+        diesel_cli("names_rust_cannot_read_print_unformatted_as_diesel_cli_prints_them")
+    else {
+        return;
+    };
+    let mut cases: Vec<(Project, &str, Vec<Vec<&str>>)> = vec![(
+        Project::sqlite(),
+        r#"CREATE TABLE "a\b" (id INTEGER PRIMARY KEY);
+           CREATE TABLE c (id INTEGER PRIMARY KEY, p INTEGER REFERENCES "a\b"(id));
+           CREATE TABLE d (id INTEGER PRIMARY KEY);
+           CREATE TABLE e (id INTEGER PRIMARY KEY, d INTEGER REFERENCES d(id));"#,
+        vec![
+            vec![],
+            vec![
+                "--allow-tables-to-appear-in-same-query-config",
+                "fk_related_tables",
+            ],
+            vec!["-o", "d", "e"],
+        ],
+    )];
+    if let Some(pg) = Project::postgres() {
+        cases.push((
+            pg,
+            r#"CREATE SCHEMA "sch\ema";
+               CREATE TYPE "sch\ema".a_very_long_enum_type_name_that_goes_on_and_on_and_on
+                 AS ENUM ('a');
+               CREATE TABLE "sch\ema".t (id int PRIMARY KEY,
+                 e "sch\ema".a_very_long_enum_type_name_that_goes_on_and_on_and_on);
+               CREATE TABLE "sch\ema".u (id int PRIMARY KEY);
+               CREATE TABLE "x\y" (id int PRIMARY KEY, "\u{12}" int, "\x41" int);
+               CREATE TABLE z (id int PRIMARY KEY);"#,
+            vec![
+                vec![],
+                vec![
+                    "--schema",
+                    r"sch\ema",
+                    "--custom-type-derives",
+                    "diesel::query_builder::QueryId",
+                    "--custom-type-derives",
+                    "Clone",
+                    "--custom-type-derives",
+                    "Debug",
+                    "--custom-type-derives",
+                    "PartialEq",
+                ],
+            ],
+        ));
+    }
+    for (p, sql, flag_sets) in &mut cases {
+        init(p);
+        p.execute(sql);
+        for flags in flag_sets.iter() {
+            let mut args = vec!["print-schema"];
+            args.extend(flags);
+            let theirs = diesel_print_schema(&bin, p, &args);
+            assert_eq!(theirs.code, 0, "diesel_cli {flags:?}: {}", theirs.stderr);
+            let ours = p.run(&args);
+            ours.success();
+            assert_eq!(ours.stdout, theirs.stdout, "print-schema {flags:?}");
+        }
+    }
+}
