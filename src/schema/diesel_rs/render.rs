@@ -3,7 +3,8 @@
 //! three kinds of line are ever changed by rustfmt here, and they are laid out here as rustfmt
 //! lays them out (at its default width of 100): the `allow_tables_to_appear_in_same_query!`
 //! list, a long `#[derive(...)]`, and a long `#[diesel(postgres_type(...))]`. So the output
-//! does not depend on whether rustfmt is installed.
+//! does not depend on whether rustfmt is installed. When a SQL name makes a string literal Rust
+//! cannot read, rustfmt refuses diesel's output and diesel prints it unformatted: so does this.
 
 use std::collections::{BTreeSet, HashSet};
 
