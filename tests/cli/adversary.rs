@@ -539,3 +539,29 @@ fn names_rust_cannot_read_print_unformatted_as_diesel_cli_prints_them() {
         }
     }
 }
+
+/// As diesel_cli (its `migration run` returns before `regenerate_schema_if_file_specified`), a
+/// run that fails leaves the schema file as it was, whichever engine ran it.
+#[test]
+fn a_failed_run_leaves_the_schema_file_alone() {
+    let p = Project::sqlite();
+    three(&p);
+    p.file(
+        "migrations/2024-01-03-000000_create_c/up.sql",
+        "CREATE TABLE c (id INTEGER PRIMARY KEY);\nINSERT INTO nowhere VALUES (1);\n",
+    );
+    p.file("diesel.toml", "[print_schema]\nfile = \"src/schema.rs\"\n");
+    init(&p);
+    for engine in ["dbctl", "diesel"] {
+        p.file("src/schema.rs", "// before\n");
+        p.run(["migrate", "up", "--engine", engine]).code(1);
+        assert_eq!(p.applied(), ["20240101000000", "20240102000000"]);
+        assert_eq!(
+            std::fs::read_to_string(p.path().join("src/schema.rs")).unwrap(),
+            "// before\n",
+            "{engine}"
+        );
+        p.run(["migrate", "down", "--all", "--engine", engine])
+            .success();
+    }
+}
