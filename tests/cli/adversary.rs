@@ -565,3 +565,45 @@ fn a_failed_run_leaves_the_schema_file_alone() {
             .success();
     }
 }
+
+/// Two `migrate up` runs at once on a project whose schema file does not exist yet: each
+/// migration is applied once, neither run fails, and the file ends up as `print-schema` prints
+/// it (the up-front check that the file can be written must not trip over the other run).
+#[test]
+fn two_runs_at_once_apply_once_and_leave_the_schema_file_right() {
+    for engine in ["dbctl", "diesel"] {
+        let p = Project::sqlite();
+        three(&p);
+        p.file(
+            "migrations/2024-01-02-000000_create_b/up.sql",
+            "CREATE TABLE b (id INTEGER PRIMARY KEY);\nWITH RECURSIVE c(x) AS (SELECT 1 UNION \
+             ALL SELECT x + 1 FROM c WHERE x < 300000) SELECT count(*) FROM c;\n",
+        );
+        p.file("diesel.toml", "[print_schema]\nfile = \"src/schema.rs\"\n");
+        init(&p);
+        let spawn = || {
+            p.command()
+                .args(["migrate", "up", "--engine", engine])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn dbctl")
+        };
+        let (a, b) = (spawn(), spawn());
+        for child in [a, b] {
+            Run::from(child.wait_with_output().expect("wait")).success();
+        }
+        assert_eq!(
+            p.applied(),
+            ["20240101000000", "20240102000000", "20240103000000"],
+            "{engine}"
+        );
+        let printed = p.run(["print-schema"]);
+        printed.success();
+        assert_eq!(
+            std::fs::read_to_string(p.path().join("src/schema.rs")).unwrap(),
+            printed.stdout,
+            "{engine}"
+        );
+    }
+}

@@ -420,9 +420,15 @@ fn probe_writable(path: &Path) -> Result<(), String> {
             if !folder.is_dir() || path.symlink_metadata().is_ok() {
                 return Ok(());
             }
+            // Another run probing or writing the same file at the same moment is no error.
             match OpenOptions::new().write(true).create_new(true).open(path) {
-                Ok(_) => std::fs::remove_file(path)
-                    .map_err(|e| format!("cannot remove the file made to test it: {e}")),
+                Ok(_) => match std::fs::remove_file(path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        Err(format!("cannot remove the file made to test it: {e}"))
+                    }
+                    _ => Ok(()),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
                 Err(e) => Err(format!("cannot create it: {e}")),
             }
         }
