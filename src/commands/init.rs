@@ -236,7 +236,7 @@ fn apply_migrations(
     let schema_files = if args.no_migrate {
         Vec::new()
     } else {
-        super::print_schema::file_sections(ctx)?
+        super::print_schema::file_sections(ctx, db.backend(), args.locked_schema)?
     };
     let run = migrate::execute(
         &crate::commands::migrate::Progress::new(ctx.out),

@@ -273,7 +273,7 @@ pub(crate) fn run(ctx: &Context, args: MigrateArgs) -> anyhow::Result<MigrateRep
     let schema_files = if opts.dry_run {
         Vec::new()
     } else {
-        super::print_schema::file_sections(ctx)?
+        super::print_schema::file_sections(ctx, db.backend(), locked_schema)?
     };
     let run = migrate::execute(&Progress::new(ctx.out), db, &dir, &action, &opts)?;
     super::print_schema::regenerate(ctx, &schema_files, locked_schema)?;

@@ -299,6 +299,11 @@ pub(crate) fn run(ctx: &Context, args: PrintSchemaArgs) -> anyhow::Result<PrintR
             "no [print_schema] section of diesel.toml names a `file` to write or check",
         ));
     }
+    if mode != Mode::Print {
+        for section in &sections {
+            check_target(section, mode == Mode::Write)?;
+        }
+    }
     let db = ctx.open(OpenMode::Existing)?;
     let mut conn = db.get()?;
     let reports = sections
@@ -342,6 +347,89 @@ fn selected_sections(ctx: &Context, keys: &[String]) -> anyhow::Result<Vec<Secti
         .collect()
 }
 
+/// Refuses (exit 2) a section whose `file` cannot be a file: an existing folder, or a path
+/// under something that is not a folder; and, when it is to be `written`, a file (or, for a new
+/// file, a folder) the system does not let dbctl write. Checked before anything is written or
+/// migrated, so that a `file` that can never be written stops `migrate` and `init` before they
+/// change the database, not after.
+fn check_target(section: &Section, written: bool) -> anyhow::Result<()> {
+    let Some(path) = &section.file else {
+        return Ok(());
+    };
+    let refuse = |what: &str| {
+        error::usage(format!(
+            "[print_schema] section `{}`: `file` `{}` cannot be written: {what}",
+            section.name,
+            path.display()
+        ))
+    };
+    let text = path.as_os_str().to_string_lossy();
+    if text.is_empty() || text.ends_with(std::path::MAIN_SEPARATOR) {
+        return Err(refuse("it names no file"));
+    }
+    if path.is_dir() {
+        return Err(refuse("it is a folder, not a file"));
+    }
+    for parent in path.ancestors().skip(1) {
+        if parent.as_os_str().is_empty() {
+            break;
+        }
+        match std::fs::metadata(parent) {
+            Ok(meta) if meta.is_dir() => break,
+            Ok(_) => return Err(refuse(&format!("`{}` is not a folder", parent.display()))),
+            // A folder above it that is missing, or is itself under a file, which a parent
+            // further up names.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) => {}
+            Err(e) => {
+                return Err(refuse(&format!(
+                    "cannot look at `{}`: {e}",
+                    parent.display()
+                )))
+            }
+        }
+    }
+    if written {
+        probe_writable(path).map_err(|e| refuse(&e))?;
+    }
+    Ok(())
+}
+
+/// Whether `path` can be written, changing nothing: an existing file is opened for writing
+/// (not truncated); a new one is created and removed again when its folder exists (a missing
+/// folder is created at the write, and says so then).
+fn probe_writable(path: &Path) -> Result<(), String> {
+    use std::fs::OpenOptions;
+    match OpenOptions::new().write(true).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let folder = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            // A symbolic link to a file not there yet is left to the write (which follows it).
+            if !folder.is_dir() || path.symlink_metadata().is_ok() {
+                return Ok(());
+            }
+            // Another run probing or writing the same file at the same moment is no error.
+            match OpenOptions::new().write(true).create_new(true).open(path) {
+                Ok(_) => match std::fs::remove_file(path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        Err(format!("cannot remove the file made to test it: {e}"))
+                    }
+                    _ => Ok(()),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                Err(e) => Err(format!("cannot create it: {e}")),
+            }
+        }
+        Err(e) => Err(format!("cannot open it for writing: {e}")),
+    }
+}
+
 /// Writes the section's file, or (`check`) compares it and writes nothing.
 fn settle_file(section: &Section, schema: String, check: bool) -> anyhow::Result<SectionReport> {
     let Some(path) = section.file.clone() else {
@@ -350,14 +438,14 @@ fn settle_file(section: &Section, schema: String, check: bool) -> anyhow::Result
             section.name
         )));
     };
-    let current = match std::fs::read_to_string(&path) {
-        Ok(text) => Some(text),
+    let current = match std::fs::read(&path) {
+        Ok(bytes) => Some(bytes),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", path.display())),
     };
-    let unchanged = current
-        .as_deref()
-        .is_some_and(|c| c.lines().eq(schema.lines()));
+    // Byte for byte, as diesel_cli compares: a file with other line ends or without its last
+    // line break is not what diesel would write, so it is stale.
+    let unchanged = current.as_deref() == Some(schema.as_bytes());
     let mut report = SectionReport {
         name: section.name.clone(),
         file: Some(path.clone()),
@@ -370,6 +458,7 @@ fn settle_file(section: &Section, schema: String, check: bool) -> anyhow::Result
     }
     if check {
         let label = path.display().to_string();
+        let current = current.as_deref().map(String::from_utf8_lossy);
         report.diff = Some(diesel_rs::unified_diff(
             current.as_deref().unwrap_or(""),
             &report.schema,
@@ -390,12 +479,28 @@ fn settle_file(section: &Section, schema: String, check: bool) -> anyhow::Result
 }
 
 /// The diesel.toml sections that name a `file`, read before `migrate` or `init` changes
-/// anything, so that a bad diesel.toml stops them first.
-pub(crate) fn file_sections(ctx: &Context) -> anyhow::Result<Vec<Section>> {
-    Ok(diesel_rs::read_settings(ctx.config.diesel_toml())?
+/// anything, so that a bad diesel.toml (or a `file` that cannot be written, a `patch_file` that
+/// cannot be read, a `schema` on SQLite) stops them first.
+pub(crate) fn file_sections(
+    ctx: &Context,
+    backend: crate::db::Backend,
+    locked: bool,
+) -> anyhow::Result<Vec<Section>> {
+    let sections: Vec<Section> = diesel_rs::read_settings(ctx.config.diesel_toml())?
         .into_iter()
         .filter(|s| s.file.is_some())
-        .collect())
+        .collect();
+    for section in &sections {
+        check_target(section, !locked)?;
+        // What would stop the rewrite whatever the migrations do stops the run now.
+        if backend == crate::db::Backend::Sqlite && section.schema.is_some() {
+            return Err(diesel_rs::schema_on_sqlite(section));
+        }
+        if let Some(path) = &section.patch_file {
+            diesel_rs::read_patch(path)?;
+        }
+    }
+    Ok(sections)
 }
 
 /// After `migrate` or `init` changed the schema: writes (or, `locked`, checks) the `file` of
@@ -407,6 +512,9 @@ pub(crate) fn regenerate(ctx: &Context, sections: &[Section], locked: bool) -> a
     }
     let db = ctx.open(OpenMode::Existing)?;
     let mut conn = db.get()?;
+    // With `--format json` stdout holds one JSON document (the error), so the diffs go to
+    // stderr instead.
+    let json = ctx.out.format() == Format::Json;
     let mut stale = Vec::new();
     for section in sections {
         let schema = diesel_rs::generate(&mut conn, section, ctx.out)?;
@@ -415,22 +523,25 @@ pub(crate) fn regenerate(ctx: &Context, sections: &[Section], locked: bool) -> a
         match (report.status, file) {
             ("written", Some(f)) => ctx.out.info(format_args!("wrote the schema to {f}")),
             ("would_change", Some(f)) => {
-                ctx.out.raw(report.diff.as_deref().unwrap_or_default())?;
+                let diff = report.diff.as_deref().unwrap_or_default();
+                if json {
+                    eprint!("{}", error::redact(diff));
+                } else {
+                    ctx.out.raw(diff)?;
+                }
                 stale.push(f.to_string());
             }
             _ => {}
         }
     }
     if stale.is_empty() {
-        Ok(())
-    } else {
-        Err(error::tag(
-            anyhow::anyhow!(
-                "--locked-schema: {} would change (the diff is on stdout; the migrations did run); \
-                 run without --locked-schema to update it",
-                stale.join(", ")
-            ),
-            Exit::Check,
-        ))
+        return Ok(());
     }
+    let message = format!(
+        "--locked-schema: {} would change (the diff is {}; the migrations did run); run without \
+         --locked-schema to update it",
+        stale.join(", "),
+        if json { "on stderr" } else { "on stdout" }
+    );
+    Err(error::tag(anyhow::anyhow!(message), Exit::Check))
 }

@@ -249,7 +249,17 @@ pub(crate) fn locked(
     }
     let session = book.begin_session(conn)?;
     events.steps_started(plan.len());
-    let result = run_plan(events, conn, &folder, &plan, report);
+    // diesel_cli redoes in one transaction unless a migration to revert has
+    // run_in_transaction = false.
+    let in_one_transaction = matches!(action, Action::Redo(_))
+        && plan
+            .iter()
+            .all(|(m, direction)| *direction == Direction::Up || m.run_in_transaction);
+    let result = if in_one_transaction {
+        redo(events, conn, &folder, &plan, report)
+    } else {
+        run_plan(events, conn, &folder, &plan, report, false)
+    };
     events.steps_ended(result.is_ok());
     let ended = book.end_session(conn, &session);
     result?;
@@ -403,19 +413,48 @@ fn revertible<'a>(
     Ok(out)
 }
 
-fn run_plan(
+/// What diesel_cli's `migration redo` does on PostgreSQL and SQLite when every migration it
+/// reverts runs in a transaction: the reverts and the applications in one transaction, each
+/// migration's own transaction nested in it (a savepoint). A failure or SIGINT rolls all of it
+/// back: every migration is as it was before the redo.
+fn redo(
     events: &dyn Events,
     conn: &mut AnyConnection,
     folder: &Folder,
     plan: &[(&Migration, Direction)],
     report: &mut RunReport,
 ) -> anyhow::Result<()> {
+    use diesel::Connection as _;
+    let before = report.steps.len();
+    let result = conn.transaction::<_, anyhow::Error, _>(|conn| {
+        run_plan(events, conn, folder, plan, report, true)
+    });
+    if result.is_err() {
+        report.steps.truncate(before);
+    }
+    result
+}
+
+/// Runs `plan` through the harness; `in_redo` when inside [`redo`]'s transaction.
+fn run_plan(
+    events: &dyn Events,
+    conn: &mut AnyConnection,
+    folder: &Folder,
+    plan: &[(&Migration, Direction)],
+    report: &mut RunReport,
+    in_redo: bool,
+) -> anyhow::Result<()> {
     for (m, direction) in plan {
         let label = m.label();
         crate::interrupt::check().map_err(|err| {
             err.context(format!(
-                "stopped before {} {label}: nothing of it ran; those before it stay done",
-                super::run::verb(*direction)
+                "stopped before {} {label}: nothing of it ran; {}",
+                super::run::verb(*direction),
+                if in_redo {
+                    REDO_ROLLED_BACK
+                } else {
+                    "those before it stay done"
+                }
             ))
         })?;
         events.step_started(&label);
@@ -449,7 +488,7 @@ fn run_plan(
                     }
                 ))
             }
-            Err(err) => return Err(failure(conn, folder.dialect, m, *direction, err)),
+            Err(err) => return Err(failure(conn, folder.dialect, m, *direction, err, in_redo)),
         }
         events.step_finished(&label, *direction, Some(took));
         report
@@ -468,6 +507,7 @@ fn failure(
     m: &Migration,
     direction: Direction,
     err: Box<dyn std::error::Error + Send + Sync>,
+    in_redo: bool,
 ) -> anyhow::Error {
     let (path, sql) = match direction {
         Direction::Up => (m.up_path(), m.up.as_str()),
@@ -491,7 +531,12 @@ fn failure(
             format!(" at {file} line {line}, column {column}: `{text}`")
         })
         .unwrap_or_else(|| format!(" in {file}"));
-    let fate = fate(conn, dialect, m);
+    // Inside a redo, the redo's own transaction is still open here; it is rolled back after.
+    let fate = if in_redo {
+        REDO_ROLLED_BACK.to_string()
+    } else {
+        fate(conn, dialect, m)
+    };
     let cause = match db_error {
         Some(diesel::result::Error::DatabaseError(_, info)) => {
             let mut text = info.message().trim().to_string();
@@ -526,6 +571,10 @@ fn position(err: &diesel::result::Error) -> Option<usize> {
         _ => None,
     }
 }
+
+/// What became of a redo that failed or was interrupted.
+const REDO_ROLLED_BACK: &str = "the redo ran in one transaction, as diesel_cli's does, and it was \
+                                rolled back: every migration is as it was before the redo";
 
 /// What became of the failed migration, as far as the connection tells.
 fn fate(conn: &mut AnyConnection, dialect: Dialect, m: &Migration) -> String {

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod adversary;
 mod autogen;
 mod connection;
 mod corpus;

@@ -932,8 +932,8 @@ fn every_json_report_names_the_host_that_answered() {
         let json = run.success().json();
         assert_eq!(json["host"], server.as_str(), "{args:?}: {json}");
     }
-    // The lint finds `items_pkey` misnamed (exit 4); its report names the host too.
-    let lint = p.run(["inspect", "--lint", "--format", "json"]);
+    // The naming lint finds `items_pkey` misnamed (exit 4); its report names the host too.
+    let lint = p.run(["inspect", "--lint", "--rule", "naming", "--format", "json"]);
     let json = lint.code(4).json();
     assert_eq!(json["host"], server.as_str(), "{json}");
     p.run(["migrate", "status", "-v"])

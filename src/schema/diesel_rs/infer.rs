@@ -54,11 +54,7 @@ pub(crate) fn generate(
         }
         AnyConnection::Sqlite(c) => {
             if schema.is_some() {
-                return Err(error::usage(format!(
-                    "[print_schema] section `{}`: `schema` is for PostgreSQL; SQLite prints only \
-                     the main database",
-                    section.name
-                )));
+                return Err(schema_on_sqlite(section));
             }
             let names = sqlite::table_names(c).context("reading the table names")?;
             let mut catalog = sqlite::Catalog::load(c).context("reading the columns")?;
@@ -103,12 +99,7 @@ pub(crate) fn generate(
     match &section.patch_file {
         None => Ok(text),
         Some(path) => {
-            let patch = std::fs::read_to_string(path).map_err(|e| {
-                error::usage(format!(
-                    "cannot read the patch_file `{}`: {e}",
-                    path.display()
-                ))
-            })?;
+            let patch = read_patch(path)?;
             diff::apply(&text, &patch).map_err(|e| {
                 error::usage(format!(
                     "patch_file `{}` does not apply to the generated schema: {e:#}",
@@ -117,6 +108,25 @@ pub(crate) fn generate(
             })
         }
     }
+}
+
+/// The error for a section naming a `schema` on SQLite.
+pub(crate) fn schema_on_sqlite(section: &Section) -> anyhow::Error {
+    error::usage(format!(
+        "[print_schema] section `{}`: `schema` is for PostgreSQL; SQLite prints only the main \
+         database",
+        section.name
+    ))
+}
+
+/// The text of a `patch_file` (exit 2 naming it when it cannot be read).
+pub(crate) fn read_patch(path: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).map_err(|e| {
+        error::usage(format!(
+            "cannot read the patch_file `{}`: {e}",
+            path.display()
+        ))
+    })
 }
 
 /// The foreign keys `joinable!` can express: single-column, between two printed tables that

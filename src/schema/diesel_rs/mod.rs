@@ -16,6 +16,7 @@ mod sqlite;
 
 pub(crate) use diff::unified as unified_diff;
 pub(crate) use infer::generate;
+pub(crate) use infer::{read_patch, schema_on_sqlite};
 pub(crate) use settings::{
     read as read_settings, Docs, Filter, Grouping, Section, SQL_TYPE_DERIVE,
 };

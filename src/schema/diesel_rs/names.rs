@@ -147,6 +147,70 @@ pub(crate) fn string_literal(text: &str) -> String {
     }
 }
 
+/// Whether `literal` (a string literal [`string_literal`] made) is one Rust accepts: rustfmt
+/// refuses a file with an escape Rust does not know (`\s`), a `\x` above 7F, a bad `\u{…}`,
+/// or a carriage return without a line feed after it.
+pub(crate) fn lexes(literal: &str) -> bool {
+    let raw = literal.starts_with('r');
+    let chars: Vec<char> = literal.chars().collect();
+    let lone_cr = chars
+        .iter()
+        .enumerate()
+        .any(|(i, &c)| c == '\r' && chars.get(i + 1) != Some(&'\n'));
+    if lone_cr {
+        return false;
+    }
+    if raw {
+        return true;
+    }
+    // The text between the quotes.
+    let inner = &chars[1..chars.len().saturating_sub(1).max(1)];
+    let mut i = 0;
+    while i < inner.len() {
+        if inner[i] != '\\' {
+            i += 1;
+            continue;
+        }
+        let Some(&next) = inner.get(i + 1) else {
+            return false;
+        };
+        i += 2;
+        match next {
+            'n' | 'r' | 't' | '\\' | '0' | '\'' | '"' | '\n' => {}
+            '\r' if inner.get(i) == Some(&'\n') => i += 1,
+            'x' => {
+                let hex: String = inner.iter().skip(i).take(2).collect();
+                match u8::from_str_radix(&hex, 16) {
+                    Ok(v) if hex.len() == 2 && v <= 0x7F => i += 2,
+                    _ => return false,
+                }
+            }
+            'u' => {
+                if inner.get(i) != Some(&'{') {
+                    return false;
+                }
+                let Some(close) = inner[i..].iter().position(|&c| c == '}') else {
+                    return false;
+                };
+                let digits: String = inner[i + 1..i + close].iter().collect();
+                let hex = digits.replace('_', "");
+                let valid = !digits.starts_with('_')
+                    && (1..=6).contains(&hex.len())
+                    && u32::from_str_radix(&hex, 16)
+                        .ok()
+                        .and_then(char::from_u32)
+                        .is_some();
+                if !valid {
+                    return false;
+                }
+                i += close + 1;
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +239,35 @@ mod tests {
         assert_eq!(upper_camel("HTTPServer"), "HttpServer");
         assert_eq!(upper_camel("fooBar"), "FooBar");
         assert_eq!(upper_camel("mood"), "Mood");
+    }
+
+    #[test]
+    fn literals_rust_accepts() {
+        for ok in [
+            "a",
+            "a\\nb",
+            "\\x7f",
+            "\\u{1F600}",
+            "\\u{1_0}",
+            "a\nb",
+            "a\r\nb",
+            "\\\\",
+        ] {
+            assert!(lexes(&string_literal(ok)), "{ok:?}");
+        }
+        for bad in [
+            "back\\slash",
+            "\\x80",
+            "\\u{D800}",
+            "\\u{}",
+            "\\u{_1}",
+            "a\rb",
+            "end\\",
+        ] {
+            assert!(!lexes(&string_literal(bad)), "{bad:?}");
+        }
+        assert!(lexes(&string_literal("q\"\\s")));
+        assert!(!lexes(&string_literal("q\"\r")));
     }
 
     #[test]
