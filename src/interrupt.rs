@@ -5,7 +5,8 @@
 //! runs inside a signal handler. On the first signal that thread records it, which SQLite
 //! connections see through their progress handler (the running statement stops with
 //! SQLITE_INTERRUPT, see `db::sqlite_ext`) and the command's loops through [`check`]; it asks
-//! the server to cancel every PostgreSQL statement in flight (`db::watch::cancel_all`); then the
+//! the server to cancel every PostgreSQL statement in flight (`db::watch::cancel_all`, handed to
+//! [`install`] by `main`); then the
 //! command's own error path rolls back and releases the lock, and `main` reports with [`outcome`].
 //! A second signal, or a command that has not returned within [`GRACE`], exits at once: the
 //! server rolls back whatever the closed connection had open, and SQLite's journal does the same
@@ -32,8 +33,10 @@ static UNDONE: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
 const GRACE: Duration = Duration::from_secs(10);
 
 /// Blocks SIGINT and SIGTERM in this thread (and so in every thread started after it) and starts
-/// the thread that receives them. Call it first in `main`.
-pub(crate) fn install(format: Format, quiet: bool, verbose: bool) {
+/// the thread that receives them, which calls `cancel` on the first one (the database layer's
+/// "cancel every statement in flight", handed in so that this module needs no database).
+/// Call it first in `main`.
+pub(crate) fn install(format: Format, quiet: bool, verbose: bool, cancel: fn()) {
     crate::output::remember_printer(format, quiet, verbose);
     // SAFETY: plain libc calls on a sigset_t owned by this frame.
     let set = unsafe {
@@ -52,7 +55,7 @@ pub(crate) fn install(format: Format, quiet: bool, verbose: bool) {
             let mut sig: libc::c_int = 0;
             // SAFETY: `set` is initialised above; `sig` is a valid out-pointer.
             if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-                on_signal(sig);
+                on_signal(sig, cancel);
             }
         });
     if spawned.is_err() {
@@ -64,7 +67,7 @@ pub(crate) fn install(format: Format, quiet: bool, verbose: bool) {
     }
 }
 
-fn on_signal(sig: i32) {
+fn on_signal(sig: i32, cancel: fn()) {
     if SIGNAL
         .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
         .is_err()
@@ -75,7 +78,7 @@ fn on_signal(sig: i32) {
              what the closed connection had open)",
         ));
     }
-    crate::db::watch::cancel_all();
+    cancel();
     thread::spawn(move || {
         thread::sleep(GRACE);
         abort(interrupted_error(

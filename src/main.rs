@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         Err(err) => return clap_exit(&err),
     };
     let (format, quiet, verbose) = (cli.global.format, cli.global.quiet, cli.global.verbose);
-    interrupt::install(format, quiet, verbose);
+    interrupt::install(format, quiet, verbose, db::watch::cancel_all);
     let out = output::Output::new(format, quiet, verbose);
     let result = commands::run(cli, &out);
     let code = match interrupt::received() {
