@@ -9,6 +9,7 @@
 //! the list of changes; `revision` creates the folder.
 
 mod pg;
+mod pg_objects;
 mod plan;
 mod scratch;
 mod sql;
@@ -167,7 +168,7 @@ pub(crate) fn generate(ctx: &Context, dir: &Path, args: &AutogenArgs) -> anyhow:
     let down = steps(url.backend(), &desired, &current, &renames, true)?;
     let changes: Vec<Change> = up
         .iter()
-        .filter(|s| s.summary.starts_with(['+', '-', '~']))
+        .filter(|s| s.unwritten || s.summary.starts_with(['+', '-', '~']))
         .map(|s| Change {
             summary: s.summary.clone(),
             destructive: s.destructive,
@@ -175,6 +176,12 @@ pub(crate) fn generate(ctx: &Context, dir: &Path, args: &AutogenArgs) -> anyhow:
         .collect();
     for c in changes.iter().filter(|c| c.destructive) {
         ctx.out.warn(format_args!("DESTRUCTIVE: {}", c.summary));
+    }
+    for s in up.iter().filter(|s| s.unwritten) {
+        ctx.out.warn(format_args!("{} (up.sql)", s.summary));
+    }
+    for s in down.iter().filter(|s| s.unwritten) {
+        ctx.out.warn(format_args!("{} (down.sql)", s.summary));
     }
     let shown = desired_file.display().to_string();
     let header = |what: &str| {
@@ -213,8 +220,45 @@ fn steps(
         Backend::Postgres => pg::plan(&from, to),
         Backend::Sqlite => sqlite::plan(&from, to),
     });
+    if steps.is_empty() {
+        steps.extend(unnoticed(&from, to));
+    }
     steps.sort_by_key(|s| s.phase);
     Ok(steps)
+}
+
+/// The safety net under the writers: when they found nothing to do but the two models still
+/// differ (by the comparison `inspect --diff` makes), each difference is a step not written, so
+/// that no difference ever passes as "no changes".
+fn unnoticed(from: &scratch::Side, to: &scratch::Side) -> Vec<Step> {
+    let report =
+        crate::schema::diff::compare(Path::new("the desired schema"), &from.schema, &to.schema);
+    let Ok(value) = serde_json::to_value(&report) else {
+        return Vec::new();
+    };
+    let Some(list) = value.get("differences").and_then(|d| d.as_array()) else {
+        return Vec::new();
+    };
+    let field = |d: &serde_json::Value, key: &str| {
+        d.get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    list.iter()
+        .map(|d| {
+            let kind = field(d, "kind").replace('_', " ");
+            let object = field(d, "object");
+            let change = field(d, "change");
+            let property = field(d, "property");
+            let what = if property.is_empty() {
+                format!("{kind} {object} {change}")
+            } else {
+                format!("{kind} {object}: {property} {change}")
+            };
+            Step::unwritten(plan::Phase::Check, what)
+        })
+        .collect()
 }
 
 /// `--from`, else `DBCTL_SCHEMA_FILE`, else `schema.sql` beside the migrations folder.

@@ -236,16 +236,18 @@ fn same_column(a: &Column, b: &Column) -> bool {
         && n(&a.generated) == n(&b.generated)
 }
 
-fn fk_key(
-    fk: &ForeignKey,
-) -> (
+/// A foreign key as compared: its deferral is part of the table's DDL (a change rebuilds it).
+type FkKey = (
     Option<String>,
     Vec<String>,
     String,
     Vec<String>,
     String,
     String,
-) {
+    (bool, bool),
+);
+
+fn fk_key(fk: &ForeignKey) -> FkKey {
     (
         fk.name.clone(),
         fk.columns.clone(),
@@ -253,6 +255,7 @@ fn fk_key(
         fk.referred_columns.clone(),
         fk.on_update.clone(),
         fk.on_delete.clone(),
+        (fk.deferrable, fk.initially_deferred),
     )
 }
 
