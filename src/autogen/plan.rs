@@ -36,6 +36,8 @@ pub(crate) enum Phase {
     LateFunctions,
     Triggers,
     CreateViews,
+    /// SQLite triggers on views (`INSTEAD OF`), once the view exists.
+    ViewTriggers,
     /// `COMMENT ON`, once everything commented exists.
     Comments,
     SequenceOwners,
