@@ -293,3 +293,36 @@ fn read_desired(file: &Path) -> anyhow::Result<String> {
         .with_context(|| format!("reading the desired schema `{}`", file.display()))
         .map_err(|e| error::tag(e, error::Exit::Usage))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side(comment: Option<&str>) -> scratch::Side {
+        let json = serde_json::json!({
+            "dbctl_schema_version": 2, "backend": "postgres", "schemas": ["public"],
+            "row_counts": "none", "migrations": null, "views": [], "enums": [], "sequences": [],
+            "tables": [{"schema": "public", "name": "t", "columns": [], "primary_key": null,
+                "foreign_keys": [], "unique_constraints": [], "checks": [], "indexes": [],
+                "rows": null, "comment": comment}]
+        });
+        scratch::Side {
+            schema: serde_json::from_value(json).unwrap(),
+            table_sql: Default::default(),
+            triggers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_difference_no_writer_sees_is_listed_as_not_written() {
+        let found = unnoticed(Backend::Postgres, &side(None), &side(Some("people")));
+        assert_eq!(found.len(), 1);
+        assert!(found[0].unwritten);
+        assert!(
+            found[0].summary.starts_with("not written: table t"),
+            "{}",
+            found[0].summary
+        );
+        assert!(unnoticed(Backend::Postgres, &side(None), &side(None)).is_empty());
+    }
+}
