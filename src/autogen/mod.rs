@@ -229,11 +229,15 @@ fn steps(
 
 /// The safety net under the writers: when they found nothing to do but the two models still
 /// differ (by the comparison `inspect --diff` makes), each difference is a step not written, so
-/// that no difference ever passes as "no changes". PostgreSQL's column order is the one
-/// difference left out on purpose: it can only append columns, so it is never compared.
+/// that no difference ever passes as "no changes". Left out on purpose: PostgreSQL's column
+/// order (it can only append columns, so it is never compared) and, on SQLite, text that says
+/// the same thing written otherwise (compared in [`sql::normal`] form, as the writer does).
 fn unnoticed(backend: Backend, from: &scratch::Side, to: &scratch::Side) -> Vec<Step> {
-    let report =
-        crate::schema::diff::compare(Path::new("the desired schema"), &from.schema, &to.schema);
+    let (a, b) = match backend {
+        Backend::Postgres => (from.schema.clone(), to.schema.clone()),
+        Backend::Sqlite => (normalized(&from.schema), normalized(&to.schema)),
+    };
+    let report = crate::schema::diff::compare(Path::new("the desired schema"), &a, &b);
     let Ok(value) = serde_json::to_value(&report) else {
         return Vec::new();
     };
@@ -292,6 +296,39 @@ fn read_desired(file: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(file)
         .with_context(|| format!("reading the desired schema `{}`", file.display()))
         .map_err(|e| error::tag(e, error::Exit::Usage))
+}
+
+/// SQLite's text kept as written (types, defaults, expressions, index, view and trigger
+/// statements) in normal form.
+fn normalized(schema: &crate::schema::Schema) -> crate::schema::Schema {
+    let mut s = schema.clone();
+    let n = |t: &mut String| *t = sql::normal(t);
+    let columns = |cols: &mut Vec<crate::schema::Column>| {
+        for c in cols {
+            n(&mut c.data_type);
+            c.default.iter_mut().for_each(n);
+            c.generated.iter_mut().for_each(n);
+        }
+    };
+    for t in &mut s.tables {
+        columns(&mut t.columns);
+        t.checks.iter_mut().for_each(|c| n(&mut c.expression));
+        for ix in &mut t.indexes {
+            n(&mut ix.definition);
+            ix.columns.iter_mut().for_each(n);
+            ix.predicate.iter_mut().for_each(n);
+        }
+        t.triggers.iter_mut().for_each(|tr| n(&mut tr.definition));
+        t.foreign_keys
+            .iter_mut()
+            .for_each(|fk| fk.referred_table = fk.referred_table.to_ascii_lowercase());
+    }
+    for v in &mut s.views {
+        columns(&mut v.columns);
+        n(&mut v.definition);
+        v.triggers.iter_mut().for_each(|tr| n(&mut tr.definition));
+    }
+    s
 }
 
 #[cfg(test)]

@@ -1236,3 +1236,27 @@ fn postgres_issue_14_report_converges() {
         .stdout_has("not written: domain code: type text -> character varying(10)")
         .stderr_has("not written: domain code");
 }
+
+/// SQLite: the same schema written with other spacing, quoting and case stays "no changes"
+/// (the check that lists differences no writer saw compares SQLite's text in normal form too).
+#[test]
+fn sqlite_same_schema_written_otherwise_is_no_change() {
+    let p = start(
+        Project::sqlite(),
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, n TEXT);
+         CREATE VIEW v AS SELECT  id   FROM t;
+         CREATE INDEX ix ON t(n);
+         CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END;",
+    );
+    p.run(["migrate", "up", "-q"]).success();
+    p.file(
+        "schema.sql",
+        "create table \"t\" (id integer primary key, n text);
+         create view v as select id from t;
+         create index ix on t (n);
+         create trigger tr after insert on t begin select 1; end;",
+    );
+    p.run(["revision", "--check"])
+        .success()
+        .stdout_has("no changes");
+}
