@@ -220,19 +220,24 @@ fn steps(
         Backend::Postgres => pg::plan(&from, to),
         Backend::Sqlite => sqlite::plan(&from, to),
     });
-    if steps.is_empty() {
-        steps.extend(unnoticed(backend, &from, to));
-    }
+    let missed = unnoticed(backend, &from, to, &steps);
+    steps.extend(missed);
     steps.sort_by_key(|s| s.phase);
     Ok(steps)
 }
 
-/// The safety net under the writers: when they found nothing to do but the two models still
-/// differ (by the comparison `inspect --diff` makes), each difference is a step not written, so
-/// that no difference ever passes as "no changes". Left out on purpose: PostgreSQL's column
+/// The safety net under the writers: each difference between the two models (by the comparison
+/// `inspect --diff` makes) that no written step touches (none names its table, view, type or
+/// function) is a step not written, so that no difference passes in silence, and never as
+/// "no changes". Left out on purpose: PostgreSQL's column
 /// order (it can only append columns, so it is never compared) and, on SQLite, text that says
 /// the same thing written otherwise (compared in [`sql::normal`] form, as the writer does).
-fn unnoticed(backend: Backend, from: &scratch::Side, to: &scratch::Side) -> Vec<Step> {
+fn unnoticed(
+    backend: Backend,
+    from: &scratch::Side,
+    to: &scratch::Side,
+    written: &[Step],
+) -> Vec<Step> {
     let (a, b) = match backend {
         Backend::Postgres => (from.schema.clone(), to.schema.clone()),
         Backend::Sqlite => (normalized(&from.schema), normalized(&to.schema)),
@@ -250,8 +255,32 @@ fn unnoticed(backend: Backend, from: &scratch::Side, to: &scratch::Side) -> Vec<
             .unwrap_or_default()
             .to_string()
     };
+    let touched = |name: &str| {
+        !name.is_empty()
+            && written
+                .iter()
+                .any(|s| plan::replace_word(&s.summary, name, "\u{1}x") != s.summary)
+    };
+    let covered = |d: &serde_json::Value| {
+        let object = field(d, "object");
+        let owner = object
+            .split(['.', '('])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        // A sequence a column owns changes with its table.
+        let table = [&a, &b]
+            .iter()
+            .flat_map(|s| &s.sequences)
+            .filter(|q| field(d, "kind") == "sequence" && q.name == owner)
+            .find_map(|q| q.owned_by.as_deref().and_then(|o| o.split('.').next()))
+            .unwrap_or_default()
+            .to_string();
+        touched(&owner) || touched(&table)
+    };
     list.iter()
         .filter(|d| !(backend == Backend::Postgres && field(d, "property") == "column_order"))
+        .filter(|d| !covered(d))
         .map(|d| {
             let kind = field(d, "kind").replace('_', " ");
             let object = field(d, "object");
@@ -352,7 +381,7 @@ mod tests {
 
     #[test]
     fn a_difference_no_writer_sees_is_listed_as_not_written() {
-        let found = unnoticed(Backend::Postgres, &side(None), &side(Some("people")));
+        let found = unnoticed(Backend::Postgres, &side(None), &side(Some("people")), &[]);
         assert_eq!(found.len(), 1);
         assert!(found[0].unwritten);
         assert!(
@@ -360,6 +389,9 @@ mod tests {
             "{}",
             found[0].summary
         );
-        assert!(unnoticed(Backend::Postgres, &side(None), &side(None)).is_empty());
+        assert!(unnoticed(Backend::Postgres, &side(None), &side(None), &[]).is_empty());
+        // A step on the table covers it.
+        let step = Step::new(plan::Phase::Comments, "~ comment on table t", "COMMENT ...");
+        assert!(unnoticed(Backend::Postgres, &side(None), &side(Some("x")), &[step]).is_empty());
     }
 }

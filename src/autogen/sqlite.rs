@@ -162,7 +162,7 @@ pub(crate) fn plan(from: &Side, to: &Side) -> Vec<Step> {
             };
             steps.push(Step::new(
                 phase,
-                format!("+ trigger {}", tr.name),
+                format!("+ trigger {}.{}", tr.table, tr.name),
                 format!("{};", tr.sql.trim_end_matches(';')),
             ));
         }
@@ -178,7 +178,7 @@ pub(crate) fn plan(from: &Side, to: &Side) -> Vec<Step> {
         if !same && !gone_with_table {
             steps.push(Step::new(
                 Phase::DropViews,
-                format!("- trigger {}", tr.name),
+                format!("- trigger {}.{}", tr.table, tr.name),
                 format!("DROP TRIGGER {};", ident(&tr.name)),
             ));
         }

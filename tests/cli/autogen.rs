@@ -87,6 +87,11 @@ fn round_trip(p: &Project, desired: &str) -> (String, String) {
         "json",
     ]);
     run.success();
+    assert!(
+        !run.stderr.contains("not written"),
+        "a difference was left unwritten:\n{}",
+        run.stderr
+    );
     let (up, down) = written(p, &run.json());
     p.run(["migrate", "up"]).success();
     assert_eq!(
