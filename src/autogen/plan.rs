@@ -257,6 +257,10 @@ fn rename_table(side: &mut Side, old: &str, new: &str) {
             for ix in &mut t.indexes {
                 ix.definition = replace_word(&ix.definition, old, new);
             }
+            // PostgreSQL's triggers name their table: they follow it.
+            for tr in &mut t.triggers {
+                tr.definition = replace_word(&tr.definition, old, new);
+            }
         }
         for fk in &mut t.foreign_keys {
             if fk.referred_table == old {
@@ -317,6 +321,9 @@ fn rename_column(side: &mut Side, t: usize, old: &str, new: &str) {
         rename(&mut ix.columns);
         ix.definition = replace_word(&ix.definition, old, new);
         ix.predicate = ix.predicate.as_ref().map(|p| replace_word(p, old, new));
+    }
+    for tr in &mut table.triggers {
+        tr.definition = replace_word(&tr.definition, old, new);
     }
     for other in &mut side.schema.tables {
         for fk in &mut other.foreign_keys {

@@ -1265,3 +1265,50 @@ fn sqlite_same_schema_written_otherwise_is_no_change() {
         .success()
         .stdout_has("no changes");
 }
+
+/// PostgreSQL: a trigger and a column comment follow a table and a column renamed by hint: no
+/// drop and create of the trigger (which would name the table before its rename), and the
+/// migration converges and reverts.
+#[test]
+fn postgres_triggers_and_comments_follow_renames() {
+    let Some(p) = Project::postgres() else {
+        return;
+    };
+    let p = start(
+        p,
+        "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
+         CREATE TABLE users (id int PRIMARY KEY, mail text);
+         CREATE TRIGGER stamp BEFORE UPDATE OF mail ON users FOR EACH ROW EXECUTE FUNCTION touch();
+         COMMENT ON COLUMN users.mail IS 'where to write';",
+    );
+    p.run(["migrate", "up", "-q"]).success();
+    let before = schema_json(&p, p.url());
+    p.file(
+        "schema.sql",
+        "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
+         CREATE TABLE accounts (id int PRIMARY KEY, email text);
+         CREATE TRIGGER stamp BEFORE UPDATE OF email ON accounts FOR EACH ROW EXECUTE FUNCTION touch();
+         COMMENT ON COLUMN accounts.email IS 'where to write';",
+    );
+    let run = p.run([
+        "revision",
+        "renames",
+        "--autogenerate",
+        "--rename",
+        "users=accounts",
+        "--rename",
+        "accounts.mail=email",
+        "--format",
+        "json",
+    ]);
+    run.success();
+    let (up, _) = written(&p, &run.json());
+    assert!(!up.contains("TRIGGER"), "{up}");
+    assert!(!up.contains("COMMENT"), "{up}");
+    p.run(["migrate", "up"]).success();
+    p.run(["revision", "--check"])
+        .success()
+        .stdout_has("no changes");
+    p.run(["migrate", "down"]).success();
+    assert_eq!(schema_json(&p, p.url()), before);
+}
