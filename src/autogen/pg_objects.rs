@@ -403,12 +403,19 @@ fn create_trigger(on: &str, tr: &Trigger) -> String {
 
 /// The steps between two trigger lists of one table or view (`old`: `None` when it is created
 /// or created again).
-fn triggers(on: &str, old: Option<&[Trigger]>, new: &[Trigger], steps: &mut Vec<Step>) {
+/// `create`: the phase triggers are created in (a view's come after the view).
+fn triggers(
+    on: &str,
+    old: Option<&[Trigger]>,
+    new: &[Trigger],
+    create: Phase,
+    steps: &mut Vec<Step>,
+) {
     let old = old.unwrap_or_default();
     for tr in new {
         match old.iter().find(|o| o.name == tr.name) {
             None => steps.push(Step::new(
-                Phase::Triggers,
+                create,
                 format!("+ trigger {on}.{}", tr.name),
                 create_trigger(on, tr),
             )),
@@ -419,7 +426,7 @@ fn triggers(on: &str, old: Option<&[Trigger]>, new: &[Trigger], steps: &mut Vec<
                     format!("DROP TRIGGER {} ON {};", ident(&o.name), ident(on)),
                 ));
                 steps.push(Step::new(
-                    Phase::Triggers,
+                    create,
                     format!("~ trigger {on}.{}: definition", tr.name),
                     create_trigger(on, tr),
                 ));
@@ -427,7 +434,7 @@ fn triggers(on: &str, old: Option<&[Trigger]>, new: &[Trigger], steps: &mut Vec<
             Some(o) if o.enabled != tr.enabled => {
                 let what = if tr.enabled { "ENABLE" } else { "DISABLE" };
                 steps.push(Step::new(
-                    Phase::Triggers,
+                    create,
                     format!(
                         "~ trigger {on}.{}: {}",
                         tr.name,
@@ -461,6 +468,7 @@ fn table_triggers(a: &Schema, b: &Schema, steps: &mut Vec<Step>) {
             &t.name,
             old.map(|o| o.triggers.as_slice()),
             &t.triggers,
+            Phase::Triggers,
             steps,
         );
     }
@@ -478,6 +486,7 @@ fn view_triggers(a: &Schema, b: &Schema, recreated: &BTreeSet<String>, steps: &m
             &v.name,
             old.map(|o| o.triggers.as_slice()),
             &v.triggers,
+            Phase::ViewTriggers,
             steps,
         );
     }

@@ -36,7 +36,7 @@ pub(crate) enum Phase {
     LateFunctions,
     Triggers,
     CreateViews,
-    /// SQLite triggers on views (`INSTEAD OF`), once the view exists.
+    /// Triggers on views (`INSTEAD OF`), once the view exists.
     ViewTriggers,
     /// `COMMENT ON`, once everything commented exists.
     Comments,

@@ -1009,6 +1009,7 @@ ALTER TABLE posts ADD CONSTRAINT posts_id_check CHECK (id > 0) NOT VALID;
 ALTER TABLE posts ADD CONSTRAINT posts_author FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;
 CREATE VIEW names AS SELECT id, name FROM users;
 COMMENT ON VIEW names IS 'just names';
+CREATE TRIGGER names_insert INSTEAD OF INSERT ON names FOR EACH ROW EXECUTE FUNCTION touch();
 ",
     );
     for want in [
@@ -1040,6 +1041,10 @@ COMMENT ON VIEW names IS 'just names';
     );
     assert!(
         at("FUNCTION public.touch()") < at("CREATE TRIGGER users_insert"),
+        "{up}"
+    );
+    assert!(
+        at("CREATE VIEW names") < at("CREATE TRIGGER names_insert"),
         "{up}"
     );
     // Down: functions and types after the tables.
@@ -1076,6 +1081,7 @@ CREATE TABLE posts (id serial PRIMARY KEY, user_id int REFERENCES users (id), sl
 ALTER TABLE posts ADD CONSTRAINT posts_id_check CHECK (id > 0);
 ALTER TABLE posts ADD CONSTRAINT posts_author FOREIGN KEY (user_id) REFERENCES users (id) DEFERRABLE;
 CREATE VIEW names AS SELECT id, name FROM users;
+CREATE TRIGGER names_insert INSTEAD OF INSERT ON names FOR EACH ROW EXECUTE FUNCTION touch();
 ",
     );
     for want in [
