@@ -9,6 +9,7 @@
 //! the list of changes; `revision` creates the folder.
 
 mod pg;
+mod pg_objects;
 mod plan;
 mod scratch;
 mod sql;
@@ -167,7 +168,7 @@ pub(crate) fn generate(ctx: &Context, dir: &Path, args: &AutogenArgs) -> anyhow:
     let down = steps(url.backend(), &desired, &current, &renames, true)?;
     let changes: Vec<Change> = up
         .iter()
-        .filter(|s| s.summary.starts_with(['+', '-', '~']))
+        .filter(|s| s.unwritten || s.summary.starts_with(['+', '-', '~']))
         .map(|s| Change {
             summary: s.summary.clone(),
             destructive: s.destructive,
@@ -175,6 +176,12 @@ pub(crate) fn generate(ctx: &Context, dir: &Path, args: &AutogenArgs) -> anyhow:
         .collect();
     for c in changes.iter().filter(|c| c.destructive) {
         ctx.out.warn(format_args!("DESTRUCTIVE: {}", c.summary));
+    }
+    for s in up.iter().filter(|s| s.unwritten) {
+        ctx.out.warn(format_args!("{} (up.sql)", s.summary));
+    }
+    for s in down.iter().filter(|s| s.unwritten) {
+        ctx.out.warn(format_args!("{} (down.sql)", s.summary));
     }
     let shown = desired_file.display().to_string();
     let header = |what: &str| {
@@ -213,8 +220,80 @@ fn steps(
         Backend::Postgres => pg::plan(&from, to),
         Backend::Sqlite => sqlite::plan(&from, to),
     });
+    let missed = unnoticed(backend, &from, to, &steps);
+    steps.extend(missed);
     steps.sort_by_key(|s| s.phase);
     Ok(steps)
+}
+
+/// The safety net under the writers: each difference between the two models (by the comparison
+/// `inspect --diff` makes) that no written step touches (none names its table, view, type or
+/// function) is a step not written, so that no difference passes in silence, and never as
+/// "no changes". Left out on purpose: PostgreSQL's column
+/// order (it can only append columns, so it is never compared) and, on SQLite, text that says
+/// the same thing written otherwise (compared in [`sql::normal`] form, as the writer does).
+fn unnoticed(
+    backend: Backend,
+    from: &scratch::Side,
+    to: &scratch::Side,
+    written: &[Step],
+) -> Vec<Step> {
+    let (a, b) = match backend {
+        Backend::Postgres => (from.schema.clone(), to.schema.clone()),
+        Backend::Sqlite => (normalized(&from.schema), normalized(&to.schema)),
+    };
+    let report = crate::schema::diff::compare(Path::new("the desired schema"), &a, &b);
+    let Ok(value) = serde_json::to_value(&report) else {
+        return Vec::new();
+    };
+    let Some(list) = value.get("differences").and_then(|d| d.as_array()) else {
+        return Vec::new();
+    };
+    let field = |d: &serde_json::Value, key: &str| {
+        d.get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let touched = |name: &str| {
+        !name.is_empty()
+            && written
+                .iter()
+                .any(|s| plan::replace_word(&s.summary, name, "\u{1}x") != s.summary)
+    };
+    let covered = |d: &serde_json::Value| {
+        let object = field(d, "object");
+        let owner = object
+            .split(['.', '('])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        // A sequence a column owns changes with its table.
+        let table = [&a, &b]
+            .iter()
+            .flat_map(|s| &s.sequences)
+            .filter(|q| field(d, "kind") == "sequence" && q.name == owner)
+            .find_map(|q| q.owned_by.as_deref().and_then(|o| o.split('.').next()))
+            .unwrap_or_default()
+            .to_string();
+        touched(&owner) || touched(&table)
+    };
+    list.iter()
+        .filter(|d| !(backend == Backend::Postgres && field(d, "property") == "column_order"))
+        .filter(|d| !covered(d))
+        .map(|d| {
+            let kind = field(d, "kind").replace('_', " ");
+            let object = field(d, "object");
+            let change = field(d, "change");
+            let property = field(d, "property");
+            let what = if property.is_empty() {
+                format!("{kind} {object} {change}")
+            } else {
+                format!("{kind} {object}: {property} {change}")
+            };
+            Step::unwritten(plan::Phase::Check, what)
+        })
+        .collect()
 }
 
 /// `--from`, else `DBCTL_SCHEMA_FILE`, else `schema.sql` beside the migrations folder.
@@ -246,4 +325,73 @@ fn read_desired(file: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(file)
         .with_context(|| format!("reading the desired schema `{}`", file.display()))
         .map_err(|e| error::tag(e, error::Exit::Usage))
+}
+
+/// SQLite's text kept as written (types, defaults, expressions, index, view and trigger
+/// statements) in normal form.
+fn normalized(schema: &crate::schema::Schema) -> crate::schema::Schema {
+    let mut s = schema.clone();
+    let n = |t: &mut String| *t = sql::normal(t);
+    let columns = |cols: &mut Vec<crate::schema::Column>| {
+        for c in cols {
+            n(&mut c.data_type);
+            c.default.iter_mut().for_each(n);
+            c.generated.iter_mut().for_each(n);
+        }
+    };
+    for t in &mut s.tables {
+        columns(&mut t.columns);
+        t.checks.iter_mut().for_each(|c| n(&mut c.expression));
+        for ix in &mut t.indexes {
+            n(&mut ix.definition);
+            ix.columns.iter_mut().for_each(n);
+            ix.predicate.iter_mut().for_each(n);
+        }
+        t.triggers.iter_mut().for_each(|tr| n(&mut tr.definition));
+        t.foreign_keys
+            .iter_mut()
+            .for_each(|fk| fk.referred_table = fk.referred_table.to_ascii_lowercase());
+    }
+    for v in &mut s.views {
+        columns(&mut v.columns);
+        n(&mut v.definition);
+        v.triggers.iter_mut().for_each(|tr| n(&mut tr.definition));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side(comment: Option<&str>) -> scratch::Side {
+        let json = serde_json::json!({
+            "dbctl_schema_version": 2, "backend": "postgres", "schemas": ["public"],
+            "row_counts": "none", "migrations": null, "views": [], "enums": [], "sequences": [],
+            "tables": [{"schema": "public", "name": "t", "columns": [], "primary_key": null,
+                "foreign_keys": [], "unique_constraints": [], "checks": [], "indexes": [],
+                "rows": null, "comment": comment}]
+        });
+        scratch::Side {
+            schema: serde_json::from_value(json).unwrap(),
+            table_sql: Default::default(),
+            triggers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_difference_no_writer_sees_is_listed_as_not_written() {
+        let found = unnoticed(Backend::Postgres, &side(None), &side(Some("people")), &[]);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].unwritten);
+        assert!(
+            found[0].summary.starts_with("not written: table t"),
+            "{}",
+            found[0].summary
+        );
+        assert!(unnoticed(Backend::Postgres, &side(None), &side(None), &[]).is_empty());
+        // A step on the table covers it.
+        let step = Step::new(plan::Phase::Comments, "~ comment on table t", "COMMENT ...");
+        assert!(unnoticed(Backend::Postgres, &side(None), &side(Some("x")), &[step]).is_empty());
+    }
 }

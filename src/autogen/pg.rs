@@ -10,7 +10,8 @@ use super::plan::{dependency_order, Phase, Step};
 use super::scratch::Side;
 use super::sql::{ident, idents, literal};
 use crate::schema::{
-    Check, Column, EnumType, ForeignKey, Index, Schema, Sequence, Table, UniqueConstraint, View,
+    deferral, not_valid, Check, Column, EnumType, ForeignKey, Index, Schema, Sequence, Table,
+    UniqueConstraint, View,
 };
 
 pub(crate) fn plan(from: &Side, to: &Side) -> Vec<Step> {
@@ -69,7 +70,8 @@ pub(crate) fn plan(from: &Side, to: &Side) -> Vec<Step> {
             altered.insert(name.to_string());
         }
     }
-    views(a, b, &altered, &mut steps);
+    let recreated_views = views(a, b, &altered, &mut steps);
+    steps.extend(super::pg_objects::plan(a, b, &recreated_views));
     steps.sort_by_key(|s| s.phase);
     steps
 }
@@ -186,6 +188,7 @@ fn fk_clause(t: &Table, fk: &ForeignKey) -> String {
     if fk.on_delete != "NO ACTION" {
         sql.push_str(&format!(" ON DELETE {}", fk.on_delete));
     }
+    sql.push_str(deferral(fk.deferrable, fk.initially_deferred));
     sql
 }
 
@@ -195,9 +198,24 @@ fn check_clause(ck: &Check) -> String {
 
 fn unique_clause(u: &UniqueConstraint) -> String {
     format!(
-        "{}UNIQUE ({})",
+        "{}UNIQUE ({}){}",
         constraint_name(&u.name),
-        idents(&u.columns)
+        idents(&u.columns),
+        deferral(u.deferrable, u.initially_deferred)
+    )
+}
+
+/// `ALTER TABLE ... ADD CHECK`, `NOT VALID` when the check is not validated.
+fn add_check(t: &Table, ck: &Check) -> Step {
+    Step::new(
+        Phase::AddConstraints,
+        format!("+ check {}.{}", t.name, ck.name.clone().unwrap_or_default()),
+        format!(
+            "ALTER TABLE {} ADD {}{};",
+            ident(&t.name),
+            check_clause(ck),
+            not_valid(ck.validated)
+        ),
     )
 }
 
@@ -271,13 +289,20 @@ fn create_tables(schema: &Schema, created: &[&Table], steps: &mut Vec<Step>) {
             ));
         }
         lines.extend(t.unique_constraints.iter().map(unique_clause));
-        lines.extend(t.checks.iter().map(check_clause));
+        // `NOT VALID` only exists for constraints added to a table: those come after it.
+        for ck in &t.checks {
+            if ck.validated {
+                lines.push(check_clause(ck));
+            } else {
+                steps.push(add_check(t, ck));
+            }
+        }
         for fk in &t.foreign_keys {
             // A reference to a table created later (a cycle) is added once both exist.
             let later = created.iter().any(|o| o.name == fk.referred_table)
                 && fk.referred_table != t.name
                 && !made.contains(fk.referred_table.as_str());
-            if later {
+            if later || !fk.validated {
                 steps.push(add_foreign_key(t, fk));
             } else {
                 lines.push(fk_clause(t, fk));
@@ -311,7 +336,12 @@ fn add_foreign_key(t: &Table, fk: &ForeignKey) -> Step {
             t.name,
             fk.name.clone().unwrap_or_else(|| fk.columns.join(","))
         ),
-        format!("ALTER TABLE {} ADD {};", ident(&t.name), fk_clause(t, fk)),
+        format!(
+            "ALTER TABLE {} ADD {}{};",
+            ident(&t.name),
+            fk_clause(t, fk),
+            not_valid(fk.validated)
+        ),
     )
 }
 
@@ -478,29 +508,87 @@ fn alter_table(
         },
         steps,
     );
+    // A check (or foreign key) that only becomes validated is validated in place.
+    let old_checks: Vec<Check> = old
+        .checks
+        .iter()
+        .map(|c| {
+            let validates = |n: &&Check| {
+                n.name.is_some()
+                    && n.name == c.name
+                    && n.expression == c.expression
+                    && !c.validated
+                    && n.validated
+                    && !recreated.iter().any(|r| mentions(&c.expression, r))
+            };
+            match new.checks.iter().find(validates) {
+                Some(n) => {
+                    steps.push(validate(
+                        new,
+                        n.name.as_deref().unwrap_or_default(),
+                        "check",
+                    ));
+                    n.clone()
+                }
+                None => c.clone(),
+            }
+        })
+        .collect();
     pair_by_name(
-        &old.checks,
+        &old_checks,
         &new.checks,
         |c| {
             let mentions = recreated.iter().any(|r| mentions(&c.expression, r));
             (c.name.clone(), mentions)
         },
         |c, phase| match phase {
-            Phase::AddConstraints => Some(Step::new(
-                phase,
-                format!(
-                    "+ check {}.{}",
-                    new.name,
-                    c.name.clone().unwrap_or_default()
-                ),
-                format!("ALTER TABLE {t} ADD {};", check_clause(c)),
-            )),
+            Phase::AddConstraints => Some(add_check(new, c)),
             _ => drop_constraint(old, phase, "check", &c.name),
         },
         steps,
     );
-    // Foreign keys: also dropped and added again when the key they point at is.
-    for fk in &old.foreign_keys {
+    // Foreign keys: also dropped and added again when the key they point at is; one whose
+    // deferral changes is altered in place, one that becomes validated is validated.
+    let mut old_fks: Vec<ForeignKey> = old.foreign_keys.clone();
+    for fk in &mut old_fks {
+        let Some(n) = new.foreign_keys.iter().find(|n| n.name == fk.name) else {
+            continue;
+        };
+        let Some(name) = n.name.as_deref() else {
+            continue;
+        };
+        let forced = rekeyed.contains(fk.referred_table.as_str()) || on_recreated(&fk.columns);
+        let mut same_base = n.clone();
+        same_base.deferrable = fk.deferrable;
+        same_base.initially_deferred = fk.initially_deferred;
+        same_base.validated = fk.validated;
+        if forced || &same_base != fk || (fk.validated && !n.validated) {
+            continue;
+        }
+        if (fk.deferrable, fk.initially_deferred) != (n.deferrable, n.initially_deferred) {
+            let mode = match (n.deferrable, n.initially_deferred) {
+                (false, _) => "NOT DEFERRABLE",
+                (true, false) => "DEFERRABLE INITIALLY IMMEDIATE",
+                (true, true) => "DEFERRABLE INITIALLY DEFERRED",
+            };
+            steps.push(Step::new(
+                Phase::AddForeignKeys,
+                format!(
+                    "~ foreign key {}.{name}: {}",
+                    new.name,
+                    mode.to_ascii_lowercase()
+                ),
+                format!("ALTER TABLE {t} ALTER CONSTRAINT {} {mode};", ident(name)),
+            ));
+        }
+        if !fk.validated && n.validated {
+            let mut step = validate(new, name, "foreign key");
+            step.phase = Phase::AddForeignKeys;
+            steps.push(step);
+        }
+        *fk = n.clone();
+    }
+    for fk in &old_fks {
         let same = new.foreign_keys.iter().find(|n| n.name == fk.name);
         if same != Some(fk)
             || rekeyed.contains(fk.referred_table.as_str())
@@ -515,7 +603,7 @@ fn alter_table(
         }
     }
     for fk in &new.foreign_keys {
-        let same = old.foreign_keys.iter().find(|o| o.name == fk.name);
+        let same = old_fks.iter().find(|o| o.name == fk.name);
         if same != Some(fk)
             || rekeyed.contains(fk.referred_table.as_str())
             || on_recreated(&fk.columns)
@@ -547,6 +635,19 @@ fn alter_table(
         }
     }
     reshaped
+}
+
+/// `ALTER TABLE ... VALIDATE CONSTRAINT`: the rows are checked, the constraint is kept.
+fn validate(t: &Table, name: &str, kind: &str) -> Step {
+    Step::new(
+        Phase::AddConstraints,
+        format!("~ {kind} {}.{name}: validated", t.name),
+        format!(
+            "ALTER TABLE {} VALIDATE CONSTRAINT {};",
+            ident(&t.name),
+            ident(name)
+        ),
+    )
 }
 
 /// Drops the items of `old` that `new` lacks or has otherwise, adds those of `new` that `old`
@@ -908,7 +1009,13 @@ fn mentions(text: &str, name: &str) -> bool {
     super::plan::replace_word(text, name, "\u{1}x") != text
 }
 
-fn views(a: &Schema, b: &Schema, altered: &BTreeSet<String>, steps: &mut Vec<Step>) {
+/// The view steps; returns the views dropped and created again (or created).
+fn views(
+    a: &Schema,
+    b: &Schema,
+    altered: &BTreeSet<String>,
+    steps: &mut Vec<Step>,
+) -> BTreeSet<String> {
     let changed = |v: &View| -> bool {
         match a.views.iter().find(|o| o.name == v.name) {
             None => true,
@@ -989,6 +1096,7 @@ fn views(a: &Schema, b: &Schema, altered: &BTreeSet<String>, steps: &mut Vec<Ste
             ));
         }
     }
+    redo
 }
 
 #[cfg(test)]

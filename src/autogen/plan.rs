@@ -13,23 +13,40 @@ use crate::schema::Table;
 pub(crate) enum Phase {
     /// Views (and SQLite triggers) that change or that a table change could break.
     DropViews,
+    /// PostgreSQL triggers that change or go, before the functions they call.
+    DropTriggers,
     Renames,
     DropForeignKeys,
     DropIndexes,
     DropConstraints,
+    CreateExtensions,
     Enums,
+    /// Domains and composite types made or changed.
+    CreateTypes,
     CreateSequences,
+    /// Functions and procedures made or replaced, before the tables and triggers that use them.
+    Functions,
     DropTables,
     CreateTables,
     Columns,
     AddConstraints,
     AddForeignKeys,
     CreateIndexes,
+    /// SQL functions that read the schema's tables or views (checked when created).
+    LateFunctions,
     Triggers,
     CreateViews,
+    /// Triggers on views (`INSTEAD OF`), once the view exists.
+    ViewTriggers,
+    /// `COMMENT ON`, once everything commented exists.
+    Comments,
     SequenceOwners,
     DropSequences,
+    /// Functions and procedures dropped, after what used them.
+    DropFunctions,
+    DropTypes,
     DropEnums,
+    DropExtensions,
     /// SQLite: the foreign key check after table rebuilds.
     Check,
 }
@@ -44,6 +61,9 @@ pub(crate) struct Step {
     pub(crate) destructive: bool,
     /// A comment written above the SQL (without `-- `).
     pub(crate) note: Option<String>,
+    /// A difference the writer cannot express: the step holds no SQL, only its summary, which
+    /// the file shows as a comment and the report as `not written: ...`.
+    pub(crate) unwritten: bool,
 }
 
 impl Step {
@@ -54,6 +74,19 @@ impl Step {
             summary: summary.into(),
             destructive: false,
             note: None,
+            unwritten: false,
+        }
+    }
+
+    /// A difference no SQL is written for; `what` says which and why.
+    pub(crate) fn unwritten(phase: Phase, what: impl Into<String>) -> Step {
+        Step {
+            phase,
+            sql: String::new(),
+            summary: format!("not written: {}", what.into()),
+            destructive: false,
+            note: None,
+            unwritten: true,
         }
     }
 
@@ -224,6 +257,10 @@ fn rename_table(side: &mut Side, old: &str, new: &str) {
             for ix in &mut t.indexes {
                 ix.definition = replace_word(&ix.definition, old, new);
             }
+            // PostgreSQL's triggers name their table: they follow it.
+            for tr in &mut t.triggers {
+                tr.definition = replace_word(&tr.definition, old, new);
+            }
         }
         for fk in &mut t.foreign_keys {
             if fk.referred_table == old {
@@ -285,6 +322,9 @@ fn rename_column(side: &mut Side, t: usize, old: &str, new: &str) {
         ix.definition = replace_word(&ix.definition, old, new);
         ix.predicate = ix.predicate.as_ref().map(|p| replace_word(p, old, new));
     }
+    for tr in &mut table.triggers {
+        tr.definition = replace_word(&tr.definition, old, new);
+    }
     for other in &mut side.schema.tables {
         for fk in &mut other.foreign_keys {
             if fk.referred_table == name {
@@ -310,6 +350,13 @@ pub(crate) fn render(header: &str, steps: &[Step]) -> String {
     }
     for step in steps {
         out.push('\n');
+        if step.unwritten {
+            out.push_str(&format!(
+                "-- NOT WRITTEN (write it by hand): {}\n",
+                step.summary.trim_start_matches("not written: ")
+            ));
+            continue;
+        }
         if step.destructive {
             out.push_str(&format!("-- DESTRUCTIVE: {}\n", step.summary));
         }

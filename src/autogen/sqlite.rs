@@ -141,6 +141,12 @@ pub(crate) fn plan(from: &Side, to: &Side) -> Vec<Step> {
             .iter()
             .any(|t| super::plan::replace_word(sql, t, "\u{1}") != sql)
     };
+    // Views dropped and created again lose their triggers too (`INSTEAD OF`); those come back
+    // once the view is there.
+    let disturbed = !rebuilt.is_empty() || !dropped.is_empty();
+    let recreated_views = recreated_views(from, to, disturbed);
+    fresh.extend(recreated_views.iter().cloned());
+    let is_view = |name: &str| b.views.iter().any(|v| v.name == name);
     for tr in &to.triggers {
         let same = !fresh.contains(&tr.table)
             && !mentions_rebuilt(&tr.sql)
@@ -149,16 +155,21 @@ pub(crate) fn plan(from: &Side, to: &Side) -> Vec<Step> {
                 .iter()
                 .any(|o| o.name == tr.name && normal(&o.sql) == normal(&tr.sql));
         if !same {
+            let phase = if is_view(&tr.table) {
+                Phase::ViewTriggers
+            } else {
+                Phase::Triggers
+            };
             steps.push(Step::new(
-                Phase::Triggers,
-                format!("+ trigger {}", tr.name),
+                phase,
+                format!("+ trigger {}.{}", tr.table, tr.name),
                 format!("{};", tr.sql.trim_end_matches(';')),
             ));
         }
     }
     for tr in &from.triggers {
-        let gone_with_table =
-            !new_tables.contains_key(tr.table.as_str()) || fresh.contains(&tr.table);
+        let gone_with_table = !(new_tables.contains_key(tr.table.as_str()) || is_view(&tr.table))
+            || fresh.contains(&tr.table);
         let same = !mentions_rebuilt(&tr.sql)
             && to
                 .triggers
@@ -167,15 +178,14 @@ pub(crate) fn plan(from: &Side, to: &Side) -> Vec<Step> {
         if !same && !gone_with_table {
             steps.push(Step::new(
                 Phase::DropViews,
-                format!("- trigger {}", tr.name),
+                format!("- trigger {}.{}", tr.table, tr.name),
                 format!("DROP TRIGGER {};", ident(&tr.name)),
             ));
         }
     }
 
     // Views: all of them again when a table is rebuilt, renamed or dropped; else the changed.
-    let disturbed = !rebuilt.is_empty() || !dropped.is_empty();
-    views(from, to, disturbed, &mut steps);
+    views(from, to, &recreated_views, &mut steps);
 
     if !rebuilt.is_empty() {
         steps.insert(
@@ -236,16 +246,18 @@ fn same_column(a: &Column, b: &Column) -> bool {
         && n(&a.generated) == n(&b.generated)
 }
 
-fn fk_key(
-    fk: &ForeignKey,
-) -> (
+/// A foreign key as compared: its deferral is part of the table's DDL (a change rebuilds it).
+type FkKey = (
     Option<String>,
     Vec<String>,
     String,
     Vec<String>,
     String,
     String,
-) {
+    (bool, bool),
+);
+
+fn fk_key(fk: &ForeignKey) -> FkKey {
     (
         fk.name.clone(),
         fk.columns.clone(),
@@ -253,6 +265,7 @@ fn fk_key(
         fk.referred_columns.clone(),
         fk.on_update.clone(),
         fk.on_delete.clone(),
+        (fk.deferrable, fk.initially_deferred),
     )
 }
 
@@ -389,18 +402,27 @@ fn rebuild(to: &Side, old: &Table, new: &Table) -> Step {
     }
 }
 
-fn views(from: &Side, to: &Side, disturbed: bool, steps: &mut Vec<Step>) {
+/// The views of `to` created (again): all of them when `disturbed`, else those new or changed.
+fn recreated_views(from: &Side, to: &Side, disturbed: bool) -> BTreeSet<String> {
+    let a = &from.schema.views;
+    to.schema
+        .views
+        .iter()
+        .filter(|n| {
+            disturbed
+                || !a
+                    .iter()
+                    .any(|o| o.name == n.name && normal(&o.definition) == normal(&n.definition))
+        })
+        .map(|v| v.name.clone())
+        .collect()
+}
+
+fn views(from: &Side, to: &Side, recreated: &BTreeSet<String>, steps: &mut Vec<Step>) {
     let (a, b) = (&from.schema.views, &to.schema.views);
-    let same = |name: &str| -> bool {
-        let old = a.iter().find(|v| v.name == name);
-        let new = b.iter().find(|v| v.name == name);
-        match (old, new) {
-            (Some(o), Some(n)) => normal(&o.definition) == normal(&n.definition),
-            _ => false,
-        }
-    };
     for v in a.iter().rev() {
-        if disturbed || !same(&v.name) {
+        let kept = b.iter().any(|n| n.name == v.name) && !recreated.contains(&v.name);
+        if !kept {
             steps.push(Step::new(
                 Phase::DropViews,
                 format!("- view {}", v.name),
@@ -409,7 +431,7 @@ fn views(from: &Side, to: &Side, disturbed: bool, steps: &mut Vec<Step>) {
         }
     }
     for v in b {
-        if disturbed || !same(&v.name) {
+        if recreated.contains(&v.name) {
             steps.push(Step::new(
                 Phase::CreateViews,
                 format!("+ view {}", v.name),

@@ -87,6 +87,11 @@ fn round_trip(p: &Project, desired: &str) -> (String, String) {
         "json",
     ]);
     run.success();
+    assert!(
+        !run.stderr.contains("not written"),
+        "a difference was left unwritten:\n{}",
+        run.stderr
+    );
     let (up, down) = written(p, &run.json());
     p.run(["migrate", "up"]).success();
     assert_eq!(
@@ -969,4 +974,347 @@ mod random {
             .unwrap_or(8);
         schemas_and_edits(p, 1..n + 1);
     });
+}
+
+/// Issue 14: a desired schema with each object kind the model gained (comments, deferrable and
+/// `NOT VALID` constraints, triggers, functions and procedures, extensions, domains, composite
+/// types) is written, converges (`--check` finds nothing after `migrate up`), and goes back.
+#[test]
+fn postgres_comments_deferral_triggers_functions_and_types() {
+    let Some(p) = Project::postgres() else {
+        return;
+    };
+    let p = start(p, "CREATE TABLE old_stuff (id INTEGER PRIMARY KEY);");
+    let (up, down) = round_trip(
+        &p,
+        "
+CREATE TABLE old_stuff (id INTEGER PRIMARY KEY);
+CREATE EXTENSION IF NOT EXISTS pgcrypto;
+CREATE DOMAIN posint AS integer DEFAULT 1 NOT NULL CONSTRAINT pos CHECK (VALUE > 0);
+CREATE TYPE pair AS (a int, b text);
+CREATE TABLE users (id serial PRIMARY KEY, name text NOT NULL, n posint, p pair);
+COMMENT ON TABLE users IS 'people';
+COMMENT ON COLUMN users.name IS 'it''s a name';
+CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';
+CREATE FUNCTION user_count() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM users';
+CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
+CREATE PROCEDURE noop(x int) LANGUAGE sql AS 'SELECT 1';
+CREATE TRIGGER users_insert BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION touch();
+CREATE TRIGGER users_update BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION touch();
+ALTER TABLE users DISABLE TRIGGER users_update;
+CREATE TABLE posts (id serial PRIMARY KEY,
+    user_id int REFERENCES users (id) DEFERRABLE INITIALLY DEFERRED,
+    slug text UNIQUE DEFERRABLE, score int DEFAULT f());
+ALTER TABLE posts ADD CONSTRAINT posts_id_check CHECK (id > 0) NOT VALID;
+ALTER TABLE posts ADD CONSTRAINT posts_author FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;
+CREATE VIEW names AS SELECT id, name FROM users;
+COMMENT ON VIEW names IS 'just names';
+CREATE TRIGGER names_insert INSTEAD OF INSERT ON names FOR EACH ROW EXECUTE FUNCTION touch();
+",
+    );
+    for want in [
+        "CREATE EXTENSION IF NOT EXISTS pgcrypto;",
+        "CREATE DOMAIN posint AS integer DEFAULT 1 NOT NULL CONSTRAINT pos CHECK (VALUE > 0);",
+        "CREATE TYPE pair AS (a integer, b text);",
+        "CREATE OR REPLACE FUNCTION public.f()",
+        "CREATE OR REPLACE PROCEDURE public.noop(IN x integer)",
+        "FOREIGN KEY (user_id) REFERENCES users (id) DEFERRABLE INITIALLY DEFERRED",
+        "UNIQUE (slug) DEFERRABLE",
+        "ALTER TABLE posts ADD CONSTRAINT posts_id_check CHECK (id > 0) NOT VALID;",
+        "ALTER TABLE users DISABLE TRIGGER users_update;",
+        "COMMENT ON TABLE users IS 'people';",
+        "COMMENT ON COLUMN users.name IS 'it''s a name';",
+        "COMMENT ON VIEW names IS 'just names';",
+    ] {
+        assert!(up.contains(want), "{want}\n--- up.sql\n{up}");
+    }
+    // Functions before the tables that use them; an SQL function reading a table after it;
+    // triggers after their function.
+    let at = |s: &str| {
+        up.find(s)
+            .unwrap_or_else(|| panic!("{s}\n--- up.sql\n{up}"))
+    };
+    assert!(at("FUNCTION public.f()") < at("CREATE TABLE posts"), "{up}");
+    assert!(
+        at("CREATE TABLE users") < at("FUNCTION public.user_count()"),
+        "{up}"
+    );
+    assert!(
+        at("FUNCTION public.touch()") < at("CREATE TRIGGER users_insert"),
+        "{up}"
+    );
+    assert!(
+        at("CREATE VIEW names") < at("CREATE TRIGGER names_insert"),
+        "{up}"
+    );
+    // Down: functions and types after the tables.
+    let at = |s: &str| {
+        down.find(s)
+            .unwrap_or_else(|| panic!("{s}\n--- down.sql\n{down}"))
+    };
+    assert!(at("DROP TABLE posts;") < at("DROP FUNCTION f();"), "{down}");
+    assert!(
+        at("DROP TABLE users;") < at("DROP DOMAIN posint;"),
+        "{down}"
+    );
+    assert!(
+        at("DROP FUNCTION touch();") < at("DROP EXTENSION pgcrypto;"),
+        "{down}"
+    );
+
+    // Each of them changed in place.
+    let (up, down) = round_trip(
+        &p,
+        "
+CREATE TABLE old_stuff (id INTEGER PRIMARY KEY);
+CREATE DOMAIN posint AS integer DEFAULT 2 CONSTRAINT pos CHECK (VALUE > 0) CONSTRAINT small CHECK (VALUE < 1000);
+CREATE TYPE pair AS (a int, b text, c int);
+CREATE TABLE users (id serial PRIMARY KEY, name text NOT NULL, n posint, p pair);
+COMMENT ON TABLE users IS 'persons';
+CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 2';
+CREATE FUNCTION user_count() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM users';
+CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
+CREATE TRIGGER users_insert AFTER INSERT ON users FOR EACH ROW EXECUTE FUNCTION touch();
+CREATE TRIGGER users_update BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION touch();
+CREATE TABLE posts (id serial PRIMARY KEY, user_id int REFERENCES users (id), slug text UNIQUE,
+    score int DEFAULT f());
+ALTER TABLE posts ADD CONSTRAINT posts_id_check CHECK (id > 0);
+ALTER TABLE posts ADD CONSTRAINT posts_author FOREIGN KEY (user_id) REFERENCES users (id) DEFERRABLE;
+CREATE VIEW names AS SELECT id, name FROM users;
+CREATE TRIGGER names_insert INSTEAD OF INSERT ON names FOR EACH ROW EXECUTE FUNCTION touch();
+",
+    );
+    for want in [
+        "ALTER DOMAIN posint SET DEFAULT 2;",
+        "ALTER DOMAIN posint DROP NOT NULL;",
+        "ALTER DOMAIN posint ADD CONSTRAINT small CHECK (VALUE < 1000);",
+        "ALTER TYPE pair ADD ATTRIBUTE c integer;",
+        "AS $function$SELECT 2$function$;",
+        "ALTER TABLE posts VALIDATE CONSTRAINT posts_id_check;",
+        "ALTER TABLE posts VALIDATE CONSTRAINT posts_author;",
+        "ALTER TABLE posts ALTER CONSTRAINT posts_author DEFERRABLE INITIALLY IMMEDIATE;",
+        "ALTER TABLE posts ALTER CONSTRAINT posts_user_id_fkey NOT DEFERRABLE;",
+        "DROP TRIGGER users_insert ON users;",
+        "ALTER TABLE users ENABLE TRIGGER users_update;",
+        "COMMENT ON TABLE users IS 'persons';",
+        "COMMENT ON COLUMN users.name IS NULL;",
+        "COMMENT ON VIEW names IS NULL;",
+        "DROP PROCEDURE noop(IN x integer);",
+        "DROP EXTENSION pgcrypto;",
+    ] {
+        assert!(up.contains(want), "{want}\n--- up.sql\n{up}");
+    }
+    assert!(
+        down.contains("-- DESTRUCTIVE: ~ composite type pair: fields dropped or added\nALTER TYPE pair DROP ATTRIBUTE c;"),
+        "{down}"
+    );
+    assert!(!up.contains("DROP CONSTRAINT posts_user_id_fkey"), "{up}");
+}
+
+/// What autogen cannot write is never passed over: a composite type whose fields change while a
+/// column holds it is listed as not written, on stderr, in the JSON report and in up.sql, and
+/// `--check` exits 4.
+#[test]
+fn postgres_what_cannot_be_written_is_listed_and_check_differs() {
+    let Some(p) = Project::postgres() else {
+        return;
+    };
+    let p = start(
+        p,
+        "CREATE TYPE pair AS (a int, b text); CREATE TABLE t (id int PRIMARY KEY, p pair);",
+    );
+    p.run(["migrate", "up", "-q"]).success();
+    p.file(
+        "schema.sql",
+        "CREATE TYPE pair AS (a bigint, b text); CREATE TABLE t (id int PRIMARY KEY, p pair);",
+    );
+    p.run(["revision", "--check"])
+        .code(4)
+        .stdout_has("not written: composite type pair")
+        .stderr_has("not written: composite type pair");
+    let run = p.run([
+        "revision",
+        &next_name(),
+        "--autogenerate",
+        "--format",
+        "json",
+    ]);
+    run.success().stderr_has("not written: composite type pair");
+    let json = run.json();
+    let listed = json.to_string();
+    assert!(
+        listed.contains("not written: composite type pair"),
+        "{listed}"
+    );
+    let (up, _) = written(&p, &json);
+    assert!(
+        up.contains("-- NOT WRITTEN (write it by hand): composite type pair"),
+        "{up}"
+    );
+}
+
+/// SQLite: a foreign key's deferral is part of the table's DDL, so changing it rebuilds the
+/// table (it used to pass unnoticed), and triggers on tables and views still come back.
+#[test]
+fn sqlite_deferrable_foreign_keys_and_view_triggers() {
+    let p = start(
+        Project::sqlite(),
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+         CREATE TABLE posts (id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users (id), body TEXT);
+         INSERT INTO users VALUES (1, 'ann');
+         INSERT INTO posts VALUES (1, 1, 'a');",
+    );
+    let desired = "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+         CREATE TABLE posts (id INTEGER PRIMARY KEY,
+             user_id INTEGER REFERENCES users (id) DEFERRABLE INITIALLY DEFERRED, body TEXT);
+         CREATE TABLE log (what TEXT);
+         CREATE VIEW bodies AS SELECT id, body FROM posts;
+         CREATE TRIGGER bodies_insert INSTEAD OF INSERT ON bodies
+             BEGIN INSERT INTO posts (id, body) VALUES (NEW.id, NEW.body); END;
+         CREATE TRIGGER posts_log AFTER INSERT ON posts BEGIN INSERT INTO log VALUES ('post'); END;";
+    let (up, down) = round_trip(&p, desired);
+    assert!(up.contains("DEFERRABLE INITIALLY DEFERRED"), "{up}");
+    assert!(
+        up.contains("ALTER TABLE _dbctl_new_posts RENAME TO posts;"),
+        "{up}"
+    );
+    assert!(
+        down.contains("ALTER TABLE _dbctl_new_posts RENAME TO posts;"),
+        "{down}"
+    );
+    assert_eq!(p.count("SELECT count(*) AS n FROM posts"), 1);
+    // A change elsewhere that rebuilds posts again keeps the view's trigger.
+    round_trip(
+        &p,
+        &desired.replace(
+            "body TEXT);",
+            "body TEXT, extra INTEGER NOT NULL DEFAULT (1));",
+        ),
+    );
+    p.execute("INSERT INTO bodies (id, body) VALUES (5, 'via view')");
+    assert_eq!(p.count("SELECT count(*) AS n FROM posts WHERE id = 5"), 1);
+    assert_eq!(p.count("SELECT count(*) AS n FROM log"), 1);
+}
+
+/// Issue 14's report, as it was written: an empty migrations folder and a schema with a comment,
+/// a function and a deferred foreign key. The comment, the function and `DEFERRABLE` are written,
+/// and after `migrate up` the check converges (it used to drop and add the key forever).
+#[test]
+fn postgres_issue_14_report_converges() {
+    let Some(p) = Project::postgres() else {
+        return;
+    };
+    std::fs::create_dir_all(p.path().join("migrations")).unwrap();
+    p.file(
+        "schema.sql",
+        "CREATE TABLE users (id serial PRIMARY KEY, name text NOT NULL);
+         COMMENT ON TABLE users IS 'people';
+         CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';
+         CREATE TABLE posts (id serial PRIMARY KEY,
+             user_id int REFERENCES users(id) DEFERRABLE INITIALLY DEFERRED);",
+    );
+    let run = p.run(["revision", "init", "--autogenerate", "--format", "json"]);
+    run.success();
+    let (up, _) = written(&p, &run.json());
+    assert!(up.contains("COMMENT ON TABLE users IS 'people';"), "{up}");
+    assert!(up.contains("CREATE OR REPLACE FUNCTION public.f()"), "{up}");
+    assert!(up.contains("DEFERRABLE INITIALLY DEFERRED"), "{up}");
+    p.run(["migrate", "up"]).success();
+    p.run(["revision", "--check", "--autogenerate"])
+        .success()
+        .stdout_has("no changes");
+    // The domain's base type cannot change while a column uses it: listed, not guessed.
+    p.file(
+        "schema.sql",
+        "CREATE DOMAIN code AS text; CREATE TABLE users (id serial PRIMARY KEY, name text NOT NULL);
+         COMMENT ON TABLE users IS 'people';
+         CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';
+         CREATE TABLE posts (id serial PRIMARY KEY,
+             user_id int REFERENCES users(id) DEFERRABLE INITIALLY DEFERRED, c code);",
+    );
+    p.run(["revision", "code", "--autogenerate"]).success();
+    p.run(["migrate", "up"]).success();
+    p.file(
+        "schema.sql",
+        "CREATE DOMAIN code AS varchar(10); CREATE TABLE users (id serial PRIMARY KEY, name text NOT NULL);
+         COMMENT ON TABLE users IS 'people';
+         CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';
+         CREATE TABLE posts (id serial PRIMARY KEY,
+             user_id int REFERENCES users(id) DEFERRABLE INITIALLY DEFERRED, c code);",
+    );
+    p.run(["revision", "--check"])
+        .code(4)
+        .stdout_has("not written: domain code: type text -> character varying(10)")
+        .stderr_has("not written: domain code");
+}
+
+/// SQLite: the same schema written with other spacing, quoting and case stays "no changes"
+/// (the check that lists differences no writer saw compares SQLite's text in normal form too).
+#[test]
+fn sqlite_same_schema_written_otherwise_is_no_change() {
+    let p = start(
+        Project::sqlite(),
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, n TEXT);
+         CREATE VIEW v AS SELECT  id   FROM t;
+         CREATE INDEX ix ON t(n);
+         CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END;",
+    );
+    p.run(["migrate", "up", "-q"]).success();
+    p.file(
+        "schema.sql",
+        "create table \"t\" (id integer primary key, n text);
+         create view v as select id from t;
+         create index ix on t (n);
+         create trigger tr after insert on t begin select 1; end;",
+    );
+    p.run(["revision", "--check"])
+        .success()
+        .stdout_has("no changes");
+}
+
+/// PostgreSQL: a trigger and a column comment follow a table and a column renamed by hint: no
+/// drop and create of the trigger (which would name the table before its rename), and the
+/// migration converges and reverts.
+#[test]
+fn postgres_triggers_and_comments_follow_renames() {
+    let Some(p) = Project::postgres() else {
+        return;
+    };
+    let p = start(
+        p,
+        "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
+         CREATE TABLE users (id int PRIMARY KEY, mail text);
+         CREATE TRIGGER stamp BEFORE UPDATE OF mail ON users FOR EACH ROW EXECUTE FUNCTION touch();
+         COMMENT ON COLUMN users.mail IS 'where to write';",
+    );
+    p.run(["migrate", "up", "-q"]).success();
+    let before = schema_json(&p, p.url());
+    p.file(
+        "schema.sql",
+        "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
+         CREATE TABLE accounts (id int PRIMARY KEY, email text);
+         CREATE TRIGGER stamp BEFORE UPDATE OF email ON accounts FOR EACH ROW EXECUTE FUNCTION touch();
+         COMMENT ON COLUMN accounts.email IS 'where to write';",
+    );
+    let run = p.run([
+        "revision",
+        "renames",
+        "--autogenerate",
+        "--rename",
+        "users=accounts",
+        "--rename",
+        "accounts.mail=email",
+        "--format",
+        "json",
+    ]);
+    run.success();
+    let (up, _) = written(&p, &run.json());
+    assert!(!up.contains("TRIGGER"), "{up}");
+    assert!(!up.contains("COMMENT"), "{up}");
+    p.run(["migrate", "up"]).success();
+    p.run(["revision", "--check"])
+        .success()
+        .stdout_has("no changes");
+    p.run(["migrate", "down"]).success();
+    assert_eq!(schema_json(&p, p.url()), before);
 }
