@@ -5,8 +5,9 @@
 //! (`scratch`), read with the catalog reader `inspect` uses, and compared model to model. The DDL
 //! writers (`pg`, `sqlite`) turn the difference into steps in dependency order (`plan`); up.sql
 //! goes from the migrations to the desired schema, down.sql back, each written by the same writer
-//! with the sides swapped. This module resolves the inputs and hands `revision` the two files and
-//! the list of changes; `revision` creates the folder.
+//! with the sides swapped. `commands::revision` resolves the inputs (a [`Request`]) from its
+//! arguments and settings, hears what is noticed on the way through [`Notes`], and creates the
+//! folder from the two files and the list of changes this module hands back.
 
 mod pg;
 mod pg_objects;
@@ -21,60 +22,35 @@ use std::time::Instant;
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::commands::Context;
-use crate::db::{Backend, DbUrl};
+use crate::db::{Backend, DbUrl, PoolSettings};
 use crate::error;
 pub(crate) use plan::Change;
 use plan::{Renames, Step};
 
 /// The setting that names the desired schema file.
-const SCHEMA_FILE_SETTING: &str = "DBCTL_SCHEMA_FILE";
+pub(crate) const SCHEMA_FILE_SETTING: &str = "DBCTL_SCHEMA_FILE";
 
-/// `revision`'s options for writing a migration from a desired schema.
-#[derive(clap::Args, Debug, Default)]
-pub(crate) struct AutogenArgs {
-    /// Write up.sql and down.sql from the difference between what the migrations build and the
-    /// desired schema file (see --from)
-    #[arg(long, conflicts_with_all = ["sql", "down_sql"])]
-    pub(crate) autogenerate: bool,
-
-    /// The desired schema, as SQL [default: $DBCTL_SCHEMA_FILE, then schema.sql beside the
-    /// migrations folder]
-    #[arg(long, value_name = "FILE")]
-    pub(crate) from: Option<PathBuf>,
-
-    /// PostgreSQL: an empty database to build both schemas in, instead of two temporary
-    /// databases created and dropped on the server of the database URL
-    #[arg(long, value_name = "URL", hide_env_values = true)]
-    pub(crate) dev_url: Option<String>,
-
-    /// A rename, instead of a drop and an add: OLD_TABLE=NEW_TABLE or TABLE.OLD=NEW (the table
-    /// as the desired schema names it); repeat for several
-    #[arg(long, value_name = "OLD=NEW")]
-    pub(crate) rename: Vec<String>,
-
-    /// Write nothing; exit 4 when the migrations and the desired schema differ, printing how
-    /// (implies --autogenerate)
-    #[arg(long, conflicts_with_all = ["sql", "down_sql"])]
+/// What [`generate`] is asked, resolved by the command from its arguments and settings.
+pub(crate) struct Request {
+    /// The backend's URL: the database URL's server, or the `--dev-url` database itself.
+    pub(crate) url: DbUrl,
+    /// `url` is a `--dev-url`: an empty database to build in instead of creating two.
+    pub(crate) dev: bool,
+    pub(crate) settings: PoolSettings,
+    /// The desired schema, as SQL.
+    pub(crate) desired_file: PathBuf,
+    /// `--rename` hints: OLD_TABLE=NEW_TABLE or TABLE.OLD=NEW.
+    pub(crate) renames: Vec<String>,
+    /// `--check`: nothing is written, the summary says so.
     pub(crate) check: bool,
 }
 
-impl AutogenArgs {
-    pub(crate) fn wanted(&self) -> bool {
-        self.autogenerate || self.check
-    }
-
-    /// Refuses the options that mean nothing without --autogenerate.
-    pub(crate) fn validate(&self) -> anyhow::Result<()> {
-        if !self.wanted()
-            && (self.from.is_some() || self.dev_url.is_some() || !self.rename.is_empty())
-        {
-            return Err(error::usage(
-                "--from, --dev-url and --rename are options of --autogenerate",
-            ));
-        }
-        Ok(())
-    }
+/// What the engine notices on the way, for the command to show (it prints nothing itself).
+pub(crate) trait Notes {
+    /// Worth a warning: a destructive step, a step not written, a scratch database left.
+    fn warn(&self, msg: &str);
+    /// A detail for `-v`.
+    fn verbose(&self, msg: &str);
 }
 
 /// What the comparison found: the files to write when anything differs.
@@ -132,22 +108,16 @@ impl Summary {
 
 /// Compares what the migrations in `dir` build with the desired schema, and writes the two
 /// migration files' text for the difference.
-pub(crate) fn generate(ctx: &Context, dir: &Path, args: &AutogenArgs) -> anyhow::Result<Generated> {
+pub(crate) fn generate(req: &Request, dir: &Path, notes: &dyn Notes) -> anyhow::Result<Generated> {
     let started = Instant::now();
     let mut renames = Renames::default();
-    for hint in &args.rename {
+    for hint in &req.renames {
         renames.add(hint)?;
     }
-    let (url, dev) = match &args.dev_url {
-        Some(raw) => (
-            DbUrl::parse(raw).map_err(|e| error::tag(e, error::Exit::Usage))?,
-            true,
-        ),
-        None => (ctx.config.database_url()?.0, false),
-    };
-    let desired_file = desired_file(ctx, dir, args);
-    let desired_sql = read_desired(&desired_file)?;
-    ctx.out.verbose(format_args!(
+    let url = &req.url;
+    let desired_file = &req.desired_file;
+    let desired_sql = read_desired(desired_file)?;
+    notes.verbose(&format!(
         "autogenerate: desired schema {}, migrations {}, {} scratch databases",
         desired_file.display(),
         dir.display(),
@@ -155,12 +125,12 @@ pub(crate) fn generate(ctx: &Context, dir: &Path, args: &AutogenArgs) -> anyhow:
     ));
     let target = scratch::Target {
         url: url.clone(),
-        dev: dev && url.backend() == Backend::Postgres,
-        settings: ctx.config.pool_settings(None)?,
-        out: ctx.out,
+        dev: req.dev && url.backend().has_server(),
+        settings: req.settings.clone(),
+        out: notes,
     };
-    let (desired, current) = scratch::build(&target, &desired_file, &desired_sql, dir)?;
-    ctx.out.verbose(format_args!(
+    let (desired, current) = scratch::build(&target, desired_file, &desired_sql, dir)?;
+    notes.verbose(&format!(
         "autogenerate: both schemas built and read in {}",
         crate::output::millis(started.elapsed())
     ));
@@ -175,13 +145,13 @@ pub(crate) fn generate(ctx: &Context, dir: &Path, args: &AutogenArgs) -> anyhow:
         })
         .collect();
     for c in changes.iter().filter(|c| c.destructive) {
-        ctx.out.warn(format_args!("DESTRUCTIVE: {}", c.summary));
+        notes.warn(&format!("DESTRUCTIVE: {}", c.summary));
     }
     for s in up.iter().filter(|s| s.unwritten) {
-        ctx.out.warn(format_args!("{} (up.sql)", s.summary));
+        notes.warn(&format!("{} (up.sql)", s.summary));
     }
     for s in down.iter().filter(|s| s.unwritten) {
-        ctx.out.warn(format_args!("{} (down.sql)", s.summary));
+        notes.warn(&format!("{} (down.sql)", s.summary));
     }
     let shown = desired_file.display().to_string();
     let header = |what: &str| {
@@ -199,7 +169,7 @@ pub(crate) fn generate(ctx: &Context, dir: &Path, args: &AutogenArgs) -> anyhow:
         summary: Summary {
             desired: shown,
             backend: url.backend(),
-            check: args.check,
+            check: req.check,
             destructive: changes.iter().filter(|c| c.destructive).count(),
             changes,
             duration_ms: crate::output::ms_f64(started.elapsed()),
@@ -294,18 +264,6 @@ fn unnoticed(
             Step::unwritten(plan::Phase::Check, what)
         })
         .collect()
-}
-
-/// `--from`, else `DBCTL_SCHEMA_FILE`, else `schema.sql` beside the migrations folder.
-fn desired_file(ctx: &Context, dir: &Path, args: &AutogenArgs) -> PathBuf {
-    if let Some(file) = &args.from {
-        return file.clone();
-    }
-    if let Some((file, _)) = ctx.config.lookup(SCHEMA_FILE_SETTING) {
-        return PathBuf::from(file);
-    }
-    dir.parent()
-        .map_or_else(|| PathBuf::from("schema.sql"), |p| p.join("schema.sql"))
 }
 
 fn read_desired(file: &Path) -> anyhow::Result<String> {

@@ -24,7 +24,6 @@ use diesel::sql_types::{BigInt, Text};
 use crate::db::{AnyConnection, Backend, Database, DbUrl, OpenMode, PoolSettings};
 use crate::error::{self, Exit};
 use crate::migrate::{self, Action, Options, UpTarget};
-use crate::output::Output;
 use crate::schema::{self as catalog, read::ReadOptions, Schema};
 
 /// A schema as read from a scratch database, with what the model does not keep and SQLite's
@@ -53,7 +52,7 @@ pub(crate) struct Target<'a> {
     /// `--dev-url` was given: use `url` itself, emptied, instead of creating databases.
     pub(crate) dev: bool,
     pub(crate) settings: PoolSettings,
-    pub(crate) out: &'a Output,
+    pub(crate) out: &'a dyn super::Notes,
 }
 
 /// Builds both sides: (desired, current).
@@ -129,9 +128,9 @@ fn in_parallel(
     let desired = desired?;
     let (current, warnings) = current?;
     for w in warnings {
-        target.out.warn(w);
+        target.out.warn(&w);
     }
-    target.out.verbose(format_args!(
+    target.out.verbose(&format!(
         "autogenerate: both schemas built and read in parallel in {}",
         crate::output::millis(started.elapsed())
     ));
@@ -150,7 +149,7 @@ fn both_in_turn(
 ) -> anyhow::Result<(Side, Side)> {
     let started = std::time::Instant::now();
     let lap = |what: &str| {
-        target.out.verbose(format_args!(
+        target.out.verbose(&format!(
             "autogenerate: {what} at {}",
             crate::output::millis(started.elapsed())
         ))
@@ -223,7 +222,7 @@ fn load_desired(db: &Database, file: &Path, sql: &str) -> anyhow::Result<()> {
 
 fn apply_migrations(target: &Target<'_>, url: &DbUrl, dir: &Path) -> anyhow::Result<()> {
     for w in apply_quietly(&target.settings, url, dir)? {
-        target.out.warn(w);
+        target.out.warn(&w);
     }
     Ok(())
 }
@@ -308,7 +307,7 @@ struct Scratch<'a> {
     names: [String; 2],
     /// How many of `names` exist.
     created: usize,
-    out: &'a Output,
+    out: &'a dyn super::Notes,
 }
 
 impl<'a> Scratch<'a> {
@@ -384,7 +383,7 @@ impl Drop for Scratch<'_> {
         for (name, result) in results {
             if let Err(e) = result {
                 all = false;
-                self.out.warn(format_args!(
+                self.out.warn(&format!(
                     "could not drop the scratch database {name}: {e:#}"
                 ));
             }

@@ -13,11 +13,13 @@ use anyhow::Context as _;
 use chrono::{Duration as ChronoDuration, NaiveDateTime, Utc};
 use serde::Serialize;
 
+use crate::autogen;
 use crate::commands::Context;
 use crate::db::backend;
+use crate::db::DbUrl;
 use crate::error::{self, Exit, ResultExt as _};
 use crate::migrate::{parse_folder_name, read_folder, UP_PLACEHOLDER};
-use crate::output::{self, Report};
+use crate::output::{self, Output, Report};
 
 /// Create a new migration folder with up.sql and down.sql.
 ///
@@ -47,7 +49,54 @@ pub(crate) struct RevisionArgs {
     down_sql: Option<String>,
 
     #[command(flatten)]
-    autogen: crate::autogen::AutogenArgs,
+    autogen: AutogenArgs,
+}
+
+/// `revision`'s options for writing a migration from a desired schema.
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct AutogenArgs {
+    /// Write up.sql and down.sql from the difference between what the migrations build and the
+    /// desired schema file (see --from)
+    #[arg(long, conflicts_with_all = ["sql", "down_sql"])]
+    pub(crate) autogenerate: bool,
+
+    /// The desired schema, as SQL [default: $DBCTL_SCHEMA_FILE, then schema.sql beside the
+    /// migrations folder]
+    #[arg(long, value_name = "FILE")]
+    pub(crate) from: Option<PathBuf>,
+
+    /// PostgreSQL: an empty database to build both schemas in, instead of two temporary
+    /// databases created and dropped on the server of the database URL
+    #[arg(long, value_name = "URL", hide_env_values = true)]
+    pub(crate) dev_url: Option<String>,
+
+    /// A rename, instead of a drop and an add: OLD_TABLE=NEW_TABLE or TABLE.OLD=NEW (the table
+    /// as the desired schema names it); repeat for several
+    #[arg(long, value_name = "OLD=NEW")]
+    pub(crate) rename: Vec<String>,
+
+    /// Write nothing; exit 4 when the migrations and the desired schema differ, printing how
+    /// (implies --autogenerate)
+    #[arg(long, conflicts_with_all = ["sql", "down_sql"])]
+    pub(crate) check: bool,
+}
+
+impl AutogenArgs {
+    pub(crate) fn wanted(&self) -> bool {
+        self.autogenerate || self.check
+    }
+
+    /// Refuses the options that mean nothing without --autogenerate.
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        if !self.wanted()
+            && (self.from.is_some() || self.dev_url.is_some() || !self.rename.is_empty())
+        {
+            return Err(error::usage(
+                "--from, --dev-url and --rename are options of --autogenerate",
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Serialize, Debug)]
@@ -108,7 +157,8 @@ pub(crate) fn run(ctx: &Context, mut args: RevisionArgs) -> anyhow::Result<Revis
     backend::require_migrations_dir(&top)?;
     let mut summary = None;
     if args.autogen.wanted() {
-        let generated = crate::autogen::generate(ctx, &top, &args.autogen)?;
+        let generated =
+            crate::autogen::generate(&request(ctx, &top, &args.autogen)?, &top, ctx.out)?;
         if args.autogen.check || !generated.summary.differs() {
             return Ok(RevisionReport {
                 written: None,
@@ -182,6 +232,47 @@ fn source_dir(ctx: &Context, dir: &Path) -> anyhow::Result<PathBuf> {
     }
     backend::require_migrations_dir(dir)?;
     Ok(dir.to_path_buf())
+}
+
+/// What `--autogenerate` compares, from the arguments and settings.
+fn request(ctx: &Context, dir: &Path, args: &AutogenArgs) -> anyhow::Result<autogen::Request> {
+    let (url, dev) = match &args.dev_url {
+        Some(raw) => (
+            DbUrl::parse(raw).map_err(|e| error::tag(e, Exit::Usage))?,
+            true,
+        ),
+        None => (ctx.config.database_url()?.0, false),
+    };
+    Ok(autogen::Request {
+        url,
+        dev,
+        settings: ctx.config.pool_settings(None)?,
+        desired_file: desired_file(ctx, dir, args),
+        renames: args.rename.clone(),
+        check: args.check,
+    })
+}
+
+/// `--from`, else `DBCTL_SCHEMA_FILE`, else `schema.sql` beside the migrations folder.
+fn desired_file(ctx: &Context, dir: &Path, args: &AutogenArgs) -> PathBuf {
+    if let Some(file) = &args.from {
+        return file.clone();
+    }
+    if let Some((file, _)) = ctx.config.lookup(autogen::SCHEMA_FILE_SETTING) {
+        return PathBuf::from(file);
+    }
+    dir.parent()
+        .map_or_else(|| PathBuf::from("schema.sql"), |p| p.join("schema.sql"))
+}
+
+impl autogen::Notes for Output {
+    fn warn(&self, msg: &str) {
+        Output::warn(self, msg);
+    }
+
+    fn verbose(&self, msg: &str) {
+        Output::verbose(self, msg);
+    }
 }
 
 fn check_name(name: &str) -> anyhow::Result<()> {
