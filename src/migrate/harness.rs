@@ -299,11 +299,7 @@ fn plan<'a>(
                 .map(|m| m.label())
                 .collect();
             if !late.is_empty() {
-                let msg = format!(
-                    "out of order: {} {} older than a migration already applied; applying anyway",
-                    late.join(", "),
-                    if late.len() == 1 { "is" } else { "are" }
-                );
+                let msg = format!("{}; applying anyway", super::out_of_order(&late));
                 events.warn(&msg);
                 report.warnings.push(msg);
             }

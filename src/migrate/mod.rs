@@ -61,6 +61,15 @@ pub(crate) trait Events {
     fn steps_ended(&self, ok: bool);
 }
 
+/// The warning for migrations applied older than one already applied (`late`: their labels).
+fn out_of_order(late: &[String]) -> String {
+    format!(
+        "out of order: {} {} older than a migration already applied",
+        late.join(", "),
+        if late.len() == 1 { "is" } else { "are" }
+    )
+}
+
 /// Events nobody watches: a run whose warnings are read from its report afterwards (the scratch
 /// databases of `revision --autogenerate`).
 pub(crate) struct Unwatched;
@@ -637,11 +646,7 @@ fn plan_steps<'a>(
                 .map(|m| m.label())
                 .collect();
             if !late.is_empty() {
-                let msg = format!(
-                    "out of order: {} {} older than a migration already applied",
-                    late.join(", "),
-                    if late.len() == 1 { "is" } else { "are" }
-                );
+                let msg = out_of_order(&late);
                 if opts.strict {
                     return Err(error::tag(
                         anyhow::anyhow!(

@@ -451,6 +451,21 @@ fn add_constraints(tables: &mut HashMap<i64, Table>, constraints: Vec<Constraint
     }
 }
 
+/// The list of the table or view `oid` names that a row belongs on (`None`: neither, e.g. an
+/// object of a schema not read).
+fn onto<'a, T>(
+    tables: &'a mut HashMap<i64, Table>,
+    views: &'a mut HashMap<i64, View>,
+    oid: i64,
+    of_table: fn(&mut Table) -> &mut Vec<T>,
+    of_view: fn(&mut View) -> &mut Vec<T>,
+) -> Option<&'a mut Vec<T>> {
+    match tables.get_mut(&oid) {
+        Some(table) => Some(of_table(table)),
+        None => views.get_mut(&oid).map(of_view),
+    }
+}
+
 /// Indexes, onto their tables or materialized views.
 fn add_indexes(
     tables: &mut HashMap<i64, Table>,
@@ -458,12 +473,14 @@ fn add_indexes(
     indexes: Vec<IndexRow>,
 ) {
     for ix in indexes {
-        let list = match tables.get_mut(&ix.oid) {
-            Some(table) => &mut table.indexes,
-            None => match views.get_mut(&ix.oid) {
-                Some(view) => &mut view.indexes,
-                None => continue,
-            },
+        let Some(list) = onto(
+            tables,
+            views,
+            ix.oid,
+            |t| &mut t.indexes,
+            |v| &mut v.indexes,
+        ) else {
+            continue;
         };
         list.push(Index {
             name: ix.name,
@@ -484,12 +501,14 @@ fn add_triggers(
     triggers: Vec<TriggerRow>,
 ) {
     for t in triggers {
-        let list = match tables.get_mut(&t.oid) {
-            Some(table) => &mut table.triggers,
-            None => match views.get_mut(&t.oid) {
-                Some(view) => &mut view.triggers,
-                None => continue,
-            },
+        let Some(list) = onto(
+            tables,
+            views,
+            t.oid,
+            |t| &mut t.triggers,
+            |v| &mut v.triggers,
+        ) else {
+            continue;
         };
         list.push(Trigger {
             name: t.name,
